@@ -1,0 +1,39 @@
+# Quick start: `make run` (the main job on an embedded default) and `make test` (the whole suite).
+# Both create .venv/ if it is missing and install Kiln and what it needs into it.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DEPS_STAMP := $(VENV)/.kiln-deps
+BUILD_STAMP := $(VENV)/.kiln-built
+NATIVE_SOURCES := $(shell find dialect passes tools python/extension -type f) CMakeLists.txt pyproject.toml
+
+.PHONY: run test lit pytest build clean
+
+run: $(BUILD_STAMP)
+	$(PY) -m kiln.demo
+
+test: $(BUILD_STAMP)
+	$(MAKE) --no-print-directory lit pytest
+
+lit: $(BUILD_STAMP)
+	$(VENV)/bin/lit -sv lit_tests
+
+pytest: $(BUILD_STAMP)
+	$(PY) -m pytest -q -n 2 test
+
+build: $(BUILD_STAMP)
+
+$(DEPS_STAMP): requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+# Editable install: Python sources are used in place; the native parts are rebuilt when they change.
+$(BUILD_STAMP): $(DEPS_STAMP) $(NATIVE_SOURCES)
+	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
+	touch $@
+
+clean:
+	rm -rf build $(BUILD_STAMP)

@@ -1,0 +1,47 @@
+//===- Passes.td - Kiln's passes ------------------------------*- tablegen -*-===//
+//
+// Every Kiln pass, declared once: kiln-opt and the Python PassManager both
+// register them from here (registerKilnPasses).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KILN_PASSES
+#define KILN_PASSES
+
+include "mlir/Pass/PassBase.td"
+
+def TransformerToLinalg : Pass<"transformer-to-linalg"> {
+  let summary = "Lower every `transformer` op to linalg/tensor/arith/math on tensors";
+  let description = [{
+    Rewrites each `transformer` op into destination-style linalg ops on
+    tensors (plus `tensor` reshapes/slices, `arith` and `math` scalar code):
+
+    - `linear`, `matmul` and the projections of `gated_mlp` become
+      `linalg.generic` contractions; a bias initializes the accumulator.
+    - `rms_norm`, `layer_norm` and `softmax` become reductions followed by an
+      elementwise normalization; `softmax` subtracts the row maximum first.
+    - `attention` reshapes the query heads into `[kv_heads, group]` so grouped
+      KV heads need no copy, computes scaled scores, applies the additive mask
+      and the causal bound `j <= offset + i`, a stable softmax, and the product
+      with the values.
+    - `rope` computes `x * cos + rotate_half(x) * sin` in one elementwise op;
+      without an `inv_freq` operand the frequencies are a constant computed
+      in f32 as Hugging Face does.
+    - `kv_cache_update` becomes `tensor.insert_slice` (in place after
+      bufferization); `split_heads`/`merge_heads` become reshapes and
+      `linalg.transpose`; `embedding` a gather with `tensor.extract`.
+
+    Operands narrower than f32 are accumulated in f32. The pass fails, naming
+    the op, if anything of the dialect is left.
+
+    Example: `kiln-opt --transformer-to-linalg input.mlir`.
+  }];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect",
+    "::mlir::linalg::LinalgDialect",
+    "::mlir::math::MathDialect",
+    "::mlir::tensor::TensorDialect",
+  ];
+}
+
+#endif // KILN_PASSES

@@ -1,0 +1,801 @@
+//===- TransformerToLinalg.cpp - transformer ops -> linalg on tensors -----===//
+//
+// One conversion pattern per op. The building blocks (contractions, row
+// reductions, elementwise maps, the stable softmax) are small helpers shared
+// by the patterns, so e.g. attention and softmax normalize rows the same way.
+// Dynamic dimensions are supported throughout via tensor.dim.
+//
+//===----------------------------------------------------------------------===//
+
+#include "passes/Passes.h"
+
+#include "dialect/TransformerDialect.h"
+
+#include "mlir/Dialect/Arith/Utils/Utils.h"
+#include "mlir/Dialect/Utils/StructuredOpsUtils.h"
+#include "mlir/IR/AffineMap.h"
+#include "mlir/Transforms/DialectConversion.h"
+
+#include <cmath>
+
+namespace kiln {
+#define GEN_PASS_DEF_TRANSFORMERTOLINALG
+#include "passes/Passes.h.inc"
+} // namespace kiln
+
+using namespace mlir;
+using namespace kiln::transformer;
+
+namespace {
+
+//===----------------------------------------------------------------------===//
+// Helpers
+//===----------------------------------------------------------------------===//
+
+using BodyFn = function_ref<void(OpBuilder &, Location, ValueRange)>;
+
+RankedTensorType tensorType(Value v) { return cast<RankedTensorType>(v.getType()); }
+Type elementType(Value v) { return tensorType(v).getElementType(); }
+
+/// The type arithmetic runs in: f32 for narrower floats, the type itself otherwise.
+Type computeType(Type t) {
+  auto f = cast<FloatType>(t);
+  return f.getWidth() < 32 ? Float32Type::get(t.getContext()) : t;
+}
+
+Value castFloat(OpBuilder &b, Location loc, Value v, Type to) {
+  Type from = v.getType();
+  if (from == to)
+    return v;
+  if (cast<FloatType>(from).getWidth() < cast<FloatType>(to).getWidth())
+    return arith::ExtFOp::create(b, loc, to, v);
+  return arith::TruncFOp::create(b, loc, to, v);
+}
+
+Value floatConst(OpBuilder &b, Location loc, Type t, double v) {
+  return arith::ConstantOp::create(b, loc, t, b.getFloatAttr(t, v));
+}
+
+Value negInf(OpBuilder &b, Location loc, Type t) {
+  return arith::ConstantOp::create(
+      b, loc, t, b.getFloatAttr(t, APFloat::getInf(cast<FloatType>(t).getFloatSemantics(), true)));
+}
+
+/// A dimension of `v` as a floating-point scalar (for means).
+Value dimAsFloat(OpBuilder &b, Location loc, Value v, int64_t dim, Type t) {
+  int64_t size = tensorType(v).getDimSize(dim);
+  if (!ShapedType::isDynamic(size))
+    return floatConst(b, loc, t, static_cast<double>(size));
+  Value idx = tensor::DimOp::create(b, loc, v, dim);
+  Value i64 = arith::IndexCastOp::create(b, loc, b.getI64Type(), idx);
+  return arith::SIToFPOp::create(b, loc, t, i64);
+}
+
+/// tensor.empty of the given (mixed static/dynamic) sizes.
+Value emptyTensor(OpBuilder &b, Location loc, ArrayRef<OpFoldResult> sizes, Type elt) {
+  return tensor::EmptyOp::create(b, loc, sizes, elt);
+}
+
+Value filledTensor(OpBuilder &b, Location loc, ArrayRef<OpFoldResult> sizes, Value value) {
+  Value empty = emptyTensor(b, loc, sizes, value.getType());
+  return linalg::FillOp::create(b, loc, ValueRange{value}, ValueRange{empty}).getResult(0);
+}
+
+SmallVector<utils::IteratorType> iterators(int64_t parallel, int64_t reduction = 0) {
+  SmallVector<utils::IteratorType> its(parallel, utils::IteratorType::parallel);
+  its.append(reduction, utils::IteratorType::reduction);
+  return its;
+}
+
+/// The map (d0, ..., d{n-1}) -> (dims...).
+AffineMap dimsMap(MLIRContext *ctx, int64_t numDims, ArrayRef<int64_t> dims) {
+  SmallVector<AffineExpr> exprs;
+  for (int64_t d : dims)
+    exprs.push_back(getAffineDimExpr(d, ctx));
+  return AffineMap::get(numDims, 0, exprs, ctx);
+}
+
+/// (d0, ..., d{n-1}) -> (d0, ..., d{n-1}) without dim `drop`.
+AffineMap dropDimMap(MLIRContext *ctx, int64_t numDims, int64_t drop) {
+  SmallVector<int64_t> dims;
+  for (int64_t d = 0; d < numDims; ++d)
+    if (d != drop)
+      dims.push_back(d);
+  return dimsMap(ctx, numDims, dims);
+}
+
+SmallVector<int64_t> range(int64_t begin, int64_t end) {
+  SmallVector<int64_t> r;
+  for (int64_t i = begin; i < end; ++i)
+    r.push_back(i);
+  return r;
+}
+
+void yieldValue(OpBuilder &b, Location loc, Value v) { linalg::YieldOp::create(b, loc, v); }
+
+Value generic(OpBuilder &b, Location loc, ValueRange inputs, Value init, ArrayRef<AffineMap> maps,
+              ArrayRef<utils::IteratorType> its, BodyFn body) {
+  return linalg::GenericOp::create(b, loc, TypeRange{init.getType()}, inputs, ValueRange{init},
+                                   maps, its, body)
+      .getResult(0);
+}
+
+/// Applies `fn` to every element of `input`, producing elements of type `resultElt`.
+Value mapElementwise(OpBuilder &b, Location loc, Value input, Type resultElt,
+                     function_ref<Value(OpBuilder &, Location, Value)> fn) {
+  int64_t rank = tensorType(input).getRank();
+  Value init = emptyTensor(b, loc, tensor::getMixedSizes(b, loc, input), resultElt);
+  AffineMap id = b.getMultiDimIdentityMap(rank);
+  return generic(b, loc, input, init, {id, id}, iterators(rank),
+                 [&](OpBuilder &nb, Location nloc, ValueRange args) {
+                   yieldValue(nb, nloc, fn(nb, nloc, args[0]));
+                 });
+}
+
+Value castTensor(OpBuilder &b, Location loc, Value t, Type elt) {
+  if (elementType(t) == elt)
+    return t;
+  return mapElementwise(b, loc, t, elt, [&](OpBuilder &nb, Location nloc, Value x) {
+    return castFloat(nb, nloc, x, elt);
+  });
+}
+
+/// Reduces `input` (elements cast to `acc`'s type) along `axis` into a tensor
+/// without that axis, starting from `initValue`; `combine(acc, x)` folds one element.
+Value reduceAxis(OpBuilder &b, Location loc, Value input, int64_t axis, Value initValue,
+                 function_ref<Value(OpBuilder &, Location, Value, Value)> combine) {
+  int64_t rank = tensorType(input).getRank();
+  SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(b, loc, input);
+  sizes.erase(sizes.begin() + axis);
+  Value init = filledTensor(b, loc, sizes, initValue);
+  SmallVector<utils::IteratorType> its = iterators(rank);
+  its[axis] = utils::IteratorType::reduction;
+  Type accType = initValue.getType();
+  return generic(b, loc, input, init,
+                 {b.getMultiDimIdentityMap(rank), dropDimMap(b.getContext(), rank, axis)}, its,
+                 [&](OpBuilder &nb, Location nloc, ValueRange args) {
+                   Value x = castFloat(nb, nloc, args[0], accType);
+                   yieldValue(nb, nloc, combine(nb, nloc, args[1], x));
+                 });
+}
+
+/// Stable softmax of `input` along `axis`, returned in element type `outElt`.
+/// Arithmetic runs in computeType(outElt).
+Value buildSoftmax(OpBuilder &b, Location loc, Value input, int64_t axis, Type outElt) {
+  Type ct = computeType(outElt);
+  int64_t rank = tensorType(input).getRank();
+  Value rowMax = reduceAxis(b, loc, input, axis, negInf(b, loc, ct),
+                            [](OpBuilder &nb, Location nloc, Value acc, Value x) -> Value {
+                              return arith::MaximumFOp::create(nb, nloc, acc, x);
+                            });
+  AffineMap id = b.getMultiDimIdentityMap(rank);
+  AffineMap rowMap = dropDimMap(b.getContext(), rank, axis);
+  SmallVector<OpFoldResult> rowSizes = tensor::getMixedSizes(b, loc, rowMax);
+  SmallVector<utils::IteratorType> sumIts = iterators(rank);
+  sumIts[axis] = utils::IteratorType::reduction;
+  Value rowSum = generic(b, loc, ValueRange{input, rowMax},
+                         filledTensor(b, loc, rowSizes, floatConst(b, loc, ct, 0.0)),
+                         {id, rowMap, rowMap}, sumIts,
+                         [&](OpBuilder &nb, Location nloc, ValueRange args) {
+                           Value x = castFloat(nb, nloc, args[0], ct);
+                           Value e = math::ExpOp::create(
+                               nb, nloc, arith::SubFOp::create(nb, nloc, x, args[1]));
+                           yieldValue(nb, nloc,
+                                                   arith::AddFOp::create(nb, nloc, args[2], e));
+                         });
+  Value out = emptyTensor(b, loc, tensor::getMixedSizes(b, loc, input), outElt);
+  return generic(b, loc, ValueRange{input, rowMax, rowSum}, out, {id, rowMap, rowMap, id},
+                 iterators(rank), [&](OpBuilder &nb, Location nloc, ValueRange args) {
+                   Value x = castFloat(nb, nloc, args[0], ct);
+                   Value e = math::ExpOp::create(nb, nloc,
+                                                 arith::SubFOp::create(nb, nloc, x, args[1]));
+                   Value p = arith::DivFOp::create(nb, nloc, e, args[2]);
+                   yieldValue(nb, nloc, castFloat(nb, nloc, p, outElt));
+                 });
+}
+
+/// A contraction `init[out] += lhs[lhsDims] * rhs[rhsDims]` over `numDims`
+/// loops, the last `numReductions` of which are reductions. Products are
+/// accumulated in init's element type.
+Value contract(OpBuilder &b, Location loc, Value lhs, Value rhs, Value init, int64_t numDims,
+               int64_t numReductions, ArrayRef<int64_t> lhsDims, ArrayRef<int64_t> rhsDims,
+               ArrayRef<int64_t> outDims) {
+  MLIRContext *ctx = b.getContext();
+  Type acc = elementType(init);
+  return generic(b, loc, ValueRange{lhs, rhs}, init,
+                 {dimsMap(ctx, numDims, lhsDims), dimsMap(ctx, numDims, rhsDims),
+                  dimsMap(ctx, numDims, outDims)},
+                 iterators(numDims - numReductions, numReductions),
+                 [&](OpBuilder &nb, Location nloc, ValueRange args) {
+                   Value x = castFloat(nb, nloc, args[0], acc);
+                   Value y = castFloat(nb, nloc, args[1], acc);
+                   Value p = arith::MulFOp::create(nb, nloc, x, y);
+                   yieldValue(nb, nloc, arith::AddFOp::create(nb, nloc, args[2], p));
+                 });
+}
+
+/// x[..., K] · w[N, K]ᵀ (+ bias[N]) accumulated in computeType; returns that type.
+Value buildLinear(OpBuilder &b, Location loc, Value x, Value w, Value bias) {
+  int64_t rank = tensorType(x).getRank();
+  Type ct = computeType(elementType(x));
+  SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(b, loc, x);
+  sizes.back() = tensor::getMixedSize(b, loc, w, 0);
+  Value init;
+  if (bias) {
+    // Broadcast the bias into the accumulator.
+    Value empty = emptyTensor(b, loc, sizes, ct);
+    init = generic(b, loc, bias, empty,
+                   {dimsMap(b.getContext(), rank, {rank - 1}), b.getMultiDimIdentityMap(rank)},
+                   iterators(rank), [&](OpBuilder &nb, Location nloc, ValueRange args) {
+                     yieldValue(nb, nloc, castFloat(nb, nloc, args[0], ct));
+                   });
+  } else {
+    init = filledTensor(b, loc, sizes, floatConst(b, loc, ct, 0.0));
+  }
+  // Loops: the rank-1 leading dims of x, then n, then the reduction k.
+  SmallVector<int64_t> lead = range(0, rank - 1);
+  SmallVector<int64_t> xDims = lead, outDims = lead;
+  xDims.push_back(rank);
+  outDims.push_back(rank - 1);
+  return contract(b, loc, x, w, init, rank + 1, 1, xDims, {rank - 1, rank}, outDims);
+}
+
+/// Applies a gated-MLP activation name ("silu", "gelu", "gelu_tanh") to a scalar.
+Value applyActivation(OpBuilder &b, Location loc, StringRef name, Value x) {
+  Type t = x.getType();
+  Value one = floatConst(b, loc, t, 1.0), half = floatConst(b, loc, t, 0.5);
+  if (name == "silu") {
+    Value negX = arith::NegFOp::create(b, loc, x);
+    Value denom = arith::AddFOp::create(b, loc, one, math::ExpOp::create(b, loc, negX));
+    return arith::DivFOp::create(b, loc, x, denom);
+  }
+  Value inner;
+  if (name == "gelu") {
+    Value scaled = arith::MulFOp::create(b, loc, x, floatConst(b, loc, t, M_SQRT1_2));
+    inner = math::ErfOp::create(b, loc, scaled);
+  } else {
+    Value x3 = arith::MulFOp::create(b, loc, arith::MulFOp::create(b, loc, x, x), x);
+    Value poly = arith::AddFOp::create(
+        b, loc, x, arith::MulFOp::create(b, loc, x3, floatConst(b, loc, t, 0.044715)));
+    Value arg = arith::MulFOp::create(b, loc, poly, floatConst(b, loc, t, std::sqrt(2.0 / M_PI)));
+    inner = math::TanhOp::create(b, loc, arg);
+  }
+  Value halfX = arith::MulFOp::create(b, loc, half, x);
+  return arith::MulFOp::create(b, loc, halfX, arith::AddFOp::create(b, loc, one, inner));
+}
+
+/// Applies an activation elementwise, computing in computeType.
+Value activateTensor(OpBuilder &b, Location loc, Value input, StringRef name) {
+  Type elt = elementType(input), ct = computeType(elt);
+  return mapElementwise(b, loc, input, elt, [&](OpBuilder &nb, Location nloc, Value x) {
+    Value y = applyActivation(nb, nloc, name, castFloat(nb, nloc, x, ct));
+    return castFloat(nb, nloc, y, elt);
+  });
+}
+
+//===----------------------------------------------------------------------===//
+// Patterns
+//===----------------------------------------------------------------------===//
+
+struct EmbeddingLowering : OpConversionPattern<EmbeddingOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult matchAndRewrite(EmbeddingOp op, OpAdaptor adaptor,
+                                ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    Value table = adaptor.getTable(), ids = adaptor.getIndices();
+    int64_t idsRank = tensorType(ids).getRank(), rank = idsRank + 1;
+    SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(rewriter, loc, ids);
+    sizes.push_back(tensor::getMixedSize(rewriter, loc, table, 1));
+    Value init = emptyTensor(rewriter, loc, sizes, elementType(table));
+    Value result = generic(
+        rewriter, loc, ids, init,
+        {dimsMap(getContext(), rank, range(0, idsRank)), rewriter.getMultiDimIdentityMap(rank)},
+        iterators(rank), [&](OpBuilder &b, Location nloc, ValueRange args) {
+          Value row = arith::IndexCastOp::create(b, nloc, b.getIndexType(), args[0]);
+          Value col = linalg::IndexOp::create(b, nloc, idsRank);
+          Value v = tensor::ExtractOp::create(b, nloc, table, ValueRange{row, col});
+          yieldValue(b, nloc, v);
+        });
+    rewriter.replaceOp(op, result);
+    return success();
+  }
+};
+
+struct LinearLowering : OpConversionPattern<LinearOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult matchAndRewrite(LinearOp op, OpAdaptor adaptor,
+                                ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    Value acc = buildLinear(rewriter, loc, adaptor.getInput(), adaptor.getWeight(),
+                            adaptor.getBias());
+    rewriter.replaceOp(op, castTensor(rewriter, loc, acc, elementType(op.getInput())));
+    return success();
+  }
+};
+
+struct MatmulLowering : OpConversionPattern<MatmulOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult matchAndRewrite(MatmulOp op, OpAdaptor adaptor,
+                                ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    Value lhs = adaptor.getLhs(), rhs = adaptor.getRhs();
+    int64_t rank = tensorType(lhs).getRank();
+    Type elt = elementType(lhs), ct = computeType(elt);
+    bool transposed = op.getTransposeRhs();
+    SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(rewriter, loc, lhs);
+    sizes.back() = tensor::getMixedSize(rewriter, loc, rhs, transposed ? rank - 2 : rank - 1);
+    Value init = filledTensor(rewriter, loc, sizes, floatConst(rewriter, loc, ct, 0.0));
+    // Loops: batch dims, m, n, then the reduction k.
+    int64_t m = rank - 2, n = rank - 1, k = rank;
+    SmallVector<int64_t> batch = range(0, rank - 2);
+    SmallVector<int64_t> lhsDims = batch, rhsDims = batch, outDims = batch;
+    lhsDims.append({m, k});
+    rhsDims.append(transposed ? SmallVector<int64_t>{n, k} : SmallVector<int64_t>{k, n});
+    outDims.append({m, n});
+    Value acc = contract(rewriter, loc, lhs, rhs, init, rank + 1, 1, lhsDims, rhsDims, outDims);
+    rewriter.replaceOp(op, castTensor(rewriter, loc, acc, elt));
+    return success();
+  }
+};
+
+/// Shared by rms_norm and layer_norm: normalizes rows of the last axis.
+/// `stats` are per-row tensors of computeType; `normalize(x, stats..., weight?, bias?)`.
+Value normalizeRows(OpBuilder &b, Location loc, Value input, ValueRange stats, Value weight,
+                    Value bias, function_ref<Value(OpBuilder &, Location, ValueRange)> fn) {
+  int64_t rank = tensorType(input).getRank();
+  MLIRContext *ctx = b.getContext();
+  AffineMap id = b.getMultiDimIdentityMap(rank);
+  SmallVector<Value> inputs{input};
+  SmallVector<AffineMap> maps{id};
+  for (Value s : stats) {
+    inputs.push_back(s);
+    maps.push_back(dropDimMap(ctx, rank, rank - 1));
+  }
+  for (Value p : {weight, bias}) {
+    if (!p)
+      continue;
+    inputs.push_back(p);
+    maps.push_back(dimsMap(ctx, rank, {rank - 1}));
+  }
+  maps.push_back(id);
+  Value init = emptyTensor(b, loc, tensor::getMixedSizes(b, loc, input), elementType(input));
+  return generic(b, loc, inputs, init, maps, iterators(rank),
+                 [&](OpBuilder &nb, Location nloc, ValueRange args) {
+                   yieldValue(nb, nloc, fn(nb, nloc, args.drop_back()));
+                 });
+}
+
+struct RMSNormLowering : OpConversionPattern<RMSNormOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult matchAndRewrite(RMSNormOp op, OpAdaptor adaptor,
+                                ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    Value x = adaptor.getInput(), weight = adaptor.getWeight();
+    int64_t rank = tensorType(x).getRank();
+    Type elt = elementType(x), ct = computeType(elt);
+    Value sumSq = reduceAxis(rewriter, loc, x, rank - 1, floatConst(rewriter, loc, ct, 0.0),
+                             [](OpBuilder &b, Location l, Value acc, Value v) -> Value {
+                               return arith::AddFOp::create(b, l, acc,
+                                                            arith::MulFOp::create(b, l, v, v));
+                             });
+    Value n = dimAsFloat(rewriter, loc, x, rank - 1, ct);
+    Value eps = floatConst(rewriter, loc, ct, op.getEps().convertToDouble());
+    // Hugging Face order: normalize in the compute type, cast back, then scale.
+    Value result = normalizeRows(
+        rewriter, loc, x, sumSq, weight, Value(), [&](OpBuilder &b, Location l, ValueRange a) {
+          Value mean = arith::DivFOp::create(b, l, a[1], n);
+          Value rs = math::RsqrtOp::create(b, l, arith::AddFOp::create(b, l, mean, eps));
+          Value y = castFloat(b, l, arith::MulFOp::create(b, l, castFloat(b, l, a[0], ct), rs), elt);
+          return weight ? arith::MulFOp::create(b, l, a[2], y).getResult() : y;
+        });
+    rewriter.replaceOp(op, result);
+    return success();
+  }
+};
+
+struct LayerNormLowering : OpConversionPattern<LayerNormOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult matchAndRewrite(LayerNormOp op, OpAdaptor adaptor,
+                                ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    Value x = adaptor.getInput(), weight = adaptor.getWeight(), bias = adaptor.getBias();
+    int64_t rank = tensorType(x).getRank();
+    Type elt = elementType(x), ct = computeType(elt);
+    Value n = dimAsFloat(rewriter, loc, x, rank - 1, ct);
+    Value zero = floatConst(rewriter, loc, ct, 0.0);
+    Value sum = reduceAxis(rewriter, loc, x, rank - 1, zero,
+                           [](OpBuilder &b, Location l, Value acc, Value v) -> Value {
+                             return arith::AddFOp::create(b, l, acc, v);
+                           });
+    Value mean = mapElementwise(rewriter, loc, sum, ct, [&](OpBuilder &b, Location l, Value s) {
+      return arith::DivFOp::create(b, l, s, n).getResult();
+    });
+    // Two-pass variance: sum((x - mean)^2) / n.
+    AffineMap id = rewriter.getMultiDimIdentityMap(rank);
+    AffineMap rowMap = dropDimMap(getContext(), rank, rank - 1);
+    SmallVector<utils::IteratorType> its = iterators(rank - 1, 1);
+    Value sqDev = generic(
+        rewriter, loc, ValueRange{x, mean},
+        filledTensor(rewriter, loc, tensor::getMixedSizes(rewriter, loc, mean), zero),
+        {id, rowMap, rowMap}, its, [&](OpBuilder &b, Location l, ValueRange a) {
+          Value d = arith::SubFOp::create(b, l, castFloat(b, l, a[0], ct), a[1]);
+          yieldValue(
+              b, l, arith::AddFOp::create(b, l, a[2], arith::MulFOp::create(b, l, d, d)));
+        });
+    Value eps = floatConst(rewriter, loc, ct, op.getEps().convertToDouble());
+    Value result = normalizeRows(
+        rewriter, loc, x, ValueRange{mean, sqDev}, weight, bias,
+        [&](OpBuilder &b, Location l, ValueRange a) {
+          Value var = arith::DivFOp::create(b, l, a[2], n);
+          Value rs = math::RsqrtOp::create(b, l, arith::AddFOp::create(b, l, var, eps));
+          Value centered = arith::SubFOp::create(b, l, castFloat(b, l, a[0], ct), a[1]);
+          Value y = arith::MulFOp::create(b, l, centered, rs);
+          unsigned next = 3;
+          if (weight)
+            y = arith::MulFOp::create(b, l, y, castFloat(b, l, a[next++], ct));
+          if (bias)
+            y = arith::AddFOp::create(b, l, y, castFloat(b, l, a[next++], ct));
+          return castFloat(b, l, y, elt);
+        });
+    rewriter.replaceOp(op, result);
+    return success();
+  }
+};
+
+struct RoPELowering : OpConversionPattern<RoPEOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  /// inv_freq[i] = 1 / theta^(2i / rotary_dim), in f32 as Hugging Face computes it.
+  static Value invFreqConstant(OpBuilder &b, Location loc, double theta, int64_t rotaryDim) {
+    SmallVector<float> values;
+    for (int64_t i = 0; i < rotaryDim; i += 2) {
+      float exponent = static_cast<float>(i) / static_cast<float>(rotaryDim);
+      values.push_back(1.0f / std::pow(static_cast<float>(theta), exponent));
+    }
+    auto type = RankedTensorType::get({rotaryDim / 2}, b.getF32Type());
+    return arith::ConstantOp::create(b, loc, type,
+                                     DenseElementsAttr::get(type, ArrayRef<float>(values)));
+  }
+
+  LogicalResult matchAndRewrite(RoPEOp op, OpAdaptor adaptor,
+                                ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    Value x = adaptor.getInput(), positions = adaptor.getPositions();
+    Type elt = elementType(x);
+    Type freqType = computeType(elt);
+    int64_t rotaryDim = op.getRotaryDimOrHeadDim();
+    Value invFreq = adaptor.getInvFreq();
+    if (!invFreq)
+      invFreq = invFreqConstant(rewriter, loc, op.getTheta().convertToDouble(), rotaryDim);
+    AffineMap posMap = tensorType(positions).getRank() == 1
+                           ? dimsMap(getContext(), 4, {2})
+                           : dimsMap(getContext(), 4, {0, 2});
+    AffineMap id = rewriter.getMultiDimIdentityMap(4);
+    Value init = emptyTensor(rewriter, loc, tensor::getMixedSizes(rewriter, loc, x), elt);
+    Value result = generic(
+        rewriter, loc, ValueRange{x, positions}, init, {id, posMap, id}, iterators(4),
+        [&](OpBuilder &b, Location l, ValueRange a) {
+          Value xv = a[0];
+          Value idx[4];
+          for (int i = 0; i < 4; ++i)
+            idx[i] = linalg::IndexOp::create(b, l, i);
+          Value d = idx[3];
+          auto cIdx = [&](int64_t v) { return arith::ConstantIndexOp::create(b, l, v); };
+          Value half = cIdx(rotaryDim / 2);
+          Value firstHalf = arith::CmpIOp::create(b, l, arith::CmpIPredicate::ult, d, half);
+          Value rotated = arith::CmpIOp::create(b, l, arith::CmpIPredicate::ult, d, cIdx(rotaryDim));
+          // Frequency index i = d mod (rotary_dim/2); partner = d +- rotary_dim/2.
+          // Pass-through features (d >= rotary_dim) compute a discarded value at a safe index.
+          Value freqIdx = arith::RemUIOp::create(b, l, d, half);
+          Value partnerIdx = arith::SelectOp::create(
+              b, l, firstHalf, arith::AddIOp::create(b, l, d, half),
+              arith::SelectOp::create(b, l, rotated, arith::SubIOp::create(b, l, d, half), d));
+          Value freq = castFloat(b, l, tensor::ExtractOp::create(b, l, invFreq, freqIdx), freqType);
+          Value pos = arith::SIToFPOp::create(b, l, freqType, a[1]);
+          Value angle = arith::MulFOp::create(b, l, pos, freq);
+          Value cos = castFloat(b, l, math::CosOp::create(b, l, angle), elt);
+          Value sin = castFloat(b, l, math::SinOp::create(b, l, angle), elt);
+          Value partner = tensor::ExtractOp::create(
+              b, l, x, ValueRange{idx[0], idx[1], idx[2], partnerIdx});
+          Value signedPartner = arith::SelectOp::create(
+              b, l, firstHalf, arith::NegFOp::create(b, l, partner), partner);
+          Value y = arith::AddFOp::create(b, l, arith::MulFOp::create(b, l, xv, cos),
+                                          arith::MulFOp::create(b, l, signedPartner, sin));
+          yieldValue(b, l, arith::SelectOp::create(b, l, rotated, y, xv));
+        });
+    rewriter.replaceOp(op, result);
+    return success();
+  }
+};
+
+struct AttentionLowering : OpConversionPattern<AttentionOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  /// [b, H, s, d] -> [b, Hkv, G, s, d] (query head h = kv_head * G + g).
+  static Value splitGroups(OpBuilder &b, Location loc, Value t, int64_t kvHeads, int64_t group) {
+    RankedTensorType type = tensorType(t);
+    SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(b, loc, t);
+    SmallVector<OpFoldResult> outSizes{sizes[0], b.getIndexAttr(kvHeads), b.getIndexAttr(group),
+                                       sizes[2], sizes[3]};
+    if (ShapedType::isDynamic(kvHeads))
+      outSizes[1] = sizes[1];
+    SmallVector<int64_t> shape{type.getDimSize(0), kvHeads, group, type.getDimSize(2),
+                               type.getDimSize(3)};
+    auto resultType = RankedTensorType::get(shape, type.getElementType());
+    return tensor::ExpandShapeOp::create(b, loc, resultType, t,
+                                         SmallVector<ReassociationIndices>{{0}, {1, 2}, {3}, {4}},
+                                         outSizes);
+  }
+
+  LogicalResult matchAndRewrite(AttentionOp op, OpAdaptor adaptor,
+                                ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    MLIRContext *ctx = getContext();
+    Value q = adaptor.getQuery(), k = adaptor.getKey(), v = adaptor.getValue();
+    Value mask = adaptor.getMask(), offset = adaptor.getOffset();
+    RankedTensorType qType = tensorType(q);
+    Type elt = qType.getElementType(), ct = computeType(elt);
+    int64_t heads = qType.getDimSize(1), kvHeads = tensorType(k).getDimSize(1);
+    int64_t group = ShapedType::isDynamic(heads) ? 1 : heads / kvHeads;
+    int64_t headDim = qType.getDimSize(3);
+    double scale;
+    if (std::optional<APFloat> s = op.getScale())
+      scale = s->convertToDouble();
+    else if (!ShapedType::isDynamic(headDim))
+      scale = 1.0 / std::sqrt(static_cast<double>(headDim));
+    else
+      return rewriter.notifyMatchFailure(op, "a dynamic head_dim needs an explicit scale");
+
+    // Loops of the score computation: (b, h, g, i, j) + reduction d.
+    Value q5 = splitGroups(rewriter, loc, q, kvHeads, group);
+    SmallVector<OpFoldResult> qSizes = tensor::getMixedSizes(rewriter, loc, q5);
+    SmallVector<OpFoldResult> scoreSizes{qSizes[0], qSizes[1], qSizes[2], qSizes[3],
+                                         tensor::getMixedSize(rewriter, loc, k, 2)};
+    Value zero = floatConst(rewriter, loc, ct, 0.0);
+    Value scores = contract(rewriter, loc, q5, k, filledTensor(rewriter, loc, scoreSizes, zero),
+                            6, 1, {0, 1, 2, 3, 5}, {0, 1, 4, 5}, {0, 1, 2, 3, 4});
+
+    // Scale, mask and causal bound in one elementwise op.
+    SmallVector<Value> inputs{scores};
+    AffineMap id5 = rewriter.getMultiDimIdentityMap(5);
+    SmallVector<AffineMap> maps{id5};
+    if (mask) {
+      RankedTensorType maskType = tensorType(mask);
+      Value mask5 = maskType.getDimSize(1) == 1 && heads != 1
+                        ? tensor::ExpandShapeOp::create(
+                              rewriter, loc,
+                              RankedTensorType::get({maskType.getDimSize(0), 1, 1,
+                                                     maskType.getDimSize(2),
+                                                     maskType.getDimSize(3)},
+                                                    maskType.getElementType()),
+                              mask, SmallVector<ReassociationIndices>{{0}, {1, 2}, {3}, {4}},
+                              SmallVector<OpFoldResult>{
+                                  tensor::getMixedSize(rewriter, loc, mask, 0),
+                                  rewriter.getIndexAttr(1), rewriter.getIndexAttr(1),
+                                  tensor::getMixedSize(rewriter, loc, mask, 2),
+                                  tensor::getMixedSize(rewriter, loc, mask, 3)})
+                              .getResult()
+                        : splitGroups(rewriter, loc, mask, kvHeads, group);
+      // Broadcast (size-1) mask dims read index 0.
+      RankedTensorType m5 = tensorType(mask5);
+      int64_t full[5] = {qType.getDimSize(0), kvHeads, group, qType.getDimSize(2),
+                         tensorType(k).getDimSize(2)};
+      SmallVector<AffineExpr> exprs;
+      for (int64_t i = 0; i < 5; ++i)
+        exprs.push_back(m5.getDimSize(i) == 1 && full[i] != 1 ? getAffineConstantExpr(0, ctx)
+                                                              : getAffineDimExpr(i, ctx));
+      inputs.push_back(mask5);
+      maps.push_back(AffineMap::get(5, 0, exprs, ctx));
+    }
+    maps.push_back(id5);
+    bool causal = op.getCausal();
+    Value scaleV = floatConst(rewriter, loc, ct, scale);
+    Value ninf = negInf(rewriter, loc, ct);
+    Value masked = generic(
+        rewriter, loc, inputs, emptyTensor(rewriter, loc, scoreSizes, ct), maps, iterators(5),
+        [&](OpBuilder &b, Location l, ValueRange a) {
+          Value s = arith::MulFOp::create(b, l, a[0], scaleV);
+          if (mask)
+            s = arith::AddFOp::create(b, l, s, castFloat(b, l, a[1], ct));
+          if (causal) {
+            Value i = linalg::IndexOp::create(b, l, 3), j = linalg::IndexOp::create(b, l, 4);
+            Value limit = offset ? arith::AddIOp::create(b, l, i, offset).getResult() : i;
+            Value future = arith::CmpIOp::create(b, l, arith::CmpIPredicate::ugt, j, limit);
+            s = arith::SelectOp::create(b, l, future, ninf, s);
+          }
+          yieldValue(b, l, s);
+        });
+    Value probs = buildSoftmax(rewriter, loc, masked, 4, ct);
+
+    // out[b, h, g, i, e] = sum_j probs[b, h, g, i, j] * v[b, h, j, e].
+    SmallVector<OpFoldResult> outSizes{qSizes[0], qSizes[1], qSizes[2], qSizes[3],
+                                       tensor::getMixedSize(rewriter, loc, v, 3)};
+    Value out5 = contract(rewriter, loc, probs, v, filledTensor(rewriter, loc, outSizes, zero), 6,
+                          1, {0, 1, 2, 3, 5}, {0, 1, 5, 4}, {0, 1, 2, 3, 4});
+    out5 = castTensor(rewriter, loc, out5, elt);
+    Value out = tensor::CollapseShapeOp::create(
+        rewriter, loc, op.getType(), out5,
+        SmallVector<ReassociationIndices>{{0}, {1, 2}, {3}, {4}});
+    rewriter.replaceOp(op, out);
+    return success();
+  }
+};
+
+struct KVCacheUpdateLowering : OpConversionPattern<KVCacheUpdateOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult matchAndRewrite(KVCacheUpdateOp op, OpAdaptor adaptor,
+                                ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    Value update = adaptor.getUpdate();
+    SmallVector<OpFoldResult> offsets(4, rewriter.getIndexAttr(0));
+    offsets[2] = adaptor.getPosition();
+    SmallVector<OpFoldResult> strides(4, rewriter.getIndexAttr(1));
+    rewriter.replaceOpWithNewOp<tensor::InsertSliceOp>(
+        op, update, adaptor.getCache(), offsets, tensor::getMixedSizes(rewriter, loc, update),
+        strides);
+    return success();
+  }
+};
+
+struct SplitHeadsLowering : OpConversionPattern<SplitHeadsOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult matchAndRewrite(SplitHeadsOp op, OpAdaptor adaptor,
+                                ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    Value x = adaptor.getInput();
+    RankedTensorType result = op.getType();
+    int64_t heads = result.getDimSize(1);
+    SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(rewriter, loc, x);
+    OpFoldResult headDim = rewriter.getIndexAttr(result.getDimSize(3));
+    if (result.isDynamicDim(3)) {
+      Value features = getValueOrCreateConstantIndexOp(rewriter, loc, sizes[2]);
+      headDim = arith::DivUIOp::create(rewriter, loc, features,
+                                       arith::ConstantIndexOp::create(rewriter, loc, heads))
+                    .getResult();
+    }
+    auto expandedType = RankedTensorType::get(
+        {result.getDimSize(0), result.getDimSize(2), heads, result.getDimSize(3)},
+        result.getElementType());
+    Value expanded = tensor::ExpandShapeOp::create(
+        rewriter, loc, expandedType, x, SmallVector<ReassociationIndices>{{0}, {1}, {2, 3}},
+        SmallVector<OpFoldResult>{sizes[0], sizes[1], rewriter.getIndexAttr(heads), headDim});
+    SmallVector<OpFoldResult> outSizes{sizes[0], rewriter.getIndexAttr(heads), sizes[1], headDim};
+    Value init = emptyTensor(rewriter, loc, outSizes, result.getElementType());
+    rewriter.replaceOp(op, linalg::TransposeOp::create(rewriter, loc, expanded, init,
+                                                       ArrayRef<int64_t>{0, 2, 1, 3})
+                               .getResult()[0]);
+    return success();
+  }
+};
+
+struct MergeHeadsLowering : OpConversionPattern<MergeHeadsOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult matchAndRewrite(MergeHeadsOp op, OpAdaptor adaptor,
+                                ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    Value x = adaptor.getInput();
+    RankedTensorType type = tensorType(x);
+    SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(rewriter, loc, x);
+    SmallVector<OpFoldResult> tSizes{sizes[0], sizes[2], sizes[1], sizes[3]};
+    Value init = emptyTensor(rewriter, loc, tSizes, type.getElementType());
+    Value transposed =
+        linalg::TransposeOp::create(rewriter, loc, x, init, ArrayRef<int64_t>{0, 2, 1, 3})
+            .getResult()[0];
+    rewriter.replaceOpWithNewOp<tensor::CollapseShapeOp>(
+        op, op.getType(), transposed, SmallVector<ReassociationIndices>{{0}, {1}, {2, 3}});
+    return success();
+  }
+};
+
+struct SoftmaxLowering : OpConversionPattern<SoftmaxOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult matchAndRewrite(SoftmaxOp op, OpAdaptor adaptor,
+                                ConversionPatternRewriter &rewriter) const override {
+    Value x = adaptor.getInput();
+    rewriter.replaceOp(op, buildSoftmax(rewriter, op.getLoc(), x, op.getNormalizedAxis(),
+                                        elementType(x)));
+    return success();
+  }
+};
+
+struct SiLULowering : OpConversionPattern<SiLUOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult matchAndRewrite(SiLUOp op, OpAdaptor adaptor,
+                                ConversionPatternRewriter &rewriter) const override {
+    rewriter.replaceOp(op, activateTensor(rewriter, op.getLoc(), adaptor.getInput(), "silu"));
+    return success();
+  }
+};
+
+struct GeluLowering : OpConversionPattern<GeluOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult matchAndRewrite(GeluOp op, OpAdaptor adaptor,
+                                ConversionPatternRewriter &rewriter) const override {
+    StringRef act = op.getApproximate() == "tanh" ? "gelu_tanh" : "gelu";
+    rewriter.replaceOp(op, activateTensor(rewriter, op.getLoc(), adaptor.getInput(), act));
+    return success();
+  }
+};
+
+struct GatedMLPLowering : OpConversionPattern<GatedMLPOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult matchAndRewrite(GatedMLPOp op, OpAdaptor adaptor,
+                                ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    Value x = adaptor.getInput();
+    Type elt = elementType(x), ct = computeType(elt);
+    Value gate = buildLinear(rewriter, loc, x, adaptor.getGateWeight(), Value());
+    Value up = buildLinear(rewriter, loc, x, adaptor.getUpWeight(), Value());
+    int64_t rank = tensorType(gate).getRank();
+    AffineMap id = rewriter.getMultiDimIdentityMap(rank);
+    StringRef act = op.getActivation();
+    // The product is rounded to the element type before the down projection, as in eager PyTorch.
+    Value hidden = generic(
+        rewriter, loc, ValueRange{gate, up},
+        emptyTensor(rewriter, loc, tensor::getMixedSizes(rewriter, loc, gate), elt),
+        {id, id, id}, iterators(rank), [&](OpBuilder &b, Location l, ValueRange a) {
+          Value g = castFloat(b, l, castFloat(b, l, a[0], elt), ct);
+          Value u = castFloat(b, l, castFloat(b, l, a[1], elt), ct);
+          Value h = arith::MulFOp::create(b, l, applyActivation(b, l, act, g), u);
+          yieldValue(b, l, castFloat(b, l, h, elt));
+        });
+    Value down = buildLinear(rewriter, loc, hidden, adaptor.getDownWeight(), Value());
+    rewriter.replaceOp(op, castTensor(rewriter, loc, down, elt));
+    return success();
+  }
+};
+
+struct ArgMaxLowering : OpConversionPattern<ArgMaxOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult matchAndRewrite(ArgMaxOp op, OpAdaptor adaptor,
+                                ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    Value x = adaptor.getInput();
+    int64_t rank = tensorType(x).getRank();
+    Type ct = computeType(elementType(x));
+    SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(rewriter, loc, x);
+    sizes.pop_back();
+    Value maxInit = filledTensor(rewriter, loc, sizes, negInf(rewriter, loc, ct));
+    Value idxInit = filledTensor(
+        rewriter, loc, sizes,
+        arith::ConstantOp::create(rewriter, loc, rewriter.getI64IntegerAttr(0)).getResult());
+    AffineMap id = rewriter.getMultiDimIdentityMap(rank);
+    AffineMap rowMap = dropDimMap(getContext(), rank, rank - 1);
+    auto reduction = linalg::GenericOp::create(
+        rewriter, loc, TypeRange{maxInit.getType(), idxInit.getType()}, ValueRange{x},
+        ValueRange{maxInit, idxInit}, ArrayRef<AffineMap>{id, rowMap, rowMap},
+        iterators(rank - 1, 1), [&](OpBuilder &b, Location l, ValueRange a) {
+          Value v = castFloat(b, l, a[0], ct);
+          Value j = arith::IndexCastOp::create(b, l, b.getI64Type(),
+                                               linalg::IndexOp::create(b, l, rank - 1));
+          // Strictly greater keeps the first maximum, as torch.argmax does.
+          Value better = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGT, v, a[1]);
+          linalg::YieldOp::create(b, l, ValueRange{arith::SelectOp::create(b, l, better, v, a[1]),
+                                             arith::SelectOp::create(b, l, better, j, a[2])});
+        });
+    rewriter.replaceOp(op, reduction.getResult(1));
+    return success();
+  }
+};
+
+struct TransformerToLinalg : kiln::impl::TransformerToLinalgBase<TransformerToLinalg> {
+  void runOnOperation() override {
+    MLIRContext *ctx = &getContext();
+    ConversionTarget target(*ctx);
+    target.addIllegalDialect<TransformerDialect>();
+    target.markUnknownOpDynamicallyLegal([](Operation *) { return true; });
+    RewritePatternSet patterns(ctx);
+    kiln::populateTransformerToLinalgPatterns(patterns);
+    if (failed(applyPartialConversion(getOperation(), target, std::move(patterns))))
+      signalPassFailure();
+  }
+};
+
+} // namespace
+
+void kiln::populateTransformerToLinalgPatterns(RewritePatternSet &patterns) {
+  patterns.add<EmbeddingLowering, LinearLowering, MatmulLowering, RMSNormLowering,
+               LayerNormLowering, RoPELowering, AttentionLowering, KVCacheUpdateLowering,
+               SplitHeadsLowering, MergeHeadsLowering, SoftmaxLowering, SiLULowering,
+               GeluLowering, GatedMLPLowering, ArgMaxLowering>(patterns.getContext());
+}

@@ -1,0 +1,21 @@
+"""Kiln: a hackable MLIR compiler for transformer models.
+
+Importing kiln registers the `transformer` dialect in every `mlir.ir.Context` created afterwards and
+Kiln's passes (e.g. ``transformer-to-linalg``) for ``mlir.passmanager.PassManager.parse``.
+"""
+
+from mlir._mlir_libs import _mlir as _cext
+from mlir._mlir_libs import get_dialect_registry as _get_dialect_registry
+
+from . import _kiln
+
+__version__ = "0.1.0"
+
+_kiln.register_dialects(_get_dialect_registry())
+_kiln.register_passes()
+# Parsed transformer ops are returned as kiln.dialects.transformer classes.
+_cext.globals.append_dialect_search_prefix("kiln.dialects")
+
+from .errors import KilnError  # noqa: E402
+
+__all__ = ["KilnError", "__version__"]
