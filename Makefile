@@ -32,7 +32,7 @@ $(DEPS_STAMP): requirements-dev.txt
 
 # Editable install: Python sources are used in place; the native parts are rebuilt when they change.
 $(BUILD_STAMP): $(DEPS_STAMP) $(NATIVE_SOURCES)
-	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
+	flock $(VENV)/.build-lock $(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
 	touch $@
 
 clean:
