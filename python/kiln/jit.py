@@ -103,10 +103,11 @@ class JitModule:
         return tuple(results)
 
 
-def jit_compile(module: Union[str, ir.Module], opt_level: int = 2) -> JitModule:
+def jit_compile(module: Union[str, ir.Module], opt_level: int = 2, on_stage=None) -> JitModule:
     """Parses (if text), lowers to LLVM and JIT-compiles `module`.
 
     Text is parsed in a fresh context; a Module is lowered in place (pass a clone to keep it).
+    `on_stage(name, module)` is called after each pipeline stage (see `kiln.pipeline.lower`).
     """
     if isinstance(module, str):
         ctx = ir.Context()
@@ -127,7 +128,7 @@ def jit_compile(module: Union[str, ir.Module], opt_level: int = 2) -> JitModule:
                 tuple(TensorSpec.of(t) for t in ftype.inputs),
                 tuple(TensorSpec.of(t) for t in ftype.results),
             )
-        pipeline.lower(module, to="llvm")
+        pipeline.lower(module, to="llvm", on_stage=on_stage)
         return JitModule(module, signatures, opt_level)
 
 

@@ -34,10 +34,10 @@ def make_transformer(module: ir.Module) -> None:
 
 
 def make_linalg(module: ir.Module) -> None:
-    """transformer ops -> linalg on tensors, with elementwise producers fused into their consumers."""
+    """transformer ops (and elementwise arith on tensors) -> linalg on tensors, elementwise ops fused."""
     run_passes(
         module,
-        "func.func(transformer-to-linalg),canonicalize,cse,"
+        "func.func(transformer-to-linalg,convert-elementwise-to-linalg),canonicalize,cse,"
         "func.func(linalg-fuse-elementwise-ops),canonicalize,cse",
         "linalg",
     )
