@@ -591,6 +591,11 @@ struct AttentionLowering : OpConversionPattern<AttentionOp> {
     bool causal = op.getCausal();
     Value scaleV = floatConst(rewriter, loc, ct, scale);
     Value ninf = negInf(rewriter, loc, ct);
+    // Key j is in the future of query row i when j > offset + i.
+    auto isFuture = [&](OpBuilder &b, Location l, Value i, Value j) -> Value {
+      Value limit = offset ? arith::AddIOp::create(b, l, i, offset).getResult() : i;
+      return arith::CmpIOp::create(b, l, arith::CmpIPredicate::ugt, j, limit);
+    };
     Value masked = generic(
         rewriter, loc, inputs, emptyTensor(rewriter, loc, scoreSizes, ct), maps, iterators(5),
         [&](OpBuilder &b, Location l, ValueRange a) {
@@ -599,19 +604,35 @@ struct AttentionLowering : OpConversionPattern<AttentionOp> {
             s = arith::AddFOp::create(b, l, s, castFloat(b, l, a[1], ct));
           if (causal) {
             Value i = linalg::IndexOp::create(b, l, 3), j = linalg::IndexOp::create(b, l, 4);
-            Value limit = offset ? arith::AddIOp::create(b, l, i, offset).getResult() : i;
-            Value future = arith::CmpIOp::create(b, l, arith::CmpIPredicate::ugt, j, limit);
-            s = arith::SelectOp::create(b, l, future, ninf, s);
+            s = arith::SelectOp::create(b, l, isFuture(b, l, i, j), ninf, s);
           }
           yieldValue(b, l, s);
         });
     Value probs = buildSoftmax(rewriter, loc, masked, 4, ct);
 
-    // out[b, h, g, i, e] = sum_j probs[b, h, g, i, j] * v[b, h, j, e].
+    // out[b, h, g, i, e] = sum_j probs[b, h, g, i, j] * v[b, h, j, e]. With `causal`, future
+    // keys are skipped rather than weighted by 0: 0 * v is NaN where an unwritten cache row holds
+    // NaN or inf, and such rows must never reach the result.
     SmallVector<OpFoldResult> outSizes{qSizes[0], qSizes[1], qSizes[2], qSizes[3],
                                        tensor::getMixedSize(rewriter, loc, v, 3)};
-    Value out5 = contract(rewriter, loc, probs, v, filledTensor(rewriter, loc, outSizes, zero), 6,
-                          1, {0, 1, 2, 3, 5}, {0, 1, 5, 4}, {0, 1, 2, 3, 4});
+    Value outInit = filledTensor(rewriter, loc, outSizes, zero);
+    Value out5;
+    if (!causal) {
+      out5 = contract(rewriter, loc, probs, v, outInit, 6, 1, {0, 1, 2, 3, 5}, {0, 1, 5, 4},
+                      {0, 1, 2, 3, 4});
+    } else {
+      out5 = generic(rewriter, loc, ValueRange{probs, v}, outInit,
+                     {dimsMap(ctx, 6, {0, 1, 2, 3, 5}), dimsMap(ctx, 6, {0, 1, 5, 4}),
+                      dimsMap(ctx, 6, {0, 1, 2, 3, 4})},
+                     iterators(5, 1), [&](OpBuilder &b, Location l, ValueRange a) {
+                       Value p = arith::MulFOp::create(b, l, a[0], castFloat(b, l, a[1], ct));
+                       Value sum = arith::AddFOp::create(b, l, a[2], p);
+                       Value i = linalg::IndexOp::create(b, l, 3),
+                             j = linalg::IndexOp::create(b, l, 5);
+                       yieldValue(b, l,
+                                  arith::SelectOp::create(b, l, isFuture(b, l, i, j), a[2], sum));
+                     });
+    }
     out5 = castTensor(rewriter, loc, out5, elt);
     Value out = tensor::CollapseShapeOp::create(
         rewriter, loc, op.getType(), out5,

@@ -83,8 +83,8 @@ def build_llama_block(cfg: LlamaBlockConfig) -> ir.Module:
 def reference_llama_block(cfg: LlamaBlockConfig, x, positions, weights: dict) -> np.ndarray:
     w = weights
     h = ref.rms_norm(x, w["attn_norm"], cfg.eps)
-    q = ref.rope(ref.split_heads(ref.linear(h, w["wq"]), cfg.num_heads), positions, cfg.rope_theta)
-    k = ref.rope(ref.split_heads(ref.linear(h, w["wk"]), cfg.num_kv_heads), positions, cfg.rope_theta)
+    q = ref.rope(ref.split_heads(ref.linear(h, w["wq"]), cfg.num_heads), positions, theta=cfg.rope_theta)
+    k = ref.rope(ref.split_heads(ref.linear(h, w["wk"]), cfg.num_kv_heads), positions, theta=cfg.rope_theta)
     v = ref.split_heads(ref.linear(h, w["wv"]), cfg.num_kv_heads)
     x = x + ref.linear(ref.merge_heads(ref.attention(q, k, v, causal=True)), w["wo"])
     h = ref.rms_norm(x, w["mlp_norm"], cfg.eps)

@@ -85,7 +85,7 @@ class JitModule:
         keep_alive, packed = [], []
         for i, (value, spec) in enumerate(zip(args, sig.args)):
             if spec.shape is None:
-                scalar = np.ctypeslib.as_ctypes_type(spec.dtype)(value)
+                scalar = _check_scalar(name, i, value, spec)
                 keep_alive.append(scalar)
                 packed.append(ctypes.pointer(scalar))
                 continue
@@ -117,7 +117,11 @@ def jit_compile(module: Union[str, ir.Module], opt_level: int = 2, on_stage=None
             except ir.MLIRError as e:
                 raise KilnError(f"invalid IR: {e}") from e
     with module.context:
-        if not module.operation.verify():
+        try:  # these bindings raise MLIRError with the verifier's diagnostics rather than return False
+            verified = module.operation.verify()
+        except ir.MLIRError as e:
+            raise KilnError(f"invalid IR: {e}") from e
+        if not verified:
             raise KilnError("invalid IR: the module does not verify")
         signatures = {}
         for func in pipeline._public_funcs(module):
@@ -146,6 +150,14 @@ def _numpy_dtype(t: ir.Type):
     if key not in _NUMPY_DTYPES:
         raise KilnError(f"the JIT has no numpy dtype for element type {t}")
     return _NUMPY_DTYPES[key]
+
+
+def _check_scalar(func: str, index: int, value, spec: TensorSpec):
+    try:
+        return np.ctypeslib.as_ctypes_type(spec.dtype)(value)
+    except (TypeError, ValueError) as e:
+        where = f"argument {index} of @{func} (expects {spec.describe()})"
+        raise KilnError(f"{where}: got {type(value).__name__} ({e})") from e
 
 
 def _check_array(func: str, index: int, value, spec: TensorSpec) -> np.ndarray:

@@ -49,15 +49,17 @@ def layer_norm(x, weight=None, bias=None, eps=1e-5):
     return y
 
 
-def rope_inv_freq(rotary_dim, theta=10000.0):
-    return 1.0 / theta ** (np.arange(0, rotary_dim, 2, dtype=np.float64) / rotary_dim)
+def rope_inv_freq(theta: float, rotary_dim: int) -> np.ndarray:
+    """inv_freq[i] = theta^(-2i/rotary_dim), computed in f32 as Hugging Face does (the op's definition)."""
+    exponent = np.arange(0, rotary_dim, 2, dtype=np.int64).astype(np.float32) / np.float32(rotary_dim)
+    return _f64(np.float32(1.0) / (np.float32(theta) ** exponent))
 
 
-def rope(x, positions, theta=10000.0, rotary_dim=None, inv_freq=None):
-    """x: [batch, heads, seq, head_dim]; positions: [seq] or [batch, seq]."""
+def rope(x, positions, rotary_dim=None, theta=10000.0, inv_freq=None):
+    """x: [batch, heads, seq, head_dim]; positions: [seq] or [batch, seq]; partial rotary."""
     x = _f64(x)
     rotary_dim = x.shape[-1] if rotary_dim is None else rotary_dim
-    freqs = rope_inv_freq(rotary_dim, theta) if inv_freq is None else _f64(inv_freq)
+    freqs = rope_inv_freq(theta, rotary_dim) if inv_freq is None else _f64(inv_freq)
     pos = _f64(positions)
     pos = pos[None, :] if pos.ndim == 1 else pos  # [batch or 1, seq]
     angle = pos[:, None, :, None] * np.concatenate([freqs, freqs])  # [b, 1, s, rot]
@@ -73,8 +75,12 @@ def softmax(x, axis=-1):
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def attention(q, k, v, mask=None, offset=0, causal=False, scale: Optional[float] = None):
-    """q: [b, H, sq, d]; k, v: [b, Hkv, skv, d|dv]; mask broadcastable to [b, H, sq, skv]."""
+def attention(q, k, v, mask=None, causal=False, offset=0, scale: Optional[float] = None):
+    """q: [b, H, sq, d]; k, v: [b, Hkv, skv, d|dv]; mask broadcastable to [b, H, sq, skv].
+
+    Causal: query row i sits at position offset + i and sees keys j <= offset + i; keys past the last
+    query position never reach the result, even when they hold NaN (an unwritten KV-cache row).
+    """
     q, k, v = _f64(q), _f64(k), _f64(v)
     group = q.shape[1] // k.shape[1]
     k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
@@ -86,6 +92,8 @@ def attention(q, k, v, mask=None, offset=0, causal=False, scale: Optional[float]
         i = np.arange(q.shape[2])[:, None]
         j = np.arange(k.shape[2])[None, :]
         scores = np.where(j > i + offset, -np.inf, scores)
+        last = offset + q.shape[2]
+        scores, v = scores[..., :last], v[:, :, :last]
     return softmax(scores, axis=-1) @ v
 
 
@@ -94,15 +102,17 @@ def silu(x):
     return x / (1.0 + np.exp(-x))
 
 
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
 def gelu(x, approximate="none"):
     x = _f64(x)
     if approximate == "tanh":
         return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
-    erf = np.vectorize(math.erf)
-    return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
+    return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
 
 
-_ACTIVATIONS = {
+ACTIVATIONS = {
     "silu": silu,
     "gelu": gelu,
     "gelu_tanh": lambda x: gelu(x, "tanh"),
@@ -110,7 +120,7 @@ _ACTIVATIONS = {
 
 
 def gated_mlp(x, gate_weight, up_weight, down_weight, activation="silu"):
-    act = _ACTIVATIONS[activation]
+    act = ACTIVATIONS[activation]
     return linear(act(linear(x, gate_weight)) * linear(x, up_weight), down_weight)
 
 
