@@ -28,9 +28,20 @@ std::string dimStr(int64_t d) {
 
 RankedTensorType tensorType(Value v) { return cast<RankedTensorType>(v.getType()); }
 
+/// inferReturnTypes also runs from builders (C++ and Python), before the ODS
+/// type constraints are verified: reject what is not a ranked tensor instead of
+/// casting it.
+LogicalResult checkRankedTensor(std::optional<Location> loc, StringRef name, Value v) {
+  if (isa<RankedTensorType>(v.getType()))
+    return success();
+  return emitOptionalError(loc, name, " must be a ranked tensor, got ", v.getType());
+}
+
 /// Fails with "`name` must have rank `rank` (`layout`), got rank N".
 LogicalResult checkRank(std::optional<Location> loc, StringRef name, Value v, int64_t rank,
                         StringRef layout) {
+  if (failed(checkRankedTensor(loc, name, v)))
+    return failure();
   int64_t actual = tensorType(v).getRank();
   if (actual == rank)
     return success();
@@ -39,6 +50,8 @@ LogicalResult checkRank(std::optional<Location> loc, StringRef name, Value v, in
 }
 
 LogicalResult checkMinRank(std::optional<Location> loc, StringRef name, Value v, int64_t rank) {
+  if (failed(checkRankedTensor(loc, name, v)))
+    return failure();
   int64_t actual = tensorType(v).getRank();
   if (actual >= rank)
     return success();
@@ -75,6 +88,15 @@ SmallVector<int64_t> dropLast(ArrayRef<int64_t> shape) {
   return SmallVector<int64_t>(shape.drop_back());
 }
 
+/// InferTypeOpInterface checks the result types (and so the ranks that
+/// inferReturnTypes rejects) in a region verifier, which runs only after
+/// verify(). The verifiers below index shapes by those ranks, so each runs that
+/// check first: a malformed op gets its diagnostic instead of an out-of-bounds
+/// read.
+LogicalResult verifyInferredTypesFirst(Operation *op) {
+  return mlir::detail::verifyInferredResultTypes(op);
+}
+
 } // namespace
 
 //===----------------------------------------------------------------------===//
@@ -84,7 +106,8 @@ SmallVector<int64_t> dropLast(ArrayRef<int64_t> shape) {
 LogicalResult EmbeddingOp::inferReturnTypes(MLIRContext *, std::optional<Location> loc,
                                             Adaptor adaptor,
                                             SmallVectorImpl<Type> &inferred) {
-  if (failed(checkRank(loc, "table", adaptor.getTable(), 2, "[vocab, dim]")))
+  if (failed(checkRank(loc, "table", adaptor.getTable(), 2, "[vocab, dim]")) ||
+      failed(checkRankedTensor(loc, "indices", adaptor.getIndices())))
     return failure();
   RankedTensorType table = tensorType(adaptor.getTable());
   SmallVector<int64_t> shape(tensorType(adaptor.getIndices()).getShape());
@@ -110,6 +133,8 @@ LogicalResult LinearOp::inferReturnTypes(MLIRContext *, std::optional<Location> 
 }
 
 LogicalResult LinearOp::verify() {
+  if (failed(verifyInferredTypesFirst(*this)))
+    return failure();
   RankedTensorType input = tensorType(getInput()), weight = tensorType(getWeight());
   int64_t inFeatures = input.getShape().back();
   if (staticMismatch(inFeatures, weight.getDimSize(1)))
@@ -147,6 +172,8 @@ LogicalResult MatmulOp::inferReturnTypes(MLIRContext *, std::optional<Location> 
 }
 
 LogicalResult MatmulOp::verify() {
+  if (failed(verifyInferredTypesFirst(*this)))
+    return failure();
   RankedTensorType lhs = tensorType(getLhs()), rhs = tensorType(getRhs());
   int64_t rank = lhs.getRank();
   for (int64_t i = 0; i < rank - 2; ++i)
@@ -175,7 +202,7 @@ LogicalResult inferNormType(std::optional<Location> loc, Value input,
 
 LogicalResult verifyNormParams(Operation *op, Value input, Value weight, Value bias,
                                double eps) {
-  if (eps < 0)
+  if (!(eps >= 0)) // NaN too
     return op->emitOpError() << "eps (" << eps << ") must be non-negative";
   int64_t features = tensorType(input).getShape().back();
   if (failed(checkVectorOfSize(op, "weight", weight, features, "the normalized dimension")) ||
@@ -193,6 +220,8 @@ LogicalResult RMSNormOp::inferReturnTypes(MLIRContext *, std::optional<Location>
 }
 
 LogicalResult RMSNormOp::verify() {
+  if (failed(verifyInferredTypesFirst(*this)))
+    return failure();
   return verifyNormParams(*this, getInput(), getWeight(), Value(), getEps().convertToDouble());
 }
 
@@ -202,6 +231,8 @@ LogicalResult LayerNormOp::inferReturnTypes(MLIRContext *, std::optional<Locatio
 }
 
 LogicalResult LayerNormOp::verify() {
+  if (failed(verifyInferredTypesFirst(*this)))
+    return failure();
   return verifyNormParams(*this, getInput(), getWeight(), getBias(), getEps().convertToDouble());
 }
 
@@ -224,6 +255,8 @@ LogicalResult RoPEOp::inferReturnTypes(MLIRContext *, std::optional<Location> lo
 }
 
 LogicalResult RoPEOp::verify() {
+  if (failed(verifyInferredTypesFirst(*this)))
+    return failure();
   RankedTensorType input = tensorType(getInput()), positions = tensorType(getPositions());
   if (positions.getRank() != 1 && positions.getRank() != 2)
     return emitOpError() << "positions must have rank 1 ([seq]) or 2 ([batch, seq]), got rank "
@@ -237,7 +270,7 @@ LogicalResult RoPEOp::verify() {
     return emitOpError() << "positions batch dimension (" << positions.getDimSize(0)
                          << ") does not match input dimension 0 (batch = " << input.getDimSize(0)
                          << ")";
-  if (getTheta().convertToDouble() <= 0)
+  if (!(getTheta().convertToDouble() > 0)) // NaN too
     return emitOpError() << "theta (" << getTheta().convertToDouble() << ") must be positive";
   int64_t headDim = input.getDimSize(3);
   if (std::optional<uint64_t> attr = getRotaryDim()) {
@@ -279,6 +312,8 @@ LogicalResult AttentionOp::inferReturnTypes(MLIRContext *, std::optional<Locatio
 }
 
 LogicalResult AttentionOp::verify() {
+  if (failed(verifyInferredTypesFirst(*this)))
+    return failure();
   RankedTensorType q = tensorType(getQuery()), k = tensorType(getKey()), v = tensorType(getValue());
   if (k.getRank() != 4)
     return emitOpError() << "key must have rank 4 ([batch, num_kv_heads, kv_len, head_dim]), got rank "
@@ -316,14 +351,20 @@ LogicalResult AttentionOp::verify() {
                            << m.getRank();
     int64_t full[4] = {q.getDimSize(0), heads, q.getDimSize(2), k.getDimSize(2)};
     static const char *names[4] = {"batch", "num_heads", "q_len", "kv_len"};
+    // Whether the mask's head dimension broadcasts decides how heads are grouped, so it must be known.
+    if (m.isDynamicDim(1))
+      return emitOpError() << "mask dimension 1 (num_heads) must be static: 1 or num_heads";
     for (int i = 0; i < 4; ++i)
       if (m.getDimSize(i) != 1 && staticMismatch(m.getDimSize(i), full[i]))
         return emitOpError() << "mask dimension " << i << " (" << m.getDimSize(i)
                              << ") is neither 1 nor " << names[i] << " (" << full[i] << ")";
   }
-  if (std::optional<APFloat> scale = getScale())
+  if (std::optional<APFloat> scale = getScale()) {
     if (!(scale->convertToDouble() > 0))
       return emitOpError() << "scale (" << scale->convertToDouble() << ") must be positive";
+  } else if (q.isDynamicDim(3)) {
+    return emitOpError() << "scale is required when head_dim is dynamic (its default is 1/sqrt(head_dim))";
+  }
   return success();
 }
 
@@ -342,6 +383,8 @@ LogicalResult KVCacheUpdateOp::inferReturnTypes(MLIRContext *, std::optional<Loc
 }
 
 LogicalResult KVCacheUpdateOp::verify() {
+  if (failed(verifyInferredTypesFirst(*this)))
+    return failure();
   RankedTensorType cache = tensorType(getCache()), update = tensorType(getUpdate());
   if (update.getRank() != 4)
     return emitOpError() << "update must have rank 4 ([batch, kv_heads, new_len, head_dim]), got rank "
@@ -432,6 +475,8 @@ LogicalResult GatedMLPOp::inferReturnTypes(MLIRContext *, std::optional<Location
 }
 
 LogicalResult GatedMLPOp::verify() {
+  if (failed(verifyInferredTypesFirst(*this)))
+    return failure();
   StringRef act = getActivation();
   if (act != "silu" && act != "gelu" && act != "gelu_tanh")
     return emitOpError() << "activation must be \"silu\", \"gelu\" or \"gelu_tanh\", got \"" << act
@@ -470,6 +515,8 @@ LogicalResult ArgMaxOp::inferReturnTypes(MLIRContext *context, std::optional<Loc
 }
 
 LogicalResult ArgMaxOp::verify() {
+  if (failed(verifyInferredTypesFirst(*this)))
+    return failure();
   int64_t n = tensorType(getInput()).getShape().back();
   if (n == 0)
     return emitOpError() << "the reduced (last) dimension is empty";

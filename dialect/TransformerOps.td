@@ -231,8 +231,10 @@ def Transformer_AttentionOp : Transformer_Op<"attention",
       read into the result.
     - `mask` is an optional additive mask of rank 4 whose dims are each 1 or
       equal to `[batch, num_heads, q_len, kv_len]` (e.g. a BERT padding mask
-      `[batch, 1, 1, kv_len]`).
-    - `scale` defaults to `1/sqrt(head_dim)`.
+      `[batch, 1, 1, kv_len]`). Only a static 1 broadcasts: a dynamic mask
+      dim is taken to be full size, and the head dim must be static.
+    - `scale` defaults to `1/sqrt(head_dim)`; it is required when head_dim is
+      dynamic.
 
     Example:
 

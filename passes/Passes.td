@@ -44,4 +44,25 @@ def TransformerToLinalg : Pass<"transformer-to-linalg"> {
   ];
 }
 
+def FormDispatches : Pass<"kiln-form-dispatches", "::mlir::ModuleOp"> {
+  let summary = "Partition host functions into kernels (IREE-style dispatch regions)";
+  let description = [{
+    Outlines every top-level linalg op of each host function, together with
+    the `linalg.fill` ops that only initialize it, into a private
+    `func.func` marked `kiln.dispatch`, and calls it from the host. Kernels
+    are destination-passing: the `tensor.empty` a kernel writes stays in the
+    host and is passed in, so after bufferization the host owns (and can
+    plan) every buffer and kernels write their outputs in place. Small
+    constants are cloned into kernels rather than passed.
+
+    Each kernel is tagged for the `tiled` stage: `kiln.kernel_class`
+    (contraction, reduction, elementwise, transpose, generic),
+    `kiln.loop_ranges` (static trip counts, -1 if dynamic),
+    `kiln.iterator_types` (p/r per loop), and `kiln.root` on its root op.
+
+    Example: `kiln-opt --kiln-form-dispatches linalg.mlir`.
+  }];
+  let dependentDialects = ["::mlir::func::FuncDialect"];
+}
+
 #endif // KILN_PASSES

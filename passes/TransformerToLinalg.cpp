@@ -322,8 +322,13 @@ struct MatmulLowering : OpConversionPattern<MatmulOp> {
     int64_t rank = tensorType(lhs).getRank();
     Type elt = elementType(lhs), ct = computeType(elt);
     bool transposed = op.getTransposeRhs();
+    // Result sizes as the op's type has them: a batch dim dynamic in lhs may be static in rhs.
+    RankedTensorType resultType = op.getType();
     SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(rewriter, loc, lhs);
     sizes.back() = tensor::getMixedSize(rewriter, loc, rhs, transposed ? rank - 2 : rank - 1);
+    for (int64_t i = 0; i < rank; ++i)
+      if (!resultType.isDynamicDim(i))
+        sizes[i] = rewriter.getIndexAttr(resultType.getDimSize(i));
     Value init = filledTensor(rewriter, loc, sizes, floatConst(rewriter, loc, ct, 0.0));
     // Loops: batch dims, m, n, then the reduction k.
     int64_t m = rank - 2, n = rank - 1, k = rank;
@@ -541,10 +546,8 @@ struct AttentionLowering : OpConversionPattern<AttentionOp> {
     double scale;
     if (std::optional<APFloat> s = op.getScale())
       scale = s->convertToDouble();
-    else if (!ShapedType::isDynamic(headDim))
+    else // the verifier requires an explicit scale when head_dim is dynamic
       scale = 1.0 / std::sqrt(static_cast<double>(headDim));
-    else
-      return rewriter.notifyMatchFailure(op, "a dynamic head_dim needs an explicit scale");
 
     // Loops of the score computation: (b, h, g, i, j) + reduction d.
     Value q5 = splitGroups(rewriter, loc, q, kvHeads, group);

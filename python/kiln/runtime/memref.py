@@ -1,0 +1,31 @@
+"""MLIR memref descriptors for numpy arrays: how buffers cross into compiled code.
+
+A ranked memref is passed to a C-interface function as a pointer to
+{allocated ptr, aligned ptr, offset, sizes[rank], strides[rank]} (strides in elements).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from functools import lru_cache
+
+import numpy as np
+
+
+@lru_cache(maxsize=None)
+def descriptor_type(rank: int):
+    fields = [("allocated", ctypes.c_void_p), ("aligned", ctypes.c_void_p), ("offset", ctypes.c_int64)]
+    if rank:
+        fields += [("sizes", ctypes.c_int64 * rank), ("strides", ctypes.c_int64 * rank)]
+    return type(f"MemRefDescriptor{rank}", (ctypes.Structure,), {"_fields_": fields})
+
+
+def descriptor(array: np.ndarray):
+    """A descriptor viewing `array` (which must stay alive as long as the descriptor is used)."""
+    d = descriptor_type(array.ndim)()
+    d.allocated = d.aligned = array.ctypes.data
+    d.offset = 0
+    if array.ndim:
+        d.sizes[:] = array.shape
+        d.strides[:] = [s // array.itemsize for s in array.strides]
+    return d

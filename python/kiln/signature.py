@@ -1,0 +1,106 @@
+"""Signatures of compiled functions: the shape and dtype of every argument and result.
+
+Shared by the JIT, the compiler (which records them in the artifact manifest) and the runtime (which
+checks every call against them, so a wrong array gives an error naming the argument, not a crash).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from mlir import ir
+
+from .errors import KilnError
+
+_NUMPY_DTYPES = {
+    "f16": np.float16,
+    "f32": np.float32,
+    "f64": np.float64,
+    "i1": np.bool_,
+    "i8": np.int8,
+    "i32": np.int32,
+    "i64": np.int64,
+    "index": np.int64,
+}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Shape (None for a dynamic dim; shape None for a scalar) and numpy dtype of a value."""
+
+    shape: tuple | None
+    dtype: type
+
+    @staticmethod
+    def of(t: ir.Type) -> "TensorSpec":
+        if isinstance(t, ir.RankedTensorType):
+            shape = tuple(None if t.is_dynamic_dim(i) else t.shape[i] for i in range(t.rank))
+            return TensorSpec(shape, numpy_dtype(t.element_type))
+        if isinstance(t, (ir.IndexType, ir.IntegerType, ir.FloatType)):
+            return TensorSpec(None, numpy_dtype(t))
+        raise KilnError(f"values of type {t} cannot cross the host boundary")
+
+    @property
+    def is_scalar(self) -> bool:
+        return self.shape is None
+
+    def describe(self) -> str:
+        if self.shape is None:
+            return np.dtype(self.dtype).name
+        dims = "x".join("?" if d is None else str(d) for d in self.shape)
+        return f"{dims} {np.dtype(self.dtype).name}"
+
+    def to_json(self) -> dict:
+        return {"shape": None if self.shape is None else list(self.shape), "dtype": np.dtype(self.dtype).name}
+
+    @staticmethod
+    def from_json(d: dict) -> "TensorSpec":
+        shape = None if d["shape"] is None else tuple(d["shape"])
+        return TensorSpec(shape, np.dtype(d["dtype"]).type)
+
+    def check(self, value, where: str) -> np.ndarray:
+        """Returns `value` as a C-contiguous array of this spec, or raises naming `where`."""
+        array = np.asarray(value)
+        if array.dtype != np.dtype(self.dtype):
+            raise KilnError(f"{where} (expects {self.describe()}): got dtype {array.dtype}")
+        if array.ndim != len(self.shape) or any(
+            d is not None and d != s for d, s in zip(self.shape, array.shape)
+        ):
+            got = "x".join(map(str, array.shape)) or "scalar"
+            raise KilnError(f"{where} (expects {self.describe()}): got shape {got}")
+        return np.ascontiguousarray(array)
+
+
+@dataclass(frozen=True)
+class Signature:
+    name: str
+    args: tuple
+    results: tuple
+
+    @staticmethod
+    def of_func(func) -> "Signature":
+        ftype = ir.FunctionType(ir.TypeAttr(func.attributes["function_type"]).value)
+        return Signature(
+            ir.StringAttr(func.attributes["sym_name"]).value,
+            tuple(TensorSpec.of(t) for t in ftype.inputs),
+            tuple(TensorSpec.of(t) for t in ftype.results),
+        )
+
+    def to_json(self) -> dict:
+        return {"args": [a.to_json() for a in self.args], "results": [r.to_json() for r in self.results]}
+
+    @staticmethod
+    def from_json(name: str, d: dict) -> "Signature":
+        return Signature(
+            name,
+            tuple(TensorSpec.from_json(a) for a in d["args"]),
+            tuple(TensorSpec.from_json(r) for r in d["results"]),
+        )
+
+
+def numpy_dtype(t: ir.Type):
+    key = str(t)
+    if key not in _NUMPY_DTYPES:
+        raise KilnError(f"no numpy dtype for element type {t}")
+    return _NUMPY_DTYPES[key]
