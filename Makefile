@@ -8,7 +8,7 @@ DEPS_STAMP := $(VENV)/.kiln-deps
 BUILD_STAMP := $(VENV)/.kiln-built
 NATIVE_SOURCES := $(shell find dialect passes tools python/extension -type f) CMakeLists.txt pyproject.toml
 
-.PHONY: run test lit pytest build clean
+.PHONY: run test lit pytest bench build clean
 
 run: $(BUILD_STAMP)
 	$(PY) -m kiln.demo
@@ -21,6 +21,11 @@ lit: $(BUILD_STAMP)
 
 pytest: $(BUILD_STAMP)
 	$(PY) -m pytest -q -n 2 test
+
+# Kernels and a 4-layer decoder stack vs numpy and PyTorch eager: bench.json + bench.png.
+bench: $(BUILD_STAMP)
+	$(PY) -m pip install --quiet torch==2.13.0 matplotlib
+	$(VENV)/bin/kiln bench
 
 build: $(BUILD_STAMP)
 

@@ -4,6 +4,7 @@
     kiln compile IN.mlir --compile-to tiled            # print that stage's IR
     kiln compile EDITED.mlir --compile-from tiled -o OUT.kiln
     kiln compile IN.mlir --dump-phases-to DIR -o OUT.kiln
+    kiln bench [--suite full|smoke] [--threads 1,2] [-o bench.json] [--plot bench.png]
 """
 
 from __future__ import annotations
@@ -41,6 +42,12 @@ def _compile(args) -> int:
     return 0
 
 
+def _bench(args) -> int:
+    from . import bench
+
+    return bench.main(args)
+
+
 def main(argv=None) -> int:
     from .pipelines import STAGES, TARGETS
 
@@ -55,6 +62,15 @@ def main(argv=None) -> int:
                    help="the input is the IR after this stage; resume from the next one")
     c.add_argument("--dump-phases-to", metavar="DIR", help="write each stage's IR to DIR/NN-stage.mlir")
     c.set_defaults(run=_compile)
+    b = sub.add_parser("bench", help="benchmark Kiln against numpy and PyTorch (JSON report + PNG plot)")
+    b.add_argument("--suite", default="full", choices=("full", "smoke"))
+    b.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    b.add_argument("--rounds", type=int, default=4, help="interleaved rounds; medians over all samples")
+    b.add_argument("--reps", type=int, default=5, help="timed calls per round")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("-o", "--output", default="bench.json", help="JSON report path")
+    b.add_argument("--plot", default="bench.png", help="PNG plot path ('' for none)")
+    b.set_defaults(run=_bench)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

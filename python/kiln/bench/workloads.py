@@ -1,0 +1,213 @@
+"""The benchmark workloads: each one a Kiln program (transformer IR) plus the same computation for the
+peers (numpy, PyTorch eager). Inputs are made from a seed, so every process builds identical ones.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass
+class Workload:
+    name: str
+    group: str  # gemm, matvec, attention, norm, block
+    flops: float
+    make_inputs: Callable[[np.random.Generator], list]
+    kiln_ir: Callable[[], str]  # a module with one public function @f over the inputs
+    peers: dict = field(default_factory=dict)  # peer name -> function(inputs) -> callable()
+
+
+def _t(shape, dtype="f32"):
+    return "tensor<" + "x".join(map(str, shape)) + "x" + dtype + ">"
+
+
+def _f32(rng, *shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def gemm(m: int, n: int, k: int) -> Workload:
+    """C[m, n] = A[m, k] @ B[k, n] (transformer.matmul)."""
+
+    def ir():
+        a, b, c = _t((m, k)), _t((k, n)), _t((m, n))
+        return (f"func.func @f(%a: {a}, %b: {b}) -> {c} {{\n"
+                f"  %c = transformer.matmul %a, %b : ({a}, {b}) -> {c}\n  return %c : {c}\n}}")
+
+    return Workload(
+        f"gemm_{m}x{n}x{k}", "gemm", 2.0 * m * n * k,
+        lambda rng: [_f32(rng, m, k), _f32(rng, k, n)], ir,
+        {"numpy": lambda i: (lambda: i[0] @ i[1]), "torch": _torch(lambda t, i: lambda: t.matmul(i[0], i[1]))},
+    )
+
+
+def linear(m: int, out_features: int, in_features: int) -> Workload:
+    """y[m, n] = x[m, k] · W[n, k]ᵀ (transformer.linear, HF weight layout); m = 1 is a decode matvec."""
+
+    def ir():
+        x, w, y = _t((m, in_features)), _t((out_features, in_features)), _t((m, out_features))
+        return (f"func.func @f(%x: {x}, %w: {w}) -> {y} {{\n"
+                f"  %y = transformer.linear %x, %w : ({x}, {w}) -> {y}\n  return %y : {y}\n}}")
+
+    group = "matvec" if m == 1 else "gemm"
+    return Workload(
+        f"linear_{m}x{out_features}x{in_features}", group, 2.0 * m * out_features * in_features,
+        lambda rng: [_f32(rng, m, in_features), _f32(rng, out_features, in_features, scale=0.05)], ir,
+        {"numpy": lambda i: (lambda: i[0] @ i[1].T),
+         "torch": _torch(lambda t, i: lambda: t.nn.functional.linear(i[0], i[1]))},
+    )
+
+
+def attention(heads: int, kv_heads: int, q_len: int, kv_len: int, head_dim: int) -> Workload:
+    """Causal GQA attention; q_len 1 with kv_len > 1 is a decode step at the last cache position."""
+    offset = kv_len - q_len
+    q_t, kv_t = _t((1, heads, q_len, head_dim)), _t((1, kv_heads, kv_len, head_dim))
+
+    def ir():
+        return (f"func.func @f(%q: {q_t}, %k: {kv_t}, %v: {kv_t}) -> {q_t} {{\n"
+                f"  %off = arith.constant {offset} : index\n"
+                f"  %o = transformer.attention %q, %k, %v offset(%off) {{causal}} "
+                f": ({q_t}, {kv_t}, {kv_t}, index) -> {q_t}\n  return %o : {q_t}\n}}")
+
+    def numpy_attention(i):
+        q, k, v = i
+        group = heads // kv_heads
+        k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
+        mask = np.where(np.arange(kv_len)[None, :] > np.arange(q_len)[:, None] + offset, -np.inf, 0.0)
+        mask = mask.astype(np.float32)
+
+        def run():
+            s = q @ np.swapaxes(k, -1, -2) * np.float32(1 / math.sqrt(head_dim)) + mask
+            e = np.exp(s - s.max(-1, keepdims=True))
+            return (e / e.sum(-1, keepdims=True)) @ v
+
+        return run
+
+    def torch_attention(t, i):
+        q, k, v = i
+        mask = t.from_numpy(np.arange(kv_len)[None, :] <= np.arange(q_len)[:, None] + offset)
+        return lambda: t.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+
+    name = "decode" if q_len == 1 else "prefill"
+    return Workload(
+        f"attention_{name}_h{heads}kv{kv_heads}_q{q_len}_kv{kv_len}_d{head_dim}", "attention",
+        4.0 * heads * q_len * kv_len * head_dim,
+        lambda rng: [_f32(rng, 1, heads, q_len, head_dim), _f32(rng, 1, kv_heads, kv_len, head_dim),
+                     _f32(rng, 1, kv_heads, kv_len, head_dim)],
+        ir, {"numpy": numpy_attention, "torch": _torch(torch_attention)},
+    )
+
+
+def rms_norm(rows: int, hidden: int, eps: float = 1e-5) -> Workload:
+    def ir():
+        x, w = _t((rows, hidden)), _t((hidden,))
+        return (f"func.func @f(%x: {x}, %w: {w}) -> {x} {{\n"
+                f"  %y = transformer.rms_norm %x, %w {{eps = {eps:e} : f64}} : ({x}, {w}) -> {x}\n"
+                f"  return %y : {x}\n}}")
+
+    def numpy_rms(i):
+        x, w = i
+        return lambda: x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + np.float32(eps)) * w
+
+    def torch_rms(t, i):
+        x, w = i
+        return lambda: t.nn.functional.rms_norm(x, (hidden,), w, eps)
+
+    return Workload(f"rms_norm_{rows}x{hidden}", "norm", 4.0 * rows * hidden,
+                    lambda rng: [_f32(rng, rows, hidden), _f32(rng, hidden)], ir,
+                    {"numpy": numpy_rms, "torch": _torch(torch_rms)})
+
+
+def llama_block(num_layers=4, hidden=512, heads=8, kv_heads=8, ffn=1376, seq=128) -> Workload:
+    """A Llama-style decoder stack (kiln.examples) vs the same blocks in PyTorch eager."""
+    from ..examples import LlamaStackConfig
+
+    cfg = LlamaStackConfig(hidden=hidden, num_heads=heads, num_kv_heads=kv_heads, ffn=ffn, seq=seq,
+                           num_layers=num_layers)
+
+    def make_inputs(rng):
+        from ..examples import flat_weights, random_stack_inputs
+
+        x, positions, layers = random_stack_inputs(cfg, rng)
+        return [x, positions, *flat_weights(layers)]
+
+    def ir():
+        from mlir import ir as mlir_ir
+
+        from ..examples import build_llama_stack
+
+        with mlir_ir.Context(), mlir_ir.Location.unknown():
+            text = str(build_llama_stack(cfg))
+        return text.replace("@forward", "@f")
+
+    per_layer = 2 * seq * (2 * hidden * hidden + 2 * hidden * kv_heads * (hidden // heads) + 3 * hidden * ffn)
+    return Workload(f"llama_block_{num_layers}L_h{hidden}_s{seq}", "block", float(num_layers * per_layer),
+                    make_inputs, ir, {"torch": _torch(lambda t, i: _torch_llama(t, cfg, i))})
+
+
+def _torch_llama(torch, cfg, inputs):
+    F = torch.nn.functional
+    x, positions, *weights = inputs
+    d = cfg.head_dim
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
+    angles = positions.float()[:, None] * inv_freq[None, :]
+    cos, sin = torch.cat([angles, angles], -1).cos(), torch.cat([angles, angles], -1).sin()
+
+    def rope(t):
+        half = t.shape[-1] // 2
+        return t * cos + torch.cat([-t[..., half:], t[..., :half]], -1) * sin
+
+    def rms(t, w):
+        return t * torch.rsqrt(t.pow(2).mean(-1, keepdim=True) + cfg.eps) * w
+
+    def heads(t, n):
+        return t.view(cfg.batch, cfg.seq, n, d).transpose(1, 2)
+
+    def run():
+        h = x
+        for layer in range(cfg.num_layers):
+            an, wq, wk, wv, wo, mn, wg, wu, wd = weights[layer * 9 : (layer + 1) * 9]
+            n = rms(h, an)
+            q, k, v = heads(F.linear(n, wq), cfg.num_heads), heads(F.linear(n, wk), cfg.num_kv_heads), \
+                heads(F.linear(n, wv), cfg.num_kv_heads)
+            o = F.scaled_dot_product_attention(rope(q), rope(k), v, is_causal=True, enable_gqa=True)
+            h = h + F.linear(o.transpose(1, 2).reshape(cfg.batch, cfg.seq, cfg.hidden), wo)
+            n = rms(h, mn)
+            h = h + F.linear(F.silu(F.linear(n, wg)) * F.linear(n, wu), wd)
+        return h
+
+    return run
+
+
+def _torch(make):
+    """Wraps a peer builder that needs torch and torch tensors (converted from the numpy inputs)."""
+
+    def build(inputs):
+        import torch
+
+        return make(torch, [torch.from_numpy(np.ascontiguousarray(a)) for a in inputs])
+
+    return build
+
+
+def suite(name: str) -> list:
+    """The workloads of a named suite: `full` (the issue's list) or `smoke` (tiny, for tests)."""
+    if name == "smoke":
+        return [gemm(64, 48, 32), linear(1, 96, 64), attention(4, 2, 8, 8, 16), rms_norm(8, 64),
+                llama_block(num_layers=1, hidden=64, heads=4, kv_heads=2, ffn=96, seq=8)]
+    if name == "full":
+        return [
+            gemm(1024, 1024, 1024),
+            linear(128, 1536, 576), linear(512, 1536, 576), linear(2048, 1536, 576),
+            linear(128, 4096, 4096),
+            linear(1, 4096, 4096), linear(1, 1536, 576), linear(1, 576, 1536),
+            attention(9, 3, 128, 128, 64), attention(9, 3, 1, 512, 64),
+            rms_norm(128, 4096),
+            llama_block(),
+        ]
+    from ..errors import KilnError
+
+    raise KilnError(f"unknown benchmark suite '{name}'; suites: full, smoke")

@@ -1,0 +1,59 @@
+"""`kiln bench` end to end on the tiny `smoke` suite: report fields, ratios, output cross-check, plot."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from kiln import bench
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bench")
+    plot = str(d / "bench.png")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        plot = None
+    rep = bench.run("smoke", threads=(1,), rounds=1, reps=2, output=str(d / "bench.json"), plot=plot)
+    return rep, d, plot
+
+
+def test_report_has_every_workload_and_peer(report):
+    rep, d, _ = report
+    on_disk = json.loads((d / "bench.json").read_text())
+    assert on_disk["settings"]["suite"] == "smoke"
+    names = {r["workload"] for r in on_disk["results"]}
+    assert names == {w.name for w in bench.make_suite("smoke")}
+    for r in on_disk["results"]:
+        assert r["median_ms"]["kiln"] > 0
+        assert len(r["samples_ms"]["kiln"]) == 2
+        for peer, ratio in r["speedup"].items():
+            assert ratio == pytest.approx(r["median_ms"][peer] / r["median_ms"]["kiln"])
+
+
+def test_outputs_agree_with_the_peers(report):
+    rep, _, _ = report
+    checked = 0
+    for r in rep["results"]:
+        for peer, rel in r["output_check"].items():
+            assert rel < 1e-3, f"{r['workload']}: Kiln's output differs from {peer} by {rel}"
+            checked += 1
+    assert checked >= len(rep["results"])
+
+
+def test_plot_is_a_png(report):
+    _, _, plot = report
+    if plot is None:
+        pytest.skip("matplotlib is not installed")
+    with open(plot, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_rejects_bad_threads():
+    proc = subprocess.run([sys.executable, "-m", "kiln.cli", "bench", "--threads", "0"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "kiln: error: --threads must be positive" in proc.stderr
