@@ -65,4 +65,21 @@ def FormDispatches : Pass<"kiln-form-dispatches", "::mlir::ModuleOp"> {
   let dependentDialects = ["::mlir::func::FuncDialect"];
 }
 
+def PlanBuffers : Pass<"kiln-plan-buffers", "::mlir::func::FuncOp"> {
+  let summary = "Place a host function's intermediate buffers in one arena, reusing memory";
+  let description = [{
+    Runs after bufferization and the deallocation pipeline. Every static,
+    identity-layout `memref.alloc` of a host function that is freed by one
+    `memref.dealloc` in the same block becomes a `memref.view` at a fixed
+    offset into a single 64-byte aligned arena; buffers whose lifetimes
+    (from the alloc to the last op using it or a view of it) do not overlap
+    share memory (greedy first-fit, largest first). The function is tagged with `kiln.buffer_plan`
+    (`arena_bytes`, `buffers`, `unplanned_bytes`). Kernels (`kiln.dispatch`)
+    are left alone.
+
+    Example: `kiln-opt --pass-pipeline='builtin.module(func.func(kiln-plan-buffers))'`.
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::memref::MemRefDialect"];
+}
+
 #endif // KILN_PASSES

@@ -1,0 +1,171 @@
+"""Autotuning: search each kernel's schedule parameters on this machine and remember the winners.
+
+`tune(module)` lowers a module to the `dispatch` stage, and for every kernel with static shapes compiles
+and times each candidate schedule (`schedules.candidates`) on its own, with random inputs. Winners go
+to a persistent cache keyed by the kernel's signature, the host CPU and the Kiln version; the `tiled`
+stage looks kernels up there before falling back to `schedules.default_schedule`.
+
+The cache is one JSON file (`$KILN_CACHE_DIR/tuning.json`, default `~/.cache/kiln/tuning.json`).
+Updates are read-modify-write under an exclusive `flock` and land with an atomic rename, so two
+processes tuning at once lose nothing and a reader never sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import tempfile
+from typing import Optional
+
+import numpy as np
+from mlir import ir
+
+from .errors import KilnError
+
+
+def cache_dir() -> str:
+    return os.environ.get("KILN_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "kiln")
+
+
+class TuningCache:
+    """Schedules that won on this machine, keyed by `kernel_key`."""
+
+    def __init__(self, path: Optional[str] = None):
+        self.path = path or os.path.join(cache_dir(), "tuning.json")
+
+    def get(self, key: str) -> Optional[dict]:
+        return self._read().get(key)
+
+    def put(self, key: str, entry: dict) -> None:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        with self._locked():
+            data = self._read()
+            data[key] = entry
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.path), suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f, indent=1, sort_keys=True)
+            os.replace(tmp, self.path)
+
+    def entries(self) -> dict:
+        return self._read()
+
+    def _read(self) -> dict:
+        try:
+            with open(self.path) as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return {}
+        except (OSError, json.JSONDecodeError) as e:
+            raise KilnError(f"the tuning cache {self.path} is unreadable ({e}); delete it to start over") from e
+        return data if isinstance(data, dict) else {}
+
+    @contextlib.contextmanager
+    def _locked(self):
+        with open(self.path + ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def kernel_key(kernel, arg_types: list, cpu: str) -> str:
+    """What makes two kernels interchangeable for tuning: class, loops, operand types, CPU, version."""
+    from . import __version__
+
+    return json.dumps(
+        {
+            "class": kernel.kernel_class,
+            "loops": list(kernel.loop_ranges),
+            "iterators": kernel.iterator_types,
+            "args": [str(t) for t in arg_types],
+            "cpu": cpu,
+            "kiln": __version__,
+        },
+        sort_keys=True,
+    )
+
+
+def tune(module_text: str, reps: int = 5, cache: Optional[TuningCache] = None, progress=True) -> list:
+    """Tunes every kernel of `module_text`; returns one result dict per kernel."""
+    from . import compiler, pipelines
+    from .pipelines import cpu, schedules
+    from .progress import Progress
+
+    cache = cache or TuningCache()
+    host = cpu.host_cpu()
+    module = compiler._parse(module_text)
+    with module.context, ir.Location.unknown():
+        pipelines.lower(module, to="dispatch")
+        jobs = []
+        for kernel in schedules.kernels_of(module):
+            if -1 in kernel.loop_ranges:
+                continue  # dynamic shapes: nothing fixed to tune for
+            func = _find_func(module, kernel.name)
+            arg_types = list(ir.FunctionType(ir.TypeAttr(func.attributes["function_type"]).value).inputs)
+            jobs.append((kernel, arg_types, _standalone_kernel(module, kernel.name)))
+    results = []
+    total = sum(len(schedules.candidates(k)) for k, _, _ in jobs)
+    with Progress(total, "tuning", always=progress) as bar:
+        for kernel, arg_types, text in jobs:
+            timings = []
+            for schedule in schedules.candidates(kernel):
+                ms = _time_schedule(text, schedule, reps)
+                timings.append((ms, schedule))
+                bar.advance(f"{kernel.name} {ms:.3f} ms")
+            best_ms, best = min(timings, key=lambda t: t[0])
+            default_ms = next((ms for ms, s in timings if s == schedules.default_schedule(kernel)), None)
+            entry = {"schedule": dataclasses.asdict(best), "ms": best_ms, "default_ms": default_ms,
+                     "candidates": len(timings)}
+            cache.put(kernel_key(kernel, arg_types, host), entry)
+            results.append({"kernel": kernel.name, **entry})
+    return results
+
+
+def _find_func(module: ir.Module, name: str):
+    for op in module.body.operations:
+        if op.operation.name == "func.func" and ir.StringAttr(op.attributes["sym_name"]).value == name:
+            return op
+    raise KilnError(f"no kernel @{name}")
+
+
+def _standalone_kernel(module: ir.Module, name: str) -> str:
+    """A module holding only kernel `name`, made a public entry point (IR after the dispatch stage)."""
+    copy = ir.Module.parse(str(module))
+    for op in list(copy.body.operations):
+        if op.operation.name != "func.func":
+            continue
+        if ir.StringAttr(op.attributes["sym_name"]).value != name:
+            op.operation.erase()
+        else:
+            del op.attributes["sym_visibility"]
+    if "kiln.entry_points" in copy.operation.attributes:
+        del copy.operation.attributes["kiln.entry_points"]
+    return str(copy)
+
+
+def _time_schedule(kernel_text: str, schedule, reps: int) -> float:
+    """Compiles a standalone kernel with `schedule` forced and returns its median time in ms."""
+    from . import compiler
+    from .bench.timing import median, time_calls
+
+    with ir.Context():
+        module = ir.Module.parse(kernel_text)
+        with module.context:
+            func = next(op for op in module.body.operations if op.operation.name == "func.func")
+            func.attributes["kiln.schedule"] = ir.StringAttr.get(json.dumps(dataclasses.asdict(schedule)))
+        program = compiler.compile(module, compile_from="dispatch")
+    entry = program.entry_point(program.entry_points[0])
+    rng = np.random.default_rng(0)
+    args = []
+    for spec in entry.signature.args:
+        if spec.is_scalar:
+            args.append(0)
+        elif np.issubdtype(spec.dtype, np.integer):
+            args.append(np.zeros(spec.shape, dtype=spec.dtype))  # valid indices for gathers
+        else:
+            args.append(rng.standard_normal(spec.shape).astype(spec.dtype))
+    return median(time_calls(lambda: entry(*args), reps))
