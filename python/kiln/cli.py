@@ -1,9 +1,10 @@
 """The `kiln` command line.
 
     kiln compile IN.mlir --target cpu -o OUT.kiln
-    kiln compile IN.mlir --compile-to tiled            # print that stage's IR
+    kiln compile IN.mlir --compile-to tiled            # print that stage's IR (or write it to -o FILE)
     kiln compile EDITED.mlir --compile-from tiled -o OUT.kiln
     kiln compile IN.mlir --dump-phases-to DIR -o OUT.kiln
+    kiln tune IN.mlir                                  # search schedules, cache the winners
     kiln bench [--suite full|smoke] [--threads 1,2] [-o bench.json] [--plot bench.png]
 """
 
@@ -21,24 +22,57 @@ def _compile(args) -> int:
     if args.output is None and args.compile_to in (None, "artifact"):
         raise KilnError("kiln compile needs -o OUT.kiln (or --compile-to STAGE to print IR)")
     try:
-        with open(args.input) as f:
+        with open(args.input, encoding="utf-8") as f:
             text = f.read()
     except OSError as e:
         raise KilnError(f"cannot read {args.input}: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise KilnError(f"cannot read {args.input}: it is not UTF-8 text ({e})") from e
+    prints_ir = args.compile_to not in (None, "artifact")
     result = kiln.compile(
         text,
         target=args.target,
         compile_to=args.compile_to,
         compile_from=args.compile_from,
         dump_phases_to=args.dump_phases_to,
-        output=args.output,
+        output=None if prints_ir else args.output,
     )
     if isinstance(result, str):
-        sys.stdout.write(result + "\n")
+        text = result if result.endswith("\n") else result + "\n"
+        if args.output is None:
+            sys.stdout.write(text)
+            return 0
+        try:
+            with open(args.output, "w") as f:
+                f.write(text)
+        except OSError as e:
+            raise KilnError(f"cannot write {args.output}: {e.strerror}") from e
     else:
         kernels = len(result.manifest["kernels"])
         print(f"wrote {args.output}: {kernels} kernels, entry points: {', '.join(result.entry_points)}",
               file=sys.stderr)
+    return 0
+
+
+def _tune(args) -> int:
+    from . import tuning
+
+    try:
+        with open(args.input) as f:
+            text = f.read()
+    except OSError as e:
+        raise KilnError(f"cannot read {args.input}: {e.strerror}") from e
+    cache = tuning.TuningCache()
+    results = tuning.tune(text, reps=args.reps, cache=cache)
+    if not results:
+        print("nothing to tune: no kernel with static shapes", file=sys.stderr)
+        return 0
+    print(f"{'kernel':<48} {'default ms':>10} {'tuned ms':>9} {'speedup':>7}  schedule")
+    for r in results:
+        d = r["default_ms"]
+        speedup = f"{d / r['ms']:.2f}" if d else "-"
+        print(f"{r['kernel']:<48} {d if d else float('nan'):>10.3f} {r['ms']:>9.3f} {speedup:>7}  {r['schedule']}")
+    print(f"winners stored in {cache.path}", file=sys.stderr)
     return 0
 
 
@@ -55,13 +89,17 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("compile", help="compile transformer-dialect IR to a .kiln artifact")
     c.add_argument("input", help="input .mlir file")
-    c.add_argument("-o", "--output", help="the .kiln artifact to write")
+    c.add_argument("-o", "--output", help="the .kiln artifact to write (with --compile-to STAGE: that stage's IR)")
     c.add_argument("--target", default="cpu", choices=TARGETS)
     c.add_argument("--compile-to", choices=STAGES, help="stop after this stage and print its IR")
     c.add_argument("--compile-from", choices=STAGES[:-1],
                    help="the input is the IR after this stage; resume from the next one")
     c.add_argument("--dump-phases-to", metavar="DIR", help="write each stage's IR to DIR/NN-stage.mlir")
     c.set_defaults(run=_compile)
+    t = sub.add_parser("tune", help="search each kernel's schedule on this machine; cache the winners")
+    t.add_argument("input", help="input .mlir file")
+    t.add_argument("--reps", type=int, default=5, help="timed calls per candidate")
+    t.set_defaults(run=_tune)
     b = sub.add_parser("bench", help="benchmark Kiln against numpy and PyTorch (JSON report + PNG plot)")
     b.add_argument("--suite", default="full", choices=("full", "smoke"))
     b.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -17,8 +18,18 @@ from .common import public_funcs, run_passes
 
 
 def make_tiled(module: ir.Module) -> None:
-    """Apply each kernel's schedule (transform dialect): workgroup grid as scf.forall, fused fills."""
-    plan = [(k, schedules.default_schedule(k)) for k in schedules.kernels_of(module)]
+    """Apply each kernel's schedule (transform dialect): tuned winners from the tuning cache where
+    `kiln tune` found one, else the default schedule of the kernel's class."""
+    from ..tuning import TuningCache
+
+    funcs = {ir.StringAttr(op.attributes["sym_name"]).value: op
+             for op in module.body.operations if op.operation.name == "func.func"}
+    cache, cpu = TuningCache(), host_cpu()
+    plan = []
+    for kernel in schedules.kernels_of(module):
+        schedule, source = schedules.choose(kernel, funcs[kernel.name], cache, cpu)
+        funcs[kernel.name].attributes["kiln.schedule_source"] = ir.StringAttr.get(source)
+        plan.append((kernel, schedule))
     script = ir.Module.parse(schedules.transform_script(plan), context=module.context)
     try:
         interpreter.apply_named_sequence(
@@ -37,7 +48,8 @@ def make_tiled(module: ir.Module) -> None:
 
 def make_bufferized(module: ir.Module) -> None:
     """Tensors -> memrefs. Entry-point arguments are read-only; results become caller-provided
-    out-params; kernels write the host-allocated buffers they are given in place."""
+    out-params; kernels write the host-allocated buffers they are given in place; the host's
+    intermediate buffers share one arena by lifetime (kiln-plan-buffers)."""
     for func in public_funcs(module):
         n = len(func.arguments)
         func.attributes["arg_attrs"] = ir.ArrayAttr.get(
@@ -49,7 +61,7 @@ def make_bufferized(module: ir.Module) -> None:
         "function-boundary-type-conversion=identity-layout-map},"
         "drop-equivalent-buffer-results,canonicalize,cse,"
         "buffer-results-to-out-params{hoist-static-allocs modify-public-functions},"
-        "buffer-deallocation-pipeline,canonicalize",
+        "buffer-deallocation-pipeline,canonicalize,func.func(kiln-plan-buffers),canonicalize",
         "bufferized",
     )
 
@@ -78,6 +90,7 @@ def make_llvm(module: ir.Module) -> None:
     )
 
 
+@functools.lru_cache(maxsize=None)
 def host_cpu() -> str:
     """The host CPU as LLVM names it (what -mcpu=native resolves to)."""
     out = subprocess.run([tool("llc"), "--version"], capture_output=True, text=True).stdout

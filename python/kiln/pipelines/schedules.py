@@ -13,6 +13,8 @@ and the fills that initialize it are fused into each workgroup. Further class-sp
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from dataclasses import dataclass
 
@@ -156,6 +158,49 @@ def packed_gemm_schedule(kernel: Kernel, max_k_tile: int = 256) -> Schedule:
         else:
             kc = k if k <= max_k_tile else max_k_tile
     return Schedule((128, 256), kind="packed_gemm", register_tile=(mr, nr), k_tile=kc, k_unroll=ku)
+
+
+def candidates(kernel: Kernel) -> list:
+    """Schedules `kiln tune` tries for `kernel`, the default first."""
+    default = default_schedule(kernel)
+    found = [default]
+    if default.kind == "packed_gemm":
+        for mc, nc in ((64, 256), (128, 128), (256, 256), (64, 512)):
+            found.append(dataclasses.replace(default, workgroup_tiles=(mc, nc)))
+        for kc in (128, 512):
+            alt = packed_gemm_schedule(kernel, max_k_tile=kc)
+            found.append(dataclasses.replace(alt, workgroup_tiles=default.workgroup_tiles))
+    else:
+        for target in (8, 16, 32, 128, 256):
+            found.append(grid_schedule(kernel, target))
+    unique = []
+    for sched in found:
+        if sched not in unique:
+            unique.append(sched)
+    return unique
+
+
+def schedule_from_json(text: str) -> Schedule:
+    d = json.loads(text) if isinstance(text, str) else dict(text)
+    for key in ("workgroup_tiles", "register_tile"):
+        if key in d:
+            d[key] = tuple(d[key])
+    return Schedule(**d)
+
+
+def choose(kernel: Kernel, func, cache, cpu: str) -> tuple:
+    """(schedule, source) for a kernel: a `kiln.schedule` attribute on its function (set by the tuner),
+    else the tuning cache's winner for this kernel on this CPU, else `default_schedule`."""
+    if "kiln.schedule" in func.attributes:
+        return schedule_from_json(ir.StringAttr(func.attributes["kiln.schedule"]).value), "attribute"
+    if cache is not None:
+        from ..tuning import kernel_key
+
+        arg_types = list(ir.FunctionType(ir.TypeAttr(func.attributes["function_type"]).value).inputs)
+        entry = cache.get(kernel_key(kernel, arg_types, cpu))
+        if entry is not None:
+            return schedule_from_json(entry["schedule"]), "tuned"
+    return default_schedule(kernel), "default"
 
 
 def grid_schedule(kernel: Kernel, target_workgroups: int = 64) -> Schedule:
