@@ -44,6 +44,22 @@ def TransformerToLinalg : Pass<"transformer-to-linalg"> {
   ];
 }
 
+def FuseElementwise : Pass<"kiln-fuse-elementwise"> {
+  let summary = "Fuse elementwise producers into consumers when it adds no work";
+  let description = [{
+    Fuses an elementwise linalg producer into its linalg consumer only when
+    the producer has one use and the consumer reads each produced element
+    exactly once (its indexing map for that operand is a permutation of the
+    consumer's loops). Unlike upstream `linalg-fuse-elementwise-ops` it never
+    fuses an activation into the contraction that consumes it (which would
+    recompute it once per output column) and never folds reshapes into
+    contractions (which hides GEMMs from their schedule).
+
+    Example: `kiln-opt --pass-pipeline='builtin.module(func.func(kiln-fuse-elementwise))'`.
+  }];
+  let dependentDialects = ["::mlir::linalg::LinalgDialect"];
+}
+
 def FormDispatches : Pass<"kiln-form-dispatches", "::mlir::ModuleOp"> {
   let summary = "Partition host functions into kernels (IREE-style dispatch regions)";
   let description = [{

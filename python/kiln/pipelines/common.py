@@ -23,11 +23,12 @@ def make_transformer(module: ir.Module) -> None:
 
 
 def make_linalg(module: ir.Module) -> None:
-    """transformer ops (and elementwise arith on tensors) -> linalg on tensors, elementwise ops fused."""
+    """transformer ops (and elementwise arith on tensors) -> linalg on tensors; elementwise producers
+    fused into consumers where that adds no work (kiln-fuse-elementwise)."""
     run_passes(
         module,
         "func.func(transformer-to-linalg,convert-elementwise-to-linalg),canonicalize,cse,"
-        "func.func(linalg-fuse-elementwise-ops),canonicalize,cse",
+        "func.func(kiln-fuse-elementwise),canonicalize,cse",
         "linalg",
     )
 
