@@ -54,10 +54,19 @@ def compile(
     pipelines.stage_functions(target)  # validates the target
     if compile_to and compile_from and STAGES.index(compile_to) <= STAGES.index(compile_from):
         raise KilnError(f"compile_to '{compile_to}' does not come after compile_from '{compile_from}'")
+    if output and compile_to not in (None, "artifact"):
+        raise KilnError(f"output= writes an artifact, but compile_to '{compile_to}' stops before one is made")
 
     module = _parse(module)
     with module.context, ir.Location.unknown():
-        signatures = _entry_signatures(module)
+        try:  # (a Module built in Python is not verified yet; passes must not see invalid IR)
+            verified = module.operation.verify()
+        except ir.MLIRError as e:
+            raise KilnError(f"invalid input IR: {e}") from e
+        if not verified:
+            raise KilnError("invalid input IR: the module does not verify")
+        _check_declarations(module)
+        signatures = _entry_signatures(module, compile_from)
         dump = _Dumper(dump_phases_to)
         dump("input" if compile_from is None else compile_from, module)
 
@@ -92,18 +101,37 @@ def _parse(module) -> ir.Module:
             raise KilnError(f"invalid input IR: {e}") from e
 
 
-def _entry_signatures(module: ir.Module) -> dict:
+def _check_declarations(module: ir.Module) -> None:
+    """Only scalar functions (libm's) can be linked in: a declared function on tensors or buffers has no
+    definition anywhere (and the deallocation of the buffers it returns crashes the llvm stage)."""
+    for op in module.body.operations:
+        if op.operation.name != "func.func" or len(op.regions[0].blocks) != 0:
+            continue
+        ftype = ir.FunctionType(ir.TypeAttr(op.attributes["function_type"]).value)
+        if any(isinstance(t, ir.ShapedType) for t in list(ftype.inputs) + list(ftype.results)):
+            name = ir.StringAttr(op.attributes["sym_name"]).value
+            raise KilnError(f"function @{name} is declared but not defined: Kiln cannot link external "
+                            "functions on tensors or buffers; define it in the module")
+
+
+def _entry_signatures(module: ir.Module, compile_from: Optional[str] = None) -> dict:
     attrs = module.operation.attributes
     if _SIGNATURES_ATTR in attrs:
         return json.loads(ir.StringAttr(attrs[_SIGNATURES_ATTR]).value)
+    if compile_from is not None and STAGES.index(compile_from) >= STAGES.index("bufferized"):
+        raise KilnError(
+            f"IR after stage '{compile_from}' no longer shows the entry points' tensor signatures: it must "
+            f"carry the module attribute {_SIGNATURES_ATTR} that kiln.compile records (resume from IR it dumped)"
+        )
     signatures = {}
     for func in public_funcs(module):
         sig = Signature.of_func(func)
         signatures[sig.name] = sig.to_json()
     if not signatures:
         raise KilnError("the module has no public function to use as an entry point")
-    attrs[_SIGNATURES_ATTR] = ir.StringAttr.get(json.dumps(signatures, sort_keys=True))
-    return signatures
+    recorded = json.dumps(signatures, sort_keys=True)
+    attrs[_SIGNATURES_ATTR] = ir.StringAttr.get(recorded)
+    return json.loads(recorded)  # as resuming and kiln.load see them (entry points in sorted order)
 
 
 def _make_artifact(module: ir.Module, signatures: dict) -> artifact.Artifact:
@@ -133,7 +161,10 @@ class _Dumper:
     def __init__(self, directory: Optional[str]):
         self.directory = directory
         if directory:
-            os.makedirs(directory, exist_ok=True)
+            try:
+                os.makedirs(directory, exist_ok=True)
+            except OSError as e:
+                raise KilnError(f"cannot create the phase dump directory {directory}: {e.strerror or e}") from e
 
     def __call__(self, stage: str, module: ir.Module) -> None:
         if not self.directory:
@@ -142,5 +173,9 @@ class _Dumper:
         self.write_text(f"{number:02d}-{stage}.mlir", str(module))
 
     def write_text(self, name: str, text: str) -> None:
-        with open(os.path.join(self.directory, name), "w") as f:
-            f.write(text)
+        path = os.path.join(self.directory, name)
+        try:
+            with open(path, "w") as f:
+                f.write(text)
+        except OSError as e:
+            raise KilnError(f"cannot write {path}: {e.strerror or e}") from e

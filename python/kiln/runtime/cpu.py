@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
+import numbers
 import os
 import sys
 
@@ -23,6 +25,7 @@ def _load_global(path: str) -> ctypes.CDLL:
     return _loaded[path]
 
 
+@functools.lru_cache(maxsize=None)  # find_library runs subprocesses; Devices are made often
 def openmp_library_path() -> str:
     candidates = [os.path.join(sys.prefix, "lib", name) for name in _OPENMP_NAMES]
     for name in ("iomp5", "omp"):
@@ -74,10 +77,11 @@ def default_num_threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    if n < 1:
-        raise KilnError(f"num_threads must be >= 1, got {n}")
+    """Sizes the OpenMP pool for parallel regions that the calling thread starts (a per-thread setting)."""
+    if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
+        raise KilnError(f"num_threads must be an integer >= 1, got {n!r}")
     omp = _load_global(openmp_library_path())
-    omp.omp_set_num_threads(ctypes.c_int(n))
+    omp.omp_set_num_threads(ctypes.c_int(int(n)))
 
 
 def host_cpu_features() -> set:

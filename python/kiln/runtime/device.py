@@ -72,6 +72,12 @@ class Device:
         cpu.set_num_threads(n)
         self._num_threads = n
 
+    def activate(self) -> None:
+        """Sizes the pool for this device's next calls from the calling thread. OpenMP's thread count is
+        process-wide (and per calling thread), so every call sets it: another Device, or a call from another
+        thread, must not change how many threads this one uses."""
+        cpu.set_num_threads(self._num_threads)
+
     def allocate(self, shape, dtype) -> Buffer:
         return Buffer(self, _aligned_empty(tuple(shape), np.dtype(dtype)))
 

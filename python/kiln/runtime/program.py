@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import tempfile
 
 import numpy as np
@@ -47,7 +48,10 @@ class Executable:
         except AttributeError:
             raise KilnError(f"executable {self.path} has no entry point '{name}' ({symbol})") from None
         argtypes = []
-        for spec in signature.args:
+        for i, spec in enumerate(signature.args):
+            if spec.is_scalar and np.dtype(spec.dtype) not in _SCALAR_CTYPES:
+                raise KilnError(f"argument {i} of '{name}' is a {spec.describe()} scalar, which the runtime "
+                                "cannot pass")
             argtypes.append(_SCALAR_CTYPES[np.dtype(spec.dtype)] if spec.is_scalar else ctypes.c_void_p)
         argtypes += [ctypes.c_void_p] * len(signature.results)
         fn.argtypes = argtypes
@@ -68,29 +72,47 @@ class EntryPoint:
         sig = self.signature
         if len(args) != len(sig.args):
             raise KilnError(f"entry point '{sig.name}' takes {len(sig.args)} arguments, got {len(args)}")
-        keep, call_args = [], []
+        keep, call_args, inputs = [], [], []
         for i, (value, spec) in enumerate(zip(args, sig.args)):
             where = f"argument {i} of '{sig.name}'"
             if spec.is_scalar:
-                if isinstance(value, (Buffer, np.ndarray)) and np.ndim(value) != 0:
+                if isinstance(value, Buffer) or np.ndim(value) != 0:
                     raise KilnError(f"{where} is a scalar ({spec.describe()}), got an array")
-                call_args.append(_SCALAR_CTYPES[np.dtype(spec.dtype)](spec.dtype(value).item()))
+                try:  # ctypes refuses what does not convert exactly (a float for an index, None, a str)
+                    call_args.append(_SCALAR_CTYPES[np.dtype(spec.dtype)](value))
+                except (TypeError, ValueError) as e:
+                    raise KilnError(f"{where} (expects {spec.describe()}): got {type(value).__name__} ({e})") from e
                 continue
             array = self._buffer_array(value, spec, where)
             d = descriptor(array)
             keep += [array, d]
+            inputs.append(array)
             call_args.append(ctypes.addressof(d))
+        for j, spec in enumerate(sig.results):
+            if spec.is_scalar:
+                raise KilnError(f"result {j} of '{sig.name}' is a scalar ({spec.describe()}); entry points "
+                                "return tensors")
         if out is None:
             results = []
             for j, spec in enumerate(sig.results):
-                if spec.is_scalar or any(dim is None for dim in spec.shape):
+                if any(dim is None for dim in spec.shape):
                     raise KilnError(f"result {j} of '{sig.name}' ({spec.describe()}) has no static shape")
                 results.append(_aligned_empty(spec.shape, np.dtype(spec.dtype)))
         else:
+            if not isinstance(out, (list, tuple)):
+                raise KilnError(f"out= of '{sig.name}' takes a list of {len(sig.results)} buffers, "
+                                f"got {type(out).__name__}")
             if len(out) != len(sig.results):
                 raise KilnError(f"entry point '{sig.name}' has {len(sig.results)} results, got {len(out)} out buffers")
-            results = [self._buffer_array(b, spec, f"out buffer {j} of '{sig.name}'")
+            results = [self._out_array(b, spec, f"out buffer {j} of '{sig.name}'")
                        for j, (b, spec) in enumerate(zip(out, sig.results))]
+            # Kernels read their inputs while they write their outputs: an overlap gives wrong results.
+            for j, r in enumerate(results):
+                for what, other in [(f"argument {i}", a) for i, a in enumerate(inputs)] + \
+                                    [(f"out buffer {k}", results[k]) for k in range(j)]:
+                    if np.may_share_memory(r, other):
+                        raise KilnError(f"out buffer {j} of '{sig.name}' overlaps {what}; entry points do not "
+                                        "update buffers in place: pass a separate out buffer")
         for r in results:
             d = descriptor(r)
             keep += [r, d]
@@ -104,8 +126,17 @@ class EntryPoint:
             return spec.check(value.host_view(), where)
         return spec.check(value, where)
 
+    def _out_array(self, value, spec, where):
+        array = self._buffer_array(value, spec, where)
+        if not isinstance(value, Buffer) and (array is not value or not array.flags.writeable):
+            # spec.check copied it (not C-contiguous, not an ndarray) or it is read-only: the results
+            # would go to a temporary or into memory that must not change.
+            raise KilnError(f"{where} must be a Buffer or a writeable C-contiguous numpy array")
+        return array
+
     def __call__(self, *args, out=None):
         keep, call_args, results = self._marshal(args, out)
+        self.program.device.activate()
         self._fn(*call_args)
         del keep
         return tuple(out) if out is not None else tuple(results)
@@ -128,8 +159,13 @@ class CommandBuffer:
         return self
 
     def submit(self) -> None:
+        self.program.device.activate()
         for fn, call_args, _ in self._commands:
             fn(*call_args)
+
+
+class _NoEntryPoint(KilnError, AttributeError):
+    """`program.name` where `name` is no entry point: a KilnError, and an AttributeError for getattr/hasattr."""
 
 
 class Program:
@@ -139,10 +175,14 @@ class Program:
         self.device = device
         self.executable = executable
         self.manifest = manifest
-        self._entries = {
-            name: EntryPoint(self, Signature.from_json(name, sig))
-            for name, sig in manifest["entry_points"].items()
-        }
+        self._entries = {}
+        for name, sig in manifest["entry_points"].items():
+            try:
+                signature = Signature.from_json(name, sig)
+            except (KeyError, TypeError, ValueError) as e:
+                raise KilnError(f"the manifest's signature of entry point '{name}' is malformed: {sig!r}") \
+                    from e
+            self._entries[name] = EntryPoint(self, signature)
 
     @property
     def entry_points(self) -> list:
@@ -160,7 +200,9 @@ class Program:
         entries = self.__dict__.get("_entries", {})
         if name in entries:
             return entries[name]
-        raise AttributeError(name)
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise _NoEntryPoint(f"no entry point '{name}'; the program has: {', '.join(entries)}")
 
 
 def load(path: str, device: Device | None = None) -> Program:
@@ -176,12 +218,19 @@ def load_artifact(art: artifact_format.Artifact, device: Device | None = None, s
     target = manifest.get("target", {})
     if target.get("driver") != "cpu":
         raise KilnError(f"{source} targets '{target.get('driver')}', which this runtime cannot run")
+    triple = target.get("triple", "")
+    if triple.split("-")[0] != platform.machine():
+        raise KilnError(
+            f"{source} was compiled for {triple!r}; this host is {platform.machine()}: recompile it here"
+        )
     missing = sorted(set(target.get("cpu_features", [])) - cpu.host_cpu_features())
     if missing:
         raise KilnError(
             f"{source} was compiled for CPU {target.get('cpu')!r} and needs features this host lacks: "
             f"{', '.join(missing)}; recompile it here"
         )
+    if not isinstance(manifest.get("entry_points"), dict):
+        raise KilnError(f"{source} is corrupt: its manifest lists no entry points")
     if "executable" not in art.blobs:
         raise KilnError(f"{source} is corrupt: it holds no executable")
     device = device or Device("cpu")
@@ -192,11 +241,14 @@ def _materialize(blob: bytes) -> str:
     """Writes an executable blob to the cache (content-addressed) so it can be dlopen'ed."""
     cache = os.environ.get("KILN_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "kiln")
     directory = os.path.join(cache, "executables")
-    os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, hashlib.sha256(blob).hexdigest() + ".so")
-    if not os.path.exists(path):
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-        os.replace(tmp, path)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        if not os.path.exists(path) or os.path.getsize(path) != len(blob):  # (a crash can leave it empty)
+            fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                f.write(blob)
+            os.replace(tmp, path)
+    except OSError as e:
+        raise KilnError(f"cannot write the executable to the cache {directory}: {e} (set KILN_CACHE_DIR)") from e
     return path
