@@ -78,13 +78,15 @@ def make_loops(module: ir.Module) -> None:
 
 
 def make_llvm(module: ir.Module) -> None:
-    """scf/memref/arith/math/omp -> the LLVM dialect, with C-interface wrappers for entry points."""
+    """scf/memref/arith/math/omp -> the LLVM dialect, with C-interface wrappers for entry points.
+    Vector reductions may reassociate (a log-depth shuffle tree instead of a serial chain of adds:
+    the horizontal sums of vectorized dot products, e.g. the matvec schedule's)."""
     for func in public_funcs(module):
         func.attributes["llvm.emit_c_interface"] = ir.UnitAttr.get()
     run_passes(
         module,
         "expand-strided-metadata,lower-affine,convert-bufferization-to-memref,finalize-memref-to-llvm,"
-        "convert-scf-to-cf,convert-vector-to-llvm,convert-math-to-llvm,convert-math-to-libm,convert-to-llvm,"
+        "convert-scf-to-cf,convert-vector-to-llvm{reassociate-fp-reductions},convert-math-to-llvm,convert-math-to-libm,convert-to-llvm,"
         "reconcile-unrealized-casts",
         "llvm",
     )

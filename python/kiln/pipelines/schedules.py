@@ -5,10 +5,12 @@ module's kernels into one transform-dialect module that the interpreter applies.
 symbol name and their root op by the `kiln.root` attribute that dispatch formation sets.
 
 f32 GEMM-shaped contractions with 16 or more rows (linear, matmul, batched matmul) get a packed,
-register-tiled, vectorized schedule (`packed_gemm`, see `Schedule`). Every other kernel gets a `grid`:
+register-tiled, vectorized schedule (`packed_gemm`, see `Schedule`); decode-shaped linears (fewer than
+16 rows, static N and K) get `matvec`, which streams each row of W once through vector FMAs. Every
+other kernel gets a `grid`:
 its parallel loops are tiled into a workgroup grid (`scf.forall`, run on the device's thread pool)
 and the fills that initialize it are fused into each workgroup. Further class-specific schedules
-(matvec, flash attention) plug in here.
+(flash attention) plug in here.
 """
 
 from __future__ import annotations
@@ -55,10 +57,16 @@ class Schedule:
         kc x nr in L1).
       * register tile: `register_tile` = (mr, nr) accumulators, nr a multiple of `vector_width`;
         `k_unroll` outer products per inner-loop iteration (vector.contract -> outerproduct -> FMA).
+
+    `matvec` schedules (f32 x[b.., m, K]·W[N, K]ᵀ, m < 16: decode steps, bandwidth-bound) read each
+    row of W once, contiguously: `workgroup_tiles` = (nc,) rows of W per workgroup; `register_tile`
+    = (mr, nr): nr rows of W and mr rows of x per register tile; `k_tile` = kv partial sums per
+    output along K (a multiple of `vector_width`), summed horizontally once per tile. See
+    `_matvec_lines`.
     """
 
-    workgroup_tiles: tuple  # grid: per loop (0 = not tiled); packed_gemm: (mc, nc) in elements
-    kind: str = "grid"  # "grid" | "packed_gemm"
+    workgroup_tiles: tuple  # grid: per loop (0 = not tiled); packed_gemm: (mc, nc); matvec: (nc,)
+    kind: str = "grid"  # "grid" | "packed_gemm" | "matvec"
     register_tile: tuple = ()  # (mr, nr)
     k_tile: int = 0  # kc
     k_unroll: int = 1
@@ -137,6 +145,8 @@ def default_schedule(kernel: Kernel, target_workgroups: int = 64) -> Schedule:
         m_extent = kernel.loop_ranges[-3]
         if m_extent < 0 or m_extent >= 16:
             return packed_gemm_schedule(kernel)
+        if is_matvec(kernel):
+            return matvec_schedule(kernel)
     return grid_schedule(kernel, target_workgroups)
 
 
@@ -160,6 +170,30 @@ def packed_gemm_schedule(kernel: Kernel, max_k_tile: int = 256) -> Schedule:
     return Schedule((128, 256), kind="packed_gemm", register_tile=(mr, nr), k_tile=kc, k_unroll=ku)
 
 
+def is_matvec(kernel: Kernel) -> bool:
+    """Decode-shaped f32 x[b.., m, K]·W[N, K]ᵀ: a few rows (static m < 16), static N and K, and a weight
+    without batch dims, so each output row reads one contiguous row of W."""
+    if not (kernel.kernel_class == "contraction" and kernel.gemm_rhs == "nk" and kernel.f32):
+        return False
+    m, n, k = kernel.loop_ranges[-3:]
+    return kernel.rhs_batch == 0 and 0 < m < 16 and n > 0 and k > 0
+
+
+def matvec_schedule(kernel: Kernel, rows: int = 8, lanes: int = 16, target_workgroups: int = 64) -> Schedule:
+    """Bandwidth-bound x·Wᵀ with few rows (see `Schedule`, kind "matvec"): `rows` rows of W per register
+    tile, each with `lanes` f32 partial sums along K; about `target_workgroups` workgroups over N."""
+    m, n = kernel.loop_ranges[-3:-1]
+    rows = max(1, min(rows, n))
+    # Rows of x per register tile: the largest divisor of m that keeps mr x rows x lanes/16
+    # accumulators within 16 of the 32 vector registers (each step loads `rows` vectors of W per
+    # lane group, and reuses each for mr rows of x).
+    budget = max(1, 16 // (rows * max(1, lanes // 16)))
+    mr = max(d for d in range(1, max(1, min(m, budget)) + 1) if m % d == 0) if m > 0 else 1
+    blocks = n // rows
+    nc = rows * max(1, math.ceil(blocks / target_workgroups))
+    return Schedule((nc,), kind="matvec", register_tile=(mr, rows), k_tile=lanes)
+
+
 def candidates(kernel: Kernel) -> list:
     """Schedules `kiln tune` tries for `kernel`, the default first."""
     default = default_schedule(kernel)
@@ -170,6 +204,9 @@ def candidates(kernel: Kernel) -> list:
         for kc in (128, 512):
             alt = packed_gemm_schedule(kernel, max_k_tile=kc)
             found.append(dataclasses.replace(alt, workgroup_tiles=default.workgroup_tiles))
+    elif default.kind == "matvec":
+        for rows, lanes, target in ((8, 16, 16), (8, 16, 256), (4, 32, 64), (4, 16, 64), (8, 32, 64)):
+            found.append(matvec_schedule(kernel, rows, lanes, target))
     else:
         for target in (8, 16, 32, 128, 256):
             found.append(grid_schedule(kernel, target))
@@ -229,6 +266,9 @@ def transform_script(plan: list) -> str:
     for i, (kernel, schedule) in enumerate(plan):
         if schedule.kind == "packed_gemm":
             lines += _packed_gemm_lines(i, kernel, schedule)
+            continue
+        if schedule.kind == "matvec":
+            lines += _matvec_lines(i, kernel, schedule)
             continue
         if not any(schedule.workgroup_tiles):
             continue
@@ -343,3 +383,108 @@ def _packed_gemm_lines(i: int, kernel: Kernel, s: Schedule) -> list:
     ]
     return lines
 
+
+
+def _matvec_lines(i: int, kernel: Kernel, s: Schedule) -> list:
+    """Transform IR for a `matvec` schedule (see `Schedule`) of kernel number `i`, loops [b.., m, n, k]
+    with static n and k:
+
+      * N is split at N' = N - N % nr; rows [0, N') run in workgroups of nc rows (scf.forall, nc a
+        multiple of nr dividing N'), the N % nr leftover rows after them on the calling thread.
+      * Within a workgroup: a loop over blocks of nr rows of W (outermost, so a block of W is reused
+        from cache by every row of x), then over b.. one at a time and m, mr rows at a time (mr must
+        divide m, else 1).
+      * K is split at K' = K - K % kv. K' is split-reduced into kv lanes of partial sums
+        (k = r * kv + lane, r a reduction loop of K' / kv steps): each step is nr contiguous
+        kv-wide loads of W, mr of x, and mr x nr x kv/vw vector FMAs (vector.contract with a unit
+        reduction -> parallel arith -> vector.fma) into accumulators kept in registers; the lanes
+        are summed horizontally once per tile (a shuffle tree: the llvm stage reassociates vector
+        reductions), then the K % kv leftover columns are added.
+    """
+    any_op = "!transform.any_op"
+    nb = len(kernel.loop_ranges) - 3
+    n, k = kernel.loop_ranges[-2:]
+    m = kernel.loop_ranges[-3]
+    mr = s.register_tile[0] if m > 0 and m % s.register_tile[0] == 0 else 1
+    nr = max(1, min(s.register_tile[1], n))
+    kv = s.k_tile
+    n_main = n - n % nr
+    k_main = k - k % kv
+    nc = max(nr, min(s.workgroup_tiles[0] // nr * nr, n_main)) if n_main else nr
+    while n_main and n_main % nc:
+        nc -= nr
+
+    def lst(xs):
+        return "[" + ", ".join(map(str, xs)) + "]"
+
+    f = f"%f{i}"
+    lines = [
+        f'    {f} = transform.structured.match ops{{["func.func"]}} '
+        f'attributes{{sym_name = "{kernel.name}"}} in %root : ({any_op}) -> {any_op}',
+        f"    %r{i} = transform.structured.match attributes{{kiln.root}} in {f} : ({any_op}) -> {any_op}",
+    ]
+    blocks = []  # (handle, rows of W per register tile)
+    if 0 < n_main < n:
+        lines += [
+            f"    %ns{i} = transform.structured.split %r{i} after {n_main} {{dimension = {nb + 1}}} : {any_op}",
+            f"    %nm{i}, %nt{i} = transform.split_handle %ns{i} : ({any_op}) -> ({any_op}, {any_op})",
+        ]
+        main, tail = f"%nm{i}", f"%nt{i}"
+    else:
+        main, tail = (f"%r{i}", None) if n_main else (None, f"%r{i}")
+    if main is not None:
+        lines.append(
+            f"    %w{i}, %wg{i} = transform.structured.tile_using_forall {main} tile_sizes "
+            f"{lst([0] * nb + [0, nc, 0])} : ({any_op}) -> ({any_op}, {any_op})"
+        )
+        blocks.append((f"%w{i}", nr))
+    if tail is not None:
+        blocks.append((tail, n - n_main))
+    to_vectorize = []
+    for j, (h, rows) in enumerate(blocks):
+        p = f"{i}_{j}"
+        loops = nb + 2
+        handles = ", ".join([any_op] * (loops + 1))
+        # Loop order: n blocks, then b.., m (interchange is over the tiled loops' dims).
+        lines.append(
+            f"    %b{p}, %bl{p}:{loops} = transform.structured.tile_using_for {h} tile_sizes "
+            f"{lst([1] * nb + [mr, rows, 0])} interchange = {lst([nb + 1] + list(range(nb + 1)) + [nb + 2])} "
+            f": ({any_op}) -> ({handles})"
+        )
+        kmain, ktail = f"%b{p}", None
+        if 0 < k_main < k:
+            lines += [
+                f"    %ks{p} = transform.structured.split %b{p} after {k_main} {{dimension = {nb + 2}}} : {any_op}",
+                f"    %km{p}, %kt{p} = transform.split_handle %ks{p} : ({any_op}) -> ({any_op}, {any_op})",
+            ]
+            kmain, ktail = f"%km{p}", f"%kt{p}"
+        elif k_main == 0:
+            kmain, ktail = None, f"%b{p}"
+        if kmain is not None:
+            lines += [
+                f"    %si{p}, %sf{p}, %sp{p}, %sc{p} = transform.structured.split_reduction {kmain} "
+                f"{{split_factor = {kv}, insert_split_dimension = {nb + 2}, inner_parallel}} "
+                f": ({any_op}) -> ({any_op}, {any_op}, {any_op}, {any_op})",
+                # dims of the split op: [b.., m, n, r, lane]; one step of r per iteration.
+                f"    %st{p}, %sl{p} = transform.structured.tile_using_for %sp{p} tile_sizes "
+                f"{lst([0] * nb + [0, 0, 1, 0])} : ({any_op}) -> ({any_op}, {any_op})",
+            ]
+            to_vectorize += [f"%sf{p}", f"%st{p}", f"%sc{p}"]
+        if ktail is not None:
+            to_vectorize.append(ktail)
+    for j, h in enumerate(to_vectorize):
+        lines.append(f"    transform.structured.vectorize {h} : {any_op}")
+    lines += [
+        f"    transform.apply_patterns to {f} {{",
+        "      transform.apply_patterns.vector.reduction_to_contract",
+        "      transform.apply_patterns.vector.transfer_permutation_patterns",
+        f"    }} : {any_op}",
+        f"    transform.apply_patterns to {f} {{",
+        '      transform.apply_patterns.vector.lower_contraction lowering_strategy = "parallelarith"',
+        '      transform.apply_patterns.vector.lower_multi_reduction lowering_strategy = "innerreduction"',
+        "      transform.apply_patterns.vector.transfer_permutation_patterns",
+        "      transform.apply_patterns.vector.lower_transfer max_transfer_rank = 1",
+        "      transform.apply_patterns.canonicalization",
+        f"    }} : {any_op}",
+    ]
+    return lines
