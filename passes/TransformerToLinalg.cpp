@@ -613,14 +613,20 @@ struct AttentionLowering : OpConversionPattern<AttentionOp> {
         });
     Value probs = buildSoftmax(rewriter, loc, masked, 4, ct);
 
-    // out[b, h, g, i, e] = sum_j probs[b, h, g, i, j] * v[b, h, j, e]. With `causal`, future
-    // keys are skipped rather than weighted by 0: 0 * v is NaN where an unwritten cache row holds
-    // NaN or inf, and such rows must never reach the result.
+    // out[b, h, g, i, e] = sum_j probs[b, h, g, i, j] * v[b, h, j, e]. With `causal`, keys past
+    // the last query position are skipped rather than weighted by 0: 0 * v is NaN where an
+    // unwritten cache row holds NaN or inf, and such rows must never reach the result. When no
+    // key can lie past it (a static kv_len <= constant offset + q_len, e.g. a prefill without a
+    // cache) the product stays a plain contraction, which GEMM schedules recognize.
     SmallVector<OpFoldResult> outSizes{qSizes[0], qSizes[1], qSizes[2], qSizes[3],
                                        tensor::getMixedSize(rewriter, loc, v, 3)};
     Value outInit = filledTensor(rewriter, loc, outSizes, zero);
+    std::optional<int64_t> constOffset = offset ? getConstantIntValue(offset) : std::optional<int64_t>(0);
+    int64_t qLen = qType.getDimSize(2), kvLen = tensorType(k).getDimSize(2);
+    bool keysPastQueries = !constOffset || ShapedType::isDynamic(qLen) || ShapedType::isDynamic(kvLen) ||
+                           kvLen > *constOffset + qLen;
     Value out5;
-    if (!causal) {
+    if (!causal || !keysPastQueries) {
       out5 = contract(rewriter, loc, probs, v, outInit, 6, 1, {0, 1, 2, 3, 5}, {0, 1, 5, 4},
                       {0, 1, 2, 3, 4});
     } else {

@@ -800,3 +800,37 @@ func.func @argmax(%x: tensor<2x100xf32>) -> tensor<2xi64> {
   %i = transformer.argmax %x : tensor<2x100xf32> -> tensor<2xi64>
   return %i : tensor<2xi64>
 }
+
+// -----
+
+// Causal prefill with no key past the last query (kv_len == q_len, no offset): the product with
+// the values stays a plain contraction (mulf + addf, no select), which GEMM schedules recognize.
+// CHECK-LABEL: func.func @attention_causal_prefill_pv_is_a_contraction
+// CHECK: math.exp
+// CHECK: linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "parallel", "parallel", "parallel", "reduction"]
+// CHECK-NEXT: ^bb0
+// CHECK-NEXT: arith.mulf
+// CHECK-NEXT: arith.addf
+// CHECK-NEXT: linalg.yield
+// CHECK: tensor.collapse_shape
+func.func @attention_causal_prefill_pv_is_a_contraction(%q: tensor<1x4x8x16xf32>, %k: tensor<1x2x8x16xf32>) -> tensor<1x4x8x16xf32> {
+  %o = transformer.attention %q, %k, %k {causal} : (tensor<1x4x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>) -> tensor<1x4x8x16xf32>
+  return %o : tensor<1x4x8x16xf32>
+}
+
+// -----
+
+// With a runtime offset (decoding into a cache), keys past the last query are skipped in the
+// product with the values: a select keeps unwritten (NaN) cache rows out of the result.
+// CHECK-LABEL: func.func @attention_causal_decode_pv_skips_future_keys
+// CHECK: math.exp
+// CHECK: linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "parallel", "parallel", "parallel", "reduction"]
+// CHECK: arith.mulf
+// CHECK: arith.addf
+// CHECK: arith.cmpi ugt
+// CHECK: arith.select
+// CHECK: tensor.collapse_shape
+func.func @attention_causal_decode_pv_skips_future_keys(%q: tensor<1x4x1x16xf32>, %k: tensor<1x2x32x16xf32>, %pos: index) -> tensor<1x4x1x16xf32> {
+  %o = transformer.attention %q, %k, %k offset(%pos) {causal} : (tensor<1x4x1x16xf32>, tensor<1x2x32x16xf32>, tensor<1x2x32x16xf32>, index) -> tensor<1x4x1x16xf32>
+  return %o : tensor<1x4x1x16xf32>
+}

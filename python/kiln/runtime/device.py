@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import KilnError
 from . import cpu
+from .memref import descriptor
 
 DRIVERS = ("cpu",)
 
@@ -21,6 +22,13 @@ class Buffer:
     def __init__(self, device: "Device", array: np.ndarray):
         self.device = device
         self._array = array
+        self._descriptor = None
+
+    def descriptor(self):
+        """The memref descriptor compiled code receives for this buffer (built once: it never moves)."""
+        if self._descriptor is None:
+            self._descriptor = descriptor(self._array)
+        return self._descriptor
 
     @property
     def shape(self) -> tuple:

@@ -22,10 +22,16 @@ def descriptor_type(rank: int):
 
 def descriptor(array: np.ndarray):
     """A descriptor viewing `array` (which must stay alive as long as the descriptor is used)."""
-    d = descriptor_type(array.ndim)()
-    d.allocated = d.aligned = array.ctypes.data
-    d.offset = 0
-    if array.ndim:
-        d.sizes[:] = array.shape
-        d.strides[:] = [s // array.itemsize for s in array.strides]
-    return d
+    ptr = array.__array_interface__["data"][0]
+    rank = array.ndim
+    if not rank:
+        return descriptor_type(0)(ptr, ptr, 0)
+    dims = ctypes.c_int64 * rank
+    item = array.itemsize
+    return descriptor_type(rank)(ptr, ptr, 0, dims(*array.shape), dims(*[s // item for s in array.strides]))
+
+
+def byte_range(array: np.ndarray) -> tuple:
+    """[start, end) of a C-contiguous array's memory, to detect overlapping buffers cheaply."""
+    start = array.__array_interface__["data"][0]
+    return start, start + array.nbytes

@@ -20,7 +20,7 @@ from ..errors import KilnError
 from ..signature import Signature
 from . import cpu
 from .device import Buffer, Device, _aligned_empty
-from .memref import descriptor
+from .memref import byte_range, descriptor
 
 _SCALAR_CTYPES = {
     np.dtype(np.int64): ctypes.c_int64,
@@ -84,7 +84,7 @@ class EntryPoint:
                     raise KilnError(f"{where} (expects {spec.describe()}): got {type(value).__name__} ({e})") from e
                 continue
             array = self._buffer_array(value, spec, where)
-            d = descriptor(array)
+            d = value.descriptor() if isinstance(value, Buffer) else descriptor(array)
             keep += [array, d]
             inputs.append(array)
             call_args.append(ctypes.addressof(d))
@@ -107,14 +107,17 @@ class EntryPoint:
             results = [self._out_array(b, spec, f"out buffer {j} of '{sig.name}'")
                        for j, (b, spec) in enumerate(zip(out, sig.results))]
             # Kernels read their inputs while they write their outputs: an overlap gives wrong results.
+            ranges = [(f"argument {i}", byte_range(a)) for i, a in enumerate(inputs)]
             for j, r in enumerate(results):
-                for what, other in [(f"argument {i}", a) for i, a in enumerate(inputs)] + \
-                                    [(f"out buffer {k}", results[k]) for k in range(j)]:
-                    if np.may_share_memory(r, other):
+                lo, hi = byte_range(r)
+                for what, (a, b) in ranges:
+                    if lo < b and a < hi:
                         raise KilnError(f"out buffer {j} of '{sig.name}' overlaps {what}; entry points do not "
                                         "update buffers in place: pass a separate out buffer")
-        for r in results:
-            d = descriptor(r)
+                ranges.append((f"out buffer {j}", (lo, hi)))
+        for j, r in enumerate(results):
+            value = out[j] if out is not None else None
+            d = value.descriptor() if isinstance(value, Buffer) else descriptor(r)
             keep += [r, d]
             call_args.append(ctypes.addressof(d))
         return keep, call_args, results
