@@ -146,7 +146,7 @@ def _make_artifact(module: ir.Module, signatures: dict) -> artifact.Artifact:
         "format": artifact.FORMAT_VERSION,
         "kiln_version": __version__,
         "mlir_version": importlib.metadata.version("xtc-mlir-python-bindings"),
-        "target": {"driver": "cpu", "triple": "x86_64-unknown-linux-gnu", "cpu": cpu_name,
+        "target": {"driver": "cpu", "triple": cpu.TRIPLE, "cpu": cpu_name,
                    "cpu_features": features},
         "entry_points": signatures,
         "kernels": kernels,
