@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import KilnError
 from ..progress import Progress
 from . import report as report_io
-from .peers import PeerWorker, _summary, available_peers
+from .peers import PeerWorker, available_peers, fingerprint
 from .timing import median, time_calls
 from .workloads import suite as make_suite
 
@@ -52,7 +52,7 @@ def run(suite: str = "full", threads=(1, 2), rounds: int = 4, reps: int = 5, see
                         for p in peers:
                             if p in reply:
                                 s.setdefault(p, []).extend(reply[p])
-                        checks[w.name] = (_summary(fn(*args)[0]), reply.get("outputs", {}))
+                        checks[w.name] = (fingerprint(fn(*args)[0]), reply.get("outputs", {}))
                         bar.advance(f"{w.name} @{t}t")
     finally:
         for worker in workers.values():

@@ -39,7 +39,7 @@ class PeerWorker:
             env[var] = str(threads)
         self.threads = threads
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kiln.bench.peers", str(threads)],
+            [sys.executable, "-c", f"from kiln.bench.peers import serve; serve({threads})"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
         )
 
@@ -61,7 +61,8 @@ class PeerWorker:
             self.proc.wait(timeout=30)
 
 
-def _serve(threads: int) -> None:
+def serve(threads: int) -> None:
+    """The worker loop (runs in the child process)."""
     import numpy as np
 
     from .workloads import suite
@@ -84,19 +85,16 @@ def _serve(threads: int) -> None:
                                           if p in workload.peers})}
             workload, runs = cache[key]
             reply = {p: time_calls(fn, req["reps"]) for p, fn in runs.items()}
-            reply["outputs"] = {p: _summary(np.asarray(fn())) for p, fn in runs.items()}
+            reply["outputs"] = {p: fingerprint(np.asarray(fn())) for p, fn in runs.items()}
         except Exception as e:  # reported to the parent, which raises a KilnError
             reply = {"error": f"{type(e).__name__}: {e}"}
         print(json.dumps(reply), flush=True)
 
 
-def _summary(a) -> list:
+def fingerprint(a) -> list:
     """A cheap fingerprint of a result (to cross-check Kiln's output without shipping arrays)."""
     import numpy as np
 
     a = np.asarray(a, dtype=np.float64).ravel()
     return [float(a.sum()), float(np.abs(a).sum()), float(a[:: max(1, a.size // 7)].sum())]
 
-
-if __name__ == "__main__":
-    _serve(int(sys.argv[1]))

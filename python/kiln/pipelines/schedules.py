@@ -309,7 +309,7 @@ def _packed_gemm_lines(i: int, kernel: Kernel, s: Schedule) -> list:
         return (f"    {res}, %l{res[1:]}:{loops} = transform.structured.tile_using_for {target} "
                 f"tile_sizes {lst(sizes)} : ({any_op}) -> ({handles})")
 
-    f, v = f"%f{i}", f"%v{i}"
+    f = f"%f{i}"
     lines = [
         f'    {f} = transform.structured.match ops{{["func.func"]}} '
         f'attributes{{sym_name = "{kernel.name}"}} in %root : ({any_op}) -> {any_op}',
