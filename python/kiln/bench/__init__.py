@@ -18,7 +18,7 @@ from ..errors import KilnError
 from ..progress import Progress
 from . import report as report_io
 from .peers import PeerWorker, available_peers, fingerprint
-from .timing import median, time_calls
+from .timing import SETTLE_S, median, time_calls
 from .workloads import suite as make_suite
 
 
@@ -47,7 +47,7 @@ def run(suite: str = "full", threads=(1, 2), rounds: int = 4, reps: int = 5, see
                         fn = programs[w.name].f
                         args = inputs[w.name]
                         s = samples.setdefault((w.name, t), {"kiln": []})
-                        s["kiln"] += time_calls(lambda: fn(*args), reps)
+                        s["kiln"] += time_calls(lambda: fn(*args), reps, settle=SETTLE_S)
                         reply = workers[t].time(suite, w.name, seed, reps, peers)
                         for p in peers:
                             if p in reply:

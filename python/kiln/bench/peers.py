@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 from ..errors import KilnError
-from .timing import time_calls
+from .timing import SETTLE_S, time_calls
 
 _SLOW_BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
@@ -84,7 +84,7 @@ def serve(threads: int) -> None:
                 cache = {key: (workload, {p: workload.peers[p](inputs) for p in req["peers"]
                                           if p in workload.peers})}
             workload, runs = cache[key]
-            reply = {p: time_calls(fn, req["reps"]) for p, fn in runs.items()}
+            reply = {p: time_calls(fn, req["reps"], settle=SETTLE_S) for p, fn in runs.items()}
             reply["outputs"] = {p: fingerprint(np.asarray(fn())) for p, fn in runs.items()}
         except Exception as e:  # reported to the parent, which raises a KilnError
             reply = {"error": f"{type(e).__name__}: {e}"}

@@ -5,8 +5,15 @@ from __future__ import annotations
 import time
 
 
-def time_calls(fn, reps: int, warmup: int = 2) -> list:
-    """Milliseconds of `reps` calls of `fn` after `warmup` untimed ones."""
+# Idle worker threads of the library timed just before (OpenMP, OpenBLAS, MKL) spin for up to ~200 ms
+# before they sleep; on a 2-core machine they would steal the cores from whatever is timed next.
+SETTLE_S = 0.3
+
+
+def time_calls(fn, reps: int, warmup: int = 2, settle: float = 0.0) -> list:
+    """Milliseconds of `reps` calls of `fn` after `settle` seconds of quiet and `warmup` untimed calls."""
+    if settle:
+        time.sleep(settle)
     for _ in range(warmup):
         fn()
     samples = []
