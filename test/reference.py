@@ -126,3 +126,16 @@ def check(actual: np.ndarray, expected: np.ndarray, dtype="f32", scale: float = 
     np.testing.assert_allclose(actual.astype(np.float64), expected, rtol=rtol, atol=atol * scale,
                                err_msg=err_msg)
 
+
+# Two entry points (a linear + silu, an argmax) shared by the compiler and artifact tests.
+MLP_AND_ARGMAX = """
+func.func @mlp(%x: tensor<4x32xf32>, %w: tensor<48x32xf32>, %b: tensor<48xf32>) -> tensor<4x48xf32> {
+  %h = transformer.linear %x, %w, %b : (tensor<4x32xf32>, tensor<48x32xf32>, tensor<48xf32>) -> tensor<4x48xf32>
+  %y = transformer.silu %h : tensor<4x48xf32>
+  return %y : tensor<4x48xf32>
+}
+func.func @argmax(%x: tensor<4x48xf32>) -> tensor<4xi64> {
+  %t = transformer.argmax %x : tensor<4x48xf32> -> tensor<4xi64>
+  return %t : tensor<4xi64>
+}
+"""

@@ -18,19 +18,8 @@ import kiln
 from kiln import KilnError, artifact
 from kiln import reference as ref
 from kiln.runtime import Device, cpu, load_artifact
+from reference import MLP_AND_ARGMAX as SOURCE
 from reference import check, randn
-
-SOURCE = """
-func.func @mlp(%x: tensor<4x32xf32>, %w: tensor<48x32xf32>, %b: tensor<48xf32>) -> tensor<4x48xf32> {
-  %h = transformer.linear %x, %w, %b : (tensor<4x32xf32>, tensor<48x32xf32>, tensor<48xf32>) -> tensor<4x48xf32>
-  %y = transformer.silu %h : tensor<4x48xf32>
-  return %y : tensor<4x48xf32>
-}
-func.func @argmax(%x: tensor<4x48xf32>) -> tensor<4xi64> {
-  %t = transformer.argmax %x : tensor<4x48xf32> -> tensor<4xi64>
-  return %t : tensor<4xi64>
-}
-"""
 
 
 @pytest.fixture(scope="module")
