@@ -459,3 +459,13 @@ def test_out_buffer_too_small_for_dynamic_result(program, rng):
     except KilnError:
         return
     assert (backing[2:] == 7.0).all(), "rows past the out buffer were overwritten"
+
+
+def test_programs_loaded_without_a_device_share_the_default_one():
+    """Setting the thread count of one program's device applies to every program on the default device."""
+    src = "func.func @f(%x: tensor<8xf32>) -> tensor<8xf32> {\n" \
+          "  %y = transformer.silu %x : tensor<8xf32>\n  return %y : tensor<8xf32>\n}"
+    a, b = kiln.compile(src), kiln.compile(src)
+    assert a.device is b.device is Device.default()
+    own = Device("cpu", num_threads=1)
+    assert kiln.compile(src, device=own).device is own

@@ -28,12 +28,13 @@ def run(suite: str = "full", threads=(1, 2), rounds: int = 4, reps: int = 5, see
 
     workloads = make_suite(suite)
     peers = available_peers()
+    # One device for every program: its thread count is what each round sets.
+    device = kiln.runtime.Device.default()
     programs = {}
     with Progress(len(workloads), "compiling", always=True) as bar:
         for w in workloads:
-            programs[w.name] = kiln.compile(w.kiln_ir())
+            programs[w.name] = kiln.compile(w.kiln_ir(), device=device)
             bar.advance(w.name)
-    device = next(iter(programs.values())).device
     inputs = {w.name: w.make_inputs(np.random.default_rng(seed)) for w in workloads}
     samples = {}  # (workload, threads) -> {"kiln": [...], peer: [...]}
     checks = {}

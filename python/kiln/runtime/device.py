@@ -71,6 +71,16 @@ class Device:
         cpu.load_support_libraries()
         self.num_threads = num_threads if num_threads is not None else cpu.default_num_threads()
 
+    _default = None
+
+    @classmethod
+    def default(cls) -> "Device":
+        """The process's shared cpu device, which programs loaded without a device run on: setting its
+        `num_threads` applies to all of them."""
+        if cls._default is None:
+            cls._default = cls("cpu")
+        return cls._default
+
     @property
     def num_threads(self) -> int:
         return self._num_threads

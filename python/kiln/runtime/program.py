@@ -236,7 +236,7 @@ def load_artifact(art: artifact_format.Artifact, device: Device | None = None, s
         raise KilnError(f"{source} is corrupt: its manifest lists no entry points")
     if "executable" not in art.blobs:
         raise KilnError(f"{source} is corrupt: it holds no executable")
-    device = device or Device("cpu")
+    device = device or Device.default()
     return Program(device, Executable(device, _materialize(art.blobs["executable"])), manifest)
 
 
