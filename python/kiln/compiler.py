@@ -57,14 +57,8 @@ def compile(
     if output and compile_to not in (None, "artifact"):
         raise KilnError(f"output= writes an artifact, but compile_to '{compile_to}' stops before one is made")
 
-    module = _parse(module)
+    module = parse_and_verify(module, "invalid input IR")
     with module.context, ir.Location.unknown():
-        try:  # (a Module built in Python is not verified yet; passes must not see invalid IR)
-            verified = module.operation.verify()
-        except ir.MLIRError as e:
-            raise KilnError(f"invalid input IR: {e}") from e
-        if not verified:
-            raise KilnError("invalid input IR: the module does not verify")
         _check_declarations(module)
         signatures = _entry_signatures(module, compile_from)
         dump = _Dumper(dump_phases_to)
@@ -90,15 +84,24 @@ def compile(
     return load_artifact(art, device, output or "compiled module")
 
 
-def _parse(module) -> ir.Module:
-    if isinstance(module, ir.Module):
-        return module
-    ctx = ir.Context()
-    with ctx:
-        try:
-            return ir.Module.parse(module)
+def parse_and_verify(module: Union[str, ir.Module], error: str) -> ir.Module:
+    """`module` as a verified ir.Module: text is parsed in a fresh Context; a Module (built in Python,
+    not verified yet) is checked, since passes must not see invalid IR. Failures raise a KilnError
+    starting with `error`, followed by the diagnostics."""
+    if not isinstance(module, ir.Module):
+        with ir.Context():
+            try:
+                module = ir.Module.parse(module)
+            except ir.MLIRError as e:
+                raise KilnError(f"{error}: {e}") from e
+    with module.context:
+        try:  # these bindings raise MLIRError with the verifier's diagnostics rather than return False
+            verified = module.operation.verify()
         except ir.MLIRError as e:
-            raise KilnError(f"invalid input IR: {e}") from e
+            raise KilnError(f"{error}: {e}") from e
+    if not verified:
+        raise KilnError(f"{error}: the module does not verify")
+    return module
 
 
 def _check_declarations(module: ir.Module) -> None:

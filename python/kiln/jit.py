@@ -19,6 +19,7 @@ from mlir import ir
 from mlir.execution_engine import ExecutionEngine
 
 from . import pipelines
+from .compiler import parse_and_verify
 from .errors import KilnError
 from .pipelines.common import public_funcs
 from .runtime import cpu
@@ -72,20 +73,8 @@ def jit_compile(module: Union[str, ir.Module], opt_level: int = 2, on_stage=None
     Text is parsed in a fresh context; a Module is lowered in place (pass a clone to keep it).
     `on_stage(name, module)` is called after each pipeline stage (see `kiln.pipelines.lower`).
     """
-    if isinstance(module, str):
-        ctx = ir.Context()
-        with ctx:
-            try:
-                module = ir.Module.parse(module)
-            except ir.MLIRError as e:
-                raise KilnError(f"invalid IR: {e}") from e
+    module = parse_and_verify(module, "invalid IR")
     with module.context:
-        try:  # these bindings raise MLIRError with the verifier's diagnostics rather than return False
-            verified = module.operation.verify()
-        except ir.MLIRError as e:
-            raise KilnError(f"invalid IR: {e}") from e
-        if not verified:
-            raise KilnError("invalid IR: the module does not verify")
         signatures = {sig.name: sig for sig in map(Signature.of_func, public_funcs(module))}
         pipelines.lower(module, to="llvm", on_stage=on_stage)
         return JitModule(module, signatures, opt_level)

@@ -97,7 +97,7 @@ def tune(module_text: str, reps: int = 5, cache: Optional[TuningCache] = None, p
 
     cache = cache or TuningCache()
     host = cpu.host_cpu()
-    module = compiler._parse(module_text)
+    module = compiler.parse_and_verify(module_text, "invalid input IR")
     with module.context, ir.Location.unknown():
         pipelines.lower(module, to="dispatch")
         jobs = []
