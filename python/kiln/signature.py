@@ -6,7 +6,7 @@ checks every call against them, so a wrong array gives an error naming the argum
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from mlir import ir
@@ -72,23 +72,48 @@ class TensorSpec:
         return np.ascontiguousarray(array)
 
 
+UPDATES_ARG_ATTR = "kiln.updates_arg"
+
+
 @dataclass(frozen=True)
 class Signature:
+    """`updates` maps a result index to the argument it updates in place (result attribute
+    `kiln.updates_arg`, e.g. a KV cache): the compiler writes that result into the argument's buffer
+    and the runtime returns the argument."""
+
     name: str
     args: tuple
     results: tuple
+    updates: dict = field(default_factory=dict)
 
     @staticmethod
     def of_func(func) -> "Signature":
         ftype = ir.FunctionType(ir.TypeAttr(func.attributes["function_type"]).value)
-        return Signature(
-            ir.StringAttr(func.attributes["sym_name"]).value,
+        name = ir.StringAttr(func.attributes["sym_name"]).value
+        sig = Signature(
+            name,
             tuple(TensorSpec.of(t) for t in ftype.inputs),
             tuple(TensorSpec.of(t) for t in ftype.results),
+            updated_args(func),
         )
+        for j, i in sig.updates.items():
+            if not 0 <= i < len(sig.args) or sig.args[i] != sig.results[j] or sig.args[i].is_scalar:
+                raise KilnError(f"result {j} of @{name} is marked {UPDATES_ARG_ATTR} = {i}, which is not an "
+                                f"argument of the same tensor type")
+        if len(set(sig.updates.values())) != len(sig.updates):
+            raise KilnError(f"two results of @{name} update the same argument in place")
+        return sig
+
+    @property
+    def returned_results(self) -> list:
+        """Indices of the results the caller receives in new (or out=) buffers."""
+        return [j for j in range(len(self.results)) if j not in self.updates]
 
     def to_json(self) -> dict:
-        return {"args": [a.to_json() for a in self.args], "results": [r.to_json() for r in self.results]}
+        d = {"args": [a.to_json() for a in self.args], "results": [r.to_json() for r in self.results]}
+        if self.updates:
+            d["updates"] = {str(j): i for j, i in sorted(self.updates.items())}
+        return d
 
     @staticmethod
     def from_json(name: str, d: dict) -> "Signature":
@@ -96,7 +121,20 @@ class Signature:
             name,
             tuple(TensorSpec.from_json(a) for a in d["args"]),
             tuple(TensorSpec.from_json(r) for r in d["results"]),
+            {int(j): int(i) for j, i in d.get("updates", {}).items()},
         )
+
+
+def updated_args(func) -> dict:
+    """result index -> argument index, from the results' `kiln.updates_arg` attributes."""
+    if "res_attrs" not in func.attributes:
+        return {}
+    updates = {}
+    for j, attrs in enumerate(ir.ArrayAttr(func.attributes["res_attrs"])):
+        attrs = ir.DictAttr(attrs)
+        if UPDATES_ARG_ATTR in attrs:
+            updates[j] = ir.IntegerAttr(attrs[UPDATES_ARG_ATTR]).value
+    return updates
 
 
 def numpy_dtype(t: ir.Type):

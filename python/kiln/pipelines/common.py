@@ -35,8 +35,10 @@ def make_linalg(module: ir.Module) -> None:
 
 def make_dispatch(module: ir.Module) -> None:
     """Partition each function into kernels: every linalg op (with the fills that initialize it) is
-    outlined into a `kiln.dispatch` function that the host calls, tagged with its kernel class."""
-    run_passes(module, "kiln-form-dispatches,symbol-dce", "dispatch")
+    outlined into a `kiln.dispatch` function that the host calls, tagged with its kernel class.
+    Identical kernels (every layer of a model has the same ones) are merged into one, so each is
+    scheduled and compiled once."""
+    run_passes(module, "kiln-form-dispatches,duplicate-function-elimination,symbol-dce", "dispatch")
 
 
 def public_funcs(module: ir.Module):

@@ -14,6 +14,7 @@ from mlir import ir
 from mlir.dialects.transform import interpreter
 
 from ..errors import KilnError
+from ..signature import updated_args
 from . import schedules
 from .common import public_funcs, run_passes
 
@@ -48,24 +49,64 @@ def make_tiled(module: ir.Module) -> None:
 
 
 def make_bufferized(module: ir.Module) -> None:
-    """Tensors -> memrefs. Entry-point arguments are read-only; results become caller-provided
-    out-params; kernels write the host-allocated buffers they are given in place; the host's
-    intermediate buffers share one arena by lifetime (kiln-plan-buffers)."""
+    """Tensors -> memrefs. Entry-point arguments are read-only, except those a result updates in place
+    (`kiln.updates_arg`, e.g. KV caches), which are written where they are; other results become
+    caller-provided out-params; kernels write the host-allocated buffers they are given in place; the
+    host's intermediate buffers share one arena by lifetime (kiln-plan-buffers)."""
+    updates = {}
     for func in public_funcs(module):
-        n = len(func.arguments)
+        updates[_name(func)] = updated_args(func)
+        updated = set(updates[_name(func)].values())
         func.attributes["arg_attrs"] = ir.ArrayAttr.get(
-            [ir.DictAttr.get({"bufferization.writable": ir.BoolAttr.get(False)}) for _ in range(n)]
+            [ir.DictAttr.get({"bufferization.writable": ir.BoolAttr.get(i in updated)})
+             for i in range(len(func.arguments))]
         )
         _copy_repeated_results(func)
     run_passes(
         module,
         "one-shot-bufferize{bufferize-function-boundaries "
         "function-boundary-type-conversion=identity-layout-map},"
-        "drop-equivalent-buffer-results,canonicalize,cse,"
+        "drop-equivalent-buffer-results,canonicalize,cse",
+        "bufferized",
+    )
+    for func in public_funcs(module):
+        _drop_updated_results(func, updates[_name(func)])
+    run_passes(
+        module,
         "buffer-results-to-out-params{hoist-static-allocs modify-public-functions},"
         "buffer-deallocation-pipeline,canonicalize,func.func(kiln-plan-buffers),canonicalize",
         "bufferized",
     )
+
+
+def _drop_updated_results(func, updates: dict) -> None:
+    """Removes the results that were written in place into the arguments they update (upstream's
+    drop-equivalent-buffer-results leaves public functions alone); a result that bufferization could
+    not write in place is an error, never a silent copy the caller would not see."""
+    from mlir.dialects import func as func_dialect
+
+    if not updates:
+        return
+    ret = func.regions[0].blocks[0].operations[len(func.regions[0].blocks[0].operations) - 1]
+    for j, i in updates.items():
+        value = ret.operands[j]
+        if not (isinstance(value, ir.BlockArgument) and value.arg_number == i):
+            raise KilnError(f"stage 'bufferized': result {j} of @{_name(func)} updates argument {i} "
+                            "(kiln.updates_arg), but bufferization could not write it in place")
+    kept = [v for j, v in enumerate(ret.operands) if j not in updates]
+    with ir.InsertionPoint(ret), ret.location:
+        func_dialect.ReturnOp(kept)
+    ret.erase()
+    ftype = ir.FunctionType(ir.TypeAttr(func.attributes["function_type"]).value)
+    func.attributes["function_type"] = ir.TypeAttr.get(
+        ir.FunctionType.get(list(ftype.inputs), [v.type for v in kept]))
+    if "res_attrs" in func.attributes:
+        attrs = [a for j, a in enumerate(ir.ArrayAttr(func.attributes["res_attrs"])) if j not in updates]
+        func.attributes["res_attrs"] = ir.ArrayAttr.get(attrs)
+
+
+def _name(func) -> str:
+    return ir.StringAttr(func.attributes["sym_name"]).value
 
 
 def _copy_repeated_results(func) -> None:

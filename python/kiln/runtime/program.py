@@ -53,7 +53,7 @@ class Executable:
                 raise KilnError(f"argument {i} of '{name}' is a {spec.describe()} scalar, which the runtime "
                                 "cannot pass")
             argtypes.append(_SCALAR_CTYPES[np.dtype(spec.dtype)] if spec.is_scalar else ctypes.c_void_p)
-        argtypes += [ctypes.c_void_p] * len(signature.results)
+        argtypes += [ctypes.c_void_p] * len(signature.returned_results)
         fn.argtypes = argtypes
         fn.restype = None
         return fn
@@ -61,7 +61,10 @@ class Executable:
 
 class EntryPoint:
     """A named function of a Program: `entry(*args, out=None)`; args are numpy arrays, Buffers or
-    scalars. Results come back as new numpy arrays, or are written into the `out` Buffers."""
+    scalars. Results come back as new numpy arrays, or are written into the `out` Buffers (one per
+    result that does not update an argument). A result that updates an argument in place (a KV cache)
+    is written into that argument, which must be a Buffer or a writeable C-contiguous array, and
+    comes back as that same object."""
 
     def __init__(self, program: "Program", signature: Signature):
         self.program = program
@@ -73,6 +76,7 @@ class EntryPoint:
         if len(args) != len(sig.args):
             raise KilnError(f"entry point '{sig.name}' takes {len(sig.args)} arguments, got {len(args)}")
         keep, call_args, inputs = [], [], []
+        updated = set(sig.updates.values())
         for i, (value, spec) in enumerate(zip(args, sig.args)):
             where = f"argument {i} of '{sig.name}'"
             if spec.is_scalar:
@@ -83,18 +87,22 @@ class EntryPoint:
                 except (TypeError, ValueError) as e:
                     raise KilnError(f"{where} (expects {spec.describe()}): got {type(value).__name__} ({e})") from e
                 continue
-            array = self._buffer_array(value, spec, where)
+            if i in updated:
+                array = self._out_array(value, spec, f"{where} (updated in place)")
+            else:
+                array = self._buffer_array(value, spec, where)
+            inputs.append((i, array))
             d = value.descriptor() if isinstance(value, Buffer) else descriptor(array)
             keep += [array, d]
-            inputs.append(array)
             call_args.append(ctypes.addressof(d))
         for j, spec in enumerate(sig.results):
             if spec.is_scalar:
                 raise KilnError(f"result {j} of '{sig.name}' is a scalar ({spec.describe()}); entry points "
                                 "return tensors")
+        returned = [(j, sig.results[j]) for j in sig.returned_results]
         if out is None:
             results = []
-            for j, spec in enumerate(sig.results):
+            for j, spec in returned:
                 if any(dim is None for dim in spec.shape):
                     raise KilnError(f"result {j} of '{sig.name}' ({spec.describe()}) has no static shape")
                 results.append(_aligned_empty(spec.shape, np.dtype(spec.dtype)))
@@ -102,12 +110,13 @@ class EntryPoint:
             if not isinstance(out, (list, tuple)):
                 raise KilnError(f"out= of '{sig.name}' takes a list of {len(sig.results)} buffers, "
                                 f"got {type(out).__name__}")
-            if len(out) != len(sig.results):
-                raise KilnError(f"entry point '{sig.name}' has {len(sig.results)} results, got {len(out)} out buffers")
-            results = [self._out_array(b, spec, f"out buffer {j} of '{sig.name}'")
-                       for j, (b, spec) in enumerate(zip(out, sig.results))]
+            if len(out) != len(returned):
+                raise KilnError(f"entry point '{sig.name}' has {len(returned)} results that need out buffers, "
+                                f"got {len(out)}")
+            results = [self._out_array(b, spec, f"out buffer {k} of '{sig.name}'")
+                       for k, (b, (_, spec)) in enumerate(zip(out, returned))]
             # Kernels read their inputs while they write their outputs: an overlap gives wrong results.
-            ranges = [(f"argument {i}", byte_range(a)) for i, a in enumerate(inputs)]
+            ranges = [(f"argument {i}", byte_range(a)) for i, a in inputs]
             for j, r in enumerate(results):
                 lo, hi = byte_range(r)
                 for what, (a, b) in ranges:
@@ -142,7 +151,10 @@ class EntryPoint:
         self.program.device.activate()
         self._fn(*call_args)
         del keep
-        return tuple(out) if out is not None else tuple(results)
+        returned = iter(out if out is not None else results)
+        updates = self.signature.updates
+        return tuple(args[updates[j]] if j in updates else next(returned)
+                     for j in range(len(self.signature.results)))
 
 
 class CommandBuffer:

@@ -1,0 +1,88 @@
+"""What an architecture module produces: IR in the transformer dialect plus how to bind its parameters.
+
+A `ModelGraph` is independent of any weight file: its `params` name the checkpoint tensors (Hugging Face
+names) that become the entry points' parameter arguments, so the same graph compiles once and runs with
+the weights mmapped from the checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+from mlir import ir
+
+from kiln.errors import KilnError
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter argument: the checkpoint tensor `source` (HF name), its shape in the IR, and an
+    optional `prepare(array) -> array` for layouts that differ from the checkpoint's (e.g. GPT-2's
+    fused, transposed Conv1D weights)."""
+
+    name: str
+    source: str
+    shape: tuple
+    prepare: Optional[Callable[[np.ndarray], np.ndarray]] = None
+
+    def bind(self, tensor: Callable[[str], np.ndarray]) -> np.ndarray:
+        array = tensor(self.source)
+        if self.prepare is not None:
+            array = self.prepare(array)
+        array = np.asarray(array)
+        if array.dtype != np.float32:
+            array = array.astype(np.float32)
+        if tuple(array.shape) != tuple(self.shape):
+            got = "x".join(map(str, array.shape))
+            want = "x".join(map(str, self.shape))
+            raise KilnError(f"tensor '{self.source}' has shape {got}, the model's config needs {want}")
+        return np.ascontiguousarray(array)
+
+
+@dataclass
+class ModelGraph:
+    """The IR of a model and the parameters its entry points take.
+
+    kind "decoder": entry points `prefill_<C>` (one per chunk size C), `decode` and `logits_<C>`, each
+    `(ids[1,C] i64, positions[C] i64, start: index, rows[R] i64, *params, *caches) -> (logits[R,V], *caches)`,
+    where `rows` picks the chunk rows whose logits are computed and each cache is updated in place.
+    kind "encoder": `encode_<S>(ids[1,S] i64, token_types[1,S] i64, mask[1,S] f32, *params) -> hidden[1,S,H]`.
+    """
+
+    kind: str
+    module: ir.Module
+    params: list
+    cache_shapes: list = field(default_factory=list)
+    entry_points: dict = field(default_factory=dict)  # name -> chunk (or sequence) length
+    max_seq_len: int = 0
+    vocab_size: int = 0
+    hidden_size: int = 0
+
+    def bind(self, tensor: Callable[[str], np.ndarray]) -> list:
+        """The parameter arrays in argument order, read through `tensor(name)`."""
+        return [p.bind(tensor) for p in self.params]
+
+
+def f32_tensor(shape) -> ir.RankedTensorType:
+    return ir.RankedTensorType.get(tuple(shape), ir.F32Type.get())
+
+
+def i64_tensor(shape) -> ir.RankedTensorType:
+    return ir.RankedTensorType.get(tuple(shape), ir.IntegerType.get_signless(64))
+
+
+def set_cache_aliases(func, first_cache_arg: int, first_cache_result: int, count: int) -> None:
+    """Marks results `first_cache_result + i` as in-place updates of arguments `first_cache_arg + i`
+    (`kiln.updates_arg`): the compiler writes them into the argument's buffer, and the runtime returns
+    that buffer."""
+    ftype = ir.FunctionType(ir.TypeAttr(func.attributes["function_type"]).value)
+    attrs = []
+    for j in range(len(ftype.results)):
+        if first_cache_result <= j < first_cache_result + count:
+            arg = first_cache_arg + (j - first_cache_result)
+            attrs.append(ir.DictAttr.get({"kiln.updates_arg": ir.IntegerAttr.get(ir.IntegerType.get_signless(64), arg)}))
+        else:
+            attrs.append(ir.DictAttr.get({}))
+    func.attributes["res_attrs"] = ir.ArrayAttr.get(attrs)
