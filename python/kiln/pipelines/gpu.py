@@ -1,0 +1,425 @@
+"""The GPU stages both GPU targets share: tiled -> bufferized -> loops, and the host launch list.
+
+    tiled       every kernel's parallel loops are tiled twice in the transform dialect: a grid of
+                blocks (`scf.forall` mapped to #gpu.block<x|y|z>) and, inside each block tile, a
+                forall of threads (#gpu.thread<x|y>), one output element per thread; the fills that
+                initialize a reduction are fused into both, so each thread initializes what it sums.
+    bufferized  the CPU target's bufferization (read-only entry arguments, out-params, host arena).
+    loops       the foralls become a `gpu.launch` (transform.gpu.map_forall_to_blocks /
+                map_nested_forall_to_threads), linalg becomes scf loops inside it, and every launch is
+                outlined into a kernel of one `gpu.module` (gpu-kernel-outlining).
+
+The target stages (`cuda.py`, `rocm.py`) lower the gpu.module to nvvm / rocdl and serialize it. The
+host side stays as func/memref IR calling `gpu.launch_func`; `launch_plan()` turns it into a list of
+commands the runtime replays (allocate, launch, copy), recorded in the artifact's manifest. Kernels
+use the bare-pointer calling convention: every memref argument is one device pointer, so memrefs
+crossing the host/kernel boundary must have static shapes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from mlir import ir
+from mlir.dialects.transform import interpreter
+
+from ..errors import KilnError
+from . import cpu, schedules
+from .common import public_funcs, run_passes
+
+MAX_THREADS = 256  # threads per block
+THREADS_X = 64  # threads along the innermost parallel loop
+BLOCK_DIM_ATTR = "kiln.gpu_block_dims"
+_AXES = ("x", "y", "z")
+
+
+def _pow2_tile(extent: int, target: int) -> int:
+    """The largest power of two <= target that divides `extent` (whole blocks, no bounds checks);
+    `target` itself when that would be tiny (then edge tiles are guarded)."""
+    if extent <= target:
+        return extent
+    t = 1 << int(math.log2(target))
+    while t > 1 and extent % t:
+        t //= 2
+    return t if t >= 8 else target
+
+
+def gpu_schedule(kernel: schedules.Kernel) -> tuple:
+    """(block tile per loop, threads per tiled loop (innermost last), block dims (x, y, z)).
+
+    The innermost parallel loop with more than one iteration goes to threads x, the next one to
+    threads y; those two and one more parallel loop (the innermost remaining one) form the block
+    grid (x, y, z). Further parallel loops and all reduction loops run sequentially in each thread."""
+    ranges, kinds = kernel.loop_ranges, kernel.iterator_types
+    if any(r < 0 for r in ranges):
+        raise KilnError(f"kernel {kernel.name}: GPU targets need static shapes, its loop ranges are "
+                        f"{list(ranges)} (-1 = dynamic)")
+    parallel = [i for i, k in enumerate(kinds) if k == "p"]
+    wide = [i for i in parallel if ranges[i] > 1]
+    tiles = [0] * len(ranges)
+    if not wide:
+        if not parallel:
+            raise KilnError(f"kernel {kernel.name} ({kernel.kernel_class}) has no parallel loop to map to "
+                            "GPU blocks; a full reduction to a scalar is not supported on GPU targets yet")
+        tiles[parallel[-1]] = 1
+        return tiles, [1], (1, 1, 1)
+    x = wide[-1]
+    tiles[x] = _pow2_tile(ranges[x], THREADS_X)
+    thread_loops = [x]
+    if len(wide) > 1:
+        y = wide[-2]
+        tiles[y] = _pow2_tile(ranges[y], max(1, MAX_THREADS // tiles[x]))
+        thread_loops.insert(0, y)
+        if tiles[x] * tiles[y] > MAX_THREADS:  # a non-dividing fallback overshot: one row of threads
+            tiles[y] = 1
+        if len(wide) > 2:
+            tiles[wide[-3]] = 1
+    threads = [tiles[i] for i in thread_loops]
+    block = tuple(list(reversed(threads)) + [1] * (3 - len(threads)))
+    return tiles, threads, block
+
+
+def make_tiled(module: ir.Module) -> None:
+    """Tile each kernel into a block grid and threads (see `gpu_schedule`), fills fused into both."""
+    any_op = "!transform.any_op"
+    lines = [
+        "module attributes {transform.with_named_sequence} {",
+        f"  transform.named_sequence @__transform_main(%root: {any_op} {{transform.readonly}}) {{",
+    ]
+    funcs = {ir.StringAttr(op.attributes["sym_name"]).value: op
+             for op in module.body.operations if op.operation.name == "func.func"}
+    for i, kernel in enumerate(schedules.kernels_of(module)):
+        tiles, threads, block = gpu_schedule(kernel)
+        funcs[kernel.name].attributes[BLOCK_DIM_ATTR] = ir.DenseI64ArrayAttr.get(list(block))
+        n_block = sum(1 for t in tiles if t)
+        block_map = ", ".join(f"#gpu.block<{_AXES[n_block - 1 - j]}>" for j in range(n_block))
+        thread_map = ", ".join(f"#gpu.thread<{_AXES[len(threads) - 1 - j]}>" for j in range(len(threads)))
+        lines += [
+            f'    %f{i} = transform.structured.match ops{{["func.func"]}} '
+            f'attributes{{sym_name = "{kernel.name}"}} in %root : ({any_op}) -> {any_op}',
+            f"    %r{i} = transform.structured.match attributes{{kiln.root}} in %f{i} : ({any_op}) -> {any_op}",
+            f"    %t{i}, %b{i} = transform.structured.tile_using_forall %r{i} tile_sizes "
+            f"[{', '.join(map(str, tiles))}] (mapping = [{block_map}]) : ({any_op}) -> ({any_op}, {any_op})",
+        ]
+        num_threads = [0] * len(tiles)  # threads along the thread loops, none along the others
+        thread_dims = _thread_loops(tiles, threads, kernel)
+        for d, n in zip(thread_dims, threads):
+            num_threads[d] = n
+        lines.append(
+            f"    %u{i}, %th{i} = transform.structured.tile_using_forall %t{i} num_threads "
+            f"[{', '.join(map(str, num_threads))}] (mapping = [{thread_map}]) "
+            f": ({any_op}) -> ({any_op}, {any_op})"
+        )
+        if kernel.has_init_fill:
+            lines += [
+                f'    %fill{i} = transform.structured.match ops{{["linalg.fill"]}} in %f{i} '
+                f": ({any_op}) -> {any_op}",
+                f"    %fb{i}, %b{i}b = transform.structured.fuse_into_containing_op %fill{i} into %b{i} "
+                f": ({any_op}, {any_op}) -> ({any_op}, {any_op})",
+                f"    %ft{i}, %th{i}b = transform.structured.fuse_into_containing_op %fb{i} into %th{i} "
+                f": ({any_op}, {any_op}) -> ({any_op}, {any_op})",
+            ]
+    lines += ["    transform.yield", "  }", "}"]
+    _apply(module, "\n".join(lines), "tiled")
+    run_passes(module, "canonicalize,cse", "tiled")
+
+
+def _thread_loops(tiles: list, threads: list, kernel: schedules.Kernel) -> list:
+    """The loops (in loop order) that `threads` split: the innermost tiled loops with more than one
+    iteration, or the single tiled loop of a one-thread kernel."""
+    tiled = [d for d, t in enumerate(tiles) if t]
+    wide = [d for d in tiled if kernel.loop_ranges[d] > 1]
+    return (wide or tiled)[-len(threads):]
+
+
+def _apply(module: ir.Module, script_text: str, stage: str) -> None:
+    script = ir.Module.parse(script_text, context=module.context)
+    try:
+        interpreter.apply_named_sequence(module.operation, script.body.operations[0], script.operation)
+    except ir.MLIRError as e:
+        raise KilnError(f"stage '{stage}' failed: {e}") from e
+
+
+def make_bufferized(module: ir.Module) -> None:
+    """Tensors -> memrefs, as for the CPU (the host's intermediates become one device arena)."""
+    cpu.make_bufferized(module)
+
+
+def make_loops(module: ir.Module) -> None:
+    """Block and thread foralls -> gpu.launch; linalg -> scf loops in each thread; launches outlined
+    into kernels of one gpu.module (`kernels`)."""
+    any_op = "!transform.any_op"
+    lines = [
+        "module attributes {transform.with_named_sequence} {",
+        f"  transform.named_sequence @__transform_main(%root: {any_op} {{transform.readonly}}) {{",
+    ]
+    for i, op in enumerate(module.body.operations):
+        if op.operation.name != "func.func" or BLOCK_DIM_ATTR not in op.attributes:
+            continue
+        name = ir.StringAttr(op.attributes["sym_name"]).value
+        block = list(ir.DenseI64ArrayAttr(op.attributes[BLOCK_DIM_ATTR]))
+        lines += [
+            f'    %f{i} = transform.structured.match ops{{["func.func"]}} '
+            f'attributes{{sym_name = "{name}"}} in %root : ({any_op}) -> {any_op}',
+            f"    %l{i} = transform.gpu.map_forall_to_blocks %f{i} generate_gpu_launch : ({any_op}) -> {any_op}",
+            f"    %m{i} = transform.gpu.map_nested_forall_to_threads %l{i} block_dims = "
+            f"[{', '.join(map(str, block))}] : ({any_op}) -> {any_op}",
+        ]
+    lines += ["    transform.yield", "  }", "}"]
+    _apply(module, "\n".join(lines), "loops")
+    run_passes(
+        module,
+        "func.func(convert-linalg-to-loops),canonicalize,cse,"
+        "gpu-launch-sink-index-computations,gpu-kernel-outlining{data-layout-str=},canonicalize,cse",
+        "loops",
+    )
+
+
+CHIP_ATTR = "kiln.target_chip"
+
+
+def target_chip(module: ir.Module, default: str) -> str:
+    """The chip recorded on the module by kiln.compile (`kiln.target_chip`), else `default`."""
+    attrs = module.operation.attributes
+    return ir.StringAttr(attrs[CHIP_ATTR]).value if CHIP_ATTR in attrs else default
+
+
+def kernel_modules(module: ir.Module):
+    """(name, body block) of every gpu.module."""
+    for op in module.body.operations:
+        if op.operation.name == "gpu.module":
+            yield ir.StringAttr(op.attributes["sym_name"]).value, op.regions[0].blocks[0]
+
+
+def _walk(op, fn) -> None:
+    for region in op.regions:
+        for block in region.blocks:
+            for child in block.operations:
+                fn(child)
+                _walk(child, fn)
+
+
+def uses_math(module: ir.Module) -> bool:
+    """Does any kernel use a math-dialect op (which may need a device math library)?"""
+    found = []
+    for _, body in kernel_modules(module):
+        for op in body.operations:
+            _walk(op, lambda o: found.append(o) if o.operation.name.startswith("math.") else None)
+    return bool(found)
+
+
+# erf(x) = sign(x) (1 - t (a1 + t (a2 + t (a3 + t (a4 + t a5)))) exp(-x²)), t = 1 / (1 + p|x|):
+# Abramowitz & Stegun 7.1.26, absolute error below 1.5e-7 (f32's resolution near 1).
+_ERF_P = 0.3275911
+_ERF_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+
+
+def expand_erf(module: ir.Module) -> None:
+    """Rewrites math.erf in the kernels into arith + math.exp (targets without a device erf)."""
+    from mlir.dialects import arith, math as math_d
+
+    erfs = []
+    for _, body in kernel_modules(module):
+        for op in body.operations:
+            _walk(op, lambda o: erfs.append(o) if o.operation.name == "math.erf" else None)
+    for op in erfs:
+        x = op.operands[0]
+        t_ = x.type
+        with ir.InsertionPoint(op), op.location:
+            def c(v):
+                return arith.constant(t_, v)
+
+            a = math_d.absf(x)
+            t = arith.divf(c(1.0), arith.addf(c(1.0), arith.mulf(c(_ERF_P), a)))
+            poly = c(_ERF_A[4])
+            for coef in reversed(_ERF_A[:4]):
+                poly = arith.addf(c(coef), arith.mulf(t, poly))
+            e = math_d.exp(arith.negf(arith.mulf(a, a)))
+            y = arith.subf(c(1.0), arith.mulf(arith.mulf(t, poly), e))
+            result = math_d.copysign(y, x)
+        op.result.replace_all_uses_with(result)
+        op.operation.erase()
+
+
+def serialize(module: ir.Module, fmt: str, stage: str) -> dict:
+    """{gpu.module name: bytes}: gpu-module-to-binary on a clone (the module itself is not changed)."""
+    from mlir.dialects import gpu as gpu_d
+
+    clone = ir.Module.parse(str(module), context=module.context)
+    run_passes(clone, f"gpu-module-to-binary{{format={fmt}}}", stage)
+    out = {}
+    for op in clone.body.operations:
+        if op.operation.name == "gpu.binary":
+            obj = gpu_d.ObjectAttr(ir.ArrayAttr(op.attributes["objects"])[0])
+            out[ir.StringAttr(op.attributes["sym_name"]).value] = obj.object
+    return out
+
+
+def build_artifact(module: ir.Module, signatures: dict, target: dict, binaries: dict):
+    """A GPU `.kiln` artifact: kernels (class, blobs per format), constants, and each entry point's
+    launch plan (see `launch_plan`)."""
+    import importlib.metadata
+
+    from .. import __version__, artifact
+
+    classes = {}
+    for op in module.body.operations:
+        if op.operation.name == "func.func" and "kiln.kernel_class" in op.attributes:
+            classes[ir.StringAttr(op.attributes["sym_name"]).value] = \
+                ir.StringAttr(op.attributes["kiln.kernel_class"]).value
+    blobs, kernels = {}, []
+    plans, constants = launch_plan(module, signatures)
+    for name, by_format in binaries.items():
+        entry = {"name": name, "symbol": name, "class": classes.get(name.removesuffix("_kernel"), "unknown"),
+                 "blobs": {}}
+        for fmt, data in by_format.items():
+            blob = f"{fmt}/{name}"
+            blobs[blob] = data
+            entry["blobs"][fmt] = blob
+        kernels.append(entry)
+    for name, (array, info) in constants.items():
+        blobs[f"constant/{name}"] = array.tobytes()
+        info["blob"] = f"constant/{name}"
+    manifest = {
+        "format": artifact.FORMAT_VERSION,
+        "kiln_version": __version__,
+        "mlir_version": importlib.metadata.version("xtc-mlir-python-bindings"),
+        "target": target,
+        "entry_points": signatures,
+        "kernels": kernels,
+        "constants": {name: info for name, (_, info) in constants.items()},
+        "programs": plans,
+    }
+    return artifact.Artifact(manifest, blobs)
+
+
+_ELEMENT_BYTES = {"f64": 8, "f32": 4, "f16": 2, "bf16": 2, "i64": 8, "i32": 4, "i16": 2, "i8": 1, "i1": 1,
+                  "index": 8}
+_NUMPY = {"f64": np.float64, "f32": np.float32, "f16": np.float16, "i64": np.int64, "i32": np.int32,
+          "i16": np.int16, "i8": np.int8, "i1": np.bool_}
+
+
+def _memref_bytes(t, where: str) -> int:
+    mt = ir.MemRefType(t)
+    if not mt.has_static_shape:
+        raise KilnError(f"{where}: GPU targets need static shapes, got {mt}")
+    return int(np.prod(mt.shape, dtype=np.int64)) * _ELEMENT_BYTES[str(mt.element_type)]
+
+
+def _static_int(value, where: str) -> int:
+    owner = value.owner
+    if isinstance(owner, ir.Block) or owner.name != "arith.constant":
+        raise KilnError(f"{where}: expected a constant, got {value}")
+    return ir.IntegerAttr(owner.attributes["value"]).value
+
+
+def launch_plan(module: ir.Module, signatures: dict) -> tuple:
+    """Each entry point's host code as a list of commands the runtime replays, and the constants.
+
+    plans: {entry: {"num_args": n, "num_results": r, "allocations": [bytes, ...], "commands": [...]}}
+    where a command is {"op": "launch", "kernel", "grid": [x, y, z], "block": [x, y, z], "args": [ref]}
+    or {"op": "copy", "src": ref, "dst": ref, "bytes": n}, and a ref is {"buffer": kind, "index": i,
+    "offset": bytes}: kind "arg" (entry argument i), "result" (result i, an out-param), "alloc"
+    (allocation i, made once per program) or "constant" (the constant named "name").
+    """
+    funcs = {ir.StringAttr(op.attributes["sym_name"]).value: op
+             for op in module.body.operations if op.operation.name == "func.func"}
+    globals_ = {ir.StringAttr(op.attributes["sym_name"]).value: op
+                for op in module.body.operations if op.operation.name == "memref.global"}
+    constants, plans = {}, {}
+    for entry, sig in signatures.items():
+        func = funcs.get(entry)
+        if func is None:
+            raise KilnError(f"entry point '{entry}' is missing from the module")
+        n_args, n_results = len(sig["args"]), len(sig["results"])
+        block = func.regions[0].blocks[0]
+        if len(block.arguments) != n_args + n_results:
+            raise KilnError(f"entry point '{entry}': {len(block.arguments)} arguments after bufferization, "
+                            f"expected {n_args} inputs and {n_results} out-params")
+        refs = {}
+        for i, a in enumerate(block.arguments):
+            if not isinstance(a.type, ir.MemRefType):
+                raise KilnError(f"entry point '{entry}': argument {i} is a {a.type}; GPU targets take buffers only")
+            refs[a] = ("arg", i, 0) if i < n_args else ("result", i - n_args, 0)
+        allocations, commands = [], []
+        _interpret(block, refs, funcs, globals_, constants, allocations, commands, entry)
+        plans[entry] = {"num_args": n_args, "num_results": n_results, "allocations": allocations,
+                        "commands": commands}
+    return plans, constants
+
+
+def _ref(refs: dict, value, where: str) -> dict:
+    if value not in refs:
+        raise KilnError(f"{where}: {value} is not a buffer the host plan knows (only allocations, views, "
+                        "reshapes, arguments and constants are)")
+    kind, index, offset = refs[value]
+    ref = {"buffer": kind, "index": index, "offset": offset}
+    if kind == "constant":
+        ref = {"buffer": kind, "name": index, "offset": offset}
+    return ref
+
+
+def _interpret(block, refs, funcs, globals_, constants, allocations, commands, where) -> None:
+    """Walks host code (func/memref/gpu.launch_func), following calls, into `commands`."""
+    from mlir.dialects import gpu as gpu_d
+
+    for op in block.operations:
+        name = op.operation.name
+        here = f"host code of '{where}' ({name})"
+        if name in ("arith.constant", "memref.dealloc", "func.return"):
+            if name == "func.return" and len(op.operands):
+                raise KilnError(f"{here}: a GPU entry point must return its results through out-params")
+            continue
+        if name == "memref.alloc" or name == "memref.alloca":
+            allocations.append(_memref_bytes(op.result.type, here))
+            refs[op.result] = ("alloc", len(allocations) - 1, 0)
+        elif name == "memref.view":
+            kind, index, offset = refs[op.operands[0]]
+            refs[op.result] = (kind, index, offset + _static_int(op.operands[1], here))
+        elif name in ("memref.expand_shape", "memref.collapse_shape", "memref.cast"):
+            refs[op.result] = refs[op.operands[0]]
+        elif name == "memref.get_global":
+            sym = ir.FlatSymbolRefAttr(op.attributes["name"]).value
+            if sym not in constants:
+                g = globals_[sym]
+                if "initial_value" not in g.attributes:
+                    raise KilnError(f"{here}: global @{sym} has no initial value")
+                dense = ir.DenseElementsAttr(g.attributes["initial_value"])
+                mt = ir.MemRefType(ir.TypeAttr(g.attributes["type"]).value)
+                dtype = _NUMPY[str(mt.element_type)]
+                array = np.array(dense, dtype=dtype) if not dense.is_splat else \
+                    np.full(mt.shape, np.array(dense.get_splat_value().value, dtype=dtype))
+                array = np.ascontiguousarray(np.broadcast_to(array, mt.shape)).astype(dtype)
+                constants[sym] = (array, {"dtype": str(mt.element_type), "shape": list(mt.shape)})
+            refs[op.result] = ("constant", sym, 0)
+        elif name == "memref.copy":
+            src, dst = op.operands
+            commands.append({"op": "copy", "src": _ref(refs, src, here), "dst": _ref(refs, dst, here),
+                             "bytes": _memref_bytes(src.type, here)})
+        elif name == "func.call":
+            callee = ir.FlatSymbolRefAttr(op.attributes["callee"]).value
+            if callee not in funcs or len(funcs[callee].regions[0].blocks) == 0:
+                raise KilnError(f"{here}: call to @{callee}, which has no body")
+            body = funcs[callee].regions[0].blocks[0]
+            inner = dict(refs)
+            for arg, value in zip(body.arguments, op.operands):
+                if value in refs:
+                    inner[arg] = refs[value]
+            _interpret(body, inner, funcs, globals_, constants, allocations, commands, callee)
+        elif name == "gpu.launch_func":
+            launch = gpu_d.LaunchFuncOp(op) if not isinstance(op, gpu_d.LaunchFuncOp) else op
+            grid = [_static_int(v, here) for v in (launch.gridSizeX, launch.gridSizeY, launch.gridSizeZ)]
+            threads = [_static_int(v, here) for v in (launch.blockSizeX, launch.blockSizeY, launch.blockSizeZ)]
+            kernel = ir.SymbolRefAttr(op.attributes["kernel"])
+            args = []
+            for v in launch.kernelOperands:
+                if isinstance(v.type, ir.MemRefType):
+                    args.append(_ref(refs, v, here))
+                else:
+                    raise KilnError(f"{here}: kernel operand {v} is a scalar; the GPU launch plan passes buffers only")
+            commands.append({"op": "launch", "kernel": str(kernel).split("::")[0].lstrip("@"),
+                             "grid": grid, "block": threads, "args": args})
+        else:
+            raise KilnError(f"{here}: the GPU targets cannot run this op on the host; only kernels "
+                            "(gpu.launch_func), buffer views and copies are supported there")
