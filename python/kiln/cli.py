@@ -36,6 +36,7 @@ def _compile(args) -> int:
         compile_from=args.compile_from,
         dump_phases_to=args.dump_phases_to,
         output=None if prints_ir else args.output,
+        chip=args.chip,
     )
     if isinstance(result, str):
         text = result if result.endswith("\n") else result + "\n"
@@ -48,8 +49,8 @@ def _compile(args) -> int:
         except OSError as e:
             raise KilnError(f"cannot write {args.output}: {e.strerror}") from e
     else:
-        kernels = len(result.manifest["kernels"])
-        print(f"wrote {args.output}: {kernels} kernels, entry points: {', '.join(result.entry_points)}",
+        kernels = len(result.manifest["kernels"])  # (GPU targets return the artifact, not a Program)
+        print(f"wrote {args.output}: {kernels} kernels, entry points: {', '.join(result.manifest['entry_points'])}",
               file=sys.stderr)
     return 0
 
@@ -91,6 +92,8 @@ def main(argv=None) -> int:
     c.add_argument("input", help="input .mlir file")
     c.add_argument("-o", "--output", help="the .kiln artifact to write (with --compile-to STAGE: that stage's IR)")
     c.add_argument("--target", default="cpu", choices=TARGETS)
+    c.add_argument("--chip", help="GPU targets: sm_80, sm_90, ... (cuda; default sm_80) or gfx942, "
+                   "gfx1100, ... (rocm; default gfx942)")
     c.add_argument("--compile-to", choices=STAGES, help="stop after this stage and print its IR")
     c.add_argument("--compile-from", choices=STAGES[:-1],
                    help="the input is the IR after this stage; resume from the next one")

@@ -39,12 +39,16 @@ def compile(
     output: Optional[str] = None,
     device=None,
     on_stage: Optional[Callable[[str, ir.Module], None]] = None,
+    chip: Optional[str] = None,
 ):
     """Compiles `module` (IR text or an ir.Module, lowered in place) for `target`.
 
     Returns the IR text of stage `compile_to` when given (and not "artifact"), else a loaded
     `kiln.runtime.Program` on `device`. `output` also writes the `.kiln` artifact there.
     `on_stage(name, module)` is called after each IR stage.
+
+    GPU targets ("cuda", "rocm") take a `chip` (default sm_80 / gfx942) and compile on any machine:
+    without a `device` (a cuda/hip `kiln.runtime.Device`) they return the `kiln.artifact.Artifact`.
     """
     for name, stage in (("compile_to", compile_to), ("compile_from", compile_from)):
         if stage is not None and stage not in STAGES:
@@ -61,6 +65,7 @@ def compile(
     with module.context, ir.Location.unknown():
         _check_declarations(module)
         signatures = _entry_signatures(module, compile_from)
+        _record_chip(module, target, chip)
         dump = _Dumper(dump_phases_to)
         dump("input" if compile_from is None else compile_from, module)
 
@@ -74,11 +79,13 @@ def compile(
             pipelines.lower(module, target, after=compile_from, to=last_ir_stage, on_stage=after_stage)
         if compile_to is not None and compile_to != "artifact":
             return str(module)
-        art = _make_artifact(module, signatures)
+        art = _make_artifact(module, signatures, target)
     if dump_phases_to:
         dump.write_text("artifact.json", json.dumps(art.manifest, indent=1, sort_keys=True))
     if output:
         artifact.write(output, art)
+    if target in pipelines.GPU_TARGETS and device is None:
+        return art
     from .runtime import load_artifact
 
     return load_artifact(art, device, output or "compiled module")
@@ -137,7 +144,29 @@ def _entry_signatures(module: ir.Module, compile_from: Optional[str] = None) -> 
     return json.loads(recorded)  # as resuming and kiln.load see them (entry points in sorted order)
 
 
-def _make_artifact(module: ir.Module, signatures: dict) -> artifact.Artifact:
+def _record_chip(module: ir.Module, target: str, chip: Optional[str]) -> None:
+    """GPU targets: the chip goes on the module (`kiln.target_chip`), so IR resumed later keeps it."""
+    if target not in pipelines.GPU_TARGETS:
+        if chip is not None:
+            raise KilnError(f"chip= applies to the GPU targets (cuda, rocm), not to '{target}'")
+        return
+    from .pipelines import cuda, gpu, rocm
+
+    backend = cuda if target == "cuda" else rocm
+    attrs = module.operation.attributes
+    if chip is None:
+        if gpu.CHIP_ATTR in attrs:
+            return
+        chip = backend.DEFAULT_CHIP
+    attrs[gpu.CHIP_ATTR] = ir.StringAttr.get(backend.check_chip(chip))
+
+
+def _make_artifact(module: ir.Module, signatures: dict, target: str = "cpu") -> artifact.Artifact:
+    """The target's executables and manifest (GPU targets: pipelines.cuda / pipelines.rocm)."""
+    if target in pipelines.GPU_TARGETS:
+        from .pipelines import cuda, rocm
+
+        return (cuda if target == "cuda" else rocm).build_artifact(module, signatures)
     cpu_name = cpu.host_cpu()
     features = sorted(f for f in cpu_driver.host_cpu_features() if f.startswith(_FEATURE_PREFIXES))
     kernels = [

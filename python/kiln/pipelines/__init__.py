@@ -11,15 +11,28 @@ from __future__ import annotations
 from . import common, cpu
 
 STAGES = ("transformer", "linalg", "dispatch", "tiled", "bufferized", "loops", "llvm", "artifact")
-TARGETS = ("cpu",)
+TARGETS = ("cpu", "cuda", "rocm")
+GPU_TARGETS = ("cuda", "rocm")
 
 
 def stage_functions(target: str) -> dict:
     """name -> function(module) for every IR-to-IR stage of `target` (all but `artifact`)."""
-    if target != "cpu":
+    if target not in TARGETS:
         from ..errors import KilnError
 
         raise KilnError(f"unknown target '{target}'; targets: {', '.join(TARGETS)}")
+    if target in GPU_TARGETS:  # gpu.py: block/thread mapping and kernel outlining; then nvvm or rocdl
+        from . import cuda, gpu, rocm
+
+        return {
+            "transformer": common.make_transformer,
+            "linalg": common.make_linalg,
+            "dispatch": common.make_dispatch,
+            "tiled": gpu.make_tiled,
+            "bufferized": gpu.make_bufferized,
+            "loops": gpu.make_loops,
+            "llvm": (cuda if target == "cuda" else rocm).make_llvm,
+        }
     return {
         "transformer": common.make_transformer,
         "linalg": common.make_linalg,
