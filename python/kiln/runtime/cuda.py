@@ -1,0 +1,124 @@
+"""The `cuda` driver: the CUDA driver API (libcuda.so.1) through ctypes, opened only when a cuda Device
+is created, so importing Kiln never needs a GPU library.
+
+Modules load from the artifact's cubin when it was built for this GPU's architecture, else from PTX
+(JIT-compiled by the driver for any GPU of the same or a newer architecture).
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+from ..errors import KilnError
+from .gpu import GpuDriver
+
+LIBRARY = "libcuda.so.1"
+_CC_MAJOR, _CC_MINOR = 75, 76  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR / _MINOR
+_CAPTURE_MODE_THREAD_LOCAL = 1
+
+
+class CudaDriver(GpuDriver):
+    """One CUDA device (its primary context) and a stream that kernels and copies are queued on."""
+
+    name = "cuda"
+
+    def __init__(self, ordinal: int = 0):
+        try:
+            lib = ctypes.CDLL(LIBRARY)
+        except OSError as e:
+            raise KilnError(f"no CUDA driver: {LIBRARY} not found ({e}); the cuda device needs an NVIDIA "
+                            "driver and GPU") from None
+        super().__init__(lib)
+        self._call("cuInit", ctypes.c_uint(0))
+        count = ctypes.c_int()
+        self._call("cuDeviceGetCount", ctypes.byref(count))
+        if count.value <= ordinal:
+            raise KilnError(f"no CUDA GPU {ordinal}: the driver reports {count.value} device(s)")
+        self.device = ctypes.c_int()
+        self._call("cuDeviceGet", ctypes.byref(self.device), ctypes.c_int(ordinal))
+        name = ctypes.create_string_buffer(256)
+        self._call("cuDeviceGetName", name, ctypes.c_int(256), self.device)
+        self.device_name = name.value.decode(errors="replace")
+        major, minor = ctypes.c_int(), ctypes.c_int()
+        self._call("cuDeviceGetAttribute", ctypes.byref(major), ctypes.c_int(_CC_MAJOR), self.device)
+        self._call("cuDeviceGetAttribute", ctypes.byref(minor), ctypes.c_int(_CC_MINOR), self.device)
+        self.chip = f"sm_{major.value}{minor.value}"
+        self.context = ctypes.c_void_p()
+        self._call("cuDevicePrimaryCtxRetain", ctypes.byref(self.context), self.device)
+        self.activate()
+        self.stream = ctypes.c_void_p()
+        self._call("cuStreamCreate", ctypes.byref(self.stream), ctypes.c_uint(0))
+
+    def error_name(self, code: int) -> str:
+        s = ctypes.c_char_p()
+        if self.lib.cuGetErrorName(ctypes.c_int(code), ctypes.byref(s)) == 0 and s.value:
+            return s.value.decode()
+        return f"CUresult {code}"
+
+    def activate(self) -> None:
+        self._call("cuCtxSetCurrent", self.context)
+
+    def select_image(self, kernel: dict, blobs: dict, target: dict) -> tuple:
+        """(image bytes, format): the cubin when built for this GPU's architecture, else the PTX."""
+        built = int(target.get("chip", "sm_0")[3:].rstrip("a") or 0)
+        have = int(self.chip[3:])
+        if built > have:
+            raise KilnError(f"the artifact was compiled for {target.get('chip')}, this GPU ({self.device_name}) is "
+                            f"{self.chip}: recompile with --chip {self.chip}")
+        if "cubin" in kernel["blobs"] and built // 10 == have // 10 and built <= have:
+            return blobs[kernel["blobs"]["cubin"]], "cubin"
+        return blobs[kernel["blobs"]["ptx"]] + b"\0", "ptx"
+
+    def load_module(self, image: bytes):
+        module = ctypes.c_void_p()
+        self._keep.append(image)
+        self._call("cuModuleLoadData", ctypes.byref(module), ctypes.c_char_p(image))
+        return module
+
+    def get_function(self, module, name: str):
+        fn = ctypes.c_void_p()
+        self._call("cuModuleGetFunction", ctypes.byref(fn), module, name.encode())
+        return fn
+
+    def mem_alloc(self, nbytes: int) -> int:
+        ptr = ctypes.c_uint64()
+        self._call("cuMemAlloc_v2", ctypes.byref(ptr), ctypes.c_size_t(max(1, nbytes)))
+        return ptr.value
+
+    def mem_free(self, ptr: int) -> None:
+        self._call("cuMemFree_v2", ctypes.c_uint64(ptr))
+
+    def copy_htod(self, dst: int, src: int, nbytes: int) -> None:
+        self.synchronize()
+        self._call("cuMemcpyHtoD_v2", ctypes.c_uint64(dst), ctypes.c_void_p(src), ctypes.c_size_t(nbytes))
+
+    def copy_dtoh(self, dst: int, src: int, nbytes: int) -> None:
+        self.synchronize()
+        self._call("cuMemcpyDtoH_v2", ctypes.c_void_p(dst), ctypes.c_uint64(src), ctypes.c_size_t(nbytes))
+
+    def copy_dtod(self, dst: int, src: int, nbytes: int) -> None:
+        self._call("cuMemcpyDtoDAsync_v2", ctypes.c_uint64(dst), ctypes.c_uint64(src),
+                   ctypes.c_size_t(nbytes), self.stream)
+
+    def launch(self, function, grid, block, params) -> None:
+        self._call("cuLaunchKernel", function, *(ctypes.c_uint(v) for v in grid),
+                   *(ctypes.c_uint(v) for v in block), ctypes.c_uint(0), self.stream, params, None)
+
+    def synchronize(self) -> None:
+        self._call("cuStreamSynchronize", self.stream)
+
+    def begin_capture(self) -> None:
+        self._call("cuStreamBeginCapture_v2", self.stream, ctypes.c_int(_CAPTURE_MODE_THREAD_LOCAL))
+
+    def end_capture(self):
+        graph, exec_ = ctypes.c_void_p(), ctypes.c_void_p()
+        self._call("cuStreamEndCapture", self.stream, ctypes.byref(graph))
+        self._call("cuGraphInstantiateWithFlags", ctypes.byref(exec_), graph, ctypes.c_ulonglong(0))
+        self._call("cuGraphDestroy", graph)
+        return exec_
+
+    def graph_launch(self, graph_exec) -> None:
+        self._call("cuGraphLaunch", graph_exec, self.stream)
+
+    def graph_destroy(self, graph_exec) -> None:
+        self._call("cuGraphExecDestroy", graph_exec)

@@ -1,0 +1,297 @@
+"""What the cuda and hip drivers share: device buffers, and programs that replay the artifact's launch plan.
+
+A GPU artifact's manifest holds, per entry point, the host code as a list of commands (see
+`kiln.pipelines.gpu.launch_plan`): kernel launches with grid/block sizes and buffer operands, and
+device-to-device copies. A `GpuProgram` loads every kernel once, allocates each entry point's
+intermediate buffers once, and replays the commands on the driver's stream. `CommandBuffer`s record
+calls on device Buffers once and replay them as one CUDA/HIP graph launch.
+
+The driver classes (`cuda.CudaDriver`, `hip.HipDriver`) implement `GpuDriver`'s methods with ctypes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+
+from ..errors import KilnError
+from ..signature import Signature
+
+_SCALARS = {"i64": ctypes.c_int64, "index": ctypes.c_int64, "i32": ctypes.c_int32, "f32": ctypes.c_float,
+            "f64": ctypes.c_double}
+
+
+class GpuDriver:
+    """A GPU API opened with ctypes. Subclasses set `name`, `device_name`, `chip` and implement the
+    memory, module, launch and graph methods; `_call` turns an error code into a KilnError."""
+
+    name = "gpu"
+    device_name = "?"
+    chip = None
+
+    def __init__(self, lib):
+        self.lib = lib
+        self._keep = []  # module images the driver may still read
+
+    def error_name(self, code: int) -> str:
+        return f"error {code}"
+
+    def _call(self, fn: str, *args) -> None:
+        code = getattr(self.lib, fn)(*args)
+        if code != 0:
+            raise KilnError(f"{self.name} driver: {fn} failed with {self.error_name(code)}")
+
+
+def open_driver(name: str, ordinal: int = 0) -> GpuDriver:
+    """The driver named `name` ("cuda" or "hip") for GPU number `ordinal`; a KilnError names what is
+    missing (driver library, GPU)."""
+    if name == "cuda":
+        from .cuda import CudaDriver
+
+        return CudaDriver(ordinal)
+    if name == "hip":
+        from .hip import HipDriver
+
+        return HipDriver(ordinal)
+    raise KilnError(f"unknown GPU driver '{name}'")
+
+
+class GpuBuffer:
+    """A typed, shaped allocation in GPU memory (same interface as the cpu driver's Buffer, without
+    host_view: GPU memory is not host-addressable)."""
+
+    def __init__(self, device, shape, dtype):
+        self.device = device
+        self._shape = tuple(int(d) for d in shape)
+        self._dtype = np.dtype(dtype)
+        self.nbytes = int(np.prod(self._shape, dtype=np.int64)) * self._dtype.itemsize
+        self.ptr = device.gpu.mem_alloc(self.nbytes)
+
+    @property
+    def shape(self) -> tuple:
+        return self._shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    def write(self, array) -> None:
+        array = np.ascontiguousarray(array)
+        if array.shape != self.shape or array.dtype != self.dtype:
+            raise KilnError(f"cannot write a {array.dtype} array of shape {array.shape} into a buffer of "
+                            f"{self.dtype} {self.shape}")
+        self.device.gpu.copy_htod(self.ptr, array.ctypes.data, self.nbytes)
+
+    def to_numpy(self) -> np.ndarray:
+        out = np.empty(self.shape, self.dtype)
+        self.device.gpu.copy_dtoh(out.ctypes.data, self.ptr, self.nbytes)
+        return out
+
+    def host_view(self):
+        raise KilnError(f"a {self.device.driver} buffer lives in GPU memory: use to_numpy() / write()")
+
+    def __del__(self):
+        try:
+            self.device.gpu.mem_free(self.ptr)
+        except Exception:  # interpreter shutdown or a lost context: nothing left to free
+            pass
+
+    def __repr__(self) -> str:
+        return f"Buffer({self.device.driver}, {self.dtype}, {self.shape})"
+
+
+class GpuEntryPoint:
+    """`entry(*args, out=None)`: numpy arrays or device Buffers in; results as numpy arrays, or written
+    into the `out` device Buffers. Runs the entry point's launch plan on the device's stream."""
+
+    def __init__(self, program: "GpuProgram", signature: Signature, plan: dict):
+        self.program = program
+        self.signature = signature
+        self.plan = plan
+        dev = program.device
+        self._allocations = [dev.gpu.mem_alloc(n) for n in plan["allocations"]]
+        for i, spec in enumerate(signature.args):
+            if spec.is_scalar:
+                raise KilnError(f"entry point '{signature.name}': argument {i} is a scalar; the GPU runtime "
+                                "takes buffers only")
+
+    def _buffers(self, args, out) -> tuple:
+        """Device Buffers for the arguments (numpy arrays are uploaded) and results (allocated)."""
+        sig, dev = self.signature, self.program.device
+        if len(args) != len(sig.args):
+            raise KilnError(f"entry point '{sig.name}' takes {len(sig.args)} arguments, got {len(args)}")
+        bufs = []
+        for i, (value, spec) in enumerate(zip(args, sig.args)):
+            where = f"argument {i} of '{sig.name}'"
+            if isinstance(value, GpuBuffer):
+                if value.device is not dev:
+                    raise KilnError(f"{where} lives on another device")
+                _check(value, spec, where)
+                bufs.append(value)
+            else:
+                bufs.append(dev.upload(spec.check(value, where)))
+        if out is None:
+            results = []
+            for j, spec in enumerate(sig.results):
+                if any(d is None for d in spec.shape):
+                    raise KilnError(f"result {j} of '{sig.name}' ({spec.describe()}) has no static shape")
+                results.append(dev.allocate(spec.shape, spec.dtype))
+        else:
+            if not isinstance(out, (list, tuple)) or len(out) != len(sig.results):
+                raise KilnError(f"out= of '{sig.name}' takes a list of {len(sig.results)} device buffers")
+            for j, (b, spec) in enumerate(zip(out, sig.results)):
+                if not isinstance(b, GpuBuffer) or b.device is not dev:
+                    raise KilnError(f"out buffer {j} of '{sig.name}' must be a Buffer of this device")
+                _check(b, spec, f"out buffer {j} of '{sig.name}'")
+            results = list(out)
+        return bufs, results
+
+    def _address(self, ref: dict, args, results) -> int:
+        kind = ref["buffer"]
+        if kind == "arg":
+            base = args[ref["index"]].ptr
+        elif kind == "result":
+            base = results[ref["index"]].ptr
+        elif kind == "alloc":
+            base = self._allocations[ref["index"]]
+        elif kind == "constant":
+            base = self.program.constants[ref["name"]].ptr
+        else:
+            raise KilnError(f"the launch plan of '{self.signature.name}' has an unknown buffer kind {kind!r}")
+        return base + ref["offset"]
+
+    def enqueue(self, args, results) -> list:
+        """Queues the plan's commands on the stream; returns the ctypes objects the launches read."""
+        gpu, keep = self.program.device.gpu, []
+        for cmd in self.plan["commands"]:
+            if cmd["op"] == "launch":
+                values = (ctypes.c_uint64 * len(cmd["args"]))(*(self._address(r, args, results) for r in cmd["args"]))
+                params = (ctypes.c_void_p * len(cmd["args"]))(
+                    *(ctypes.addressof(values) + 8 * i for i in range(len(cmd["args"]))))
+                keep += [values, params]
+                gpu.launch(self.program.functions[cmd["kernel"]], cmd["grid"], cmd["block"], params)
+            elif cmd["op"] == "copy":
+                gpu.copy_dtod(self._address(cmd["dst"], args, results), self._address(cmd["src"], args, results),
+                              cmd["bytes"])
+            else:
+                raise KilnError(f"the launch plan of '{self.signature.name}' has an unknown command {cmd['op']!r}")
+        return keep
+
+    def __call__(self, *args, out=None):
+        bufs, results = self._buffers(args, out)
+        self.program.device.gpu.activate()
+        keep = self.enqueue(bufs, results)
+        self.program.device.gpu.synchronize()
+        del keep
+        if out is not None:
+            return tuple(out)
+        return tuple(r.to_numpy() for r in results)
+
+
+def _check(buf: GpuBuffer, spec, where: str) -> None:
+    want = tuple(spec.shape)
+    if buf.dtype != np.dtype(spec.dtype) or len(buf.shape) != len(want) or any(
+            w is not None and w != d for w, d in zip(want, buf.shape)):
+        raise KilnError(f"{where} expects {spec.describe()}, got a buffer of {buf.dtype} {buf.shape}")
+
+
+class GpuCommandBuffer:
+    """Records entry-point calls on device Buffers; the first `submit()` captures them into a CUDA/HIP
+    graph, every later one is a single graph launch."""
+
+    def __init__(self, program: "GpuProgram"):
+        self.program = program
+        self._calls = []
+        self._graph = None
+        self._keep = []
+
+    def call(self, entry: str, *args, out) -> "GpuCommandBuffer":
+        ep = self.program.entry_point(entry)
+        for i, a in enumerate(list(args) + list(out)):
+            if not isinstance(a, GpuBuffer):
+                raise KilnError(f"command buffers record device Buffers; operand {i} of '{entry}' is {type(a).__name__}")
+        bufs, results = ep._buffers(args, out)
+        self._calls.append((ep, bufs, results))
+        self._graph = None
+        return self
+
+    def submit(self) -> None:
+        gpu = self.program.device.gpu
+        gpu.activate()
+        if self._graph is None:
+            gpu.begin_capture()
+            try:
+                keep = [ep.enqueue(bufs, results) for ep, bufs, results in self._calls]
+            finally:
+                graph = gpu.end_capture()
+            self._graph, self._keep = graph, keep
+        gpu.graph_launch(self._graph)
+        gpu.synchronize()
+
+
+class GpuProgram:
+    """A GPU artifact loaded on a cuda/hip Device: kernels, constants and entry points."""
+
+    def __init__(self, device, manifest: dict, blobs: dict, source: str):
+        self.device = device
+        self.manifest = manifest
+        target = manifest.get("target", {})
+        gpu = device.gpu
+        gpu.activate()
+        self.functions = {}
+        for kernel in manifest.get("kernels", []):
+            image, _ = gpu.select_image(kernel, blobs, target)
+            module = gpu.load_module(image)
+            self.functions[kernel["name"]] = gpu.get_function(module, kernel["symbol"])
+        self.constants = {}
+        for name, info in manifest.get("constants", {}).items():
+            array = np.frombuffer(blobs[info["blob"]], dtype=_numpy_dtype(info["dtype"])).reshape(info["shape"])
+            self.constants[name] = device.upload(array)
+        self._entries = {}
+        for name, sig in manifest["entry_points"].items():
+            if name not in manifest.get("programs", {}):
+                raise KilnError(f"{source} is corrupt: entry point '{name}' has no launch plan")
+            self._entries[name] = GpuEntryPoint(self, Signature.from_json(name, sig), manifest["programs"][name])
+
+    @property
+    def entry_points(self) -> list:
+        return list(self._entries)
+
+    def entry_point(self, name: str) -> GpuEntryPoint:
+        if name not in self._entries:
+            raise KilnError(f"no entry point '{name}'; the program has: {', '.join(self._entries)}")
+        return self._entries[name]
+
+    def command_buffer(self) -> GpuCommandBuffer:
+        return GpuCommandBuffer(self)
+
+    def __getattr__(self, name: str):
+        entries = self.__dict__.get("_entries", {})
+        if name in entries:
+            return entries[name]
+        raise AttributeError(f"no entry point '{name}'; the program has: {', '.join(entries)}")
+
+
+def _numpy_dtype(name: str):
+    return {"f64": np.float64, "f32": np.float32, "f16": np.float16, "i64": np.int64, "i32": np.int32,
+            "i16": np.int16, "i8": np.int8, "i1": np.bool_}[name]
+
+
+def load_program(art, device, source: str) -> GpuProgram:
+    """A GpuProgram from a GPU artifact on `device` (a cuda or hip Device; None: a new one)."""
+    driver = art.manifest.get("target", {}).get("driver")
+    if device is None:
+        from .device import Device
+
+        device = Device(driver)
+    if device.driver != driver:
+        raise KilnError(f"{source} targets the '{driver}' driver; the device is '{device.driver}'")
+    for key in ("entry_points", "kernels", "programs"):
+        if not isinstance(art.manifest.get(key), (dict, list)):
+            raise KilnError(f"{source} is corrupt: its manifest has no {key}")
+    for kernel in art.manifest["kernels"]:
+        for blob in kernel.get("blobs", {}).values():
+            if blob not in art.blobs:
+                raise KilnError(f"{source} is corrupt: kernel {kernel.get('name')} has no blob {blob}")
+    return GpuProgram(device, art.manifest, art.blobs, source)
