@@ -22,6 +22,6 @@ _cext.globals.append_dialect_search_prefix("kiln.dialects")
 from . import runtime  # noqa: E402
 from .compiler import compile  # noqa: E402
 from .errors import KilnError  # noqa: E402
-from .runtime import load  # noqa: E402
+from .model import CompiledModel, compile_model, load  # noqa: E402
 
-__all__ = ["KilnError", "__version__", "compile", "load", "runtime"]
+__all__ = ["CompiledModel", "KilnError", "__version__", "compile", "compile_model", "load", "runtime"]

@@ -13,7 +13,8 @@ from ..errors import KilnError
 from . import cpu
 from .memref import descriptor
 
-DRIVERS = ("cpu",)
+DRIVERS = ("cpu", "cuda", "hip")
+GPU_DRIVERS = ("cuda", "hip")
 
 
 class Buffer:
@@ -68,6 +69,12 @@ class Device:
         if driver not in DRIVERS:
             raise KilnError(f"unknown or unavailable driver '{driver}'; available: {', '.join(DRIVERS)}")
         self.driver = driver
+        if driver in GPU_DRIVERS:  # the driver library is opened here, never at import (runtime/gpu.py)
+            from .gpu import open_driver
+
+            self.gpu = open_driver(driver)
+            self._num_threads = None
+            return
         cpu.load_support_libraries()
         self.num_threads = num_threads if num_threads is not None else cpu.default_num_threads()
 
@@ -94,18 +101,37 @@ class Device:
         """Sizes the pool for this device's next calls from the calling thread. OpenMP's thread count is
         process-wide (and per calling thread), so every call sets it: another Device, or a call from another
         thread, must not change how many threads this one uses."""
+        if self.driver in GPU_DRIVERS:
+            self.gpu.activate()
+            return
         cpu.set_num_threads(self._num_threads)
 
     def allocate(self, shape, dtype) -> Buffer:
+        if self.driver in GPU_DRIVERS:
+            from .gpu import GpuBuffer
+
+            return GpuBuffer(self, shape, dtype)
         return Buffer(self, _aligned_empty(tuple(shape), np.dtype(dtype)))
+
+    def wrap(self, array: np.ndarray) -> Buffer:
+        """A Buffer over an existing C-contiguous host array, without a copy (cpu driver: e.g. weights
+        mmapped from a checkpoint). The array must outlive the buffer's use and must not move."""
+        if not isinstance(array, np.ndarray) or not array.flags.c_contiguous:
+            raise KilnError("Device.wrap takes a C-contiguous numpy array")
+        return Buffer(self, array)
 
     def upload(self, array) -> Buffer:
         array = np.asarray(array)
         buf = self.allocate(array.shape, array.dtype)
+        if self.driver in GPU_DRIVERS:
+            buf.write(array)
+            return buf
         buf.host_view()[...] = array
         return buf
 
     def __repr__(self) -> str:
+        if self.driver in GPU_DRIVERS:
+            return f"Device({self.driver!r}, {self.gpu.device_name})"
         return f"Device({self.driver!r}, num_threads={self.num_threads})"
 
 

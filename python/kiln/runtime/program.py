@@ -41,6 +41,12 @@ class Executable:
         except OSError as e:
             raise KilnError(f"cannot load executable {path}: {e}") from e
 
+    @property
+    def blob(self) -> bytes:
+        """The executable's bytes (to write it into an artifact again)."""
+        with open(self.path, "rb") as f:
+            return f.read()
+
     def function(self, name: str, signature: Signature):
         symbol = f"_mlir_ciface_{name}"
         try:
@@ -146,6 +152,10 @@ class EntryPoint:
             raise KilnError(f"{where} must be a Buffer or a writeable C-contiguous numpy array")
         return array
 
+    def bind(self, *args, out=None) -> "BoundCall":
+        """This call with these Buffers and scalars, marshalled once, to be run many times."""
+        return BoundCall(self, args, out)
+
     def __call__(self, *args, out=None):
         keep, call_args, results = self._marshal(args, out)
         self.program.device.activate()
@@ -155,6 +165,30 @@ class EntryPoint:
         updates = self.signature.updates
         return tuple(args[updates[j]] if j in updates else next(returned)
                      for j in range(len(self.signature.results)))
+
+
+class BoundCall:
+    """An entry-point call marshalled once (`EntryPoint.bind`): calling it costs one native call, with
+    no per-argument work. The Buffers it was bound to are read and written in place on every call, and
+    scalar arguments can be changed between calls with `set_scalar` (a decode step's position)."""
+
+    def __init__(self, entry: "EntryPoint", args, out):
+        self.entry = entry
+        for i, a in enumerate(list(args) + list(out or [])):
+            if not isinstance(a, (Buffer, int, float, np.integer, np.floating)):
+                raise KilnError(f"bound calls take device Buffers and scalars; operand {i} of "
+                                f"'{entry.signature.name}' is {type(a).__name__}")
+        self._keep, self._call_args, _ = entry._marshal(args, out)
+
+    def set_scalar(self, index: int, value) -> None:
+        spec = self.entry.signature.args[index]
+        if not spec.is_scalar:
+            raise KilnError(f"argument {index} of '{self.entry.signature.name}' is not a scalar")
+        self._call_args[index].value = value
+
+    def __call__(self) -> None:
+        self.entry.program.device.activate()
+        self.entry._fn(*self._call_args)
 
 
 class CommandBuffer:
@@ -231,6 +265,10 @@ def load_artifact(art: artifact_format.Artifact, device: Device | None = None, s
     """A Program from an in-memory artifact (what `kiln.compile` returns without writing a file)."""
     manifest = art.manifest
     target = manifest.get("target", {})
+    if target.get("driver") in ("cuda", "hip"):  # GPU artifacts replay a launch plan (runtime/gpu.py)
+        from .gpu import load_program
+
+        return load_program(art, device, source)
     if target.get("driver") != "cpu":
         raise KilnError(f"{source} targets '{target.get('driver')}', which this runtime cannot run")
     triple = target.get("triple", "")

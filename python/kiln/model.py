@@ -1,0 +1,438 @@
+"""`kiln.compile_model()`: a checkpoint in, a `CompiledModel` that generates text (or embeddings) out.
+
+    model = kiln.compile_model("path/to/hf_dir_or.gguf", max_seq_len=1024)
+    out = model.generate("What is the capital of France?", max_new_tokens=32)
+    logits = model.forward(ids)            # decoders: [len(ids), vocab]
+    vectors = model.embed(["a", "b"])      # encoders: mean-pooled, L2-normalised
+    model.save("smollm2.kiln"); model = kiln.load("smollm2.kiln")
+
+The model's architecture module (`kiln.models`) turns its config into transformer-dialect IR whose
+parameters are entry-point arguments: the weights stay in the checkpoint (mmapped) and are bound at run
+time. Compiled artifacts are cached, keyed by the model files, options, target and Kiln version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence, Union
+
+import numpy as np
+from mlir import ir
+
+from . import __version__, artifact
+from .errors import KilnError
+from .progress import Progress
+from .sampling import Sampler
+
+DTYPES = ("float32",)
+
+
+def compile_model(
+    model,
+    target: str = "cpu",
+    dtype: str = "float32",
+    max_seq_len: Optional[int] = None,
+    *,
+    example_args=None,
+    device=None,
+    cache: bool = True,
+    progress: bool = True,
+    prefill_chunk: int = 128,
+):
+    """Compiles a model for `target`.
+
+    `model` is a Hugging Face directory (config.json + *.safetensors), a `.gguf` file, or a
+    `torch.nn.Module` (with `example_args`, through the PyTorch frontend). `max_seq_len` bounds prompt +
+    generated tokens (default: the model's context, at most 1024). Artifacts are cached under
+    `$KILN_CACHE_DIR` (default ~/.cache/kiln) unless `cache=False`.
+    """
+    if _is_torch_module(model):
+        from .frontends.torch import compile_module
+
+        return compile_module(model, example_args, target=target)
+    if dtype not in DTYPES:
+        raise KilnError(f"dtype '{dtype}' is not supported yet; supported: {', '.join(DTYPES)}")
+    from .loaders import load_checkpoint
+
+    checkpoint = load_checkpoint(model)
+    options = _options(checkpoint.config, target, dtype, max_seq_len, prefill_chunk)
+    key = _cache_key(checkpoint, options)
+    path = os.path.join(_cache_dir(), f"{key}.kiln")
+    if cache and os.path.exists(path):
+        try:
+            return _load_model(path, checkpoint, device)
+        except KilnError:
+            pass  # stale or damaged: compile again and replace it
+    graph = _build_graph(checkpoint.config, options)
+    label = f"compiling {os.path.basename(os.path.normpath(str(model)))}"
+    program = _compile_graph(graph, options, checkpoint, path if cache else None, device, label, progress)
+    return CompiledModel(program, graph, checkpoint, options)
+
+
+def load(path: str, device=None):
+    """Loads a `.kiln` file: a `CompiledModel` if it was saved by `CompiledModel.save` (its weights are
+    read from the checkpoint files it names), else a `kiln.runtime.Program`."""
+    from .runtime import load as load_program
+
+    art = artifact.read(path, expected={"kiln_version": __version__})
+    if "model" not in art.manifest:
+        return load_program(path, device)
+    from .loaders import load_checkpoint
+
+    info = art.manifest["model"]
+    checkpoint = load_checkpoint(info["checkpoint"])
+    if _file_stamps(checkpoint) != info["files"]:
+        raise KilnError(f"{path} was compiled from {info['checkpoint']}, whose files have changed since: "
+                        "compile the model again")
+    return _load_model(path, checkpoint, device, art)
+
+
+def _is_torch_module(model) -> bool:
+    try:
+        import sys
+
+        torch = sys.modules.get("torch")
+        return torch is not None and isinstance(model, torch.nn.Module)
+    except Exception:
+        return False
+
+
+def _options(config: dict, target, dtype, max_seq_len, prefill_chunk) -> dict:
+    if target != "cpu":
+        from .pipelines import stage_functions
+
+        stage_functions(target)  # unknown targets fail with the list of targets
+    if max_seq_len is None:
+        max_seq_len = min(int(config.get("max_position_embeddings") or 1024), 1024)
+    if max_seq_len < 2:
+        raise KilnError(f"max_seq_len must be at least 2, got {max_seq_len}")
+    chunk = max(1, min(prefill_chunk, max_seq_len))
+    return {"target": target, "dtype": dtype, "max_seq_len": int(max_seq_len), "prefill_chunk": chunk}
+
+
+def _build_graph(config: dict, options: dict):
+    from . import models
+
+    chunk = options["prefill_chunk"]
+    with ir.Context(), ir.Location.unknown():
+        if config.get("model_type") in ("bert",):
+            return models.build(config, seq_len=options["max_seq_len"])
+        return models.build(config, max_seq_len=options["max_seq_len"], chunks=(1, chunk), logits_chunk=chunk)
+
+
+def _compile_graph(graph, options, checkpoint, cache_path, device, label, progress):
+    from . import compile as kiln_compile
+    from .pipelines import STAGES
+
+    with Progress(len(STAGES), label, always=False) as bar:
+        bar.enabled = bar.enabled and progress
+        tmp = None
+        if cache_path:
+            os.makedirs(os.path.dirname(cache_path), exist_ok=True)
+            tmp = f"{cache_path}.{os.getpid()}.compiling"
+        program = kiln_compile(graph.module, target=options["target"], output=tmp, device=device,
+                               on_stage=lambda name, _m: bar.advance(name))
+        bar.advance("artifact")
+    if tmp:
+        art = artifact.read(tmp)
+        art.manifest["model"] = _model_manifest(checkpoint, options)
+        artifact.write(cache_path, art)
+        os.unlink(tmp)
+    return program
+
+
+def _model_manifest(checkpoint, options) -> dict:
+    return {"checkpoint": os.path.abspath(checkpoint.path), "files": _file_stamps(checkpoint),
+            "options": options}
+
+
+def _load_model(path, checkpoint, device, art=None):
+    from .runtime import load_artifact
+
+    art = art or artifact.read(path, expected={"kiln_version": __version__})
+    info = art.manifest.get("model")
+    if info is None or info.get("files") != _file_stamps(checkpoint):
+        raise KilnError(f"{path} was not compiled from these model files")
+    options = info["options"]
+    graph = _build_graph(checkpoint.config, options)
+    program = load_artifact(art, device, path)
+    return CompiledModel(program, graph, checkpoint, options)
+
+
+def _file_stamps(checkpoint) -> list:
+    """(path, size, mtime) of every file the model is read from: what the artifact cache is keyed by."""
+    stamps = []
+    for f in sorted(checkpoint.files):
+        st = os.stat(f)
+        stamps.append([os.path.abspath(f), st.st_size, st.st_mtime_ns])
+    return stamps
+
+
+def _cache_key(checkpoint, options) -> str:
+    from .pipelines.cpu import host_cpu
+
+    key = {"files": _file_stamps(checkpoint), "options": options, "kiln": __version__, "cpu": host_cpu()}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _cache_dir() -> str:
+    root = os.environ.get("KILN_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "kiln")
+    return os.path.join(root, "models")
+
+
+@dataclass
+class Generation:
+    """What `generate` returns: the new token ids and text, and how fast they came."""
+
+    prompt_ids: list
+    ids: list
+    text: str
+    prefill_seconds: float
+    decode_seconds: float
+    stopped_by: str  # "eos", "stop", "max_new_tokens" or "max_seq_len"
+    step_seconds: list = field(default_factory=list)
+
+    @property
+    def prefill_tokens_per_second(self) -> float:
+        return len(self.prompt_ids) / self.prefill_seconds if self.prefill_seconds else float("nan")
+
+    @property
+    def decode_tokens_per_second(self) -> float:
+        """Tokens after the first (which prefill produces) per second of decode steps."""
+        steps = len(self.step_seconds)
+        return steps / self.decode_seconds if self.decode_seconds else float("nan")
+
+
+class CompiledModel:
+    """A compiled model bound to its checkpoint's weights, with its KV cache kept in device buffers."""
+
+    def __init__(self, program, graph, checkpoint, options: dict):
+        self.program = program
+        self.graph = graph
+        self.checkpoint = checkpoint
+        self.options = options
+        self.config = checkpoint.config
+        self.tokenizer = checkpoint.tokenizer
+        self.max_seq_len = options["max_seq_len"]
+        device = program.device
+        self._params = [device.wrap(a) for a in graph.bind(checkpoint.tensor)]
+        self._caches = [device.allocate(s, np.float32) for s in graph.cache_shapes]
+        self._calls = {}
+
+    # -- decoders ---------------------------------------------------------------------------------
+
+    @property
+    def weight_bytes_per_token(self) -> int:
+        """Bytes of weights a decode step reads (every parameter but the embedding table, which is
+        gathered one row at a time unless it doubles as the output head)."""
+        total = 0
+        for p, buf in zip(self.graph.params, self._params):
+            if p.name == "embed":
+                continue
+            total += buf.host_view().nbytes
+        return total
+
+    def forward(self, input_ids) -> np.ndarray:
+        """Logits `[len(input_ids), vocab]` for a sequence of token ids (decoders), from a fresh cache."""
+        self._require("decoder", "forward")
+        ids = self._ids(input_ids)
+        chunk = self.options["prefill_chunk"]
+        entry = f"logits_{chunk}"
+        self._reset_cache()
+        out = []
+        for start in range(0, len(ids), chunk):
+            piece = ids[start:start + chunk]
+            logits = self._run(entry, piece, start, np.arange(chunk, dtype=np.int64))
+            out.append(logits[: len(piece)].copy())
+        return np.concatenate(out, axis=0)
+
+    def generate(
+        self,
+        prompt: Union[str, Sequence[int], list],
+        max_new_tokens: int = 32,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: Optional[int] = None,
+        stop: Optional[Sequence] = None,
+        callback: Optional[Callable[[int, str], None]] = None,
+        chat: Optional[bool] = None,
+    ) -> Generation:
+        """Prefill the prompt, then decode up to `max_new_tokens` tokens.
+
+        `prompt`: text (wrapped in the model's chat template when it has one, unless `chat=False`), a
+        list of chat messages, or token ids. Generation stops at an end-of-sequence token, at any id or
+        string in `stop`, or at `max_seq_len`. `callback(token_id, text_piece)` streams tokens."""
+        self._require("decoder", "generate")
+        sampler = Sampler(do_sample, temperature, top_k, top_p, seed)
+        rng = sampler.rng()
+        prompt_ids = self._prompt_ids(prompt, chat)
+        stop_ids, stop_texts = _split_stops(stop)
+        eos = set(self.tokenizer.eos_token_ids) if self.tokenizer else set()
+        for key in ("eos_token_id",):
+            value = self.config.get(key)
+            eos |= set(value if isinstance(value, list) else [value] if value is not None else [])
+        stream = self.tokenizer.decode_stream() if self.tokenizer and callback else None
+
+        t0 = time.perf_counter()
+        logits = self._prefill(prompt_ids)
+        prefill_seconds = time.perf_counter() - t0
+        ids, steps, stopped_by, text_so_far = [], [], "max_new_tokens", ""
+        position = len(prompt_ids)
+        decode_start = time.perf_counter()
+        while len(ids) < max_new_tokens:
+            token = sampler.choose(logits, rng)
+            ids.append(token)
+            if callback is not None:
+                piece = stream.push(token) if stream else ""
+                callback(token, piece)
+            if token in eos:
+                stopped_by = "eos"
+                break
+            if token in stop_ids:
+                stopped_by = "stop"
+                break
+            if stop_texts and self.tokenizer:
+                text_so_far = self.tokenizer.decode(ids)
+                if any(s in text_so_far for s in stop_texts):
+                    stopped_by = "stop"
+                    break
+            if len(ids) >= max_new_tokens:
+                break
+            if position >= self.max_seq_len:
+                stopped_by = "max_seq_len"
+                break
+            t = time.perf_counter()
+            logits = self._decode(token, position)
+            steps.append(time.perf_counter() - t)
+            position += 1
+        decode_seconds = time.perf_counter() - decode_start
+        text = self.tokenizer.decode(ids) if self.tokenizer else ""
+        return Generation(prompt_ids, ids, text, prefill_seconds, sum(steps) if steps else decode_seconds,
+                          stopped_by, steps)
+
+    def _prompt_ids(self, prompt, chat) -> list:
+        if isinstance(prompt, str) or (isinstance(prompt, list) and prompt and isinstance(prompt[0], dict)):
+            if self.tokenizer is None:
+                raise KilnError("this model has no tokenizer: pass token ids")
+            if isinstance(prompt, str):
+                use_chat = chat if chat is not None else self.tokenizer.chat_template is not None
+                if not use_chat:
+                    return self.tokenizer.encode(prompt)
+                prompt = [{"role": "user", "content": prompt}]
+            text = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True)
+            return self.tokenizer.encode(text, add_special_tokens=False)
+        return self._ids(prompt)
+
+    def _ids(self, input_ids) -> np.ndarray:
+        ids = np.asarray(input_ids, dtype=np.int64).reshape(-1)
+        if ids.size == 0:
+            raise KilnError("the prompt is empty: give at least one token")
+        if ids.size > self.max_seq_len:
+            raise KilnError(f"{ids.size} tokens do not fit in max_seq_len {self.max_seq_len}: compile with a "
+                            "larger max_seq_len")
+        vocab = self.graph.vocab_size
+        bad = ids[(ids < 0) | (ids >= vocab)]
+        if bad.size:
+            raise KilnError(f"token id {int(bad[0])} is outside the vocabulary (0..{vocab - 1})")
+        return ids
+
+    def _prefill(self, prompt_ids) -> np.ndarray:
+        ids = self._ids(prompt_ids)
+        chunk = self.options["prefill_chunk"]
+        logits = None
+        for start in range(0, len(ids), chunk):
+            piece = ids[start:start + chunk]
+            if len(piece) == 1:
+                logits = self._decode(int(piece[0]), start)
+            else:
+                logits = self._run(f"prefill_{chunk}", piece, start, np.array([len(piece) - 1]))[0]
+        return logits
+
+    def _decode(self, token: int, position: int) -> np.ndarray:
+        return self._run("decode", np.array([token]), position, np.zeros(1, np.int64))[0]
+
+    def _run(self, entry: str, piece: np.ndarray, start: int, rows: np.ndarray) -> np.ndarray:
+        """One call of a prefill/decode/logits entry point on `piece` (padded to the chunk) at `start`."""
+        call = self._calls.get(entry)
+        if call is None:
+            chunk = self.graph.entry_points[entry]
+            ep = self.program.entry_point(entry)
+            device = self.program.device
+            ids = device.allocate((1, chunk), np.int64)
+            positions = device.allocate((chunk,), np.int64)
+            row_ids = device.allocate((len(rows),), np.int64)
+            logits = device.allocate((len(rows), self.graph.vocab_size), np.float32)
+            bound = ep.bind(ids, positions, 0, row_ids, *self._params, *self._caches, out=[logits])
+            call = self._calls[entry] = (chunk, bound, ids, positions, row_ids, logits)
+        chunk, bound, ids, positions, row_ids, logits = call
+        ids.host_view()[0, : len(piece)] = piece
+        ids.host_view()[0, len(piece):] = 0
+        positions.host_view()[:] = np.arange(start, start + chunk, dtype=np.int64)
+        row_ids.host_view()[:] = rows
+        bound.set_scalar(2, start)
+        bound()
+        return logits.host_view()
+
+    def _reset_cache(self) -> None:
+        for c in self._caches:
+            c.host_view()[...] = 0
+
+    def _require(self, kind: str, what: str) -> None:
+        if self.graph.kind != kind:
+            raise KilnError(f"{what}() needs a {kind} model; this one is a {self.graph.kind} "
+                            f"({self.config.get('model_type')})")
+
+    # -- encoders ---------------------------------------------------------------------------------
+
+    def embed(self, texts: Sequence[str], normalize: bool = True) -> np.ndarray:
+        """Sentence embeddings `[len(texts), hidden]`: mean pooling over real tokens, then L2
+        normalisation, as sentence-transformers does."""
+        self._require("encoder", "embed")
+        if self.tokenizer is None:
+            raise KilnError("this model has no tokenizer")
+        seq = self.graph.entry_points
+        (entry, length), = seq.items()
+        out = []
+        for text in texts:
+            ids = self.tokenizer.encode(text)[:length]
+            n = len(ids)
+            padded = np.zeros((1, length), np.int64)
+            padded[0, :n] = ids
+            mask = np.zeros((1, length), np.float32)
+            mask[0, :n] = 1.0
+            (hidden,) = self.program.entry_point(entry)(padded, np.zeros((1, length), np.int64), mask,
+                                                        *self._params)
+            pooled = hidden[0, :n].astype(np.float64).mean(axis=0)
+            if normalize:
+                pooled /= max(np.linalg.norm(pooled), 1e-12)
+            out.append(pooled.astype(np.float32))
+        return np.stack(out)
+
+    # -- saving -----------------------------------------------------------------------------------
+
+    def save(self, path: str) -> None:
+        """Writes the compiled artifact plus references to the checkpoint files (not the weights)."""
+        manifest = dict(self.program.manifest)
+        manifest["model"] = _model_manifest(self.checkpoint, self.options)
+        blob = self.program.executable.blob
+        artifact.write(path, artifact.Artifact(manifest, {"executable": blob}))
+
+    def __repr__(self) -> str:
+        return (f"CompiledModel({self.config.get('model_type')}, {len(self.graph.params)} parameters, "
+                f"max_seq_len={self.max_seq_len}, target={self.options['target']})")
+
+
+def _split_stops(stop) -> tuple:
+    ids, texts = set(), []
+    for s in stop or ():
+        if isinstance(s, str):
+            texts.append(s)
+        else:
+            ids.add(int(s))
+    return ids, texts
