@@ -307,6 +307,39 @@ def _memref_bytes(t, where: str) -> int:
     return int(np.prod(mt.shape, dtype=np.int64)) * _ELEMENT_BYTES[str(mt.element_type)]
 
 
+_MAX_COPY_RUNS = 4096
+
+
+def _copy_commands(src: dict, src_type, dst: dict, dst_type, where: str) -> list:
+    """A memref.copy as byte-range copies: one per run of elements contiguous in both memrefs (one in
+    all for identity layouts; a strided view gives a run per row)."""
+    st, dt = ir.MemRefType(src_type), ir.MemRefType(dst_type)
+    _memref_bytes(src_type, where)
+    esize = _ELEMENT_BYTES[str(st.element_type)]
+    shape = list(st.shape)
+    (ss, so), (ds, do) = st.get_strides_and_offset(), dt.get_strides_and_offset()
+    dynamic = ir.ShapedType.get_dynamic_stride_or_offset()
+    if any(x == dynamic for x in [*ss, so, *ds, do]):
+        raise KilnError(f"{where}: a copy with dynamic strides or offsets ({src_type} -> {dst_type})")
+    # the trailing dims that are row-major contiguous in both memrefs form one run
+    inner, run = len(shape), 1
+    while inner > 0 and (shape[inner - 1] == 1 or (ss[inner - 1] == run and ds[inner - 1] == run)):
+        inner -= 1
+        run *= shape[inner]
+    outer = shape[:inner]
+    count = int(np.prod(outer, dtype=np.int64)) if outer else 1
+    if count > _MAX_COPY_RUNS:
+        raise KilnError(f"{where}: a strided copy of {count} runs ({src_type} -> {dst_type}); at most "
+                        f"{_MAX_COPY_RUNS} are supported")
+    commands = []
+    for idx in np.ndindex(*outer) if outer else [()]:
+        s_off = so + sum(i * x for i, x in zip(idx, ss))
+        d_off = do + sum(i * x for i, x in zip(idx, ds))
+        commands.append({"op": "copy", "src": dict(src, offset=src["offset"] + s_off * esize),
+                         "dst": dict(dst, offset=dst["offset"] + d_off * esize), "bytes": run * esize})
+    return commands
+
+
 def _static_int(value, where: str) -> int:
     owner = value.owner
     if isinstance(owner, ir.Block) or owner.name != "arith.constant":
@@ -321,7 +354,9 @@ def launch_plan(module: ir.Module, signatures: dict) -> tuple:
     where a command is {"op": "launch", "kernel", "grid": [x, y, z], "block": [x, y, z], "args": [ref]}
     or {"op": "copy", "src": ref, "dst": ref, "bytes": n}, and a ref is {"buffer": kind, "index": i,
     "offset": bytes}: kind "arg" (entry argument i), "result" (result i, an out-param), "alloc"
-    (allocation i, made once per program) or "constant" (the constant named "name").
+    (allocation i, made once per program) or "constant" (the constant named "name"). Scalar kernel
+    operands are {"scalar": "arg", "index": i, "type"} (entry argument i) or {"scalar": "constant",
+    "value", "type"}.
     """
     funcs = {ir.StringAttr(op.attributes["sym_name"]).value: op
              for op in module.body.operations if op.operation.name == "func.func"}
@@ -340,7 +375,11 @@ def launch_plan(module: ir.Module, signatures: dict) -> tuple:
         refs = {}
         for i, a in enumerate(block.arguments):
             if not isinstance(a.type, ir.MemRefType):
-                raise KilnError(f"entry point '{entry}': argument {i} is a {a.type}; GPU targets take buffers only")
+                if i >= n_args or str(a.type) not in _SCALAR_TYPES:
+                    raise KilnError(f"entry point '{entry}': argument {i} is a {a.type}; GPU targets take "
+                                    f"buffers and {', '.join(_SCALAR_TYPES)} scalars")
+                refs[a] = ("scalar", i, str(a.type))
+                continue
             refs[a] = ("arg", i, 0) if i < n_args else ("result", i - n_args, 0)
         allocations, commands = [], []
         _interpret(block, refs, funcs, globals_, constants, allocations, commands, entry)
@@ -349,8 +388,30 @@ def launch_plan(module: ir.Module, signatures: dict) -> tuple:
     return plans, constants
 
 
+_SCALAR_TYPES = ("index", "i64", "i32", "f32", "f64")
+
+
+def _scalar_ref(refs: dict, value, where: str) -> dict:
+    """A scalar kernel operand: an entry argument ({"scalar": "arg", "index", "type"}) or a constant
+    ({"scalar": "constant", "value", "type"})."""
+    t = str(value.type)
+    if t not in _SCALAR_TYPES:
+        raise KilnError(f"{where}: kernel operand {value} has type {t}, which launches cannot pass")
+    if value in refs and refs[value][0] == "scalar":
+        return {"scalar": "arg", "index": refs[value][1], "type": t}
+    if value in refs and refs[value][0] == "constant-scalar":
+        return {"scalar": "constant", "value": refs[value][1], "type": t}
+    owner = value.owner
+    if not isinstance(owner, ir.Block) and owner.name == "arith.constant":
+        attr = owner.attributes["value"]
+        v = ir.FloatAttr(attr).value if t in ("f32", "f64") else ir.IntegerAttr(attr).value
+        return {"scalar": "constant", "value": v, "type": t}
+    raise KilnError(f"{where}: kernel operand {value} is computed on the host; the GPU launch plan passes "
+                    "only entry-point scalars and constants")
+
+
 def _ref(refs: dict, value, where: str) -> dict:
-    if value not in refs:
+    if value not in refs or refs[value][0] in ("scalar", "constant-scalar"):
         raise KilnError(f"{where}: {value} is not a buffer the host plan knows (only allocations, views, "
                         "reshapes, arguments and constants are)")
     kind, index, offset = refs[value]
@@ -379,6 +440,15 @@ def _interpret(block, refs, funcs, globals_, constants, allocations, commands, w
             refs[op.result] = (kind, index, offset + _static_int(op.operands[1], here))
         elif name in ("memref.expand_shape", "memref.collapse_shape", "memref.cast"):
             refs[op.result] = refs[op.operands[0]]
+        elif name == "memref.subview":
+            # A kernel receives the base pointer; the subview's offset and strides are static in its
+            # memref type, and the bare-pointer convention applies them inside the kernel.
+            strides, offset = ir.MemRefType(op.result.type).get_strides_and_offset()
+            if any(x == ir.ShapedType.get_dynamic_stride_or_offset() for x in [*strides, offset]) or \
+                    not ir.MemRefType(op.result.type).has_static_shape:
+                raise KilnError(f"{here}: a subview with a dynamic offset, stride or size ({op.result.type}); "
+                                "GPU kernels take memrefs with static layouts")
+            refs[op.result] = refs[op.operands[0]]
         elif name == "memref.get_global":
             sym = ir.FlatSymbolRefAttr(op.attributes["name"]).value
             if sym not in constants:
@@ -395,8 +465,7 @@ def _interpret(block, refs, funcs, globals_, constants, allocations, commands, w
             refs[op.result] = ("constant", sym, 0)
         elif name == "memref.copy":
             src, dst = op.operands
-            commands.append({"op": "copy", "src": _ref(refs, src, here), "dst": _ref(refs, dst, here),
-                             "bytes": _memref_bytes(src.type, here)})
+            commands += _copy_commands(_ref(refs, src, here), src.type, _ref(refs, dst, here), dst.type, here)
         elif name == "func.call":
             callee = ir.FlatSymbolRefAttr(op.attributes["callee"]).value
             if callee not in funcs or len(funcs[callee].regions[0].blocks) == 0:
@@ -406,6 +475,10 @@ def _interpret(block, refs, funcs, globals_, constants, allocations, commands, w
             for arg, value in zip(body.arguments, op.operands):
                 if value in refs:
                     inner[arg] = refs[value]
+                elif not isinstance(value.type, ir.MemRefType):
+                    r = _scalar_ref(refs, value, here)  # a constant: passed on as one
+                    if r["scalar"] == "constant":
+                        inner[arg] = ("constant-scalar", r["value"], r["type"])
             _interpret(body, inner, funcs, globals_, constants, allocations, commands, callee)
         elif name == "gpu.launch_func":
             launch = gpu_d.LaunchFuncOp(op) if not isinstance(op, gpu_d.LaunchFuncOp) else op
@@ -414,10 +487,7 @@ def _interpret(block, refs, funcs, globals_, constants, allocations, commands, w
             kernel = ir.SymbolRefAttr(op.attributes["kernel"])
             args = []
             for v in launch.kernelOperands:
-                if isinstance(v.type, ir.MemRefType):
-                    args.append(_ref(refs, v, here))
-                else:
-                    raise KilnError(f"{here}: kernel operand {v} is a scalar; the GPU launch plan passes buffers only")
+                args.append(_ref(refs, v, here) if isinstance(v.type, ir.MemRefType) else _scalar_ref(refs, v, here))
             commands.append({"op": "launch", "kernel": str(kernel).split("::")[0].lstrip("@"),
                              "grid": grid, "block": threads, "args": args})
         else:

@@ -111,10 +111,6 @@ class GpuEntryPoint:
         self.plan = plan
         dev = program.device
         self._allocations = [dev.gpu.mem_alloc(n) for n in plan["allocations"]]
-        for i, spec in enumerate(signature.args):
-            if spec.is_scalar:
-                raise KilnError(f"entry point '{signature.name}': argument {i} is a scalar; the GPU runtime "
-                                "takes buffers only")
 
     def _buffers(self, args, out) -> tuple:
         """Device Buffers for the arguments (numpy arrays are uploaded) and results (allocated)."""
@@ -124,7 +120,11 @@ class GpuEntryPoint:
         bufs = []
         for i, (value, spec) in enumerate(zip(args, sig.args)):
             where = f"argument {i} of '{sig.name}'"
-            if isinstance(value, GpuBuffer):
+            if spec.is_scalar:
+                if isinstance(value, GpuBuffer) or np.ndim(value) != 0:
+                    raise KilnError(f"{where} is a scalar ({spec.describe()}), got an array")
+                bufs.append(value)
+            elif isinstance(value, GpuBuffer):
                 if value.device is not dev:
                     raise KilnError(f"{where} lives on another device")
                 _check(value, spec, where)
@@ -161,14 +161,25 @@ class GpuEntryPoint:
             raise KilnError(f"the launch plan of '{self.signature.name}' has an unknown buffer kind {kind!r}")
         return base + ref["offset"]
 
+    def _argument(self, ref: dict, args, results):
+        """A kernel parameter as a ctypes value (its address goes into the launch's parameter array)."""
+        if "scalar" in ref:
+            ctype = _SCALARS[ref["type"]]
+            value = args[ref["index"]] if ref["scalar"] == "arg" else ref["value"]
+            try:
+                return ctype(value)
+            except TypeError as e:
+                raise KilnError(f"argument {ref.get('index')} of '{self.signature.name}' (expects "
+                                f"{ref['type']}): got {type(value).__name__}") from e
+        return ctypes.c_uint64(self._address(ref, args, results))
+
     def enqueue(self, args, results) -> list:
         """Queues the plan's commands on the stream; returns the ctypes objects the launches read."""
         gpu, keep = self.program.device.gpu, []
         for cmd in self.plan["commands"]:
             if cmd["op"] == "launch":
-                values = (ctypes.c_uint64 * len(cmd["args"]))(*(self._address(r, args, results) for r in cmd["args"]))
-                params = (ctypes.c_void_p * len(cmd["args"]))(
-                    *(ctypes.addressof(values) + 8 * i for i in range(len(cmd["args"]))))
+                values = [self._argument(r, args, results) for r in cmd["args"]]
+                params = (ctypes.c_void_p * len(values))(*(ctypes.addressof(v) for v in values))
                 keep += [values, params]
                 gpu.launch(self.program.functions[cmd["kernel"]], cmd["grid"], cmd["block"], params)
             elif cmd["op"] == "copy":
@@ -209,8 +220,9 @@ class GpuCommandBuffer:
     def call(self, entry: str, *args, out) -> "GpuCommandBuffer":
         ep = self.program.entry_point(entry)
         for i, a in enumerate(list(args) + list(out)):
-            if not isinstance(a, GpuBuffer):
-                raise KilnError(f"command buffers record device Buffers; operand {i} of '{entry}' is {type(a).__name__}")
+            if not isinstance(a, (GpuBuffer, int, float, np.integer, np.floating)):
+                raise KilnError(f"command buffers record device Buffers and scalars; operand {i} of '{entry}' "
+                                f"is {type(a).__name__}")
         bufs, results = ep._buffers(args, out)
         self._calls.append((ep, bufs, results))
         self._graph = None
