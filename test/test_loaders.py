@@ -401,19 +401,37 @@ def test_gguf_unsupported_architecture(tmp_path):
         load_checkpoint(path)
 
 
-def test_gguf_truncated(tmp_path):
+def test_gguf_truncated_data(tmp_path):
     path = tmp_path / "t.gguf"
     write_gguf(path, tensors=[("token_embd.weight", np.ones((40, 64)), "F32")])
     with open(path, "r+b") as f:
         f.truncate(path.stat().st_size - 64)
-    with pytest.raises(KilnError, match=r"t.gguf"):
+    with pytest.raises(KilnError, match=r"t.gguf: tensor 'token_embd.weight': truncated file"):
         load_checkpoint(path)
+
+
+def test_gguf_truncated_header(tmp_path):
+    path = tmp_path / "t.gguf"
+    write_gguf(path, tensors=[("token_embd.weight", np.ones((40, 64)), "F32")])
+    with open(path, "r+b") as f:
+        f.truncate(100)  # inside the metadata
+    with pytest.raises(KilnError, match=r"t.gguf: truncated GGUF header"):
+        load_checkpoint(path)
+
+
+def test_gguf_f32_is_mapped(tmp_path):
+    path = tmp_path / "m.gguf"
+    w = np.random.default_rng(5).standard_normal((40, 64), dtype=np.float32)
+    write_gguf(path, tensors=[("token_embd.weight", w, "F32")])
+    got = load_checkpoint(path).tensor("model.embed_tokens.weight")
+    np.testing.assert_array_equal(got, w)
+    assert not got.flags.writeable and not got.flags.owndata
 
 
 def test_gguf_not_gguf(tmp_path):
     path = tmp_path / "x.gguf"
     path.write_bytes(b"NOPE" + b"\0" * 64)
-    with pytest.raises(KilnError, match=r"x.gguf"):
+    with pytest.raises(KilnError, match=r"x.gguf: not a GGUF file"):
         load_checkpoint(path)
 
 
@@ -436,8 +454,15 @@ def hf_smol_tokenizer(smol_dir):
     return transformers.AutoTokenizer.from_pretrained(smol_dir, gguf_file=SMOL_GGUF)
 
 
-def test_smollm2_config_matches_transformers(smol, smol_dir):
-    hf = transformers.AutoConfig.from_pretrained(smol_dir, gguf_file=SMOL_GGUF)
+@pytest.fixture(scope="module")
+def hf_smol_model(smol_dir):
+    return transformers.AutoModelForCausalLM.from_pretrained(smol_dir, gguf_file=SMOL_GGUF, dtype=torch.float32)
+
+
+def test_smollm2_config_matches_transformers(smol, smol_dir, hf_smol_model):
+    # The model's config is the one AutoConfig.from_pretrained(dir, gguf_file=...) builds (from_pretrained
+    # calls it); reading it from the model saves a second 10 s parse of the GGUF by transformers.
+    hf = hf_smol_model.config
     for key in ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                 "num_key_value_heads", "head_dim", "rms_norm_eps", "vocab_size", "max_position_embeddings",
                 "tie_word_embeddings", "bos_token_id", "eos_token_id", "pad_token_id", "hidden_act"):
@@ -447,9 +472,8 @@ def test_smollm2_config_matches_transformers(smol, smol_dir):
     assert smol.files == [os.path.join(smol_dir, SMOL_GGUF)]
 
 
-def test_smollm2_tensors_match_transformers(smol, smol_dir):
-    model = transformers.AutoModelForCausalLM.from_pretrained(smol_dir, gguf_file=SMOL_GGUF, dtype=torch.float32)
-    assert_matches_state_dict(smol, model)
+def test_smollm2_tensors_match_transformers(smol, hf_smol_model):
+    assert_matches_state_dict(smol, hf_smol_model)
     assert len(smol.names()) == 272
 
 
