@@ -1,0 +1,221 @@
+"""A CPU stand-in for a GPU driver, so GPU programs can be checked numerically on machines without a GPU.
+
+The kernels of a module's `loops` stage (gpu.func in gpu.modules, after block/thread mapping and
+outlining) are turned into CPU functions that take their block and thread ids as arguments, and a
+wrapper runs every (block, thread) of a launch in turn. `EmulatedDriver` implements the GpuDriver
+interface (memory, copies, launches) with host memory and those functions, so the real runtime code
+(kiln.runtime.gpu: the artifact's launch plan, buffer addresses, scalar and constant operands, copies)
+runs unchanged. What it does not check is the NVVM/ROCDL code generation itself (the artifacts' PTX
+and hsaco are checked structurally elsewhere).
+
+Threads run one after another, which is one valid schedule as long as threads of a kernel do not
+communicate (the current schedules never do: no shared memory; barriers are dropped).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import tempfile
+
+import numpy as np
+from mlir import ir
+
+from kiln.errors import KilnError
+from kiln.pipelines import cpu
+from kiln.pipelines.common import run_passes
+from kiln.runtime.device import Device
+from kiln.runtime.gpu import GpuDriver
+from kiln.runtime.memref import descriptor_type
+
+_ID_OPS = {"block_id": "bid", "thread_id": "tid", "grid_dim": "gd", "block_dim": "bd"}
+_ID = re.compile(r"(%[\w.$-]+) = gpu\.(block_id|thread_id|grid_dim|block_dim)\s+([xyz])(?:\s+upper_bound\s+\d+)?")
+_NUMPY = {"f32": np.float32, "f64": np.float64, "f16": np.float16, "i64": np.int64, "i32": np.int32,
+          "i8": np.int8, "i1": np.bool_}
+
+
+def _kernels(loops_module: ir.Module) -> list:
+    """[(name, [arg types as text], body text)] of every gpu.func of the `loops` stage."""
+    found = []
+    for op in loops_module.body.operations:
+        if op.operation.name != "gpu.module":
+            continue
+        for f in op.regions[0].blocks[0].operations:
+            if f.operation.name != "gpu.func":
+                continue
+            name = ir.StringAttr(f.attributes["sym_name"]).value
+            types = [str(a.type) for a in f.regions[0].blocks[0].arguments]
+            lines = str(f).split("\n")
+            found.append((name, types, "\n".join(lines[1:-1])))
+    return found
+
+
+def emulation_module_text(loops_text: str) -> tuple:
+    """(MLIR text with a C-interface function per kernel, {kernel: arg types})."""
+    with ir.Context():
+        module = ir.Module.parse(loops_text)
+        kernels = _kernels(module)
+    parts, signatures = [], {}
+    ids = [f"%__{p}{a}" for p in ("bid", "tid", "gd", "bd") for a in "xyz"]
+    for name, types, body in kernels:
+        if "gpu." in _ID.sub("", body).replace("gpu.barrier", "").replace("gpu.return", ""):
+            raise KilnError(f"kernel {name}: an op the emulator does not know: "
+                            + next(l for l in body.split("\n") if "gpu." in _ID.sub("", l)
+                                   and "gpu.barrier" not in l and "gpu.return" not in l))
+        if "#gpu.address_space" in body:
+            raise KilnError(f"kernel {name} uses shared memory, which sequential emulation cannot run")
+        body = _ID.sub(lambda m: f"{m.group(1)} = arith.addi %__{_ID_OPS[m.group(2)]}{m.group(3)}, %__zero : index", body)
+        body = body.replace("gpu.barrier", "").replace("gpu.return", "return")
+        args = ", ".join(f"%arg{i}: {t}" for i, t in enumerate(types))
+        idx_args = ", ".join(f"{v}: index" for v in ids)
+        parts.append(f"func.func private @{name}_body({args}, {idx_args}) {{\n"
+                     f"  %__zero = arith.constant 0 : index\n{body}\n}}")
+        call_types = ", ".join(types + ["index"] * 12)
+        loop_ids = [f"%__bid{a}" for a in "zyx"] + [f"%__tid{a}" for a in "zyx"]
+        bounds = [f"%__gd{a}" for a in "zyx"] + [f"%__bd{a}" for a in "zyx"]
+        params = [f"%__{p}{a}" for p in ("gd", "bd") for a in "xyz"]  # launch(grid..., block...)
+        lines = [f"func.func @{name}({args}, " + ", ".join(f"{b}: index" for b in params) +
+                 ") attributes {llvm.emit_c_interface} {",
+                 "  %__c0 = arith.constant 0 : index", "  %__c1 = arith.constant 1 : index"]
+        for v, b in zip(loop_ids, bounds):
+            lines.append(f"  scf.for {v} = %__c0 to {b} step %__c1 {{")
+        call_args = ", ".join([f"%arg{i}" for i in range(len(types))] + ids)
+        lines.append(f"    func.call @{name}_body({call_args}) : ({call_types}) -> ()")
+        lines += ["  }"] * 6 + ["  return", "}"]
+        parts.append("\n".join(lines))
+        signatures[name] = types
+    return "module {\n" + "\n".join(parts) + "\n}\n", signatures
+
+
+class EmulatedDriver(GpuDriver):
+    """Host memory and CPU-compiled kernels behind the GpuDriver interface."""
+
+    name = "emulated"
+    device_name = "CPU emulation"
+
+    def __init__(self, loops_text: str, chip: str = "sm_80"):
+        super().__init__(None)
+        self.chip = chip
+        text, self.signatures = emulation_module_text(loops_text)
+        with ir.Context():
+            module = ir.Module.parse(text)
+            run_passes(module, "expand-strided-metadata,lower-affine,convert-scf-to-cf,convert-math-to-llvm,"
+                               "convert-math-to-libm,convert-to-llvm,reconcile-unrealized-casts", "emulation")
+            so = cpu.build_shared_object(module, cpu.host_cpu())
+        fd, self._path = tempfile.mkstemp(suffix=".so")
+        with os.fdopen(fd, "wb") as f:
+            f.write(so)
+        self.lib = ctypes.CDLL(self._path)
+        self._memory = {}
+        self.launches = []  # (kernel, grid, block) in launch order
+        self.copies = 0
+
+    def activate(self) -> None:
+        pass
+
+    def select_image(self, kernel, blobs, target):
+        return kernel["symbol"].encode(), "emulated"
+
+    def load_module(self, image: bytes):
+        return image.decode()
+
+    def get_function(self, module, name: str):
+        if name not in self.signatures:
+            raise KilnError(f"the emulated module has no kernel {name}")
+        return name
+
+    def mem_alloc(self, nbytes: int) -> int:
+        block = np.zeros(max(1, nbytes) + 64, np.uint8)
+        ptr = block.ctypes.data + (-block.ctypes.data) % 64
+        self._memory[ptr] = block
+        return ptr
+
+    def mem_free(self, ptr: int) -> None:
+        self._memory.pop(ptr, None)
+
+    def _check_range(self, ptr: int, nbytes: int, what: str) -> None:
+        for base, block in self._memory.items():
+            end = block.ctypes.data + block.nbytes
+            if base <= ptr and ptr + nbytes <= end:
+                return
+        raise KilnError(f"{what}: [{ptr:#x}, +{nbytes}) is outside every allocation")
+
+    def copy_htod(self, dst, src, nbytes):
+        self._check_range(dst, nbytes, "copy to device")
+        ctypes.memmove(dst, src, nbytes)
+
+    def copy_dtoh(self, dst, src, nbytes):
+        self._check_range(src, nbytes, "copy from device")
+        ctypes.memmove(dst, src, nbytes)
+
+    def copy_dtod(self, dst, src, nbytes):
+        self._check_range(src, nbytes, "device copy source")
+        self._check_range(dst, nbytes, "device copy destination")
+        self.copies += 1
+        ctypes.memmove(dst, src, nbytes)
+
+    def launch(self, function, grid, block, params) -> None:
+        types = self.signatures[function]
+        call, keep = [], []
+        for i, t in enumerate(types):
+            address = params[i]
+            if t.startswith("memref<"):
+                ptr = ctypes.c_uint64.from_address(address).value
+                d = self._descriptor(ptr, t, f"kernel {function} argument {i}")
+                keep.append(d)
+                call.append(ctypes.pointer(d))
+            elif t in ("index", "i64"):
+                call.append(ctypes.c_int64.from_address(address))
+            elif t == "i32":
+                call.append(ctypes.c_int32.from_address(address))
+            elif t == "f32":
+                call.append(ctypes.c_float.from_address(address))
+            else:
+                raise KilnError(f"kernel {function} argument {i}: cannot emulate a {t} parameter")
+        call += [ctypes.c_int64(v) for v in (*grid, *block)]
+        self.launches.append((function, tuple(grid), tuple(block)))
+        getattr(self.lib, f"_mlir_ciface_{function}")(*call)
+
+    def _descriptor(self, ptr: int, type_text: str, what: str):
+        with ir.Context():
+            mt = ir.MemRefType(ir.Type.parse(type_text))
+            strides, offset = mt.get_strides_and_offset()
+            shape, element = list(mt.shape), str(mt.element_type)
+        itemsize = np.dtype(_NUMPY[element]).itemsize
+        extent = offset + sum((d - 1) * s for d, s in zip(shape, strides)) + 1 if shape else offset + 1
+        self._check_range(ptr, extent * itemsize, what)
+        rank = len(shape)
+        if not rank:
+            return descriptor_type(0)(ptr, ptr, offset)
+        dims = ctypes.c_int64 * rank
+        return descriptor_type(rank)(ptr, ptr, offset, dims(*shape), dims(*strides))
+
+    def synchronize(self) -> None:
+        pass
+
+    def begin_capture(self) -> None:
+        self._captured = []
+        self._launch, self._copy = self.launch, self.copy_dtod
+        self.launch = lambda *a: self._captured.append((self._launch, a))
+        self.copy_dtod = lambda *a: self._captured.append((self._copy, a))
+
+    def end_capture(self):
+        del self.launch, self.copy_dtod  # back to the class's methods
+        return list(self._captured)
+
+    def graph_launch(self, graph) -> None:
+        for fn, args in graph:
+            fn(*args)
+
+    def graph_destroy(self, graph) -> None:
+        pass
+
+
+def emulated_device(loops_text: str, driver: str = "cuda", chip: str = "sm_80") -> Device:
+    """A Device whose driver is an EmulatedDriver for the kernels of `loops_text`."""
+    device = Device.__new__(Device)
+    device.driver = driver
+    device.gpu = EmulatedDriver(loops_text, chip)
+    device._num_threads = None
+    return device
