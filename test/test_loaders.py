@@ -575,3 +575,86 @@ def test_minilm_tokenizer_batch_matches_transformers(minilm_dir):
     assert ckpt.tokenizer.chat_template is None
     with pytest.raises(KilnError, match="no chat template"):
         ckpt.tokenizer.apply_chat_template([{"role": "user", "content": "hi"}])
+
+
+# ----------------------------------------------------------------------------------------------
+# GGUF tokenizers rebuilt from metadata, against transformers' GGUF tokenizer converter
+# ----------------------------------------------------------------------------------------------
+
+def write_tokenizer_gguf(path, kind, tokens, token_types, scores=None, merges=None, pre=None, bos=1, eos=2,
+                         unk=0, add_bos=None, template=None):
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("tiny tokenizer")
+    w.add_tokenizer_model(kind)
+    if pre is not None:
+        w.add_tokenizer_pre(pre)
+    w.add_token_list(tokens)
+    w.add_token_types(token_types)
+    if scores is not None:
+        w.add_token_scores(scores)
+    if merges is not None:
+        w.add_token_merges(merges)
+    w.add_bos_token_id(bos)
+    w.add_eos_token_id(eos)
+    w.add_unk_token_id(unk)
+    if add_bos is not None:
+        w.add_add_bos_token(add_bos)
+    if template is not None:
+        w.add_chat_template(template)
+    w.add_tensor("token_embd.weight", np.zeros((len(tokens), 32), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+SP_TEXTS = ["hello world", "the world at the hall", " leading space", "Hello World!", "ünïcode 🙂 z",
+            "two  spaces\nnew line", "", "<s>hello</s> world"]
+
+
+def test_gguf_sentencepiece_tokenizer_matches_transformers(tmp_path):
+    """A llama-type (SentencePiece BPE + byte fallback) vocabulary, scores giving the merge order."""
+    specials = ["<unk>", "<s>", "</s>"]
+    byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
+    pieces = ["▁", *"abcdefghijklmnopqrstuvwxyz", "he", "ll", "llo", "▁h", "▁he", "▁hello", "▁w", "or", "ld",
+              "▁wor", "▁world", "▁t", "▁the", "th", "at", "▁at", "al", "▁hall", "▁ha", "in", "er", "▁a", "H", "W",
+              "▁H", "▁W", "!", "ne", "▁new", "▁ne", "sp", "ac", "es"]
+    tokens = specials + byte_tokens + pieces
+    types = [2, 3, 3] + [6] * 256 + [1] * len(pieces)
+    scores = [0.0] * (3 + 256) + [-float(i) for i in range(len(pieces))]
+    template = "{% for m in messages %}{{ bos_token + m['role'] + ': ' + m['content'] + eos_token }}{% endfor %}"
+    write_tokenizer_gguf(tmp_path / "sp.gguf", "llama", tokens, types, scores=scores, template=template)
+    ours = load_checkpoint(tmp_path / "sp.gguf").tokenizer
+    hf = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file="sp.gguf")
+    for text in SP_TEXTS:
+        ids = ours.encode(text)
+        assert ids == hf(text)["input_ids"], text
+        assert ours.decode(ids) == hf.decode(ids, skip_special_tokens=True), text
+        assert ours.decode(ids, skip_special_tokens=False) == hf.decode(ids), text
+    assert ours.encode("hello")[0] == 1  # llama-type files add <s> by default
+    # Merges were really applied (whole-word pieces), and unknown characters fell back to bytes.
+    assert ours.encode("hello world") == [1, tokens.index("▁hello"), tokens.index("▁world")]
+    assert tokens.index("<0xF0>") in ours.encode("🙂")
+    messages = [{"role": "user", "content": "hello"}]
+    assert ours.apply_chat_template(messages) == hf.apply_chat_template(messages, tokenize=False,
+                                                                        add_generation_prompt=True)
+    assert ours.eos_token_ids == {2} and ours.bos_token_id == 1
+
+
+@pytest.mark.parametrize("pre", ["llama-bpe", "qwen2"])  # SmolLM2's own "smollm" is tested above
+def test_gguf_byte_level_pre_tokenizers_match_transformers(pre, smol, tmp_path):
+    """SmolLM2's real byte-level vocabulary and merges under other pre-tokenizer names (digits, contractions
+    and case differ between the split regexes)."""
+    meta_path = smol.files[0]
+    from kiln.loaders.gguf import GGUFFile
+    meta = GGUFFile(meta_path).metadata
+    write_tokenizer_gguf(tmp_path / "bl.gguf", "gpt2", meta["tokenizer.ggml.tokens"],
+                         meta["tokenizer.ggml.token_type"], merges=meta["tokenizer.ggml.merges"], pre=pre,
+                         bos=1, eos=2, add_bos=True)
+    ours = load_checkpoint(tmp_path / "bl.gguf").tokenizer
+    hf = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file="bl.gguf")
+    for text in TEXTS + ["I'M HERE, YOU'RE there 1234567 ١٢٣", "x=12345;y=6789\n\n\n  z"]:
+        ids = ours.encode(text)
+        assert ids == hf(text)["input_ids"], text
+        assert ours.decode(ids) == hf.decode(ids, skip_special_tokens=True), text
+    assert ours.encode("hi")[0] == 1

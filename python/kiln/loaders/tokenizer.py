@@ -14,7 +14,7 @@ from datetime import datetime
 
 import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer as _HFTokenizer
-from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import decoders, models, pre_tokenizers, processors
 from tokenizers.decoders import DecodeStream
 
 from kiln.errors import KilnError
@@ -338,18 +338,17 @@ def _byte_level_bpe(meta, tokens, token_types):
 
 
 def _sentencepiece_bpe(meta, tokens, token_types):
-    """SentencePiece-style BPE with byte fallback (Llama 1/2, Mistral), as transformers' LlamaTokenizer builds it."""
+    """SentencePiece-style BPE with byte fallback (Llama 1/2, Mistral), as transformers' LlamaTokenizer builds it:
+    no unk token in the model (unknown characters fall back to <0xNN> byte tokens), a `▁` prepended to the
+    first word (transformers does this whatever `tokenizer.ggml.add_space_prefix` says, and so do we)."""
     vocab = {}
     for i, t in enumerate(tokens):
         vocab.setdefault(t, i)
-    unk_id = meta.get("tokenizer.ggml.unknown_token_id")
-    unk = tokens[unk_id] if unk_id is not None and 0 <= unk_id < len(tokens) else None
-    backend = _HFTokenizer(models.BPE(vocab=vocab, merges=_merges(meta, tokens, vocab), unk_token=unk,
-                                      fuse_unk=True, byte_fallback=True))
-    prepend = "first" if meta.get("tokenizer.ggml.add_space_prefix", True) else "never"
+    backend = _HFTokenizer(models.BPE(vocab=vocab, merges=_merges(meta, tokens, vocab), fuse_unk=True,
+                                      byte_fallback=True))
     backend.normalizer = None
-    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=prepend, split=False)
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
     backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
-                                         *([decoders.Strip(" ", 1, 0)] if prepend == "first" else [])])
+                                         decoders.Strip(" ", 1, 0)])
     _add_special_tokens(backend, tokens, token_types)
     return backend
