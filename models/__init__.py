@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from kiln.errors import KilnError
 
-from . import llama
+from . import bert, gpt2, llama
 from .graph import ModelGraph, Param
 
-_FAMILIES = {t: llama for t in llama.MODEL_TYPES}
+_FAMILIES = {t: family for family in (llama, gpt2, bert) for t in family.MODEL_TYPES}
 
 
 def supported_model_types() -> list:
