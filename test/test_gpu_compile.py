@@ -1,0 +1,389 @@
+"""The GPU targets (cuda, rocm) without a GPU: every kernel class compiles to PTX/cubin and hsaco for the
+requested chips; the kernels and their launch plans are run numerically through the real GPU runtime
+on a CPU emulation of the driver (test/gpu_emulation.py) against float64 references; GPU-executing
+tests run only where a CUDA/HIP device exists and skip with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import functools
+import math
+import os
+import shutil
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from mlir import ir
+
+import kiln
+from kiln import artifact, reference as ref
+from kiln.bench import workloads
+from kiln.errors import KilnError
+from kiln.pipelines import cuda as cuda_pipeline, gpu as gpu_pipeline, rocm as rocm_pipeline
+
+sys.path.insert(0, os.path.dirname(__file__))
+from gpu_emulation import emulated_device  # noqa: E402
+
+
+def _t(shape, dtype="f32"):
+    return "tensor<" + "x".join(map(str, shape)) + "x" + dtype + ">"
+
+
+def _unary(op, shape, attrs=""):
+    t = _t(shape)
+    return f"func.func @f(%x: {t}) -> {t} {{\n  %y = transformer.{op} %x{attrs} : {t}\n  return %y : {t}\n}}"
+
+
+def _split_heads(shape, heads):
+    b, s, f = shape
+    x, y = _t(shape), _t((b, heads, s, f // heads))
+    return (f"func.func @f(%x: {x}) -> {y} {{\n  %y = transformer.split_heads %x {{num_heads = {heads} : i64}} "
+            f": {x} -> {y}\n  return %y : {y}\n}}")
+
+
+def _rope(shape):
+    x, p = _t(shape), _t((shape[2],), "i64")
+    return (f"func.func @f(%x: {x}, %p: {p}) -> {x} {{\n  %y = transformer.rope %x, %p : ({x}, {p}) -> {x}\n"
+            f"  return %y : {x}\n}}")
+
+
+def _argmax(shape):
+    x, y = _t(shape), _t(shape[:-1], "i64")
+    return f"func.func @f(%x: {x}) -> {y} {{\n  %y = transformer.argmax %x : {x} -> {y}\n  return %y : {y}\n}}"
+
+
+def _attention_ref(heads, kv_heads, q_len, kv_len):
+    def run(q, k, v):
+        g = heads // kv_heads
+        return ref.attention(q, np.repeat(k, g, axis=1), np.repeat(v, g, axis=1), causal=True,
+                             offset=kv_len - q_len)
+    return run
+
+
+def _f32(rng, *shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+# name -> (a kernel class it must produce, IR, inputs(rng), float64 reference(*inputs)); attention is
+# lowered to contractions (QKᵀ, PV), reductions (max, sum) and elementwise kernels
+CASES = {
+    "matmul": ("contraction", workloads.gemm(64, 96, 80).kiln_ir(),
+               lambda r: [_f32(r, 64, 80), _f32(r, 80, 96)], lambda a, b: ref.matmul(a, b)),
+    "linear": ("contraction", workloads.linear(32, 48, 64).kiln_ir(),
+               lambda r: [_f32(r, 32, 64), _f32(r, 48, 64, scale=0.1)], ref.linear),
+    "matvec": ("contraction", workloads.linear(1, 256, 128).kiln_ir(),
+               lambda r: [_f32(r, 1, 128), _f32(r, 256, 128, scale=0.1)], ref.linear),
+    "rms_norm": ("reduction", workloads.rms_norm(8, 128).kiln_ir(),
+                 lambda r: [_f32(r, 8, 128), _f32(r, 128)], lambda x, w: ref.rms_norm(x, w, eps=1e-5)),
+    "softmax": ("reduction", _unary("softmax", (2, 4, 16, 24), " {axis = -1 : i64}"),
+                lambda r: [_f32(r, 2, 4, 16, 24, scale=3.0)], ref.softmax),
+    "argmax": ("reduction", _argmax((3, 5, 40)), lambda r: [_f32(r, 3, 5, 40)], ref.argmax),
+    "attention_prefill": ("contraction", workloads.attention(4, 2, 16, 16, 32).kiln_ir(),
+                          lambda r: [_f32(r, 1, 4, 16, 32), _f32(r, 1, 2, 16, 32), _f32(r, 1, 2, 16, 32)],
+                          _attention_ref(4, 2, 16, 16)),
+    "attention_decode": ("contraction", workloads.attention(4, 2, 1, 24, 32).kiln_ir(),
+                         lambda r: [_f32(r, 1, 4, 1, 32), _f32(r, 1, 2, 24, 32), _f32(r, 1, 2, 24, 32)],
+                         _attention_ref(4, 2, 1, 24)),
+    "silu": ("elementwise", _unary("silu", (4, 7, 96)), lambda r: [_f32(r, 4, 7, 96, scale=3.0)], ref.silu),
+    "gelu": ("elementwise", _unary("gelu", (4, 7, 96)), lambda r: [_f32(r, 4, 7, 96, scale=3.0)], ref.gelu),
+    "rope": ("elementwise", _rope((1, 4, 12, 32)),
+             lambda r: [_f32(r, 1, 4, 12, 32), r.permutation(64)[:12].astype(np.int64)],
+             lambda x, p: ref.rope(x, p)),
+    "split_heads": ("transpose", _split_heads((2, 12, 96), 3), lambda r: [_f32(r, 2, 12, 96)],
+                    lambda x: ref.split_heads(x, 3)),
+}
+
+CHIPS = [("cuda", "sm_80"), ("cuda", "sm_90"), ("rocm", "gfx942"), ("rocm", "gfx1100")]
+# ELF e_flags machine codes (EF_AMDGPU_MACH_AMDGCN_*) of the AMD chips tested
+AMDGPU_MACH = {"gfx942": 0x4C, "gfx1100": 0x41}
+EM_CUDA, EM_AMDGPU = 190, 224
+
+HAS_LLC22 = shutil.which("llc-22") is not None or os.path.exists("/usr/lib/llvm-22/bin/llc")
+needs_llc22 = pytest.mark.skipif(not HAS_LLC22, reason="the rocm target needs Debian's llc-22/ld.lld-22 "
+                                 "(apt-get install llvm-22 lld-22)")
+
+
+def _target_marks(target):
+    return [needs_llc22] if target == "rocm" else []
+
+
+def _elf_header(blob: bytes) -> tuple:
+    """(e_machine, e_flags) of a 64-bit little-endian ELF file."""
+    assert blob[:4] == b"\x7fELF" and blob[4] == 2 and blob[5] == 1, "not a 64-bit little-endian ELF"
+    e_machine = struct.unpack_from("<H", blob, 18)[0]
+    e_flags = struct.unpack_from("<I", blob, 48)[0]
+    return e_machine, e_flags
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(case: str, target: str, chip: str):
+    return kiln.compile(CASES[case][1], target=target, chip=chip)
+
+
+@functools.lru_cache(maxsize=None)
+def _loops(case: str, target: str = "cuda") -> str:
+    return kiln.compile(CASES[case][1], target=target, compile_to="loops")
+
+
+def _check_artifact(art, target, chip):
+    m = art.manifest
+    assert m["target"]["chip"] == chip
+    assert m["target"]["driver"] == ("cuda" if target == "cuda" else "hip")
+    assert m["kernels"], "no kernels"
+    launched = {c["kernel"] for plan in m["programs"].values() for c in plan["commands"] if c["op"] == "launch"}
+    assert launched == {k["name"] for k in m["kernels"]}, "kernels and launches disagree"
+    for k in m["kernels"]:
+        if target == "cuda":
+            ptx = art.blobs[k["blobs"]["ptx"]].decode()
+            assert f".target {chip}" in ptx
+            assert f".entry {k['symbol']}(" in ptx
+            assert ".extern .func" not in ptx, "unresolved device function (libdevice not linked)"
+            if "cubin" in k["blobs"]:
+                assert _elf_header(art.blobs[k["blobs"]["cubin"]])[0] == EM_CUDA
+            else:
+                assert cuda_pipeline.ptxas_path() is None, "ptxas exists but no cubin was built"
+        else:
+            hsaco = art.blobs[k["blobs"]["hsaco"]]
+            machine, flags = _elf_header(hsaco)
+            assert machine == EM_AMDGPU
+            assert flags & 0xFF == AMDGPU_MACH[chip], f"e_flags {flags:#x} is not {chip}"
+            assert k["symbol"].encode() + b".kd" in hsaco, "no kernel descriptor for the kernel"
+
+
+@pytest.mark.parametrize("target,chip", [pytest.param(t, c, marks=_target_marks(t), id=f"{t}-{c}")
+                                         for t, c in CHIPS])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_kernel_class_compiles(case, target, chip):
+    art = _compiled(case, target, chip)
+    _check_artifact(art, target, chip)
+    assert CASES[case][0] in {k["class"] for k in art.manifest["kernels"]}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_emulated_numerics(case, rng):
+    """The cuda `loops` stage's kernels + the artifact's launch plan, run by the GPU runtime on the CPU
+    emulation, match the float64 reference."""
+    kernel_class, _, make_inputs, reference = CASES[case]
+    device = emulated_device(_loops(case))
+    program = kiln.runtime.load_artifact(_compiled(case, "cuda", "sm_80"), device)
+    inputs = make_inputs(rng)
+    (y,) = program.f(*inputs)
+    expected = reference(*inputs)
+    if y.dtype == np.int64:
+        np.testing.assert_array_equal(y, expected)
+    else:
+        np.testing.assert_allclose(y, expected, rtol=2e-5, atol=2e-5 * max(1.0, np.abs(expected).max()))
+    assert len(device.gpu.launches) >= 1
+
+
+def test_rocm_math_expansion_numerics(rng):
+    """gelu's erf as the rocm target lowers it (a polynomial: no device library), emulated. The launch
+    plan is the cuda artifact's: both targets share every stage up to `loops`."""
+    text = _loops("gelu", "rocm")
+    with ir.Context():
+        module = ir.Module.parse(text)
+        gpu_pipeline.expand_erf(module)
+        expanded = str(module)
+    assert "math.erf" in text and "math.erf" not in expanded
+    program = kiln.runtime.load_artifact(_compiled("gelu", "cuda", "sm_80"), emulated_device(expanded))
+    x = _f32(rng, 4, 7, 96, scale=3.0)
+    (y,) = program.f(x)
+    np.testing.assert_allclose(y, ref.gelu(x), rtol=1e-5, atol=5e-7)
+
+
+def test_cuda_math_comes_from_libdevice():
+    """On cuda, math ops become libdevice calls that are linked into the PTX (none left external)."""
+    llvm = kiln.compile(CASES["gelu"][1], target="cuda", compile_to="llvm")
+    assert "llvm.call @__nv_erff" in llvm
+    art = _compiled("gelu", "cuda", "sm_80")
+    for k in art.manifest["kernels"]:
+        assert ".extern .func" not in art.blobs[k["blobs"]["ptx"]].decode()
+
+
+def test_command_buffer_replays_as_a_graph(rng):
+    """Recorded calls on device Buffers are captured once and replayed (a CUDA/HIP graph on a GPU)."""
+    device = emulated_device(_loops("linear"))
+    program = kiln.runtime.load_artifact(_compiled("linear", "cuda", "sm_80"), device)
+    x, w = CASES["linear"][2](rng)
+    bx, bw, by = device.upload(x), device.upload(w), device.allocate((32, 48), np.float32)
+    cb = program.command_buffer().call("f", bx, bw, out=[by])
+    cb.submit()
+    np.testing.assert_allclose(by.to_numpy(), ref.linear(x, w), rtol=2e-5, atol=2e-5)
+    x2 = _f32(rng, 32, 64)
+    bx.write(x2)
+    before = len(device.gpu.launches)
+    cb.submit()
+    assert len(device.gpu.launches) > before
+    np.testing.assert_allclose(by.to_numpy(), ref.linear(x2, w), rtol=2e-5, atol=2e-5)
+
+
+def test_launch_plan_of_the_block():
+    """The host code of a decoder block: launches with grids within the kernels' known sizes, buffers
+    within their allocations, and the arena made once."""
+    text = workloads.llama_block(num_layers=1, hidden=64, heads=4, kv_heads=2, ffn=96, seq=16).kiln_ir()
+    art = kiln.compile(text, target="cuda")
+    plan = art.manifest["programs"]["f"]
+    launches = [c for c in plan["commands"] if c["op"] == "launch"]
+    assert len(launches) >= 10
+    for c in launches:
+        assert all(g >= 1 for g in c["grid"]) and 1 <= math.prod(c["block"]) <= gpu_pipeline.MAX_THREADS
+    for c in plan["commands"]:
+        for r in c.get("args", []) + [c[k] for k in ("src", "dst") if k in c]:
+            if r.get("buffer") == "alloc":
+                assert 0 <= r["offset"] < plan["allocations"][r["index"]]
+
+
+def test_block_emulated_matches_cpu(rng):
+    """A whole decoder block (every kernel class together) through the GPU runtime on the emulation."""
+    w = workloads.llama_block(num_layers=1, hidden=64, heads=4, kv_heads=2, ffn=96, seq=16)
+    text = w.kiln_ir()
+    device = emulated_device(kiln.compile(text, target="cuda", compile_to="loops"))
+    program = kiln.runtime.load_artifact(kiln.compile(text, target="cuda"), device)
+    inputs = w.make_inputs(rng)
+    (y,) = program.f(*inputs)
+    (expected,) = kiln.compile(text, target="cpu").f(*inputs)
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("target,chip", [pytest.param(t, c, marks=_target_marks(t), id=f"{t}-{c}")
+                                         for t, c in CHIPS])
+def test_four_layer_block_compiles(target, chip, tmp_path):
+    """The benchmark's 4-layer block (kiln.bench.workloads.llama_block) to every GPU target, written and
+    read back as a .kiln file."""
+    text = workloads.llama_block().kiln_ir()
+    path = str(tmp_path / "block.kiln")
+    art = kiln.compile(text, target=target, chip=chip, output=path)
+    back = artifact.read(path, expected={"kiln_version": kiln.__version__})
+    _check_artifact(back, target, chip)
+    sizes = {fmt: sum(len(back.blobs[k["blobs"][fmt]]) for k in back.manifest["kernels"])
+             for fmt in back.manifest["target"]["formats"]}
+    print(f"4-layer block {target} {chip}: {len(art.manifest['kernels'])} kernels, "
+          f"{len(back.manifest['programs']['f']['commands'])} commands, bytes {sizes}, file {os.path.getsize(path)}")
+    assert all(s > 0 for s in sizes.values())
+
+
+def test_cli_compiles_gpu_targets(tmp_path, capsys):
+    from kiln.cli import main
+
+    src = tmp_path / "in.mlir"
+    src.write_text(CASES["rms_norm"][1])
+    out = tmp_path / "out.kiln"
+    assert main(["compile", str(src), "--target", "cuda", "--chip", "sm_90", "-o", str(out)]) == 0
+    assert artifact.read(str(out)).manifest["target"]["chip"] == "sm_90"
+    assert main(["compile", str(src), "--target", "cuda", "--compile-to", "llvm"]) == 0
+    assert "nvvm.target<O = 3, chip = \"sm_90\"" not in capsys.readouterr().out  # default chip: sm_80
+    assert main(["compile", str(src), "--target", "rocm", "--chip", "sm_90", "-o", str(out)]) == 1
+    assert "unknown ROCm chip 'sm_90'" in capsys.readouterr().err
+    assert main(["compile", str(src), "--target", "cpu", "--chip", "sm_90", "-o", str(out)]) == 1
+    assert "chip= applies to the GPU targets" in capsys.readouterr().err
+
+
+def test_chip_survives_resume_from_a_stage():
+    tiled = kiln.compile(CASES["silu"][1], target="rocm", chip="gfx1100", compile_to="tiled")
+    assert 'kiln.target_chip = "gfx1100"' in tiled
+    llvm = kiln.compile(tiled, target="rocm", compile_from="tiled", compile_to="llvm")
+    assert 'chip = "gfx1100"' in llvm
+
+
+def test_dynamic_shapes_are_refused_with_a_message():
+    t = "tensor<?x64xf32>"
+    text = f"func.func @f(%x: {t}) -> {t} {{\n  %y = transformer.silu %x : {t}\n  return %y : {t}\n}}"
+    with pytest.raises(KilnError, match="GPU targets need static shapes"):
+        kiln.compile(text, target="cuda")
+
+
+def test_missing_rocm_tools_are_named(monkeypatch):
+    rocm_pipeline.llvm22_tool.cache_clear()
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    try:
+        with pytest.raises(KilnError, match=r"llc-22 not found.*apt-get install llvm-22"):
+            rocm_pipeline.llvm22_tool("llc")
+        with pytest.raises(KilnError, match=r"apt-get install lld-22"):
+            rocm_pipeline.llvm22_tool("ld.lld")
+    finally:
+        rocm_pipeline.llvm22_tool.cache_clear()
+
+
+HAS_CUDA = ctypes.util.find_library("cuda") is not None
+HAS_HIP = ctypes.util.find_library("amdhip64") is not None or os.path.exists("/opt/rocm/lib/libamdhip64.so")
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="a CUDA driver is installed: the missing-driver error cannot happen")
+def test_cuda_device_without_driver_names_libcuda():
+    with pytest.raises(KilnError, match=r"no CUDA driver: libcuda\.so\.1 not found"):
+        kiln.runtime.Device("cuda")
+
+
+@pytest.mark.skipif(HAS_HIP, reason="a HIP runtime is installed: the missing-runtime error cannot happen")
+def test_hip_device_without_runtime_names_libamdhip64():
+    with pytest.raises(KilnError, match=r"no HIP runtime: libamdhip64\.so not found"):
+        kiln.runtime.Device("hip")
+
+
+def test_importing_and_compiling_loads_no_gpu_library(tmp_path):
+    src = tmp_path / "in.mlir"
+    src.write_text(CASES["rms_norm"][1])
+    code = ("import sys, kiln; kiln.compile(open(sys.argv[1]).read(), target='cuda'); "
+            "maps = open('/proc/self/maps').read(); print('libcuda' in maps, 'libamdhip64' in maps)")
+    out = subprocess.run([sys.executable, "-c", code, str(src)], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+# ---- on a GPU (skipped where none is present) ----------------------------------------------------
+
+
+def _gpu_device(driver):
+    try:
+        return kiln.runtime.Device(driver)
+    except KilnError as e:
+        pytest.skip(f"no usable {driver} device: {e}")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA driver (libcuda) on this machine")
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_cuda_numerics_on_gpu(case, rng):
+    device = _gpu_device("cuda")
+    program = kiln.compile(CASES[case][1], target="cuda", chip=device.gpu.chip, device=device)
+    inputs = CASES[case][2](rng)
+    (y,) = program.f(*inputs)
+    expected = CASES[case][3](*inputs)
+    if y.dtype == np.int64:
+        np.testing.assert_array_equal(y, expected)
+    else:
+        np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(expected).max()))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_HIP, reason="no HIP runtime (libamdhip64) on this machine")
+@needs_llc22
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_hip_numerics_on_gpu(case, rng):
+    device = _gpu_device("hip")
+    chip = os.environ.get("KILN_ROCM_CHIP", "gfx942")
+    program = kiln.compile(CASES[case][1], target="rocm", chip=chip, device=device)
+    inputs = CASES[case][2](rng)
+    (y,) = program.f(*inputs)
+    expected = CASES[case][3](*inputs)
+    if y.dtype == np.int64:
+        np.testing.assert_array_equal(y, expected)
+    else:
+        np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(expected).max()))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA driver (libcuda) on this machine")
+def test_cuda_graph_replay_on_gpu(rng):
+    device = _gpu_device("cuda")
+    program = kiln.compile(CASES["linear"][1], target="cuda", chip=device.gpu.chip, device=device)
+    x, w = CASES["linear"][2](rng)
+    bx, bw, by = device.upload(x), device.upload(w), device.allocate((32, 48), np.float32)
+    cb = program.command_buffer().call("f", bx, bw, out=[by])
+    for _ in range(2):
+        cb.submit()
+    np.testing.assert_allclose(by.to_numpy(), ref.linear(x, w), rtol=1e-4, atol=1e-4)
