@@ -34,6 +34,16 @@ def package_dir(name):
 SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """transformers' loaders gain nothing from torch's thread pool here, and its spinning threads slow every
+    other process on a busy 2-core machine badly (one 30 s load took 7 min): one thread for this module."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # ----------------------------------------------------------------------------------------------
 # Tiny random Hugging Face models saved as safetensors
 # ----------------------------------------------------------------------------------------------
@@ -77,7 +87,7 @@ def assert_matches_state_dict(ckpt, model, exact_dtype=True):
     for name in names:
         assert name in sd, f"{name} not in the model's state_dict"
         got, want = ckpt.tensor(name), sd[name]
-        assert tuple(got.shape) == tuple(want.shape), name
+        assert tuple(got.shape) == tuple(want.shape) == ckpt.shape(name), name
         if want.dtype == torch.bfloat16:
             assert got.dtype == np.float32, name  # numpy has no bf16: widened exactly
             want = want.float()
@@ -134,7 +144,9 @@ def test_sharded_hf_dir(tmp_path):
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float64"])
 def test_hf_dir_other_dtypes(dtype, tmp_path):
     model = save_tiny("qwen2", tmp_path, seed=7, dtype=getattr(torch, dtype))
-    assert_matches_state_dict(load_checkpoint(tmp_path), model)
+    ckpt = load_checkpoint(tmp_path)
+    assert_matches_state_dict(ckpt, model)
+    assert ckpt.stored_dtype("model.norm.weight") == {"bfloat16": "BF16", "float16": "F16", "float64": "F64"}[dtype]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -475,6 +487,9 @@ def test_smollm2_config_matches_transformers(smol, smol_dir, hf_smol_model):
 def test_smollm2_tensors_match_transformers(smol, hf_smol_model):
     assert_matches_state_dict(smol, hf_smol_model)
     assert len(smol.names()) == 272
+    assert smol.stored_dtype("model.embed_tokens.weight") == "Q8_0"
+    assert smol.stored_dtype("model.layers.0.mlp.up_proj.weight") == "Q4_1"
+    assert smol.stored_dtype("model.norm.weight") == "F32"
 
 
 TEXTS = [
@@ -658,3 +673,58 @@ def test_gguf_byte_level_pre_tokenizers_match_transformers(pre, smol, tmp_path):
         assert ids == hf(text)["input_ids"], text
         assert ours.decode(ids) == hf.decode(ids, skip_special_tokens=True), text
     assert ours.encode("hi")[0] == 1
+
+
+def test_hf_dir_tokenizer_with_chat_template(tmp_path, hf_smol_tokenizer):
+    """A HF directory whose tokenizer files transformers wrote (tokenizer.json, tokenizer_config.json and the
+    chat template): same ids, text, template rendering and special tokens as transformers reading it back."""
+    save_tiny("llama", tmp_path)
+    hf_smol_tokenizer.save_pretrained(tmp_path)
+    hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    ckpt = load_checkpoint(tmp_path)
+    tok = ckpt.tokenizer
+    assert tok is not None
+    assert os.path.abspath(tmp_path / "tokenizer.json") in ckpt.files
+    for text in TEXTS:
+        ids = tok.encode(text)
+        assert ids == hf(text)["input_ids"], text
+        assert tok.decode(ids) == hf.decode(ids, skip_special_tokens=True), text
+    messages = [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "2+2? 🙂"}]
+    assert tok.apply_chat_template(messages) == hf.apply_chat_template(messages, tokenize=False,
+                                                                       add_generation_prompt=True)
+    assert tok.eos_token_ids >= {hf.eos_token_id}
+    assert tok.bos_token_id == hf.bos_token_id and tok.pad_token_id == hf.pad_token_id
+
+
+def test_chat_template_raise_exception():
+    from kiln.loaders.tokenizer import Tokenizer
+    from tokenizers import Tokenizer as Backend, models
+    tok = Tokenizer(Backend(models.BPE()), chat_template=(
+        "{% if messages[0]['role'] != 'user' %}{{ raise_exception('first message must be from the user') }}"
+        "{% endif %}{% for m in messages %}{% generation %}{{ m['content'] | tojson }}{% endgeneration %}"
+        "{% endfor %}"))
+    assert tok.apply_chat_template([{"role": "user", "content": "é\"x"}]) == '"é\\"x"'
+    import jinja2
+    with pytest.raises(jinja2.exceptions.TemplateError, match="first message must be from the user"):
+        tok.apply_chat_template([{"role": "assistant", "content": "hi"}])
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "qwen3"])
+def test_gguf_qwen_names_no_permutation(arch, tmp_path):
+    """Qwen GGUFs use NEOX RoPE: llama.cpp does not permute Q/K, so neither may we; biases and QK-norms map."""
+    rng = np.random.default_rng(len(arch))
+    q = rng.standard_normal((64, 64), dtype=np.float32)
+    qb = rng.standard_normal(64, dtype=np.float32)
+    qn = rng.standard_normal(16, dtype=np.float32)
+    path = tmp_path / f"{arch}.gguf"
+    tensors = [("blk.0.attn_q.weight", q, "F32"), ("blk.0.attn_q.bias", qb, "F32")]
+    if arch == "qwen3":
+        tensors.append(("blk.0.attn_q_norm.weight", qn, "F32"))
+    write_gguf(path, arch=arch, tensors=tensors)
+    ckpt = load_checkpoint(path)
+    assert ckpt.config["model_type"] == arch
+    assert ckpt.config["attention_bias"] is True
+    np.testing.assert_array_equal(ckpt.tensor("model.layers.0.self_attn.q_proj.weight"), q)
+    np.testing.assert_array_equal(ckpt.tensor("model.layers.0.self_attn.q_proj.bias"), qb)
+    if arch == "qwen3":
+        np.testing.assert_array_equal(ckpt.tensor("model.layers.0.self_attn.q_norm.weight"), qn)

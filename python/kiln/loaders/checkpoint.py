@@ -54,6 +54,14 @@ class Checkpoint:
     def tensor(self, name: str) -> np.ndarray:
         return self._reader(name).tensor(name)
 
+    def shape(self, name: str) -> tuple[int, ...]:
+        """The tensor's HF shape, without reading or dequantizing it."""
+        return self._reader(name).shape(name)
+
+    def stored_dtype(self, name: str) -> str:
+        """How the file stores the tensor ('F32', 'BF16', 'Q4_1', ...); `tensor()` gives F32 for BF16 and GGUF."""
+        return self._reader(name).dtype_name(name)
+
     def __repr__(self):
         return f"Checkpoint({self.path!r}, {self.format}, {len(self._sources)} tensors, model_type={self.config.get('model_type')!r})"
 

@@ -258,6 +258,12 @@ class GGUFFile:
     def names(self) -> list[str]:
         return list(self._tensors)
 
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(int(d) for d in reversed(self._tensors[name].dims))
+
+    def dtype_name(self, name: str) -> str:
+        return self._tensors[name].qtype.name
+
     def gguf_name(self, name: str) -> str:
         return self._tensors[name].name
 
