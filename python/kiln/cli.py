@@ -6,6 +6,8 @@
     kiln compile IN.mlir --dump-phases-to DIR -o OUT.kiln
     kiln tune IN.mlir                                  # search schedules, cache the winners
     kiln bench [--suite full|smoke] [--threads 1,2] [-o bench.json] [--plot bench.png]
+    kiln run [MODEL] --prompt "..." [--max-new-tokens N]  # default model: SmolLM2-135M-Instruct
+    kiln import MODEL_OR_CONFIG.json                   # print the model's transformer-dialect IR
 """
 
 from __future__ import annotations
@@ -77,6 +79,48 @@ def _tune(args) -> int:
     return 0
 
 
+def _run(args) -> int:
+    """Generate from a model, streaming tokens to stdout, then report speed on stderr."""
+    from . import bandwidth, default_model
+    from .model import compile_model
+    from .runtime import Device
+
+    path = args.model or default_model.path()
+    device = Device(num_threads=args.threads) if args.threads else None
+    model = compile_model(path, target=args.target, max_seq_len=args.max_seq_len, device=device)
+    out = model.generate(
+        args.prompt, max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0,
+        temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+        chat=not args.no_chat, callback=lambda _id, piece: (sys.stdout.write(piece), sys.stdout.flush()),
+    )
+    sys.stdout.write("\n")
+    weights = model.weight_bytes_per_token
+    decode_tps = out.decode_tokens_per_second
+    limit = bandwidth.measured_bandwidth(model.program.device)
+    used = weights * decode_tps
+    print(f"prefill: {len(out.prompt_ids)} tokens, {out.prefill_tokens_per_second:.1f} tok/s | "
+          f"decode: {len(out.step_seconds)} tokens, {decode_tps:.1f} tok/s | "
+          f"{weights / 1e6:.0f} MB of weights per token: {used / 1e9:.1f} GB/s, "
+          f"{100 * used / limit:.0f}% of the measured {limit / 1e9:.1f} GB/s "
+          f"({model.program.device.num_threads} threads)", file=sys.stderr)
+    return 0
+
+
+def _import(args) -> int:
+    """Print the transformer-dialect IR a model (or a bare config.json) imports to."""
+    from . import default_model
+    from .model import model_ir
+
+    text = model_ir(args.model or default_model.path(), max_seq_len=args.max_seq_len,
+                    prefill_chunk=args.prefill_chunk)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def _bench(args) -> int:
     from . import bench
 
@@ -103,6 +147,25 @@ def main(argv=None) -> int:
     t.add_argument("input", help="input .mlir file")
     t.add_argument("--reps", type=int, default=5, help="timed calls per candidate")
     t.set_defaults(run=_tune)
+    r = sub.add_parser("run", help="generate text with a model (default: the embedded SmolLM2-135M-Instruct)")
+    r.add_argument("model", nargs="?", help="a Hugging Face directory or a .gguf file")
+    r.add_argument("--prompt", default="What is the capital of France?")
+    r.add_argument("--max-new-tokens", type=int, default=64)
+    r.add_argument("--max-seq-len", type=int, help="prompt + generated tokens (default: min(context, 1024))")
+    r.add_argument("--target", default="cpu", choices=TARGETS)
+    r.add_argument("--threads", type=int, help="CPU threads (default: KILN_NUM_THREADS, else all cores)")
+    r.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy")
+    r.add_argument("--top-k", type=int, default=0)
+    r.add_argument("--top-p", type=float, default=1.0)
+    r.add_argument("--seed", type=int)
+    r.add_argument("--no-chat", action="store_true", help="do not wrap the prompt in the chat template")
+    r.set_defaults(run=_run)
+    im = sub.add_parser("import", help="print the transformer-dialect IR of a model or a config.json")
+    im.add_argument("model", nargs="?", help="a Hugging Face directory, a .gguf file or a config.json")
+    im.add_argument("--max-seq-len", type=int)
+    im.add_argument("--prefill-chunk", type=int, default=128)
+    im.add_argument("-o", "--output", help="write the IR here instead of stdout")
+    im.set_defaults(run=_import)
     b = sub.add_parser("bench", help="benchmark Kiln against numpy and PyTorch (JSON report + PNG plot)")
     b.add_argument("--suite", default="full", choices=("full", "smoke"))
     b.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")

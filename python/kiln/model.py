@@ -73,6 +73,23 @@ def compile_model(
     return CompiledModel(program, graph, checkpoint, options)
 
 
+def model_ir(model: str, max_seq_len: Optional[int] = None, prefill_chunk: int = 128) -> str:
+    """The transformer-dialect IR `compile_model` would compile for a checkpoint, or for a bare
+    config.json (no weights needed: parameters are entry-point arguments)."""
+    if str(model).endswith(".json"):
+        try:
+            with open(model) as f:
+                config = json.load(f)
+        except (OSError, ValueError) as e:
+            raise KilnError(f"cannot read the config {model}: {e}") from e
+    else:
+        from .loaders import load_checkpoint
+
+        config = load_checkpoint(model).config
+    options = _options(config, "cpu", "float32", max_seq_len, prefill_chunk)
+    return str(_build_graph(config, options).module)
+
+
 def load(path: str, device=None):
     """Loads a `.kiln` file: a `CompiledModel` if it was saved by `CompiledModel.save` (its weights are
     read from the checkpoint files it names), else a `kiln.runtime.Program`."""
@@ -390,25 +407,36 @@ class CompiledModel:
 
     # -- encoders ---------------------------------------------------------------------------------
 
+    def hidden_states(self, input_ids, token_type_ids=None) -> np.ndarray:
+        """Last hidden states `[len(input_ids), hidden]` of one sequence (encoders): it is padded to the
+        compiled length, and the padding is masked out of attention."""
+        self._require("encoder", "hidden_states")
+        (entry, length), = self.graph.entry_points.items()
+        ids = self._ids(input_ids)
+        n = len(ids)
+        types = np.zeros(n, np.int64) if token_type_ids is None else np.asarray(token_type_ids, np.int64).reshape(-1)
+        if types.shape != ids.shape:
+            raise KilnError(f"token_type_ids has {types.size} entries for {n} tokens")
+        padded = np.zeros((2, length), np.int64)
+        padded[0, :n], padded[1, :n] = ids, types
+        mask = np.zeros((1, length), np.float32)
+        mask[0, :n] = 1.0
+        (hidden,) = self.program.entry_point(entry)(padded[:1], padded[1:], mask, *self._params)
+        return np.array(hidden[0, :n])
+
     def embed(self, texts: Sequence[str], normalize: bool = True) -> np.ndarray:
         """Sentence embeddings `[len(texts), hidden]`: mean pooling over real tokens, then L2
-        normalisation, as sentence-transformers does."""
+        normalisation, as sentence-transformers does. Texts longer than the compiled length are
+        truncated as the tokenizer truncates (keeping the final special token)."""
         self._require("encoder", "embed")
         if self.tokenizer is None:
             raise KilnError("this model has no tokenizer")
-        seq = self.graph.entry_points
-        (entry, length), = seq.items()
+        (_, length), = self.graph.entry_points.items()
         out = []
         for text in texts:
-            ids = self.tokenizer.encode(text)[:length]
-            n = len(ids)
-            padded = np.zeros((1, length), np.int64)
-            padded[0, :n] = ids
-            mask = np.zeros((1, length), np.float32)
-            mask[0, :n] = 1.0
-            (hidden,) = self.program.entry_point(entry)(padded, np.zeros((1, length), np.int64), mask,
-                                                        *self._params)
-            pooled = hidden[0, :n].astype(np.float64).mean(axis=0)
+            ids, real = self.tokenizer.encode_batch([text], max_length=length)
+            hidden = self.hidden_states(ids[0][real[0] == 1])
+            pooled = hidden.astype(np.float64).mean(axis=0)
             if normalize:
                 pooled /= max(np.linalg.norm(pooled), 1e-12)
             out.append(pooled.astype(np.float32))
