@@ -314,7 +314,7 @@ def write_gguf(path, arch="llama", tensors=(), heads=(4, 2), hidden=64, name="ti
     for tname, array, qtype in tensors:
         if qtype in ("F32", "F16"):
             w.add_tensor(tname, array.astype(np.float32 if qtype == "F32" else np.float16))
-        elif qtype in ("Q8_0", "Q4_0", "Q4_1"):
+        elif qtype in ("BF16", "Q8_0", "Q4_0", "Q4_1"):
             t = gguf.GGMLQuantizationType[qtype]
             w.add_tensor(tname, gguf.quants.quantize(array.astype(np.float32), t), raw_dtype=t)
         else:  # a type the gguf package cannot quantize: raw blocks of the right size
@@ -337,7 +337,7 @@ def test_gguf_unpermute_inverts_llama_cpp_permute():
         np.testing.assert_array_equal(unpermute_rows(llama_cpp_permute(b, n_head), n_head), b)
 
 
-@pytest.mark.parametrize("qtype", ["F32", "F16", "Q8_0", "Q4_0", "Q4_1"])
+@pytest.mark.parametrize("qtype", ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1"])
 def test_gguf_tensors_names_and_dequantization(qtype, tmp_path):
     rng = np.random.default_rng(sum(map(ord, qtype)))
     hidden, heads, kv = 64, 4, 2
@@ -362,7 +362,7 @@ def test_gguf_tensors_names_and_dequantization(qtype, tmp_path):
     ckpt = load_checkpoint(path)
     assert sorted(ckpt.names()) == sorted(hf)
     assert ckpt.config["tie_word_embeddings"] is False
-    tol = {"F32": 0, "F16": 2e-3, "Q8_0": 0.03, "Q4_0": 0.5, "Q4_1": 0.5}[qtype]
+    tol = {"F32": 0, "F16": 2e-3, "BF16": 1e-2, "Q8_0": 0.03, "Q4_0": 0.5, "Q4_1": 0.5}[qtype]
     for name, want in hf.items():
         got = ckpt.tensor(name)
         assert got.dtype == np.float32 and got.shape == want.shape, name
@@ -650,6 +650,9 @@ def test_gguf_sentencepiece_tokenizer_matches_transformers(tmp_path):
     # Merges were really applied (whole-word pieces), and unknown characters fell back to bytes.
     assert ours.encode("hello world") == [1, tokens.index("▁hello"), tokens.index("▁world")]
     assert tokens.index("<0xF0>") in ours.encode("🙂")
+    for text in SP_TEXTS:  # streaming gives decode()'s text, across byte-fallback characters and the prefix space
+        ids = ours.encode(text)
+        assert "".join(ours.decode_stream()(ids)) == ours.decode(ids), text
     messages = [{"role": "user", "content": "hello"}]
     assert ours.apply_chat_template(messages) == hf.apply_chat_template(messages, tokenize=False,
                                                                         add_generation_prompt=True)

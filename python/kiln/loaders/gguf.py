@@ -187,6 +187,8 @@ class GGUFFile:
             qtype_id, offset = r.scalar("<I"), r.scalar("<Q")
             infos.append((name, dims, qtype_id, offset))
         alignment = self.metadata.get("general.alignment", DEFAULT_ALIGNMENT)
+        if not isinstance(alignment, int) or alignment <= 0:
+            raise KilnError(f"{self.path}: corrupt GGUF metadata: general.alignment is {alignment!r}")
         data_start = -(-r.pos // alignment) * alignment
 
         arch = self.metadata.get("general.architecture")
