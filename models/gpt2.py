@@ -117,13 +117,20 @@ def build(config: dict, max_seq_len: int, chunks=(1, 128), logits_chunk: int = 1
     )
 
 
-def _conv1d_weight(start: int, stop: int):
-    """prepare(): columns [start, stop) of a Conv1D `[in, out]` weight as a linear `[out, in]` weight."""
-    return lambda w: np.ascontiguousarray(np.asarray(w)[:, start:stop].T)
+def _conv1d(source: str, rows: int, cols: int, start: int, stop: int, transpose: bool):
+    """prepare(): columns [start, stop) of the Conv1D tensor `source` (`[rows, cols]`, or `[cols]` for a
+    bias), transposed to a linear `[out, in]` weight. The full shape is checked before slicing, so a
+    config that disagrees with the checkpoint is named rather than silently sliced."""
+    want = (rows, cols) if transpose else (cols,)
 
+    def prepare(array):
+        array = np.asarray(array)
+        if tuple(array.shape) != want:
+            got, need = "x".join(map(str, array.shape)), "x".join(map(str, want))
+            raise KilnError(f"tensor '{source}' has shape {got}, the model's config needs {need}")
+        return np.ascontiguousarray(array[:, start:stop].T) if transpose else array[start:stop]
 
-def _slice(start: int, stop: int):
-    return lambda b: np.asarray(b)[start:stop]
+    return prepare
 
 
 def _params(s: GPT2Shape) -> list:
@@ -132,25 +139,32 @@ def _params(s: GPT2Shape) -> list:
               Param("pos_embed", "transformer.wpe.weight", (s.positions, h))]
     for i in range(s.layers):
         p = f"transformer.h.{i}."
-        layer = [
-            ("ln_1.w", "ln_1.weight", (h,), None),
-            ("ln_1.b", "ln_1.bias", (h,), None),
-            ("wq", "attn.c_attn.weight", (h, h), _conv1d_weight(0, h)),
-            ("wk", "attn.c_attn.weight", (h, h), _conv1d_weight(h, 2 * h)),
-            ("wv", "attn.c_attn.weight", (h, h), _conv1d_weight(2 * h, 3 * h)),
-            ("bq", "attn.c_attn.bias", (h,), _slice(0, h)),
-            ("bk", "attn.c_attn.bias", (h,), _slice(h, 2 * h)),
-            ("bv", "attn.c_attn.bias", (h,), _slice(2 * h, 3 * h)),
-            ("wo", "attn.c_proj.weight", (h, h), _conv1d_weight(0, h)),
-            ("bo", "attn.c_proj.bias", (h,), None),
-            ("ln_2.w", "ln_2.weight", (h,), None),
-            ("ln_2.b", "ln_2.bias", (h,), None),
-            ("w_fc", "mlp.c_fc.weight", (f, h), _conv1d_weight(0, f)),
-            ("b_fc", "mlp.c_fc.bias", (f,), None),
-            ("w_proj", "mlp.c_proj.weight", (h, f), _conv1d_weight(0, h)),
-            ("b_proj", "mlp.c_proj.bias", (h,), None),
+
+        def conv(name, src, rows, cols, start, stop, transpose=True):
+            shape = (stop - start, rows) if transpose else (stop - start,)
+            return Param(f"layers.{i}.{name}", p + src, shape, _conv1d(p + src, rows, cols, start, stop, transpose))
+
+        def plain(name, src, shape):
+            return Param(f"layers.{i}.{name}", p + src, shape)
+
+        params += [
+            plain("ln_1.w", "ln_1.weight", (h,)),
+            plain("ln_1.b", "ln_1.bias", (h,)),
+            conv("wq", "attn.c_attn.weight", h, 3 * h, 0, h),
+            conv("wk", "attn.c_attn.weight", h, 3 * h, h, 2 * h),
+            conv("wv", "attn.c_attn.weight", h, 3 * h, 2 * h, 3 * h),
+            conv("bq", "attn.c_attn.bias", h, 3 * h, 0, h, transpose=False),
+            conv("bk", "attn.c_attn.bias", h, 3 * h, h, 2 * h, transpose=False),
+            conv("bv", "attn.c_attn.bias", h, 3 * h, 2 * h, 3 * h, transpose=False),
+            conv("wo", "attn.c_proj.weight", h, h, 0, h),
+            plain("bo", "attn.c_proj.bias", (h,)),
+            plain("ln_2.w", "ln_2.weight", (h,)),
+            plain("ln_2.b", "ln_2.bias", (h,)),
+            conv("w_fc", "mlp.c_fc.weight", h, f, 0, f),
+            plain("b_fc", "mlp.c_fc.bias", (f,)),
+            conv("w_proj", "mlp.c_proj.weight", f, h, 0, h),
+            plain("b_proj", "mlp.c_proj.bias", (h,)),
         ]
-        params += [Param(f"layers.{i}.{n}", p + src, shp, prep) for n, src, shp, prep in layer]
     params += [Param("final_norm.w", "transformer.ln_f.weight", (h,)),
                Param("final_norm.b", "transformer.ln_f.bias", (h,))]
     head = "transformer.wte.weight" if s.tied else "lm_head.weight"
