@@ -37,3 +37,12 @@ config.substitutions.append(("%PYTHON", python))
 for var in ("HOME", "KILN_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
     if var in os.environ:
         config.environment[var] = os.environ[var]
+
+# GPU tests: the rocm target's binaries need Debian's LLVM 22 (apt-get install llvm-22 lld-22); cubins
+# need a CUDA toolkit's ptxas.
+import shutil
+
+if shutil.which("llc-22") and shutil.which("ld.lld-22"):
+    config.available_features.add("llc-22")
+if shutil.which("ptxas") or os.path.exists("/usr/local/cuda/bin/ptxas"):
+    config.available_features.add("ptxas")

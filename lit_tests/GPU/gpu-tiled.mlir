@@ -1,0 +1,46 @@
+// The GPU `tiled` stage (shared by cuda and rocm): each kernel's parallel loops become a forall of
+// blocks (#gpu.block) around a forall of threads (#gpu.thread), one output element per thread, the
+// innermost parallel loop on x; reduction loops stay inside each thread, with the fill that
+// initializes them fused into the thread forall. The block size is recorded on the kernel.
+//
+// RUN: kiln compile %s --target cuda --compile-to=tiled | FileCheck %s
+// RUN: kiln compile %s --target rocm --compile-to=tiled | FileCheck %s
+// RUN: kiln compile %s --target rocm --chip gfx1100 --compile-to=tiled | FileCheck %s --check-prefix=CHIP
+
+// CHIP: kiln.target_chip = "gfx1100"
+
+// CHECK-LABEL: func.func private @mlp_dispatch_0_reduction
+// CHECK-SAME:    kiln.gpu_block_dims = array<i64: 8, 1, 1>
+// CHECK:         scf.forall (%{{.*}}) in (1)
+// CHECK:           scf.forall (%[[ROW:.*]]) in (8)
+// CHECK:             linalg.fill
+// CHECK:             linalg.generic {{.*}}iterator_types = ["parallel", "reduction"]
+// CHECK:           } {mapping = [#gpu.thread<x>]}
+// CHECK:         } {mapping = [#gpu.block<x>]}
+
+// CHECK-LABEL: func.func private @mlp_dispatch_1_elementwise
+// CHECK-SAME:    kiln.gpu_block_dims = array<i64: 64, 4, 1>
+// CHECK:         scf.forall (%{{.*}}, %{{.*}}) in (2, 1)
+// CHECK:           scf.forall (%{{.*}}, %{{.*}}) in (4, 64)
+// CHECK:             math.rsqrt
+// CHECK:           } {mapping = [#gpu.thread<y>, #gpu.thread<x>]}
+// CHECK:         } {mapping = [#gpu.block<y>, #gpu.block<x>]}
+
+// CHECK-LABEL: func.func private @mlp_dispatch_2_contraction
+// CHECK-SAME:    kiln.gpu_block_dims = array<i64: 32, 8, 1>
+// CHECK:         scf.forall (%{{.*}}, %{{.*}}) in (1, 3)
+// CHECK:           scf.forall (%{{.*}}, %{{.*}}) in (8, 32)
+// CHECK:             linalg.fill {{.*}} -> tensor<1x1xf32>
+// CHECK:             linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "reduction"]{{.*}}outs(%{{.*}} : tensor<1x1xf32>)
+// CHECK:           } {mapping = [#gpu.thread<y>, #gpu.thread<x>]}
+// CHECK:         } {mapping = [#gpu.block<y>, #gpu.block<x>]}
+
+// CHECK-LABEL: func.func @mlp
+// CHECK-COUNT-4: call @mlp_dispatch_
+
+func.func @mlp(%x: tensor<8x64xf32>, %g: tensor<64xf32>, %w: tensor<96x64xf32>) -> tensor<8x96xf32> {
+  %n = transformer.rms_norm %x, %g {eps = 1.0e-05 : f64} : (tensor<8x64xf32>, tensor<64xf32>) -> tensor<8x64xf32>
+  %y = transformer.linear %n, %w : (tensor<8x64xf32>, tensor<96x64xf32>) -> tensor<8x96xf32>
+  %s = transformer.gelu %y : tensor<8x96xf32>
+  return %s : tensor<8x96xf32>
+}
