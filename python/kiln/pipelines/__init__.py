@@ -26,7 +26,7 @@ def stage_functions(target: str) -> dict:
 
         return {
             "transformer": common.make_transformer,
-            "linalg": common.make_linalg,
+            "linalg": gpu.make_linalg,
             "dispatch": common.make_dispatch,
             "tiled": gpu.make_tiled,
             "bufferized": gpu.make_bufferized,

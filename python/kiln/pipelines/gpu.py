@@ -80,6 +80,49 @@ def gpu_schedule(kernel: schedules.Kernel) -> tuple:
     return tiles, threads, block
 
 
+def make_linalg(module: ir.Module) -> None:
+    """The shared `linalg` stage, after giving causal attention with a runtime KV offset an explicit
+    (zero) mask. Without a mask, the lowering reads only the first offset + q_len keys: a runtime
+    extent, which would make the attention kernels' shapes dynamic. With it, the kernels keep the
+    cache's static length and future keys are masked by the causal bound (they add exp(-inf) = 0)."""
+    _mask_dynamic_causal_attention(module)
+    from .common import make_linalg as shared
+
+    shared(module)
+
+
+def _mask_dynamic_causal_attention(module: ir.Module) -> None:
+    from mlir.dialects import linalg, tensor
+
+    found = []
+    for op in module.body.operations:
+        if op.operation.name == "func.func":
+            _walk(op, lambda o: found.append(o) if o.operation.name == "transformer.attention" else None)
+    for op in found:
+        seg = list(ir.DenseI32ArrayAttr(op.attributes["operandSegmentSizes"]))
+        q, k, v = op.operands[0], op.operands[1], op.operands[2]
+        if "causal" not in op.attributes or seg[3] or not seg[4]:
+            continue  # no causal bound, a mask already, or no offset
+        offset = op.operands[3]
+        if not isinstance(offset.owner, ir.Block) and offset.owner.name == "arith.constant":
+            continue  # a constant offset: the lowering's key slice is static
+        qt, kt = ir.RankedTensorType(q.type), ir.RankedTensorType(k.type)
+        if not (qt.has_static_shape and kt.has_static_shape):
+            continue
+        mask_type = ir.RankedTensorType.get([1, 1, qt.shape[2], kt.shape[2]], qt.element_type)
+        with ir.InsertionPoint(op), op.location:
+            from mlir.dialects import arith
+
+            zero = arith.constant(qt.element_type, 0.0)
+            mask = linalg.fill(zero, outs=[tensor.empty(mask_type.shape, qt.element_type)])
+            attrs = {name: op.attributes[name] for name in op.attributes}
+            attrs["operandSegmentSizes"] = ir.DenseI32ArrayAttr.get([1, 1, 1, 1, 1])
+            new = ir.Operation.create("transformer.attention", results=[op.result.type],
+                                      operands=[q, k, v, mask, offset], attributes=attrs)
+        op.result.replace_all_uses_with(new.result)
+        op.operation.erase()
+
+
 def make_tiled(module: ir.Module) -> None:
     """Tile each kernel into a block grid and threads (see `gpu_schedule`), fills fused into both."""
     any_op = "!transform.any_op"
@@ -310,17 +353,34 @@ def _memref_bytes(t, where: str) -> int:
 _MAX_COPY_RUNS = 4096
 
 
-def _copy_commands(src: dict, src_type, dst: dict, dst_type, where: str) -> list:
+def _copy_ref(refs: dict, value, where: str) -> tuple:
+    """(ref, memref type, element offset or None (the type's), [(entry scalar, elements per unit)])."""
+    if value not in refs or len(refs[value]) < 4:
+        return _ref(refs, value, where), value.type, None, []
+    kind, index, offset, (elements, terms) = refs[value]
+    ref = _ref({value: (kind, index, offset)}, value, where)
+    return ref, value.type, elements, terms
+
+
+def _copy_commands(src: dict, src_type, src_elements, src_terms, dst: dict, dst_type, dst_elements,
+                   dst_terms, where: str) -> list:
     """A memref.copy as byte-range copies: one per run of elements contiguous in both memrefs (one in
-    all for identity layouts; a strided view gives a run per row)."""
+    all for identity layouts; a strided view gives a run per row). A runtime offset (entry scalars)
+    goes into the refs as "scalars": [[argument index, bytes per unit], ...]."""
     st, dt = ir.MemRefType(src_type), ir.MemRefType(dst_type)
     _memref_bytes(src_type, where)
     esize = _ELEMENT_BYTES[str(st.element_type)]
     shape = list(st.shape)
     (ss, so), (ds, do) = st.get_strides_and_offset(), dt.get_strides_and_offset()
+    so = so if src_elements is None else src_elements
+    do = do if dst_elements is None else dst_elements
     dynamic = ir.ShapedType.get_dynamic_stride_or_offset()
     if any(x == dynamic for x in [*ss, so, *ds, do]):
         raise KilnError(f"{where}: a copy with dynamic strides or offsets ({src_type} -> {dst_type})")
+    if src_terms:
+        src = dict(src, scalars=[[i, m * esize] for i, m in src_terms])
+    if dst_terms:
+        dst = dict(dst, scalars=[[i, m * esize] for i, m in dst_terms])
     # the trailing dims that are row-major contiguous in both memrefs form one run
     inner, run = len(shape), 1
     while inner > 0 and (shape[inner - 1] == 1 or (ss[inner - 1] == run and ds[inner - 1] == run)):
@@ -353,7 +413,9 @@ def launch_plan(module: ir.Module, signatures: dict) -> tuple:
     plans: {entry: {"num_args": n, "num_results": r, "allocations": [bytes, ...], "commands": [...]}}
     where a command is {"op": "launch", "kernel", "grid": [x, y, z], "block": [x, y, z], "args": [ref]}
     or {"op": "copy", "src": ref, "dst": ref, "bytes": n}, and a ref is {"buffer": kind, "index": i,
-    "offset": bytes}: kind "arg" (entry argument i), "result" (result i, an out-param), "alloc"
+    "offset": bytes, "scalars" (copies only, optional): [[entry scalar i, bytes per unit], ...] added to
+    the offset at run time}: kind "arg" (entry argument i), "result" (out-param i: the i-th result that
+    does not update an argument in place), "alloc"
     (allocation i, made once per program) or "constant" (the constant named "name"). Scalar kernel
     operands are {"scalar": "arg", "index": i, "type"} (entry argument i) or {"scalar": "constant",
     "value", "type"}.
@@ -367,7 +429,9 @@ def launch_plan(module: ir.Module, signatures: dict) -> tuple:
         func = funcs.get(entry)
         if func is None:
             raise KilnError(f"entry point '{entry}' is missing from the module")
-        n_args, n_results = len(sig["args"]), len(sig["results"])
+        # results updated in place (`updates`: result -> argument) have no out-param
+        n_args = len(sig["args"])
+        n_results = len(sig["results"]) - len(sig.get("updates", {}))
         block = func.regions[0].blocks[0]
         if len(block.arguments) != n_args + n_results:
             raise KilnError(f"entry point '{entry}': {len(block.arguments)} arguments after bufferization, "
@@ -410,10 +474,36 @@ def _scalar_ref(refs: dict, value, where: str) -> dict:
                     "only entry-point scalars and constants")
 
 
+def _dynamic_offset(op, refs: dict, where: str) -> tuple:
+    """(static elements, [(entry scalar index, elements per unit)]) = the element offset of a subview
+    whose offsets are entry scalars or constants, over a source with a static layout."""
+    src = op.operands[0]
+    strides, base = ir.MemRefType(src.type).get_strides_and_offset()
+    dynamic = ir.ShapedType.get_dynamic_stride_or_offset()
+    if base == dynamic or any(x == dynamic for x in strides) or len(refs[src]) > 3:
+        raise KilnError(f"{where}: a subview at a runtime offset of a view that has one already")
+    static_offsets = list(ir.DenseI64ArrayAttr(op.attributes["static_offsets"]))
+    dyn_values = iter(op.operands[1:1 + sum(1 for x in static_offsets if x == dynamic)])
+    elements, terms = base, []
+    for o, stride in zip(static_offsets, strides):
+        if o != dynamic:
+            elements += o * stride
+            continue
+        r = _scalar_ref(refs, next(dyn_values), where)
+        if r["scalar"] == "constant":
+            elements += int(r["value"]) * stride
+        else:
+            terms.append((r["index"], stride))
+    return elements, terms
+
+
 def _ref(refs: dict, value, where: str) -> dict:
     if value not in refs or refs[value][0] in ("scalar", "constant-scalar"):
         raise KilnError(f"{where}: {value} is not a buffer the host plan knows (only allocations, views, "
                         "reshapes, arguments and constants are)")
+    if len(refs[value]) > 3:
+        raise KilnError(f"{where}: a view at a runtime offset ({value.type}) passed to a kernel; kernels "
+                        "take memrefs with static layouts")
     kind, index, offset = refs[value]
     ref = {"buffer": kind, "index": index, "offset": offset}
     if kind == "constant":
@@ -442,13 +532,18 @@ def _interpret(block, refs, funcs, globals_, constants, allocations, commands, w
             refs[op.result] = refs[op.operands[0]]
         elif name == "memref.subview":
             # A kernel receives the base pointer; the subview's offset and strides are static in its
-            # memref type, and the bare-pointer convention applies them inside the kernel.
-            strides, offset = ir.MemRefType(op.result.type).get_strides_and_offset()
-            if any(x == ir.ShapedType.get_dynamic_stride_or_offset() for x in [*strides, offset]) or \
-                    not ir.MemRefType(op.result.type).has_static_shape:
-                raise KilnError(f"{here}: a subview with a dynamic offset, stride or size ({op.result.type}); "
+            # memref type, and the bare-pointer convention applies them inside the kernel. A runtime
+            # offset (a KV cache row at the decode position) is tracked as entry scalars x element
+            # multipliers, for host copies (kernels cannot take such a view).
+            rt = ir.MemRefType(op.result.type)
+            strides, offset = rt.get_strides_and_offset()
+            dynamic = ir.ShapedType.get_dynamic_stride_or_offset()
+            if any(x == dynamic for x in strides) or not rt.has_static_shape:
+                raise KilnError(f"{here}: a subview with a dynamic stride or size ({op.result.type}); "
                                 "GPU kernels take memrefs with static layouts")
             refs[op.result] = refs[op.operands[0]]
+            if offset == dynamic:
+                refs[op.result] = refs[op.operands[0]][:3] + (_dynamic_offset(op, refs, here),)
         elif name == "memref.get_global":
             sym = ir.FlatSymbolRefAttr(op.attributes["name"]).value
             if sym not in constants:
@@ -465,7 +560,7 @@ def _interpret(block, refs, funcs, globals_, constants, allocations, commands, w
             refs[op.result] = ("constant", sym, 0)
         elif name == "memref.copy":
             src, dst = op.operands
-            commands += _copy_commands(_ref(refs, src, here), src.type, _ref(refs, dst, here), dst.type, here)
+            commands += _copy_commands(*_copy_ref(refs, src, here), *_copy_ref(refs, dst, here), here)
         elif name == "func.call":
             callee = ir.FlatSymbolRefAttr(op.attributes["callee"]).value
             if callee not in funcs or len(funcs[callee].regions[0].blocks) == 0:

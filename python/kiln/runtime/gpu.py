@@ -117,7 +117,7 @@ class GpuEntryPoint:
         sig, dev = self.signature, self.program.device
         if len(args) != len(sig.args):
             raise KilnError(f"entry point '{sig.name}' takes {len(sig.args)} arguments, got {len(args)}")
-        bufs = []
+        bufs, updated = [], set(sig.updates.values())
         for i, (value, spec) in enumerate(zip(args, sig.args)):
             where = f"argument {i} of '{sig.name}'"
             if spec.is_scalar:
@@ -130,17 +130,22 @@ class GpuEntryPoint:
                 _check(value, spec, where)
                 bufs.append(value)
             else:
+                if i in updated and not (isinstance(value, np.ndarray) and value.flags.c_contiguous
+                                         and value.flags.writeable):
+                    raise KilnError(f"{where} (updated in place) must be a Buffer or a writeable "
+                                    "C-contiguous numpy array")
                 bufs.append(dev.upload(spec.check(value, where)))
+        returned = [sig.results[j] for j in sig.returned_results]
         if out is None:
             results = []
-            for j, spec in enumerate(sig.results):
+            for j, spec in zip(sig.returned_results, returned):
                 if any(d is None for d in spec.shape):
                     raise KilnError(f"result {j} of '{sig.name}' ({spec.describe()}) has no static shape")
                 results.append(dev.allocate(spec.shape, spec.dtype))
         else:
-            if not isinstance(out, (list, tuple)) or len(out) != len(sig.results):
-                raise KilnError(f"out= of '{sig.name}' takes a list of {len(sig.results)} device buffers")
-            for j, (b, spec) in enumerate(zip(out, sig.results)):
+            if not isinstance(out, (list, tuple)) or len(out) != len(returned):
+                raise KilnError(f"out= of '{sig.name}' takes a list of {len(returned)} device buffers")
+            for j, (b, spec) in enumerate(zip(out, returned)):
                 if not isinstance(b, GpuBuffer) or b.device is not dev:
                     raise KilnError(f"out buffer {j} of '{sig.name}' must be a Buffer of this device")
                 _check(b, spec, f"out buffer {j} of '{sig.name}'")
@@ -159,7 +164,26 @@ class GpuEntryPoint:
             base = self.program.constants[ref["name"]].ptr
         else:
             raise KilnError(f"the launch plan of '{self.signature.name}' has an unknown buffer kind {kind!r}")
-        return base + ref["offset"]
+        return base + ref["offset"] + sum(int(args[i]) * m for i, m in ref.get("scalars", ()))
+
+    def _size(self, ref: dict, args, results) -> int:
+        kind = ref["buffer"]
+        if kind == "arg":
+            return args[ref["index"]].nbytes
+        if kind == "result":
+            return results[ref["index"]].nbytes
+        if kind == "alloc":
+            return self.plan["allocations"][ref["index"]]
+        return self.program.constants[ref["name"]].nbytes
+
+    def _copy_address(self, ref: dict, nbytes: int, args, results) -> int:
+        """The address of a copy's source or destination, checked against its buffer (a runtime offset,
+        e.g. a decode position past the KV cache, must not write outside it)."""
+        delta = ref["offset"] + sum(int(args[i]) * m for i, m in ref.get("scalars", ()))
+        if delta < 0 or delta + nbytes > self._size(ref, args, results):
+            raise KilnError(f"entry point '{self.signature.name}': a copy of {nbytes} bytes at offset {delta} "
+                            f"falls outside its {ref['buffer']} buffer (a position argument out of range?)")
+        return self._address(dict(ref, offset=0, scalars=()), args, results) + delta
 
     def _argument(self, ref: dict, args, results):
         """A kernel parameter as a ctypes value (its address goes into the launch's parameter array)."""
@@ -183,11 +207,15 @@ class GpuEntryPoint:
                 keep += [values, params]
                 gpu.launch(self.program.functions[cmd["kernel"]], cmd["grid"], cmd["block"], params)
             elif cmd["op"] == "copy":
-                gpu.copy_dtod(self._address(cmd["dst"], args, results), self._address(cmd["src"], args, results),
-                              cmd["bytes"])
+                gpu.copy_dtod(self._copy_address(cmd["dst"], cmd["bytes"], args, results),
+                              self._copy_address(cmd["src"], cmd["bytes"], args, results), cmd["bytes"])
             else:
                 raise KilnError(f"the launch plan of '{self.signature.name}' has an unknown command {cmd['op']!r}")
         return keep
+
+    def bind(self, *args, out=None) -> "GpuBoundCall":
+        """This call with these device Buffers and scalars, to be run many times (see BoundCall)."""
+        return GpuBoundCall(self, args, out)
 
     def __call__(self, *args, out=None):
         bufs, results = self._buffers(args, out)
@@ -195,9 +223,37 @@ class GpuEntryPoint:
         keep = self.enqueue(bufs, results)
         self.program.device.gpu.synchronize()
         del keep
-        if out is not None:
-            return tuple(out)
-        return tuple(r.to_numpy() for r in results)
+        updates = self.signature.updates
+        for j, i in updates.items():  # numpy arguments updated in place get the new contents
+            if not isinstance(args[i], GpuBuffer):
+                args[i][...] = bufs[i].to_numpy()
+        returned = iter(out if out is not None else [r.to_numpy() for r in results])
+        return tuple(args[updates[j]] if j in updates else next(returned)
+                     for j in range(len(self.signature.results)))
+
+
+class GpuBoundCall:
+    """An entry-point call on device Buffers bound once; scalar arguments can change between calls."""
+
+    def __init__(self, entry: GpuEntryPoint, args, out):
+        for i, a in enumerate(list(args) + list(out or [])):
+            if not isinstance(a, (GpuBuffer, int, float, np.integer, np.floating)):
+                raise KilnError(f"bound calls take device Buffers and scalars; operand {i} of "
+                                f"'{entry.signature.name}' is {type(a).__name__}")
+        self.entry = entry
+        self._args, self._results = entry._buffers(args, out)
+
+    def set_scalar(self, index: int, value) -> None:
+        if not self.entry.signature.args[index].is_scalar:
+            raise KilnError(f"argument {index} of '{self.entry.signature.name}' is not a scalar")
+        self._args[index] = value
+
+    def __call__(self) -> None:
+        gpu = self.entry.program.device.gpu
+        gpu.activate()
+        keep = self.entry.enqueue(self._args, self._results)
+        gpu.synchronize()
+        del keep
 
 
 def _check(buf: GpuBuffer, spec, where: str) -> None:
