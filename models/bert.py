@@ -5,8 +5,8 @@ bidirectional attention (with an additive padding mask) -> residual -> LayerNorm
 -> LayerNorm. The entry point returns the last hidden states (no pooler): sentence-transformers' mean
 pooling and normalisation happen in `CompiledModel.embed`, over the real tokens only.
 
-One entry point, `encode_<S>(ids[1,S] i64, token_types[1,S] i64, mask[1,S] f32, *params) -> hidden[1,S,H]`:
-sequences are padded to S and `mask` (1 for real tokens, 0 for padding) becomes the attention mask
+Entry points `encode_<S>(ids[1,S] i64, token_types[1,S] i64, mask[1,S] f32, *params) -> hidden[1,S,H]`, one
+per padded length S (a few buckets up to max_seq_len): a sequence is padded to the smallest S it fits and `mask` (1 for real tokens, 0 for padding) becomes the attention mask
 `(1 - mask) * -1e30` of shape `[1,1,1,S]` in the IR, so padded keys get zero weight (exp underflows
 to exactly 0, as with Hugging Face's `finfo.min` mask).
 """
@@ -77,22 +77,26 @@ class BertShape:
         )
 
 
-def build(config: dict, seq_len: int) -> ModelGraph:
-    """IR for `config` with one entry point, `encode_<seq_len>`."""
+def build(config: dict, seq_len: int, buckets=None) -> ModelGraph:
+    """IR for `config`: one entry point `encode_<L>` per padded length L in `buckets` (default: 16,
+    64, 256, ... below `seq_len`, and `seq_len`), so a short text is not computed at the longest length."""
     shape = BertShape.of(config)
     if seq_len > shape.positions:
         raise KilnError(f"sequence length {seq_len} exceeds BERT's learned positions (max_position_embeddings "
                         f"{shape.positions}): compile with max_seq_len <= {shape.positions}")
+    if buckets is None:
+        buckets = [b for b in (16, 64, 256, 1024) if b < seq_len]
+    lengths = sorted({int(b) for b in buckets if 0 < int(b) <= seq_len} | {int(seq_len)})
     params = _params(shape)
-    name = f"encode_{seq_len}"
     module = ir.Module.create()
     with ir.InsertionPoint(module.body):
-        _entry_point(name, shape, params, seq_len)
+        for length in lengths:
+            _entry_point(f"encode_{length}", shape, params, length)
     return ModelGraph(
         kind="encoder",
         module=module,
         params=params,
-        entry_points={name: seq_len},
+        entry_points={f"encode_{length}": length for length in lengths},
         max_seq_len=seq_len,
         vocab_size=shape.vocab,
         hidden_size=shape.hidden,

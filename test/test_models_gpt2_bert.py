@@ -117,9 +117,10 @@ def bert(tmp_path_factory):
     return hf, _compile(directory, max_seq_len=24)
 
 
-@pytest.mark.parametrize("real", [24, 13, 1])
+@pytest.mark.parametrize("real", [24, 17, 16, 13, 1])
 def test_bert_hidden_states_match_hf_with_padding(bert, rng, real):
-    """HF runs a batch padded to 24 with an attention mask; Kiln pads to its compiled length and masks."""
+    """HF runs a batch padded to 24 with an attention mask; Kiln pads to the shortest of its compiled
+    lengths (16, 24) that fits and masks."""
     hf, compiled = bert
     ids = rng.integers(1, VOCAB, size=(1, 24))
     types = rng.integers(0, 3, size=(1, 24))
@@ -138,6 +139,12 @@ def test_bert_hidden_states_match_hf_with_padding(bert, rng, real):
     err = np.abs(got - want).max()
     print(f"bert hidden ({real} real tokens of 24): max abs err {err:.3g}, rel {err / np.abs(want).max():.3g}")
     assert err < 1e-4, err
+
+
+def test_bert_compiles_padded_length_buckets(bert):
+    _, compiled = bert
+    assert compiled.graph.entry_points == {"encode_16": 16, "encode_24": 24}
+    assert set(compiled.program.entry_points) == {"encode_16", "encode_24"}
 
 
 def test_bert_bad_token_types_are_refused(bert):
