@@ -409,14 +409,18 @@ class CompiledModel:
 
     def hidden_states(self, input_ids, token_type_ids=None) -> np.ndarray:
         """Last hidden states `[len(input_ids), hidden]` of one sequence (encoders): it is padded to the
-        compiled length, and the padding is masked out of attention."""
+        shortest compiled length it fits, and the padding is masked out of attention."""
         self._require("encoder", "hidden_states")
-        (entry, length), = self.graph.entry_points.items()
         ids = self._ids(input_ids)
         n = len(ids)
+        # The shortest compiled length the sequence fits (encoders compile a few padded lengths).
+        entry, length = min(((e, s) for e, s in self.graph.entry_points.items() if s >= n), key=lambda es: es[1])
         types = np.zeros(n, np.int64) if token_type_ids is None else np.asarray(token_type_ids, np.int64).reshape(-1)
         if types.shape != ids.shape:
             raise KilnError(f"token_type_ids has {types.size} entries for {n} tokens")
+        kinds = next((p.shape[0] for p in self.graph.params if p.name == "type_embed"), 1)
+        if types.size and (types.min() < 0 or types.max() >= kinds):
+            raise KilnError(f"token type ids must be in 0..{kinds - 1}, got {int(types.min())}..{int(types.max())}")
         padded = np.zeros((2, length), np.int64)
         padded[0, :n], padded[1, :n] = ids, types
         mask = np.zeros((1, length), np.float32)
@@ -431,10 +435,9 @@ class CompiledModel:
         self._require("encoder", "embed")
         if self.tokenizer is None:
             raise KilnError("this model has no tokenizer")
-        (_, length), = self.graph.entry_points.items()
         out = []
         for text in texts:
-            ids, real = self.tokenizer.encode_batch([text], max_length=length)
+            ids, real = self.tokenizer.encode_batch([text], max_length=self.max_seq_len)
             hidden = self.hidden_states(ids[0][real[0] == 1])
             pooled = hidden.astype(np.float64).mean(axis=0)
             if normalize:
