@@ -72,7 +72,8 @@ def tiny_config(kind):
 def save_tiny(kind, directory, seed=0, dtype=None, **save_kwargs):
     torch.manual_seed(seed)
     config = tiny_config(kind)
-    model = (transformers.BertModel(config) if kind == "bert" else transformers.AutoModelForCausalLM.from_config(config))
+    model = (transformers.BertModel(config) if kind == "bert"
+             else transformers.AutoModelForCausalLM.from_config(config))
     if dtype is not None:
         model = model.to(dtype)
     model.save_pretrained(directory, **save_kwargs)
@@ -354,8 +355,9 @@ def test_gguf_tensors_names_and_dequantization(qtype, tmp_path):
                   "model.layers.0.input_layernorm.weight": "blk.0.attn_norm.weight",
                   "lm_head.weight": "output.weight"}
     stored = dict(hf)
-    stored["model.layers.0.self_attn.q_proj.weight"] = llama_cpp_permute(hf["model.layers.0.self_attn.q_proj.weight"], heads)
-    stored["model.layers.0.self_attn.k_proj.weight"] = llama_cpp_permute(hf["model.layers.0.self_attn.k_proj.weight"], kv)
+    q, k = "model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight"
+    stored[q] = llama_cpp_permute(hf[q], heads)  # as llama.cpp's converter stores them
+    stored[k] = llama_cpp_permute(hf[k], kv)
     path = tmp_path / "tiny.gguf"
     write_gguf(path, tensors=[(gguf_names[n], stored[n], "F32" if stored[n].ndim == 1 else qtype) for n in hf],
                heads=(heads, kv), hidden=hidden)

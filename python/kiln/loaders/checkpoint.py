@@ -63,7 +63,8 @@ class Checkpoint:
         return self._reader(name).dtype_name(name)
 
     def __repr__(self):
-        return f"Checkpoint({self.path!r}, {self.format}, {len(self._sources)} tensors, model_type={self.config.get('model_type')!r})"
+        return (f"Checkpoint({self.path!r}, {self.format}, {len(self._sources)} tensors, "
+                f"model_type={self.config.get('model_type')!r})")
 
 
 def load_checkpoint(path) -> Checkpoint:
@@ -159,7 +160,8 @@ def _load_hf_dir(directory: str) -> Checkpoint:
             shards[shard] = SafetensorsFile(shard_path)
         for name, shard in weight_map.items():
             if name not in shards[shard].entries:
-                raise KilnError(f"{index_path}: says tensor {name!r} is in {shard}, but {shards[shard].path} has no such tensor")
+                raise KilnError(f"{index_path}: says tensor {name!r} is in {shard}, "
+                                f"but {shards[shard].path} has no such tensor")
             sources[name] = shards[shard]
         files += [os.path.abspath(index_path)] + [os.path.abspath(s.path) for s in shards.values()]
     else:

@@ -219,7 +219,8 @@ class GGUFFile:
                 continue
             hf = hf_tensor_name(name)
             if hf is None:
-                raise KilnError(f"{self.path}: tensor {name!r} has no Hugging Face counterpart for architecture {arch!r}")
+                raise KilnError(f"{self.path}: tensor {name!r} has no Hugging Face counterpart "
+                                f"for architecture {arch!r}")
             self._tensors[hf] = _TensorInfo(name, dims, qtype, begin, nbytes)
         self.config = self._config()
 

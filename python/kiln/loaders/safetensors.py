@@ -67,7 +67,8 @@ class SafetensorsFile:
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise KilnError(f"{self.path}: corrupt safetensors header: not valid JSON ({e})") from e
         if not isinstance(header, dict):
-            raise KilnError(f"{self.path}: corrupt safetensors header: expected a JSON object, got {type(header).__name__}")
+            raise KilnError(f"{self.path}: corrupt safetensors header: expected a JSON object, "
+                            f"got {type(header).__name__}")
         self.metadata: dict = header.pop("__metadata__", None) or {}
         self.data_start = 8 + header_len
         data_len = size - self.data_start
@@ -96,7 +97,8 @@ class SafetensorsFile:
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         if end - begin != nbytes:
             raise KilnError(
-                f"{where}: header says {dtype_name}{shape} ({nbytes} bytes) but its data_offsets span {end - begin} bytes")
+                f"{where}: header says {dtype_name}{shape} ({nbytes} bytes) "
+                f"but its data_offsets span {end - begin} bytes")
         if end > data_len:
             raise KilnError(
                 f"{where}: truncated file: the tensor's data ends at byte {end} of the data section, "

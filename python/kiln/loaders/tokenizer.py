@@ -140,7 +140,7 @@ def compile_chat_template(source: str):
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     class GenerationBlock(Extension):
-        """`{% generation %}...{% endgeneration %}` marks assistant text for training masks; here it renders its body."""
+        """`{% generation %}...{% endgeneration %}` marks assistant text (for training masks): render the body."""
         tags = {"generation"}
 
         def parse(self, parser):
@@ -236,7 +236,7 @@ TOKEN_TYPE_USER_DEFINED = 4
 
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's byte -> printable character table that byte-level BPE vocabularies are spelled in."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     cs = bs[:]
     n = 0
     for b in range(256):
