@@ -744,3 +744,22 @@ def test_gguf_qwen_names_no_permutation(arch, tmp_path):
     np.testing.assert_array_equal(ckpt.tensor("model.layers.0.self_attn.q_proj.bias"), qb)
     if arch == "qwen3":
         np.testing.assert_array_equal(ckpt.tensor("model.layers.0.self_attn.q_norm.weight"), qn)
+
+
+def test_expect_checks_shape_and_dtype(tmp_path):
+    model = save_tiny("qwen2", tmp_path, seed=11, dtype=torch.float16)
+    ckpt = load_checkpoint(tmp_path)
+    name = "model.layers.0.self_attn.k_proj.weight"
+    got = ckpt.expect(name, (24, 48))
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, model.state_dict()[name].float().numpy())
+    with pytest.raises(KilnError, match=r"model.safetensors: tensor 'model.layers.0.self_attn.k_proj.weight' "
+                                        r"\(k_proj\) has shape \[24, 48\], but the model's config needs \[48, 48\]"):
+        ckpt.expect(name, (48, 48), role="k_proj")
+    with pytest.raises(KilnError, match="no tensor named 'model.layers.0.self_attn.kv_proj.weight'"):
+        ckpt.expect("model.layers.0.self_attn.kv_proj.weight", (24, 48))
+    header = {"ids": {"dtype": "I32", "shape": [2], "data_offsets": [0, 8]}}
+    (tmp_path / "ints").mkdir()
+    ints = load_checkpoint(model_dir(tmp_path / "ints", header, b"\0" * 8))
+    with pytest.raises(KilnError, match=r"tensor 'ids' is stored as I32, but the model needs floating-point"):
+        ints.expect("ids", (2,))

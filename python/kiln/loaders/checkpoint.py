@@ -54,6 +54,20 @@ class Checkpoint:
     def tensor(self, name: str) -> np.ndarray:
         return self._reader(name).tensor(name)
 
+    def expect(self, name: str, shape, role: str = "") -> np.ndarray:
+        """The tensor as float32, checked against the shape the model needs: a KilnError naming the file and
+        tensor for a missing tensor, a wrong shape, or a non-float dtype (F16/BF16/F64 are converted)."""
+        reader = self._reader(name)
+        where = f"{reader.path}: tensor {name!r}" + (f" ({role})" if role else "")
+        got = tuple(reader.shape(name))
+        if got != tuple(shape):
+            raise KilnError(f"{where} has shape {list(got)}, but the model's config needs {list(shape)}")
+        stored = reader.dtype_name(name)
+        array = reader.tensor(name)
+        if not np.issubdtype(array.dtype, np.floating):
+            raise KilnError(f"{where} is stored as {stored}, but the model needs floating-point weights")
+        return array if array.dtype == np.float32 else array.astype(np.float32)
+
     def shape(self, name: str) -> tuple[int, ...]:
         """The tensor's HF shape, without reading or dequantizing it."""
         return self._reader(name).shape(name)
