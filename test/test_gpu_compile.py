@@ -387,3 +387,64 @@ def test_cuda_graph_replay_on_gpu(rng):
     for _ in range(2):
         cb.submit()
     np.testing.assert_allclose(by.to_numpy(), ref.linear(x, w), rtol=1e-4, atol=1e-4)
+
+
+DECODE = """
+func.func @decode(%q: tensor<1x4x1x16xf32>, %k: tensor<1x2x1x16xf32>, %v: tensor<1x2x1x16xf32>,
+                  %kc: tensor<1x2x8x16xf32>, %vc: tensor<1x2x8x16xf32>, %pos: index)
+    -> (tensor<1x4x1x16xf32>, tensor<1x2x8x16xf32> {kiln.updates_arg = 3 : i64},
+        tensor<1x2x8x16xf32> {kiln.updates_arg = 4 : i64}) {
+  %kc2 = transformer.kv_cache_update %kc, %k at %pos : tensor<1x2x8x16xf32>, tensor<1x2x1x16xf32> -> tensor<1x2x8x16xf32>
+  %vc2 = transformer.kv_cache_update %vc, %v at %pos : tensor<1x2x8x16xf32>, tensor<1x2x1x16xf32> -> tensor<1x2x8x16xf32>
+  %o = transformer.attention %q, %kc2, %vc2 offset(%pos) {causal} : (tensor<1x4x1x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, index) -> tensor<1x4x1x16xf32>
+  return %o, %kc2, %vc2 : tensor<1x4x1x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>
+}
+"""
+
+
+def test_emulated_decode_steps_update_the_kv_cache_in_place(rng):
+    """Decode steps: the new K/V row is written into the caches (device Buffers, updated in place) at the
+    runtime position by the launch plan's copies, and attention sees exactly the rows up to it."""
+    device = emulated_device(kiln.compile(DECODE, target="cuda", compile_to="loops"))
+    program = kiln.runtime.load_artifact(kiln.compile(DECODE, target="cuda"), device)
+    plan = program.manifest["programs"]["decode"]
+    assert any("scalars" in c.get("dst", {}) for c in plan["commands"]), "no runtime-offset copy"
+    kc, vc = np.zeros((1, 2, 8, 16), np.float32), np.zeros((1, 2, 8, 16), np.float32)
+    bk, bv = device.upload(kc), device.upload(vc)
+    for pos in range(5):
+        q, k, v = _f32(rng, 1, 4, 1, 16), _f32(rng, 1, 2, 1, 16), _f32(rng, 1, 2, 1, 16)
+        kc[:, :, pos], vc[:, :, pos] = k[:, :, 0], v[:, :, 0]
+        o, rk, rv = program.decode(q, k, v, bk, bv, pos)
+        assert rk is bk and rv is bv
+        np.testing.assert_array_equal(bk.to_numpy(), kc)
+        expected = ref.attention(q, np.repeat(kc, 2, axis=1), np.repeat(vc, 2, axis=1), causal=True, offset=pos)
+        np.testing.assert_allclose(o, expected, rtol=2e-5, atol=2e-6)
+    with pytest.raises(KilnError, match="falls outside its arg buffer"):
+        program.decode(q, k, v, bk, bv, 8)
+
+
+def test_smollm2_decode_graph_plans_without_dynamic_kernels():
+    """A Llama-family decode graph (kiln.model.model_ir on a tiny config) compiles to cuda with every
+    kernel static and KV rows written by runtime-offset copies."""
+    import json
+    import tempfile
+
+    from kiln import model
+
+    config = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 64,
+              "intermediate_size": 96, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "num_hidden_layers": 2, "vocab_size": 128, "max_position_embeddings": 32,
+              "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": True}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "config.json")
+        with open(path, "w") as f:
+            json.dump(config, f)
+        try:
+            text = model.model_ir(path, max_seq_len=16, prefill_chunk=8)
+        except KilnError as e:
+            pytest.skip(f"the model builder does not take this config: {e}")
+    art = kiln.compile(text, target="cuda")
+    plans = art.manifest["programs"]
+    assert "decode" in plans
+    copies = [c for c in plans["decode"]["commands"] if c["op"] == "copy" and "scalars" in c["dst"]]
+    assert len(copies) >= 2 * config["num_hidden_layers"]

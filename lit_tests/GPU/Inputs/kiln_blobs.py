@@ -28,7 +28,10 @@ if what == "plan":
                                 else f"{a['scalar']}:{a.get('index', a.get('value'))}" for a in c["args"])
                 print("launch", c["kernel"], "grid", c["grid"], "block", c["block"], "args", args)
             else:
-                print("copy", c["bytes"], "bytes")
+                def where(r):
+                    dyn = "".join(f"+arg{i}*{m}" for i, m in r.get("scalars", []))
+                    return f"{r['buffer']}{r.get('index', r.get('name', ''))}+{r['offset']}{dyn}"
+                print("copy", c["bytes"], "bytes", where(c["src"]), "->", where(c["dst"]))
     sys.exit(0)
 for k in sorted(kernels, key=lambda k: k["name"]):
     if what not in k["blobs"]:

@@ -1,0 +1,32 @@
+// A decode step on the GPU targets: causal attention with a runtime offset gets an explicit zero mask
+// at the linalg stage, so its kernels keep the cache's static length; the new K/V rows are written
+// into the caches (updated in place: no out-param) by copies whose destination offset is the position
+// argument times the row size, added at run time.
+//
+// RUN: kiln compile %s --target cuda --compile-to=linalg | FileCheck %s --check-prefix=LINALG
+// RUN: kiln compile %s --target rocm -o %t.kiln
+// RUN: %PYTHON %S/Inputs/kiln_blobs.py %t.kiln plan | FileCheck %s
+
+// LINALG-LABEL: func.func @decode
+// LINALG-NOT:     tensor<1x2x?x16xf32>
+// LINALG:         return
+
+// CHECK:      entry decode allocations
+// CHECK-NEXT: copy 64 bytes arg1+0 -> arg3+0+arg5*64
+// CHECK-NEXT: copy 64 bytes arg1+64 -> arg3+512+arg5*64
+// CHECK-NEXT: copy 64 bytes arg2+0 -> arg4+0+arg5*64
+// CHECK-NEXT: copy 64 bytes arg2+64 -> arg4+512+arg5*64
+// CHECK-NEXT: launch decode_dispatch_0_contraction_kernel {{.*}} args arg0+0 arg3+0 alloc0+{{[0-9]+}}
+// The causal bound reads the position: a scalar kernel operand.
+// CHECK:      launch {{.*}} args {{.*}} arg:5
+// CHECK:      copy 256 bytes alloc0+{{[0-9]+}} -> result0+0
+
+func.func @decode(%q: tensor<1x4x1x16xf32>, %k: tensor<1x2x1x16xf32>, %v: tensor<1x2x1x16xf32>,
+                  %kc: tensor<1x2x8x16xf32>, %vc: tensor<1x2x8x16xf32>, %pos: index)
+    -> (tensor<1x4x1x16xf32>, tensor<1x2x8x16xf32> {kiln.updates_arg = 3 : i64},
+        tensor<1x2x8x16xf32> {kiln.updates_arg = 4 : i64}) {
+  %kc2 = transformer.kv_cache_update %kc, %k at %pos : tensor<1x2x8x16xf32>, tensor<1x2x1x16xf32> -> tensor<1x2x8x16xf32>
+  %vc2 = transformer.kv_cache_update %vc, %v at %pos : tensor<1x2x8x16xf32>, tensor<1x2x1x16xf32> -> tensor<1x2x8x16xf32>
+  %o = transformer.attention %q, %kc2, %vc2 offset(%pos) {causal} : (tensor<1x4x1x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, index) -> tensor<1x4x1x16xf32>
+  return %o, %kc2, %vc2 : tensor<1x4x1x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>
+}
