@@ -93,6 +93,34 @@ def test_gpt2_greedy_generation_matches_hf(gpt2, rng, length):
     assert got.stopped_by == "max_new_tokens"
 
 
+def test_gpt2_variant_untied_exact_gelu_layer_scaled_matches_hf(tmp_path, rng):
+    """The less common GPT-2 options: a separate lm_head, exact GELU, n_inner unset (4 * n_embd),
+    attention scaled by 1/(layer+1) and no 1/sqrt(head_dim)."""
+    config = transformers.GPT2Config(vocab_size=VOCAB, n_embd=36, n_layer=2, n_head=3, n_positions=24,
+                                     activation_function="gelu", scale_attn_weights=False,
+                                     scale_attn_by_inverse_layer_idx=True, tie_word_embeddings=False,
+                                     initializer_range=0.1, bos_token_id=None, eos_token_id=None)
+    torch.manual_seed(3)
+    hf = transformers.GPT2LMHeadModel(config).eval()
+    _randomize(hf)
+    hf.save_pretrained(tmp_path)
+    assert not torch.equal(hf.lm_head.weight, hf.transformer.wte.weight)
+    compiled = kiln.compile_model(str(tmp_path), max_seq_len=24, cache=False, prefill_chunk=8, progress=False)
+    assert any(p.source == "lm_head.weight" for p in compiled.graph.params)
+    ids = rng.integers(0, VOCAB, size=19)
+    with torch.no_grad():
+        want = hf(torch.tensor(ids[None])).logits[0].double().numpy()
+    got = compiled.forward(ids)
+    rel_err = np.abs(got - want).max() / np.abs(want).max()
+    print(f"gpt2 variant logits: rel err {rel_err:.3g}")
+    assert rel_err < 2e-5, rel_err
+    prompt = ids[:5]
+    with torch.no_grad():
+        greedy = hf.generate(torch.tensor(prompt[None]), attention_mask=torch.ones(1, 5, dtype=torch.long),
+                             max_new_tokens=16, do_sample=False, pad_token_id=0, eos_token_id=None)[0, 5:].tolist()
+    assert compiled.generate(prompt, max_new_tokens=16).ids == greedy
+
+
 def test_gpt2_max_seq_len_beyond_learned_positions_is_refused(gpt2, tmp_path):
     hf, _ = gpt2
     hf.save_pretrained(tmp_path)
