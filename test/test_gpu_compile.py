@@ -93,6 +93,11 @@ CASES = {
     "rope": ("elementwise", _rope((1, 4, 12, 32)),
              lambda r: [_f32(r, 1, 4, 12, 32), r.permutation(64)[:12].astype(np.int64)],
              lambda x, p: ref.rope(x, p)),
+    # extents with no power-of-two tile: edge blocks and threads are guarded
+    "ragged_linear": ("contraction", workloads.linear(13, 100, 70).kiln_ir(),
+                      lambda r: [_f32(r, 13, 70), _f32(r, 100, 70, scale=0.1)], ref.linear),
+    "ragged_softmax": ("reduction", _unary("softmax", (7, 3, 131), " {axis = -1 : i64}"),
+                       lambda r: [_f32(r, 7, 3, 131, scale=3.0)], ref.softmax),
     "split_heads": ("transpose", _split_heads((2, 12, 96), 3), lambda r: [_f32(r, 2, 12, 96)],
                     lambda x: ref.split_heads(x, 3)),
 }
