@@ -31,7 +31,7 @@ DIAGNOSED = 3
 _LEFTOVER_DIALECTS = ("torch", "torch_c", "tm_tensor", "ml_program", "quant", "sparse_tensor")
 
 
-def _frames(stack_trace: str):
+def frames(stack_trace: str):
     """[(file, line, code)] of a node's stack trace, outermost first."""
     out = []
     lines = (stack_trace or "").splitlines()
@@ -48,7 +48,7 @@ def _node_info(gm, name: str) -> dict:
     node = next((n for n in gm.graph.nodes if n.name == name), None)
     if node is None:
         return {"node": name}
-    frames = _frames(node.meta.get("stack_trace"))
+    trace = frames(node.meta.get("stack_trace"))
     origin = None
     sources = node.meta.get("from_node") or []
     if sources:
@@ -62,15 +62,31 @@ def _node_info(gm, name: str) -> dict:
         "node": name,
         "target": target,
         "origin": origin if origin and origin != name else None,
-        "file": frames[-1][0] if frames else None,
-        "line": frames[-1][1] if frames else None,
-        "code": frames[-1][2] if frames else None,
+        "file": trace[-1][0] if trace else None,
+        "line": trace[-1][1] if trace else None,
+        "code": trace[-1][2] if trace else None,
     }
 
 
-def _node_of_location(loc_text: str):
-    m = re.search(r'loc\("([^"]+)"\(', loc_text)
+def _node_of_location(text: str):
+    """The FX node name of the first name location (`"name"("file":line:col)`) in `text`."""
+    m = re.search(r'"([^"]+)"\("', text)
     return m.group(1) if m else None
+
+
+def _failed_op(text: str):
+    """The torch-dialect op a failed pass names (the real name of a `torch.operator`)."""
+    m = re.search(r'name = "(torch\.[^"]+)"', text) or \
+        re.search(r"'((?:torch|torch_c|tm_tensor)\.[A-Za-z0-9_.]+)'", text)
+    return m.group(1) if m else None
+
+
+def _first_error(text: str) -> str:
+    for line in text.splitlines():
+        if "error:" in line:
+            line = re.sub(r'^.*?error: (?:"[^"]+"\([^)]*\): )?', "", line)
+            return re.sub(r": %[\w#]+ = .*$", "", line).strip()
+    return text.strip().splitlines()[0] if text.strip() else "unknown failure"
 
 
 class Diagnosed(Exception):
@@ -102,8 +118,8 @@ def run(job: dict) -> None:
     gm = ep.graph_module
 
     def node_location(self, node):
-        frames = _frames(node.meta.get("stack_trace"))
-        inner = ir.Location.file(frames[-1][0], frames[-1][1], 0, context=self._c) if frames \
+        trace = frames(node.meta.get("stack_trace"))
+        inner = ir.Location.file(trace[-1][0], trace[-1][1], 0, context=self._c) if trace \
             else ir.Location.unknown(context=self._c)
         return ir.Location.name(node.name, childLoc=inner, context=self._c)
 
@@ -149,9 +165,10 @@ def run(job: dict) -> None:
             text = str(e)
             name = _node_of_location(text)
             info = _node_info(gm, name) if name else {}
-            mop = re.search(r"'((?:torch|torch_c|tm_tensor)\.[A-Za-z0-9_.]+)'", text)
-            info.update(kind="lowering", message=f"{what} failed: {text.strip()}",
-                        mlir_op=mop.group(1) if mop else None)
+            mop = _failed_op(text)
+            head = f"torch-mlir cannot lower '{mop}'" if mop else "torch-mlir failed"
+            info.update(kind="lowering", mlir_op=mop, diagnostics=text,
+                        message=f"{head} ({what}: {_first_error(text)})")
             raise Diagnosed(info) from e
 
     run_pipeline("builtin.module(func.func(torch-match-quantized-custom-ops),"
@@ -166,7 +183,8 @@ def run(job: dict) -> None:
         name = _node_of_location(str(leftover.location))
         info = _node_info(gm, name) if name else {}
         info.update(kind="unsupported", mlir_op=leftover.name,
-                    message=f"torch-mlir has no linalg lowering for '{leftover.name}'")
+                    message=f"torch-mlir lowers it to '{leftover.name}', which is not linalg on tensors "
+                            "(no lowering to upstream MLIR that Kiln could compile)")
         raise Diagnosed(info)
 
     text = module.operation.get_asm(print_generic_op_form=True, enable_debug_info=True)

@@ -29,7 +29,7 @@ import numpy as np
 from ...errors import KilnError
 
 CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_child.py")
-DEFAULT_TIMEOUT_S = 600.0
+DEFAULT_TIMEOUT_S = 300.0
 
 
 def compile_module(module, example_args: Sequence, target: str = "cpu", *, raise_patterns: bool = True,
@@ -55,10 +55,12 @@ def compile_module(module, example_args: Sequence, target: str = "cpu", *, raise
     finally:
         module.train(was_training)
     _check_signature(exported, module)
+    _check_static(exported, module)
 
     from . import raising
 
     raised = raising.raise_graph(exported.graph_module) if raise_patterns else {}
+    _rename_outputs(exported)
     state = {**dict(exported.state_dict), **dict(exported.constants)}
     text, result = _run_child(exported, raised, timeout, keep_temps, module)
     return CompiledModule(text, result, raised, state, exported.call_spec.out_spec, target, device,
@@ -73,7 +75,7 @@ class CompiledModule:
         import kiln
         from mlir import ir
 
-        from . import materialize
+        from . import booleans, materialize
 
         self.name = name
         self.target = target
@@ -87,6 +89,8 @@ class CompiledModule:
                                 f"(version skew between the two MLIRs?): {e}") from e
             materialize.raise_calls(module, raised)
             func = next(op for op in module.body.operations if op.operation.name == "func.func")
+            if booleans.widen(func):
+                _verify(module, name)
             materialize.name_arguments(func, [a["target"] or a["name"] for a in self.arguments])
             self.entry = ir.StringAttr(func.attributes["sym_name"]).value
             self.source = str(module)  # the frontend's output: transformer ops + linalg
@@ -113,7 +117,7 @@ class CompiledModule:
 
     def __call__(self, *inputs):
         if len(inputs) != len(self.inputs):
-            raise KilnError(f"{self.name} takes {len(self.inputs)} inputs "
+            raise KilnError(f"{self.name} takes {len(self.inputs)} input(s) "
                             f"({', '.join(n for _, n in self.inputs)}), got {len(inputs)}")
         args = [None] * len(self.arguments)
         for position, buffer in self._bound:
@@ -124,6 +128,17 @@ class CompiledModule:
         from torch.utils import _pytree
 
         return _pytree.tree_unflatten(list(results), self._out_spec)
+
+
+def _verify(module, name: str) -> None:
+    from mlir import ir
+
+    try:
+        ok = module.operation.verify()
+    except ir.MLIRError as e:
+        raise KilnError(f"internal error: the IR of {name} does not verify after widening booleans: {e}") from e
+    if not ok:
+        raise KilnError(f"internal error: the IR of {name} does not verify after widening booleans")
 
 
 def _as_tensor(value, where: str):
@@ -196,6 +211,41 @@ def _check_signature(exported, module) -> None:
                 if not _is_tensor(val):
                     raise KilnError(f"{type(module).__name__}.forward returns a non-tensor value "
                                     f"(output {i}: {type(val).__name__}); Kiln returns tensors only")
+
+
+def _check_static(exported, module) -> None:
+    """Kiln compiles static shapes: a node whose value has a symbolic (data-dependent) size, such as
+    boolean indexing, `nonzero` or `.item()`, is refused here, naming the node and the user's line
+    (torch-mlir would otherwise hang or fail far from the cause)."""
+    import torch
+
+    from ._child import frames
+
+    def symbolic(val):
+        if isinstance(val, torch.Tensor):
+            return any(not isinstance(d, int) for d in val.shape)
+        if isinstance(val, (list, tuple)):
+            return any(symbolic(v) for v in val)
+        return isinstance(val, (torch.SymInt, torch.SymFloat, torch.SymBool))
+
+    for node in exported.graph.nodes:
+        if node.op == "call_function" and symbolic(node.meta.get("val")):
+            val = node.meta["val"]
+            what = f"shape {tuple(val.shape)}" if isinstance(val, torch.Tensor) else f"value {val}"
+            f = frames(node.meta.get("stack_trace"))
+            where = f" at {f[-1][0]}:{f[-1][1]}: {f[-1][2]}" if f else ""
+            raise KilnError(f"cannot compile {type(module).__name__}: FX node '{node.name}' ({node.target}){where}: "
+                            f"a dynamic-shape construct (its result has data-dependent {what}); "
+                            "Kiln compiles static shapes")
+
+
+def _rename_outputs(exported) -> None:
+    """Points the output specs at the graph's output nodes again (a raised pattern that produced an
+    output replaced that node)."""
+    outputs = next(n for n in exported.graph.nodes if n.op == "output").args[0]
+    for spec, node in zip(exported.graph_signature.output_specs, outputs):
+        if hasattr(spec.arg, "name") and hasattr(node, "name"):
+            spec.arg.name = node.name
 
 
 def _is_tensor(value) -> bool:
