@@ -93,6 +93,15 @@ def test_gpt2_greedy_generation_matches_hf(gpt2, rng, length):
     assert got.stopped_by == "max_new_tokens"
 
 
+def test_gpt2_save_and_load_round_trip(gpt2, tmp_path, rng):
+    _, compiled = gpt2
+    path = str(tmp_path / "gpt2.kiln")
+    compiled.save(path)
+    loaded = kiln.load(path)
+    ids = rng.integers(0, VOCAB, size=9)
+    np.testing.assert_array_equal(loaded.forward(ids), compiled.forward(ids))
+
+
 def test_gpt2_variant_untied_exact_gelu_layer_scaled_matches_hf(tmp_path, rng):
     """The less common GPT-2 options: a separate lm_head, exact GELU, n_inner unset (4 * n_embd),
     attention scaled by 1/(layer+1) and no 1/sqrt(head_dim)."""
@@ -183,6 +192,15 @@ def test_bert_bad_token_types_are_refused(bert):
         compiled.hidden_states([5, 6, 7], [0, 1])
     with pytest.raises(KilnError, match="do not fit in max_seq_len 24"):
         compiled.hidden_states(list(range(1, 30)))
+
+
+def test_bert_save_and_load_round_trip(bert, tmp_path, rng):
+    _, compiled = bert
+    path = str(tmp_path / "bert.kiln")
+    compiled.save(path)
+    loaded = kiln.load(path)
+    ids, types = rng.integers(1, VOCAB, size=20), rng.integers(0, 3, size=20)
+    np.testing.assert_array_equal(loaded.hidden_states(ids, types), compiled.hidden_states(ids, types))
 
 
 def test_bert_is_not_a_decoder(bert):
