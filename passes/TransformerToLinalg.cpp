@@ -549,6 +549,33 @@ struct AttentionLowering : OpConversionPattern<AttentionOp> {
     else // the verifier requires an explicit scale when head_dim is dynamic
       scale = 1.0 / std::sqrt(static_cast<double>(headDim));
 
+    // Causal attention over a key sequence that may extend past the last query (a KV cache):
+    // those keys never contribute, so they are not read at all. K and V are sliced to
+    // min(kv_len, offset + q_len) rows, a runtime bound, and the cost follows the filled part of
+    // the cache rather than its capacity. (Not with a mask, whose key axis would need slicing too.)
+    bool causal = op.getCausal();
+    int64_t qLen = qType.getDimSize(2), kvLen = tensorType(k).getDimSize(2);
+    std::optional<int64_t> constOffset =
+        offset ? getConstantIntValue(offset) : std::optional<int64_t>(0);
+    bool keysPastQueries = !constOffset || ShapedType::isDynamic(qLen) ||
+                           ShapedType::isDynamic(kvLen) || kvLen > *constOffset + qLen;
+    if (causal && keysPastQueries && !mask) {
+      Value limit = tensor::DimOp::create(rewriter, loc, q, 2);
+      if (offset)
+        limit = arith::AddIOp::create(rewriter, loc, limit, offset);
+      Value rows = arith::MinUIOp::create(rewriter, loc, limit,
+                                          tensor::DimOp::create(rewriter, loc, k, 2));
+      auto firstRows = [&](Value t) -> Value {
+        SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(rewriter, loc, t);
+        sizes[2] = rows;
+        SmallVector<OpFoldResult> zeros(4, rewriter.getIndexAttr(0)), ones(4, rewriter.getIndexAttr(1));
+        return tensor::ExtractSliceOp::create(rewriter, loc, t, zeros, sizes, ones);
+      };
+      k = firstRows(k);
+      v = firstRows(v);
+      keysPastQueries = false;
+    }
+
     // Loops of the score computation: (b, h, g, i, j) + reduction d.
     Value q5 = splitGroups(rewriter, loc, q, kvHeads, group);
     SmallVector<OpFoldResult> qSizes = tensor::getMixedSizes(rewriter, loc, q5);
@@ -591,7 +618,6 @@ struct AttentionLowering : OpConversionPattern<AttentionOp> {
       maps.push_back(AffineMap::get(5, 0, exprs, ctx));
     }
     maps.push_back(id5);
-    bool causal = op.getCausal();
     Value scaleV = floatConst(rewriter, loc, ct, scale);
     Value ninf = negInf(rewriter, loc, ct);
     // Key j is in the future of query row i when j > offset + i.
@@ -617,14 +643,11 @@ struct AttentionLowering : OpConversionPattern<AttentionOp> {
     // the last query position are skipped rather than weighted by 0: 0 * v is NaN where an
     // unwritten cache row holds NaN or inf, and such rows must never reach the result. When no
     // key can lie past it (a static kv_len <= constant offset + q_len, e.g. a prefill without a
-    // cache) the product stays a plain contraction, which GEMM schedules recognize.
+    // cache, or K and V sliced above) the product stays a plain contraction, which GEMM
+    // schedules recognize.
     SmallVector<OpFoldResult> outSizes{qSizes[0], qSizes[1], qSizes[2], qSizes[3],
                                        tensor::getMixedSize(rewriter, loc, v, 3)};
     Value outInit = filledTensor(rewriter, loc, outSizes, zero);
-    std::optional<int64_t> constOffset = offset ? getConstantIntValue(offset) : std::optional<int64_t>(0);
-    int64_t qLen = qType.getDimSize(2), kvLen = tensorType(k).getDimSize(2);
-    bool keysPastQueries = !constOffset || ShapedType::isDynamic(qLen) || ShapedType::isDynamic(kvLen) ||
-                           kvLen > *constOffset + qLen;
     Value out5;
     if (!causal || !keysPastQueries) {
       out5 = contract(rewriter, loc, probs, v, outInit, 6, 1, {0, 1, 2, 3, 5}, {0, 1, 5, 4},

@@ -466,12 +466,19 @@ func.func @attention_padding_mask_scale(%q: tensor<2x12x9x32xf32>, %m: tensor<2x
 // -----
 
 // Causal without offset: query row i sees keys j <= i. Dynamic batch and
-// sequence lengths come from tensor.dim; the head split stays static.
+// sequence lengths come from tensor.dim; the head split stays static. Keys past
+// the last query are never read: K and V are sliced to min(q_len, kv_len) rows.
 // CHECK-LABEL: func.func @attention_causal_dynamic
-// CHECK-SAME: (%[[Q:[a-z0-9]+]]: tensor<?x8x?x64xf32>, %[[K:[a-z0-9]+]]: tensor<?x2x?x64xf32>, %{{.+}}: tensor<?x2x?x?xf32>)
+// CHECK-SAME: (%[[Q:[a-z0-9]+]]: tensor<?x8x?x64xf32>, %[[K:[a-z0-9]+]]: tensor<?x2x?x64xf32>, %[[V:[a-z0-9]+]]: tensor<?x2x?x?xf32>)
+// CHECK: %[[QL:.+]] = tensor.dim %[[Q]], %{{.+}} : tensor<?x8x?x64xf32>
+// CHECK: %[[KL:.+]] = tensor.dim %[[K]], %{{.+}} : tensor<?x2x?x64xf32>
+// CHECK: %[[ROWS:.+]] = arith.minui %[[QL]], %[[KL]] : index
+// CHECK: %[[KS:.+]] = tensor.extract_slice %[[K]][0, 0, 0, 0] [%{{.+}}, 2, %[[ROWS]], 64] [1, 1, 1, 1]
+// CHECK: tensor.extract_slice %[[V]][0, 0, 0, 0] [%{{.+}}, 2, %[[ROWS]], %{{.+}}] [1, 1, 1, 1]
 // CHECK-DAG: %[[B:.+]] = tensor.dim %[[Q]], %{{.+}} : tensor<?x8x?x64xf32>
 // CHECK-DAG: %[[L:.+]] = tensor.dim %[[Q]], %{{.+}} : tensor<?x8x?x64xf32>
-// CHECK: tensor.expand_shape %[[Q]] {{\[}}[0], [1, 2], [3], [4]] output_shape [%[[B]], 2, 4, %[[L]], 64] : tensor<?x8x?x64xf32> into tensor<?x2x4x?x64xf32>
+// CHECK: %[[Q5:.+]] = tensor.expand_shape %[[Q]] {{\[}}[0], [1, 2], [3], [4]] output_shape [%[[B]], 2, 4, %[[L]], 64] : tensor<?x8x?x64xf32> into tensor<?x2x4x?x64xf32>
+// CHECK: linalg.generic {{.*}} ins(%[[Q5]], %[[KS]] :
 // CHECK: %[[NEGINF:.+]] = arith.constant 0xFF800000 : f32
 // CHECK: linalg.generic
 // CHECK-SAME: outs(%{{.+}} : tensor<?x2x4x?x?xf32>)
@@ -820,15 +827,21 @@ func.func @attention_causal_prefill_pv_is_a_contraction(%q: tensor<1x4x8x16xf32>
 
 // -----
 
-// With a runtime offset (decoding into a cache), keys past the last query are skipped in the
-// product with the values: a select keeps unwritten (NaN) cache rows out of the result.
+// With a runtime offset (decoding into a cache), keys past the last query are never read: K and
+// V are sliced to min(offset + q_len, kv_len) rows, so unwritten (NaN) cache rows cannot reach the
+// result and the product with the values stays a plain contraction over the filled rows.
 // CHECK-LABEL: func.func @attention_causal_decode_pv_skips_future_keys
+// CHECK-SAME: (%[[Q:[a-z0-9]+]]: tensor<1x4x1x16xf32>, %[[K:[a-z0-9]+]]: tensor<1x2x32x16xf32>, %[[POS:[a-z0-9]+]]: index)
+// CHECK: %[[END:.+]] = arith.addi %{{.+}}, %[[POS]] : index
+// CHECK: %[[ROWS:.+]] = arith.minui %[[END]], %{{.+}} : index
+// CHECK: tensor.extract_slice %[[K]][0, 0, 0, 0] [1, 2, %[[ROWS]], 16] [1, 1, 1, 1] : tensor<1x2x32x16xf32> to tensor<1x2x?x16xf32>
 // CHECK: math.exp
 // CHECK: linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "parallel", "parallel", "parallel", "reduction"]
-// CHECK: arith.mulf
-// CHECK: arith.addf
-// CHECK: arith.cmpi ugt
-// CHECK: arith.select
+// CHECK-SAME: outs(%{{.+}} : tensor<1x2x2x1x16xf32>)
+// CHECK-NEXT: ^bb0
+// CHECK-NEXT: arith.mulf
+// CHECK-NEXT: arith.addf
+// CHECK-NEXT: linalg.yield
 // CHECK: tensor.collapse_shape
 func.func @attention_causal_decode_pv_skips_future_keys(%q: tensor<1x4x1x16xf32>, %k: tensor<1x2x32x16xf32>, %pos: index) -> tensor<1x4x1x16xf32> {
   %o = transformer.attention %q, %k, %k offset(%pos) {causal} : (tensor<1x4x1x16xf32>, tensor<1x2x32x16xf32>, tensor<1x2x32x16xf32>, index) -> tensor<1x4x1x16xf32>

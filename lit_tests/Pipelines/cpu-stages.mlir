@@ -112,9 +112,10 @@ func.func @zero_bias(%x: tensor<4x32xf32>, %w: tensor<16x32xf32>) -> tensor<4x16
 // DISPATCH: func.func private @block_dispatch_{{[0-9]+}}_transpose(
 // DISPATCH-SAME: kiln.kernel_class = "transpose"
 // DISPATCH: linalg.transpose {{.+}} {kiln.root}
-// Attention scores: a batched contraction with its zero fill.
-// DISPATCH: func.func private @block_dispatch_{{[0-9]+}}_contraction({{.+}}) -> tensor<1x2x1x4x8xf32>
-// DISPATCH-SAME: kiln.iterator_types = "pppppr", kiln.kernel_class = "contraction", kiln.loop_ranges = array<i64: 1, 2, 1, 4, 8, 16>
+// Attention scores: a batched contraction with its zero fill, over the filled rows of the cache
+// only (offset + 4 of its 8 rows: a runtime extent).
+// DISPATCH: func.func private @block_dispatch_{{[0-9]+}}_contraction({{.+}}) -> tensor<1x2x1x4x?xf32>
+// DISPATCH-SAME: kiln.iterator_types = "pppppr", kiln.kernel_class = "contraction", kiln.loop_ranges = array<i64: 1, 2, 1, 4, -1, 16>
 // DISPATCH: linalg.fill
 // DISPATCH: {kiln.root}
 // The runtime offset is a kernel argument of the causal mask.
@@ -140,11 +141,14 @@ func.func @zero_bias(%x: tensor<4x32xf32>, %w: tensor<16x32xf32>) -> tensor<4x16
 // DISPATCH-NOT: linalg.
 // DISPATCH: call @block_dispatch_{{[0-9]+}}_transpose(
 // DISPATCH-NOT: linalg.
-// DISPATCH: call @block_dispatch_{{[0-9]+}}_contraction(
+// DISPATCH: %[[ROWS:.+]] = arith.minui
+// DISPATCH: %[[KEYS:.+]] = tensor.extract_slice %arg4[0, 0, 0, 0] [1, 2, %[[ROWS]], 16] [1, 1, 1, 1]
+// DISPATCH-NOT: linalg.
+// DISPATCH: call @block_dispatch_{{[0-9]+}}_contraction(%{{.+}}, %{{.+}}, %[[KEYS]])
 // DISPATCH-NOT: linalg.
 // DISPATCH: call @block_dispatch_{{[0-9]+}}_elementwise(%arg6,
 // DISPATCH-NOT: linalg.
-// DISPATCH: call @block_dispatch_{{[0-9]+}}_reduction(%{{.+}}, %arg6,
+// DISPATCH: call @block_dispatch_{{[0-9]+}}_contraction(
 // DISPATCH-NOT: linalg.
 // DISPATCH: %[[ARGMAX:.+]]:2 = call @block_dispatch_{{[0-9]+}}_reduction(
 // DISPATCH-NOT: linalg.
