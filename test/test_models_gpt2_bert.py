@@ -250,6 +250,7 @@ def _hf_sentence_embeddings(directory, texts):
 def test_minilm_embeddings_match_sentence_transformers(minilm):
     directory, compiled = minilm
     want = _hf_sentence_embeddings(directory, SENTENCES)
+    assert len(compiled.tokenizer.encode(SENTENCES[-1])) > compiled.max_seq_len  # the truncation case
     got = compiled.embed(SENTENCES).astype(np.float64)
     assert got.shape == want.shape == (len(SENTENCES), 384)
     cosines = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
