@@ -43,12 +43,22 @@ def frames(stack_trace: str):
     return out
 
 
+def user_frame(stack_trace: str):
+    """(file, line, code) of the innermost frame outside torch itself (the user's line that called
+    e.g. nn.LayerNorm), else the innermost frame, else None."""
+    trace = frames(stack_trace)
+    torch_mod = sys.modules.get("torch")
+    torch_dir = os.path.dirname(os.path.abspath(torch_mod.__file__)) + os.sep if torch_mod else None
+    outside = [f for f in trace if not (torch_dir and os.path.abspath(f[0]).startswith(torch_dir))]
+    return (outside or trace or [None])[-1]
+
+
 def _node_info(gm, name: str) -> dict:
     """What the parent needs to name an FX node in an error message."""
     node = next((n for n in gm.graph.nodes if n.name == name), None)
     if node is None:
         return {"node": name}
-    trace = frames(node.meta.get("stack_trace"))
+    frame = user_frame(node.meta.get("stack_trace"))
     origin = None
     sources = node.meta.get("from_node") or []
     if sources:
@@ -62,9 +72,9 @@ def _node_info(gm, name: str) -> dict:
         "node": name,
         "target": target,
         "origin": origin if origin and origin != name else None,
-        "file": trace[-1][0] if trace else None,
-        "line": trace[-1][1] if trace else None,
-        "code": trace[-1][2] if trace else None,
+        "file": frame[0] if frame else None,
+        "line": frame[1] if frame else None,
+        "code": frame[2] if frame else None,
     }
 
 
@@ -116,10 +126,17 @@ def run(job: dict) -> None:
 
     ep = ep.run_decompositions(get_decomposition_table())
     gm = ep.graph_module
+    mutated = {**ep.graph_signature.buffers_to_mutate, **ep.graph_signature.user_inputs_to_mutate}
+    if mutated:
+        name, target = next(iter(mutated.items()))
+        info = _node_info(gm, name)
+        info.update(kind="mutation", message=f"forward mutates '{target}' in place; Kiln compiles pure "
+                                             "functions: return the new value instead")
+        raise Diagnosed(info)
 
     def node_location(self, node):
-        trace = frames(node.meta.get("stack_trace"))
-        inner = ir.Location.file(trace[-1][0], trace[-1][1], 0, context=self._c) if trace \
+        frame = user_frame(node.meta.get("stack_trace"))
+        inner = ir.Location.file(frame[0], frame[1], 0, context=self._c) if frame \
             else ir.Location.unknown(context=self._c)
         return ir.Location.name(node.name, childLoc=inner, context=self._c)
 

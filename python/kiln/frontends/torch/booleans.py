@@ -4,8 +4,8 @@ torch-mlir's decompositions of unraised SDPA (the causal mask) and of softmax (t
 check) make intermediate i1 tensors; Kiln's CPU backend stores them as i1 memrefs, which MLIR 22's
 memref-to-LLVM lowering rejects with an assertion (a process abort). Bytes are what PyTorch stores
 for bool anyway. Computation stays i1: linalg region arguments read from a widened tensor are
-truncated back to i1 and values yielded into one are zero-extended. Only internal values change:
-an entry point whose arguments or results are boolean is refused with a KilnError.
+truncated back to i1 and values yielded into one are zero-extended. Boolean arguments and results
+of the entry point become bytes too; the compiled module views numpy bools as int8 and back.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 from mlir import ir
 
-from ...errors import KilnError
 
 
 def _is_bool_tensor(t) -> bool:
@@ -29,19 +28,28 @@ def _is_i1(t) -> bool:
     return isinstance(t, ir.IntegerType) and ir.IntegerType(t).width == 1
 
 
-def widen(func) -> int:
-    """Rewrites `func` (a func.func) in place; returns the number of values widened."""
+def widen(func):
+    """Rewrites `func` (a func.func) in place. Returns (values widened, positions of boolean
+    arguments, positions of boolean results): those now take and give bytes (numpy bool viewed as
+    int8), which the caller converts at the boundary."""
     with ir.Location.unknown(func.context):
         return _widen(func)
 
 
-def _widen(func) -> int:
+def _widen(func):
     ftype = ir.FunctionType(ir.TypeAttr(func.attributes["function_type"]).value)
-    if any(_is_bool_tensor(t) for t in list(ftype.inputs) + list(ftype.results)):
-        raise KilnError("boolean tensor inputs and outputs are not supported by Kiln's CPU backend yet: "
-                        "pass and return them as integers (e.g. .to(torch.int64))")
+    bool_args = [i for i, t in enumerate(ftype.inputs) if _is_bool_tensor(t)]
+    bool_results = [i for i, t in enumerate(ftype.results) if _is_bool_tensor(t)]
     i8, i1 = ir.IntegerType.get_signless(8), ir.IntegerType.get_signless(1)
     widened = 0
+    entry = func.regions[0].blocks[0]
+    for i in bool_args:
+        entry.arguments[i].set_type(_byte_tensor(entry.arguments[i].type))
+        widened += 1
+    if bool_args or bool_results:
+        inputs = [_byte_tensor(t) if _is_bool_tensor(t) else t for t in ftype.inputs]
+        results = [_byte_tensor(t) if _is_bool_tensor(t) else t for t in ftype.results]
+        func.attributes["function_type"] = ir.TypeAttr.get(ir.FunctionType.get(inputs, results))
     for block in func.regions[0].blocks:
         for op in list(block.operations):
             op = op.operation
@@ -66,7 +74,7 @@ def _widen(func) -> int:
                 with op.location, ir.InsertionPoint.after(op):
                     narrow = ir.Operation.create("arith.trunci", results=[i1], operands=[op.results[0]])
                 op.results[0].replace_all_uses_except(narrow.results[0], narrow)
-    return widened
+    return widened, bool_args, bool_results
 
 
 def _is_byte(t) -> bool:

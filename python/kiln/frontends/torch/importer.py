@@ -89,7 +89,8 @@ class CompiledModule:
                                 f"(version skew between the two MLIRs?): {e}") from e
             materialize.raise_calls(module, raised)
             func = next(op for op in module.body.operations if op.operation.name == "func.func")
-            if booleans.widen(func):
+            widened, self._bool_args, self._bool_results = booleans.widen(func)
+            if widened:
                 _verify(module, name)
             materialize.name_arguments(func, [a["target"] or a["name"] for a in self.arguments])
             self.entry = ir.StringAttr(func.attributes["sym_name"]).value
@@ -123,11 +124,16 @@ class CompiledModule:
         for position, buffer in self._bound:
             args[position] = buffer
         for (position, name), value in zip(self.inputs, inputs):
-            args[position] = _as_array(value)
-        results = self._entry(*args)
+            array = _as_array(value)
+            if position in self._bool_args and array.dtype == np.bool_:
+                array = np.ascontiguousarray(array).view(np.int8)
+            args[position] = array
+        results = list(self._entry(*args))
+        for j in self._bool_results:
+            results[j] = results[j].view(np.bool_)
         from torch.utils import _pytree
 
-        return _pytree.tree_unflatten(list(results), self._out_spec)
+        return _pytree.tree_unflatten(results, self._out_spec)
 
 
 def _verify(module, name: str) -> None:
@@ -204,6 +210,22 @@ def _check_signature(exported, module) -> None:
     if sig.user_inputs_to_mutate:
         names = ", ".join(sorted(set(sig.user_inputs_to_mutate.values())))
         raise KilnError(f"{type(module).__name__}.forward mutates its input(s) {names} in place")
+    from ._child import user_frame
+
+    kinds = {spec.arg.name: (spec.kind.name, spec.target) for spec in sig.input_specs if hasattr(spec.arg, "name")}
+    for node in exported.graph.nodes:
+        schema = getattr(node.target, "_schema", None)
+        if node.op == "call_function" and schema is not None and schema.is_mutable:
+            for arg, value in zip(schema.arguments, node.args):
+                written = arg.alias_info is not None and arg.alias_info.is_write
+                if written and getattr(value, "op", None) == "placeholder":
+                    kind, target = kinds.get(value.name, ("USER_INPUT", value.name))
+                    what = f"buffer {target}" if kind == "BUFFER" else f"input {value.name}"
+                    f = user_frame(node.meta.get("stack_trace"))
+                    where = f" at {f[0]}:{f[1]}: {f[2]}" if f else ""
+                    raise KilnError(f"{type(module).__name__}.forward mutates {what} in place (FX node "
+                                    f"'{node.name}', {node.target}){where}: Kiln compiles pure functions; "
+                                    "return the new value instead")
     for node in exported.graph.nodes:
         if node.op == "output":
             for i, out in enumerate(node.args[0]):
@@ -219,7 +241,7 @@ def _check_static(exported, module) -> None:
     (torch-mlir would otherwise hang or fail far from the cause)."""
     import torch
 
-    from ._child import frames
+    from ._child import user_frame
 
     def symbolic(val):
         if isinstance(val, torch.Tensor):
@@ -232,8 +254,8 @@ def _check_static(exported, module) -> None:
         if node.op == "call_function" and symbolic(node.meta.get("val")):
             val = node.meta["val"]
             what = f"shape {tuple(val.shape)}" if isinstance(val, torch.Tensor) else f"value {val}"
-            f = frames(node.meta.get("stack_trace"))
-            where = f" at {f[-1][0]}:{f[-1][1]}: {f[-1][2]}" if f else ""
+            f = user_frame(node.meta.get("stack_trace"))
+            where = f" at {f[0]}:{f[1]}: {f[2]}" if f else ""
             raise KilnError(f"cannot compile {type(module).__name__}: FX node '{node.name}' ({node.target}){where}: "
                             f"a dynamic-shape construct (its result has data-dependent {what}); "
                             "Kiln compiles static shapes")

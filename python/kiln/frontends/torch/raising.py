@@ -19,7 +19,6 @@ Recognised (result -> `transformer` op):
 from __future__ import annotations
 
 import itertools
-import re
 from dataclasses import dataclass, field
 
 import torch
@@ -50,9 +49,11 @@ class Raised:
 
 
 def source_of(node: fx.Node) -> str:
-    """'file:line' of the innermost frame of the node's stack trace, or ''."""
-    frames = re.findall(r'File "([^"]+)", line ([0-9]+)', node.meta.get("stack_trace") or "")
-    return f"{frames[-1][0]}:{frames[-1][1]}" if frames else ""
+    """'file:line' of the user's frame in the node's stack trace (innermost outside torch), or ''."""
+    from ._child import user_frame
+
+    frame = user_frame(node.meta.get("stack_trace"))
+    return f"{frame[0]}:{frame[1]}" if frame else ""
 
 
 def _val(node):
@@ -108,7 +109,7 @@ class _Raiser:
 
     def call(self, before: fx.Node, target, args) -> fx.Node:
         """Inserts `target(*args)` before `before`, with its fake value computed."""
-        fake_mode = next(a.meta["val"].fake_mode for a in args if isinstance(a, fx.Node))
+        fake_mode = before.meta["val"].fake_mode
         with fake_mode:
             val = target(*[a.meta["val"] if isinstance(a, fx.Node) else a for a in args])
         with self.graph.inserting_before(before):
