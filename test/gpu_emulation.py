@@ -100,7 +100,7 @@ class EmulatedDriver(GpuDriver):
         text, self.signatures = emulation_module_text(loops_text)
         with ir.Context():
             module = ir.Module.parse(text)
-            run_passes(module, "expand-strided-metadata,lower-affine,convert-scf-to-cf,convert-math-to-llvm,"
+            run_passes(module, "expand-strided-metadata,lower-affine,convert-scf-to-cf,convert-vector-to-llvm,convert-math-to-llvm,"
                                "convert-math-to-libm,convert-to-llvm,reconcile-unrealized-casts", "emulation")
             so = cpu.build_shared_object(module, cpu.host_cpu())
         fd, self._path = tempfile.mkstemp(suffix=".so")

@@ -24,8 +24,10 @@
 // SM80:        .target sm_80
 // SM90:        .target sm_90
 // CHECK-LABEL: .visible .entry mlp_dispatch_2_contraction_kernel(
-// CHECK:       mul.rn.f32
-// CHECK:       add.rn.f32
+// CHECK:       $L__BB0_1:
+// CHECK-COUNT-32: fma.rn.f32
+// CHECK:       bra
+// CHECK-COUNT-4: st.global.b32
 
 // SM80:        .target sm_80
 // SM90:        .target sm_90

@@ -19,14 +19,14 @@
 // CHECK:         gpu.launch_func @mlp_dispatch_2_contraction_kernel::@mlp_dispatch_2_contraction_kernel blocks in (%{{.*}}, %{{.*}}, %{{.*}}) threads in (%{{.*}}, %{{.*}}, %{{.*}}) args(
 // CHECK-NEXT:    return
 // CHECK-LABEL: gpu.module @mlp_dispatch_2_contraction_kernel
-// CHECK:         gpu.func @mlp_dispatch_2_contraction_kernel(%{{.*}}: memref<96x64xf32>, %{{.*}}: memref<8x96xf32>, %{{.*}}: memref<8x64xf32>) kernel
-// CHECK-SAME:      known_block_size = array<i32: 32, 8, 1>, known_grid_size = array<i32: 3, 1, 1>
+// CHECK:         gpu.func @mlp_dispatch_2_contraction_kernel(%{{.*}}: memref<96x64xf32>, %{{.*}}: memref<8x96xf32>, %{{.*}}: memref<8x64xf32>) kernel attributes {known_block_size = array<i32: 32, 2, 1>, known_grid_size = array<i32: 3, 1, 1>}
 // CHECK:           gpu.block_id  x
 // CHECK:           gpu.thread_id  x
 // CHECK:           gpu.thread_id  y
-// CHECK:           scf.for
-// CHECK:             arith.mulf
-// CHECK:             arith.addf
+// CHECK:           scf.for {{.*}} -> (vector<4x1xf32>)
+// CHECK:             vector.transfer_read {{.*}}, vector<8xf32>
+// CHECK:             vector.fma
+// CHECK:           vector.transfer_write
 // CHECK:           gpu.return
 // CHECK-LABEL: func.func @mlp
 // CHECK-COUNT-4: call @mlp_dispatch_

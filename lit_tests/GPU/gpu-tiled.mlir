@@ -1,7 +1,8 @@
 // The GPU `tiled` stage (shared by cuda and rocm): each kernel's parallel loops become a forall of
 // blocks (#gpu.block) around a forall of threads (#gpu.thread), one output element per thread, the
 // innermost parallel loop on x; reduction loops stay inside each thread, with the fill that
-// initializes them fused into the thread forall. The block size is recorded on the kernel.
+// initializes them fused into the thread forall (GEMM-shaped contractions: see below). The block
+// size is recorded on the kernel.
 //
 // RUN: kiln compile %s --target cuda --compile-to=tiled | FileCheck %s
 // RUN: kiln compile %s --target rocm --compile-to=tiled | FileCheck %s
@@ -26,12 +27,19 @@
 // CHECK:           } {mapping = [#gpu.thread<y>, #gpu.thread<x>]}
 // CHECK:         } {mapping = [#gpu.block<y>, #gpu.block<x>]}
 
+// A GEMM-shaped contraction is register-tiled: each thread owns 4 rows x 1 column of the output,
+// walks K 8 at a time as vector FMAs (each element of W used 4 times) with its 4 accumulators carried
+// in registers through the K loop, and writes them once after it.
 // CHECK-LABEL: func.func private @mlp_dispatch_2_contraction
-// CHECK-SAME:    kiln.gpu_block_dims = array<i64: 32, 8, 1>
+// CHECK-SAME:    kiln.gpu_block_dims = array<i64: 32, 2, 1>
 // CHECK:         scf.forall (%{{.*}}, %{{.*}}) in (1, 3)
-// CHECK:           scf.forall (%{{.*}}, %{{.*}}) in (8, 32)
-// CHECK:             linalg.fill {{.*}} -> tensor<1x1xf32>
-// CHECK:             linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "reduction"]{{.*}}outs(%{{.*}} : tensor<1x1xf32>)
+// CHECK:           scf.forall (%{{.*}}, %{{.*}}) in (2, 32)
+// CHECK:             scf.for {{.*}} iter_args(%{{.*}} = %{{.*}}) -> (vector<4x1xf32>)
+// CHECK:               vector.transfer_read {{.*}} : tensor<4x8xf32>, vector<4x8xf32>
+// CHECK:               vector.transfer_read {{.*}} : tensor<1x8xf32>, vector<1x8xf32>
+// CHECK-COUNT-32:      vector.fma
+// CHECK:               scf.yield {{.*}} : vector<4x1xf32>
+// CHECK:             vector.transfer_write {{.*}} : vector<4x1xf32>, tensor<4x1xf32>
 // CHECK:           } {mapping = [#gpu.thread<y>, #gpu.thread<x>]}
 // CHECK:         } {mapping = [#gpu.block<y>, #gpu.block<x>]}
 

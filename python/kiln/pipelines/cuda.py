@@ -80,7 +80,7 @@ def make_llvm(module: ir.Module) -> None:
     run_passes(
         module,
         f"nvvm-attach-target{{chip={chip} O=3{link}}},"
-        "gpu.module(expand-strided-metadata,lower-affine,convert-scf-to-cf,"
+        "gpu.module(expand-strided-metadata,lower-affine,convert-scf-to-cf,convert-vector-to-llvm,"
         "convert-gpu-to-nvvm{use-bare-ptr-memref-call-conv index-bitwidth=64},"
         "canonicalize,cse,reconcile-unrealized-casts)",
         "llvm",

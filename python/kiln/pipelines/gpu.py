@@ -80,6 +80,46 @@ def gpu_schedule(kernel: schedules.Kernel) -> tuple:
     return tiles, threads, block
 
 
+REGISTER_ROWS = 4  # rows of a contraction's output per thread (each loaded B element is reused this often)
+
+
+def contraction_schedule(kernel: schedules.Kernel):
+    """A register-tiled schedule for an f32 GEMM-shaped contraction (loops [b.., m, n, k]), or None.
+
+    Each thread computes `rm` rows x 1 column of a block's TM x TN output tile: K is walked `kt`
+    elements at a time as a vector contraction (rm x kt of A, kt of B: 16-byte loads where contiguous),
+    the rm accumulators stay in registers across the K loop (hoisted out of it), and every element of
+    B read is used rm times. Only when all tiles divide their loops (no masked edges): other shapes
+    get `gpu_schedule`'s one-output-per-thread kernels. Returns (tiles, threads, block, kt)."""
+    if not (kernel.kernel_class == "contraction" and kernel.gemm_rhs and kernel.f32):
+        return None
+    ranges = kernel.loop_ranges
+    if any(r < 0 for r in ranges):
+        return None
+    nb = len(ranges) - 3
+    m, n, k = ranges[nb:]
+    kt = next((t for t in (8, 4, 2) if k % t == 0), 0)
+    tn = _pow2_tile(n, 32)
+    if not kt or n % tn:
+        return None
+    rm = next(r for r in (REGISTER_ROWS, 2, 1) if m % r == 0)
+    tm = _pow2_tile(m, rm * max(1, MAX_THREADS // tn))
+    if m % tm or tm % rm:
+        return None
+    batch = [d for d in range(nb) if ranges[d] > 1]
+    if len(batch) + (m > 1) + 1 > 3:
+        return None  # more than three block dims
+    tiles = [0] * len(ranges)
+    for d in batch:
+        tiles[d] = 1
+    if m > 1:
+        tiles[nb] = tm
+    tiles[nb + 1] = tn
+    threads = ([tm // rm] if m > 1 else []) + [tn]
+    block = (tn, tm // rm if m > 1 else 1, 1)
+    return tiles, threads, block, kt
+
+
 def make_linalg(module: ir.Module) -> None:
     """The shared `linalg` stage, after giving causal attention with a runtime KV offset an explicit
     (zero) mask. Without a mask, the lowering reads only the first offset + q_len keys: a runtime
@@ -133,7 +173,11 @@ def make_tiled(module: ir.Module) -> None:
     funcs = {ir.StringAttr(op.attributes["sym_name"]).value: op
              for op in module.body.operations if op.operation.name == "func.func"}
     for i, kernel in enumerate(schedules.kernels_of(module)):
-        tiles, threads, block = gpu_schedule(kernel)
+        register_tiled = contraction_schedule(kernel)
+        if register_tiled is not None:
+            tiles, threads, block, kt = register_tiled
+        else:
+            tiles, threads, block = gpu_schedule(kernel)
         funcs[kernel.name].attributes[BLOCK_DIM_ATTR] = ir.DenseI64ArrayAttr.get(list(block))
         n_block = sum(1 for t in tiles if t)
         block_map = ", ".join(f"#gpu.block<{_AXES[n_block - 1 - j]}>" for j in range(n_block))
@@ -146,7 +190,8 @@ def make_tiled(module: ir.Module) -> None:
             f"[{', '.join(map(str, tiles))}] (mapping = [{block_map}]) : ({any_op}) -> ({any_op}, {any_op})",
         ]
         num_threads = [0] * len(tiles)  # threads along the thread loops, none along the others
-        thread_dims = _thread_loops(tiles, threads, kernel)
+        thread_dims = _thread_loops(tiles, threads, kernel) if register_tiled is None else \
+            [d for d in (len(tiles) - 3, len(tiles) - 2) if tiles[d]]
         for d, n in zip(thread_dims, threads):
             num_threads[d] = n
         lines.append(
@@ -163,9 +208,39 @@ def make_tiled(module: ir.Module) -> None:
                 f"    %ft{i}, %th{i}b = transform.structured.fuse_into_containing_op %fb{i} into %th{i} "
                 f": ({any_op}, {any_op}) -> ({any_op}, {any_op})",
             ]
+        if register_tiled is not None:
+            lines += _register_tile_lines(i, len(tiles), kt, kernel.has_init_fill)
     lines += ["    transform.yield", "  }", "}"]
     _apply(module, "\n".join(lines), "tiled")
-    run_passes(module, "canonicalize,cse", "tiled")
+    # Register-tiled contractions: the accumulators' vector read/write move out of the K loop.
+    run_passes(module, "canonicalize,cse,func.func(loop-invariant-subset-hoisting),canonicalize,cse", "tiled")
+
+
+def _register_tile_lines(i: int, n_loops: int, kt: int, has_fill: bool) -> list:
+    """K in steps of kt around each thread's rm x 1 x kt contraction, vectorized (see
+    `contraction_schedule`)."""
+    any_op = "!transform.any_op"
+    sizes = ", ".join(["0"] * (n_loops - 1) + [str(kt)])
+    lines = [
+        f"    %kt{i}, %kl{i} = transform.structured.tile_using_for %u{i} tile_sizes [{sizes}] "
+        f": ({any_op}) -> ({any_op}, {any_op})",
+        f"    transform.structured.vectorize %kt{i} : {any_op}",
+    ]
+    if has_fill:
+        lines.append(f"    transform.structured.vectorize %ft{i} : {any_op}")
+    lines += [
+        f"    transform.apply_patterns to %f{i} {{",
+        "      transform.apply_patterns.vector.reduction_to_contract",
+        "      transform.apply_patterns.vector.transfer_permutation_patterns",
+        f"    }} : {any_op}",
+        f"    transform.apply_patterns to %f{i} {{",
+        '      transform.apply_patterns.vector.lower_contraction lowering_strategy = "outerproduct"',
+        "      transform.apply_patterns.vector.lower_outerproduct",
+        "      transform.apply_patterns.vector.transfer_permutation_patterns",
+        "      transform.apply_patterns.canonicalization",
+        f"    }} : {any_op}",
+    ]
+    return lines
 
 
 def _thread_loops(tiles: list, threads: list, kernel: schedules.Kernel) -> list:
@@ -213,7 +288,7 @@ def make_loops(module: ir.Module) -> None:
     _apply(module, "\n".join(lines), "loops")
     run_passes(
         module,
-        "func.func(convert-linalg-to-loops),canonicalize,cse,"
+        "func.func(convert-vector-to-scf{full-unroll},convert-linalg-to-loops),canonicalize,cse,"
         "gpu-launch-sink-index-computations,gpu-kernel-outlining{data-layout-str=},canonicalize,cse",
         "loops",
     )

@@ -57,7 +57,7 @@ def make_llvm(module: ir.Module) -> None:
     run_passes(
         module,
         f"rocdl-attach-target{{chip={chip} O=3}},"
-        "gpu.module(expand-strided-metadata,lower-affine,convert-scf-to-cf,"
+        "gpu.module(expand-strided-metadata,lower-affine,convert-scf-to-cf,convert-vector-to-llvm,"
         f"convert-gpu-to-rocdl{{chipset={chip} use-bare-ptr-memref-call-conv index-bitwidth=64 runtime=HIP}},"
         "canonicalize,cse,reconcile-unrealized-casts)",
         "llvm",
