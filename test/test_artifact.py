@@ -205,8 +205,8 @@ def test_foreign_triple(saved, tmp_path):
 
 
 def test_foreign_driver(saved, tmp_path):
-    path = rewritten(saved, tmp_path, lambda m: m["target"].update(driver="cuda"))
-    assert "targets 'cuda', which this runtime cannot run" in refused(path)
+    path = rewritten(saved, tmp_path, lambda m: m["target"].update(driver="vulkan"))
+    assert "targets 'vulkan', which this runtime cannot run" in refused(path)
 
 
 def test_manifest_without_entry_points(saved, tmp_path):

@@ -198,7 +198,7 @@ STAGE_LIST = ", ".join(STAGES)
     ({"compile_to": "tile"}, f"unknown stage 'tile' for compile_to; stages are: {STAGE_LIST}"),
     ({"compile_from": "input"}, f"unknown stage 'input' for compile_from; stages are: {STAGE_LIST}"),
     ({"compile_from": "artifact"}, "cannot resume from 'artifact': it is the last stage"),
-    ({"target": "cuda"}, "unknown target 'cuda'; targets: cpu"),
+    ({"target": "vulkan"}, "unknown target 'vulkan'; targets: cpu, cuda, rocm"),
     ({"compile_from": "tiled", "compile_to": "dispatch"}, "compile_to 'dispatch' does not come after compile_from 'tiled'"),
     ({"compile_from": "tiled", "compile_to": "tiled"}, "compile_to 'tiled' does not come after compile_from 'tiled'"),
     ({"compile_to": "tiled", "output": "x.kiln"}, "output= writes an artifact, but compile_to 'tiled' stops before one is made"),
