@@ -122,6 +122,10 @@ def _import(args) -> int:
 
 
 def _bench(args) -> int:
+    if args.suite == "model":
+        from .bench import model
+
+        return model.main(args)
     from . import bench
 
     return bench.main(args)
@@ -167,7 +171,10 @@ def main(argv=None) -> int:
     im.add_argument("-o", "--output", help="write the IR here instead of stdout")
     im.set_defaults(run=_import)
     b = sub.add_parser("bench", help="benchmark Kiln against numpy and PyTorch (JSON report + PNG plot)")
-    b.add_argument("--suite", default="full", choices=("full", "smoke"))
+    b.add_argument("--suite", default="full", choices=("full", "smoke", "model"),
+                   help="kernels and a decoder stack (full, smoke), or an LLM's prefill and decode "
+                   "against Hugging Face transformers (model)")
+    b.add_argument("--model", help="--suite model: a HF directory or .gguf (default: SmolLM2-135M-Instruct)")
     b.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     b.add_argument("--rounds", type=int, default=4, help="interleaved rounds; medians over all samples")
     b.add_argument("--reps", type=int, default=5, help="timed calls per round")

@@ -1,0 +1,206 @@
+"""`kiln bench --suite model`: prefill and decode speed of a real LLM against Hugging Face transformers.
+
+Both run the same fp32 weights on the same prompt ids, in interleaved rounds: Kiln in this process, HF
+(torch eager, CPU) in a worker process per thread count. Prefill: one forward pass over the prompt that
+fills the KV cache. Decode: greedy steps of one token each with the cache (HF: `model(token,
+past_key_values=...)` in a loop, i.e. `generate` without its Python overhead). The report also gives
+Kiln's decode bandwidth as a share of the measured memory bandwidth.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from ..errors import KilnError
+from ..progress import Progress
+from . import report as report_io
+
+_HF_WORKER = r"""
+import json, os, sys, time
+import torch, transformers
+threads, path, gguf, ids, new_tokens = json.loads(sys.argv[1])
+torch.set_num_threads(threads)
+kw = {"gguf_file": gguf} if gguf else {}
+model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kw).eval()
+prompt = torch.tensor([ids])
+for line in sys.stdin:
+    with torch.no_grad():
+        t = time.perf_counter()
+        out = model(prompt, use_cache=True)
+        prefill = time.perf_counter() - t
+        past, token, tokens, steps = out.past_key_values, out.logits[0, -1].argmax(), [], []
+        for _ in range(new_tokens):
+            tokens.append(int(token))
+            t = time.perf_counter()
+            out = model(token.view(1, 1), past_key_values=past, use_cache=True)
+            steps.append(time.perf_counter() - t)
+            past, token = out.past_key_values, out.logits[0, -1].argmax()
+    print(json.dumps({"prefill_s": prefill, "step_s": steps, "tokens": tokens}), flush=True)
+"""
+
+
+def run(model_path: str | None = None, threads=(1, 2), rounds: int = 3, prompt_len: int = 128,
+        new_tokens: int = 128, output: str | None = "bench-model.json", plot: str | None = "bench-model.png",
+        seed: int = 0) -> dict:
+    import kiln
+    from .. import bandwidth, default_model
+
+    path = model_path or default_model.path()
+    device = kiln.runtime.Device.default()
+    model = kiln.compile_model(path, max_seq_len=prompt_len + new_tokens + 1, device=device)
+    vocab = model.graph.vocab_size
+    ids = [int(i) for i in np.random.default_rng(seed).integers(100, vocab - 100, size=prompt_len)]
+    hf_path, gguf = (os.path.dirname(path), os.path.basename(path)) if path.endswith(".gguf") else (path, None)
+    workers = {t: _HFWorker(t, hf_path, gguf, ids, new_tokens) for t in threads}
+    samples = {t: {"kiln": {"prefill_s": [], "decode_s": []}, "hf": {"prefill_s": [], "decode_s": []}}
+               for t in threads}
+    agree = {}
+    try:
+        with Progress(rounds * len(threads), "benchmarking", always=True) as bar:
+            for _ in range(rounds):
+                for t in threads:
+                    device.num_threads = t
+                    time.sleep(0.3)
+                    k = _kiln_run(model, ids, new_tokens)
+                    h = workers[t].run()
+                    for who, r in (("kiln", k), ("hf", h)):
+                        samples[t][who]["prefill_s"].append(r["prefill_s"])
+                        samples[t][who]["decode_s"] += r["step_s"]
+                    agree[t] = _matching_prefix(k["tokens"], h["tokens"])
+                    bar.advance(f"{t} threads")
+        limit = {t: bandwidth.measured_bandwidth(_with_threads(device, t)) for t in threads}
+    finally:
+        for w in workers.values():
+            w.close()
+    weight_bytes = model.weight_bytes_per_token
+    results = []
+    for t in threads:
+        row = {"threads": t, "tokens_identical": agree[t], "new_tokens": new_tokens}
+        for who in ("kiln", "hf"):
+            s = samples[t][who]
+            row[who] = {
+                "prefill_tok_s": prompt_len / float(np.median(s["prefill_s"])),
+                "decode_tok_s": 1.0 / float(np.median(s["decode_s"])),
+                "samples": s,
+            }
+        row["prefill_ratio"] = row["kiln"]["prefill_tok_s"] / row["hf"]["prefill_tok_s"]
+        row["decode_ratio"] = row["kiln"]["decode_tok_s"] / row["hf"]["decode_tok_s"]
+        row["measured_bandwidth_gb_s"] = limit[t] / 1e9
+        row["kiln_decode_bandwidth_share"] = weight_bytes * row["kiln"]["decode_tok_s"] / limit[t]
+        results.append(row)
+    import torch
+    import transformers
+
+    rep = {
+        "kiln_version": kiln.__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": report_io.machine(),
+        "model": path,
+        "settings": {"prompt_tokens": prompt_len, "new_tokens": new_tokens, "rounds": rounds,
+                     "dtype": "float32", "peer": f"transformers {transformers.__version__}, torch "
+                     f"{torch.__version__} eager", "weight_bytes_per_token": weight_bytes},
+        "results": results,
+    }
+    if output:
+        report_io.write_json(output, rep)
+    if plot:
+        _plot(plot, rep)
+    return rep
+
+
+def _kiln_run(model, ids, new_tokens) -> dict:
+    t = time.perf_counter()
+    logits = model._prefill(ids)
+    prefill = time.perf_counter() - t
+    tokens, steps = [], []
+    for i in range(new_tokens):
+        token = int(np.argmax(logits))
+        tokens.append(token)
+        t = time.perf_counter()
+        logits = model._decode(token, len(ids) + i)
+        steps.append(time.perf_counter() - t)
+    return {"prefill_s": prefill, "step_s": steps, "tokens": tokens}
+
+
+def _matching_prefix(a, b) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def _with_threads(device, threads):
+    device.num_threads = threads
+    return device
+
+
+class _HFWorker:
+    def __init__(self, threads, path, gguf, ids, new_tokens):
+        env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+        env["OMP_NUM_THREADS"] = str(threads)
+        args = json.dumps([threads, path, gguf, ids, new_tokens])
+        self.proc = subprocess.Popen([sys.executable, "-c", _HF_WORKER, args], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+
+    def run(self) -> dict:
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise KilnError("the Hugging Face benchmark worker died (are torch and transformers installed?)")
+        return json.loads(line)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+
+
+def _plot(path, rep) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for ax, metric, title in ((axes[0], "prefill_tok_s", f"prefill ({rep['settings']['prompt_tokens']} tokens)"),
+                              (axes[1], "decode_tok_s", "decode")):
+        labels, kiln_v, hf_v = [], [], []
+        for r in rep["results"]:
+            labels.append(f"{r['threads']} thr")
+            kiln_v.append(r["kiln"][metric])
+            hf_v.append(r["hf"][metric])
+        x = np.arange(len(labels))
+        ax.bar(x - 0.2, kiln_v, 0.4, label="Kiln")
+        ax.bar(x + 0.2, hf_v, 0.4, label="HF transformers (eager)")
+        ax.set_xticks(x, labels)
+        ax.set_ylabel("tokens / s")
+        ax.set_title(title)
+        ax.legend()
+    fig.suptitle(os.path.basename(rep["model"]) + ", fp32")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(args) -> int:
+    threads = tuple(int(t) for t in str(args.threads).split(","))
+    output = args.output if args.output != "bench.json" else "bench-model.json"
+    plot = args.plot if args.plot != "bench.png" else "bench-model.png"
+    rep = run(args.model, threads, rounds=args.rounds, output=output, plot=plot or None, seed=args.seed)
+    print(f"{'threads':>7} {'kiln prefill':>13} {'hf prefill':>11} {'ratio':>6} {'kiln decode':>12} "
+          f"{'hf decode':>10} {'ratio':>6} {'bandwidth':>9} {'same tokens':>11}")
+    for r in rep["results"]:
+        print(f"{r['threads']:>7} {r['kiln']['prefill_tok_s']:>13.1f} {r['hf']['prefill_tok_s']:>11.1f} "
+              f"{r['prefill_ratio']:>6.2f} {r['kiln']['decode_tok_s']:>12.1f} {r['hf']['decode_tok_s']:>10.1f} "
+              f"{r['decode_ratio']:>6.2f} {100 * r['kiln_decode_bandwidth_share']:>8.0f}% "
+              f"{r['tokens_identical']:>6}/{r['new_tokens']}")
+    print(f"report: {output}" + (f", plot: {plot}" if plot else ""))
+    return 0
