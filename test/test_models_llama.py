@@ -119,3 +119,30 @@ def test_save_and_load_round_trip(pair, tmp_path, rng):
     loaded = kiln.load(path)
     ids = rng.integers(3, VOCAB, size=9)
     np.testing.assert_array_equal(loaded.forward(ids), compiled.forward(ids))
+
+
+def _rewrite_config(directory, **changes):
+    import json
+
+    path = directory / "config.json"
+    config = json.loads(path.read_text())
+    config.update(changes)
+    path.write_text(json.dumps(config))
+
+
+def test_bad_models_are_refused_before_compiling(tmp_path):
+    _make_model("llama", tmp_path, seed=3)
+    with pytest.raises(KilnError, match="dtype 'bfloat16' is not supported yet"):
+        kiln.compile_model(str(tmp_path), dtype="bfloat16", cache=False)
+    _rewrite_config(tmp_path, num_hidden_layers=3)  # the checkpoint has 2 layers
+    with pytest.raises(KilnError, match="model.layers.2"):
+        kiln.compile_model(str(tmp_path), max_seq_len=32, cache=False)
+    _rewrite_config(tmp_path, num_hidden_layers=2, intermediate_size=99)  # the weights have 100
+    with pytest.raises(KilnError, match="mlp.gate_proj.weight.* 100x72.* 99x72"):
+        kiln.compile_model(str(tmp_path), max_seq_len=32, cache=False)
+    _rewrite_config(tmp_path, intermediate_size=100, hidden_act="gelu")
+    with pytest.raises(KilnError, match="hidden_act 'gelu'"):
+        kiln.compile_model(str(tmp_path), max_seq_len=32, cache=False)
+    _rewrite_config(tmp_path, hidden_act="silu", model_type="mamba")
+    with pytest.raises(KilnError, match="unsupported model_type 'mamba'; Kiln supports: .*llama.*qwen3"):
+        kiln.compile_model(str(tmp_path), max_seq_len=32, cache=False)

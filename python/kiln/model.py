@@ -60,17 +60,19 @@ def compile_model(
 
     checkpoint = load_checkpoint(model)
     options = _options(checkpoint.config, target, dtype, max_seq_len, prefill_chunk)
-    key = _cache_key(checkpoint, options)
-    path = os.path.join(_cache_dir(), f"{key}.kiln")
+    graph = _build_graph(checkpoint.config, options)
+    params = graph.bind(checkpoint.tensor)  # a missing or mis-shaped tensor fails before compiling
+    path = os.path.join(_cache_dir(), f"{_cache_key(checkpoint, options)}.kiln")
+    program = None
     if cache and os.path.exists(path):
         try:
-            return _load_model(path, checkpoint, device)
+            program = _load_program(path, checkpoint, device)
         except KilnError:
-            pass  # stale or damaged: compile again and replace it
-    graph = _build_graph(checkpoint.config, options)
-    label = f"compiling {os.path.basename(os.path.normpath(str(model)))}"
-    program = _compile_graph(graph, options, checkpoint, path if cache else None, device, label, progress)
-    return CompiledModel(program, graph, checkpoint, options)
+            program = None  # stale or damaged: compile again and replace it
+    if program is None:
+        label = f"compiling {os.path.basename(os.path.normpath(str(model)))}"
+        program = _compile_graph(graph, options, checkpoint, path if cache else None, device, label, progress)
+    return CompiledModel(program, graph, checkpoint, options, params)
 
 
 def model_ir(model: str, max_seq_len: Optional[int] = None, prefill_chunk: int = 128) -> str:
@@ -167,17 +169,22 @@ def _model_manifest(checkpoint, options) -> dict:
             "options": options}
 
 
-def _load_model(path, checkpoint, device, art=None):
+def _load_program(path, checkpoint, device, art=None):
+    """The Program of a model artifact, after checking it was compiled from `checkpoint`'s files."""
     from .runtime import load_artifact
 
     art = art or artifact.read(path, expected={"kiln_version": __version__})
     info = art.manifest.get("model")
     if info is None or info.get("files") != _file_stamps(checkpoint):
         raise KilnError(f"{path} was not compiled from these model files")
-    options = info["options"]
+    return load_artifact(art, device, path)
+
+
+def _load_model(path, checkpoint, device, art):
+    program = _load_program(path, checkpoint, device, art)
+    options = art.manifest["model"]["options"]
     graph = _build_graph(checkpoint.config, options)
-    program = load_artifact(art, device, path)
-    return CompiledModel(program, graph, checkpoint, options)
+    return CompiledModel(program, graph, checkpoint, options, graph.bind(checkpoint.tensor))
 
 
 def _file_stamps(checkpoint) -> list:
@@ -227,7 +234,7 @@ class Generation:
 class CompiledModel:
     """A compiled model bound to its checkpoint's weights, with its KV cache kept in device buffers."""
 
-    def __init__(self, program, graph, checkpoint, options: dict):
+    def __init__(self, program, graph, checkpoint, options: dict, params: list):
         self.program = program
         self.graph = graph
         self.checkpoint = checkpoint
@@ -236,7 +243,7 @@ class CompiledModel:
         self.tokenizer = checkpoint.tokenizer
         self.max_seq_len = options["max_seq_len"]
         device = program.device
-        self._params = [device.wrap(a) for a in graph.bind(checkpoint.tensor)]
+        self._params = [device.wrap(a) for a in params]
         self._caches = [device.allocate(s, np.float32) for s in graph.cache_shapes]
         self._calls = {}
 
