@@ -9,6 +9,6 @@ torch-mlir runs in a child process (`_child.py`); see `importer.py` for the flow
 for the recognised patterns.
 """
 
-from .importer import CompiledModule, compile_module
+from .importer import CompiledModule, ImportedModule, compile_module, import_module
 
-__all__ = ["CompiledModule", "compile_module"]
+__all__ = ["CompiledModule", "ImportedModule", "compile_module", "import_module"]

@@ -10,6 +10,7 @@ Kiln's) that returns linalg-on-tensors IR in generic form. Back here the raised 
     compiled = compile_module(module, (x,), target="cpu")
     y = compiled(x)                      # numpy (or torch tensors) in, numpy out
     print(compiled.ir("transformer"))    # any stage's IR
+    imported = import_module(module, (x,))   # the frontend alone: Kiln input IR, not compiled
 """
 
 from __future__ import annotations
@@ -41,6 +42,14 @@ def compile_module(module, example_args: Sequence, target: str = "cpu", *, raise
     `timeout` bounds the child process (seconds). `keep_temps` keeps the exported program and the
     child's IR in that directory. Errors are KilnErrors naming the FX node and the user's line.
     """
+    imported = import_module(module, example_args, raise_patterns=raise_patterns, timeout=timeout,
+                             keep_temps=keep_temps)
+    return CompiledModule(imported, target, device, dump_phases_to)
+
+
+def import_module(module, example_args: Sequence, *, raise_patterns: bool = True,
+                  timeout: float = DEFAULT_TIMEOUT_S, keep_temps: Optional[str] = None) -> "ImportedModule":
+    """The frontend alone: `module` as Kiln input IR (transformer ops + linalg), not compiled."""
     import torch
 
     if not isinstance(module, torch.nn.Module):
@@ -63,24 +72,24 @@ def compile_module(module, example_args: Sequence, target: str = "cpu", *, raise
     _rename_outputs(exported)
     state = {**dict(exported.state_dict), **dict(exported.constants)}
     text, result = _run_child(exported, raised, timeout, keep_temps, module)
-    return CompiledModule(text, result, raised, state, exported.call_spec.out_spec, target, device,
-                          dump_phases_to, type(module).__name__)
+    return ImportedModule(text, result, raised, state, exported.call_spec.out_spec, type(module).__name__)
 
 
-class CompiledModule:
-    """A compiled `nn.Module`: `__call__(*inputs)` runs the Kiln Program with the module's
-    parameters and buffers bound by name (uploaded once); `ir(stage)` prints a stage's IR."""
+class ImportedModule:
+    """The frontend's output: `source` (IR text: one entry point whose arguments are the module's
+    parameters, buffers and constants, tagged `kiln.name`, then the user inputs), what was raised,
+    and the tensors to bind to the arguments."""
 
-    def __init__(self, linalg_text, result, raised, state, out_spec, target, device, dump_phases_to, name):
-        import kiln
+    def __init__(self, linalg_text, result, raised, state, out_spec, name):
         from mlir import ir
 
         from . import booleans, materialize
 
         self.name = name
-        self.target = target
         self.raised = list(raised.values())
         self.arguments = result["args"]  # [{name, kind, target}] in entry-point order
+        self.state = state
+        self.out_spec = out_spec
         with ir.Context():
             try:
                 module = ir.Module.parse(linalg_text)
@@ -89,51 +98,66 @@ class CompiledModule:
                                 f"(version skew between the two MLIRs?): {e}") from e
             materialize.raise_calls(module, raised)
             func = next(op for op in module.body.operations if op.operation.name == "func.func")
-            widened, self._bool_args, self._bool_results = booleans.widen(func)
+            widened, self.bool_args, self.bool_results = booleans.widen(func)
             if widened:
                 _verify(module, name)
             materialize.name_arguments(func, [a["target"] or a["name"] for a in self.arguments])
             self.entry = ir.StringAttr(func.attributes["sym_name"]).value
-            self.source = str(module)  # the frontend's output: transformer ops + linalg
-        self.program = kiln.compile(self.source, target=target, device=device, dump_phases_to=dump_phases_to)
-        self._entry = self.program.entry_point(self.entry)
-        self._out_spec = out_spec
+            self.source = str(module)
+
+    def ir(self, stage: str = "transformer", target: str = "cpu") -> str:
+        """The IR of `stage` ('transformer': raised ops + linalg after graph cleanup, 'linalg', ...)."""
+        import kiln
+
+        return kiln.compile(self.source, target=target, compile_to=stage)
+
+
+class CompiledModule:
+    """A compiled `nn.Module`: `__call__(*inputs)` runs the Kiln Program with the module's
+    parameters and buffers bound by name (uploaded once); `ir(stage)` prints a stage's IR."""
+
+    def __init__(self, imported: ImportedModule, target: str = "cpu", device=None, dump_phases_to=None):
+        import kiln
+
+        self.imported = imported
+        self.name, self.raised, self.source = imported.name, imported.raised, imported.source
+        self.target = target
+        self.program = kiln.compile(imported.source, target=target, device=device, dump_phases_to=dump_phases_to)
+        self._entry = self.program.entry_point(imported.entry)
         self.inputs = []
         self._bound = []  # (argument position, Buffer) of parameters, buffers and constants
-        for i, arg in enumerate(self.arguments):
+        for i, arg in enumerate(imported.arguments):
             if arg["kind"] == "USER_INPUT":
                 self.inputs.append((i, arg["name"]))
                 continue
-            tensor = state.get(arg["target"])
+            tensor = imported.state.get(arg["target"])
             if tensor is None:
-                raise KilnError(f"{name}: no value for {arg['kind'].lower()} '{arg['target']}'")
+                raise KilnError(f"{self.name}: no value for {arg['kind'].lower()} '{arg['target']}'")
             array = tensor.detach().cpu().contiguous().numpy()
             self._bound.append((i, self.program.device.upload(array)))
 
     def ir(self, stage: str = "transformer") -> str:
         """The IR of `stage` ('transformer': raised ops + linalg after graph cleanup, 'linalg', ...)."""
-        import kiln
-
-        return kiln.compile(self.source, target=self.target, compile_to=stage)
+        return self.imported.ir(stage, self.target)
 
     def __call__(self, *inputs):
         if len(inputs) != len(self.inputs):
             raise KilnError(f"{self.name} takes {len(self.inputs)} input(s) "
                             f"({', '.join(n for _, n in self.inputs)}), got {len(inputs)}")
-        args = [None] * len(self.arguments)
+        args = [None] * len(self.imported.arguments)
         for position, buffer in self._bound:
             args[position] = buffer
         for (position, name), value in zip(self.inputs, inputs):
             array = _as_array(value)
-            if position in self._bool_args and array.dtype == np.bool_:
+            if position in self.imported.bool_args and array.dtype == np.bool_:
                 array = np.ascontiguousarray(array).view(np.int8)
             args[position] = array
         results = list(self._entry(*args))
-        for j in self._bool_results:
+        for j in self.imported.bool_results:
             results[j] = results[j].view(np.bool_)
         from torch.utils import _pytree
 
-        return _pytree.tree_unflatten(results, self._out_spec)
+        return _pytree.tree_unflatten(results, self.imported.out_spec)
 
 
 def _verify(module, name: str) -> None:
