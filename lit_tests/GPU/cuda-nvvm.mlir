@@ -15,9 +15,9 @@
 // CHECK:         llvm.func @mlp_dispatch_0_reduction_kernel(%{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr)
 // CHECK-SAME:      nvvm.kernel, nvvm.maxntid = array<i32: 8, 1, 1>
 // CHECK:           nvvm.read.ptx.sreg.tid.x
-// CHECK:           llvm.load
-// CHECK:           llvm.fadd
-// CHECK:           llvm.store
+// CHECK:           llvm.load {{.*}} -> vector<8xf32>
+// CHECK:           llvm.intr.vector.reduce.fadd
+// CHECK:           llvm.store {{.*}} : vector<1xf32>, !llvm.ptr
 
 // CHECK-LABEL: gpu.module @mlp_dispatch_1_elementwise_kernel
 // CHECK:         llvm.func @__nv_rsqrtf(f32) -> f32

@@ -1,8 +1,9 @@
 // The GPU `tiled` stage (shared by cuda and rocm): each kernel's parallel loops become a forall of
 // blocks (#gpu.block) around a forall of threads (#gpu.thread), one output element per thread, the
 // innermost parallel loop on x; reduction loops stay inside each thread, with the fill that
-// initializes them fused into the thread forall (GEMM-shaped contractions: see below). The block
-// size is recorded on the kernel.
+// initializes them fused into the thread forall. Where the tiles divide the loops, an innermost
+// reduction is walked 8 elements at a time (vector loads, the accumulator in registers) and GEMM-shaped
+// contractions are register-tiled (see below). The block size is recorded on the kernel.
 //
 // RUN: kiln compile %s --target cuda --compile-to=tiled | FileCheck %s
 // RUN: kiln compile %s --target rocm --compile-to=tiled | FileCheck %s
@@ -14,8 +15,10 @@
 // CHECK-SAME:    kiln.gpu_block_dims = array<i64: 8, 1, 1>
 // CHECK:         scf.forall (%{{.*}}) in (1)
 // CHECK:           scf.forall (%[[ROW:.*]]) in (8)
-// CHECK:             linalg.fill
-// CHECK:             linalg.generic {{.*}}iterator_types = ["parallel", "reduction"]
+// CHECK:             scf.for {{.*}} step %c8 iter_args(%{{.*}} = %cst) -> (vector<1xf32>)
+// CHECK:               vector.transfer_read {{.*}} : tensor<1x8xf32>, vector<1x8xf32>
+// CHECK:               vector.reduction <add>
+// CHECK:             vector.transfer_write {{.*}} : vector<1xf32>, tensor<1xf32>
 // CHECK:           } {mapping = [#gpu.thread<x>]}
 // CHECK:         } {mapping = [#gpu.block<x>]}
 

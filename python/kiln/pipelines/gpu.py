@@ -178,6 +178,7 @@ def make_tiled(module: ir.Module) -> None:
             tiles, threads, block, kt = register_tiled
         else:
             tiles, threads, block = gpu_schedule(kernel)
+            kt = _vector_reduction_step(kernel, funcs[kernel.name], tiles)
         funcs[kernel.name].attributes[BLOCK_DIM_ATTR] = ir.DenseI64ArrayAttr.get(list(block))
         n_block = sum(1 for t in tiles if t)
         block_map = ", ".join(f"#gpu.block<{_AXES[n_block - 1 - j]}>" for j in range(n_block))
@@ -208,12 +209,34 @@ def make_tiled(module: ir.Module) -> None:
                 f"    %ft{i}, %th{i}b = transform.structured.fuse_into_containing_op %fb{i} into %th{i} "
                 f": ({any_op}, {any_op}) -> ({any_op}, {any_op})",
             ]
-        if register_tiled is not None:
+        if register_tiled is not None or kt:
             lines += _register_tile_lines(i, len(tiles), kt, kernel.has_init_fill)
     lines += ["    transform.yield", "  }", "}"]
     _apply(module, "\n".join(lines), "tiled")
     # Register-tiled contractions: the accumulators' vector read/write move out of the K loop.
     run_passes(module, "canonicalize,cse,func.func(loop-invariant-subset-hoisting),canonicalize,cse", "tiled")
+
+
+def _vector_reduction_step(kernel: schedules.Kernel, func, tiles: list) -> int:
+    """K step of a one-output reduction over its innermost loop (rms_norm's sum of squares, softmax's
+    max and sum) whose reduction extent it divides, else 0: then each thread sums kt-wide vectors
+    with its accumulator in registers instead of storing to its output every step. Only where every
+    block tile divides its loop (a thread's slice must have a static shape to be vectorized)."""
+    kinds, ranges = kernel.iterator_types, kernel.loop_ranges
+    if kinds.count("r") != 1 or not kinds.endswith("r") or any(r < 0 for r in ranges):
+        return 0
+    if any(t and r % t for t, r in zip(tiles, ranges)):
+        return 0
+    root = next((o for o in func.regions[0].blocks[0].operations if "kiln.root" in o.attributes), None)
+    if root is None or root.operation.name != "linalg.generic":
+        return 0
+    n_in = len(ir.ArrayAttr(root.attributes["indexing_maps"])) - len(root.results)
+    if len(root.results) != 1 or any(o.operation.name == "linalg.index"
+                                     for o in root.regions[0].blocks[0].operations):
+        return 0
+    if any(not isinstance(ir.ShapedType(v.type).element_type, ir.F32Type) for v in root.operands[: n_in + 1]):
+        return 0
+    return next((t for t in (8, 4, 2) if ranges[-1] % t == 0 and ranges[-1] > t), 0)
 
 
 def _register_tile_lines(i: int, n_loops: int, kt: int, has_fill: bool) -> list:
@@ -236,6 +259,7 @@ def _register_tile_lines(i: int, n_loops: int, kt: int, has_fill: bool) -> list:
         f"    transform.apply_patterns to %f{i} {{",
         '      transform.apply_patterns.vector.lower_contraction lowering_strategy = "outerproduct"',
         "      transform.apply_patterns.vector.lower_outerproduct",
+        '      transform.apply_patterns.vector.lower_multi_reduction lowering_strategy = "innerreduction"',
         "      transform.apply_patterns.vector.transfer_permutation_patterns",
         "      transform.apply_patterns.canonicalization",
         f"    }} : {any_op}",
@@ -255,7 +279,7 @@ def _apply(module: ir.Module, script_text: str, stage: str) -> None:
     script = ir.Module.parse(script_text, context=module.context)
     try:
         interpreter.apply_named_sequence(module.operation, script.body.operations[0], script.operation)
-    except ir.MLIRError as e:
+    except (ir.MLIRError, ValueError) as e:
         raise KilnError(f"stage '{stage}' failed: {e}") from e
 
 
