@@ -453,3 +453,46 @@ def test_smollm2_decode_graph_plans_without_dynamic_kernels():
     assert "decode" in plans
     copies = [c for c in plans["decode"]["commands"] if c["op"] == "copy" and "scalars" in c["dst"]]
     assert len(copies) >= 2 * config["num_hidden_layers"]
+
+
+def test_emulated_tiny_llama_decode_matches_cpu(rng):
+    """A whole decode step of a tiny Llama-family model (kiln.model.model_ir, random weights): the GPU
+    program on the emulation gives the CPU program's logits and KV caches."""
+    import json
+    import tempfile
+
+    from kiln import model
+    from kiln.signature import Signature
+
+    config = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 64,
+              "intermediate_size": 96, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "num_hidden_layers": 2, "vocab_size": 128, "max_position_embeddings": 32,
+              "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": True}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "config.json")
+        with open(path, "w") as f:
+            json.dump(config, f)
+        try:
+            text = model.model_ir(path, max_seq_len=16, prefill_chunk=8)
+        except KilnError as e:
+            pytest.skip(f"the model builder does not take this config: {e}")
+    art = kiln.compile(text, target="cuda")
+    gpu_program = kiln.runtime.load_artifact(art, emulated_device(kiln.compile(text, target="cuda",
+                                                                                compile_to="loops")))
+    cpu_program = kiln.compile(text, target="cpu")
+    sig = Signature.from_json("decode", art.manifest["entry_points"]["decode"])
+    pos = 5
+    args = []
+    for i, spec in enumerate(sig.args):
+        if spec.is_scalar:
+            args.append(pos)
+        elif np.dtype(spec.dtype) == np.int64:
+            args.append(rng.integers(0, config["vocab_size"], spec.shape) if i == 0 else np.zeros(spec.shape, np.int64))
+        else:
+            args.append((rng.standard_normal(spec.shape) * 0.2).astype(np.float32))
+    cpu_args = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+    got = gpu_program.decode(*args)
+    expected = cpu_program.decode(*cpu_args)
+    assert len(got) == len(expected) >= 1 + 2 * config["num_hidden_layers"]
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
