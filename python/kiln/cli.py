@@ -1,6 +1,7 @@
 """The `kiln` command line.
 
     kiln compile IN.mlir --target cpu -o OUT.kiln
+    kiln compile IN.mlir --target cuda --chip sm_90 -o OUT.kiln   # PTX (+ cubin with ptxas); rocm: hsaco
     kiln compile IN.mlir --compile-to tiled            # print that stage's IR (or write it to -o FILE)
     kiln compile EDITED.mlir --compile-from tiled -o OUT.kiln
     kiln compile IN.mlir --dump-phases-to DIR -o OUT.kiln
