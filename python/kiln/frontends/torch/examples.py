@@ -156,15 +156,22 @@ def _bert_inputs(gen, batch: int, seq: int, hidden: int):
     return torch.randn(batch, seq, hidden, generator=gen), (torch.arange(seq)[None, :] < lengths[:, None]).long()
 
 
-def _measure(sizes: str = "small", reps: int = 15) -> None:
+def _measure(sizes: str = "small", threads: int = 0, reps: int = 21) -> None:
     """Compiles the three blocks, prints each one's max relative error against PyTorch in float64 on
     fresh random inputs and the median forward time of Kiln and of PyTorch eager (f32), measured
-    alternately in this one process."""
+    alternately in this one process (`threads` > 0: both sides use that many threads)."""
     import copy
+    import os
     import statistics
     import time
 
     import numpy as np
+
+    if threads > 0:
+        os.environ["KILN_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+    print(f"sizes {sizes}, threads: kiln {os.environ.get('KILN_NUM_THREADS', 'default')}, "
+          f"torch {torch.get_num_threads()}, median of {reps}")
 
     from .importer import compile_module
 
@@ -211,4 +218,5 @@ def _measure(sizes: str = "small", reps: int = 15) -> None:
 if __name__ == "__main__":
     import sys
 
-    _measure(sys.argv[1] if len(sys.argv) > 1 else "small")
+    # python -m kiln.frontends.torch.examples [small|large] [threads]
+    _measure(sys.argv[1] if len(sys.argv) > 1 else "small", int(sys.argv[2]) if len(sys.argv) > 2 else 0)
