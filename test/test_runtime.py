@@ -417,7 +417,7 @@ def test_buffer_from_another_device_is_refused(program, rng):
 def test_bad_out_buffers(program, rng):
     x, w, b = mlp_inputs(rng)
     device = program.device
-    with pytest.raises(KilnError, match="entry point 'mlp' has 1 results, got 2 out buffers"):
+    with pytest.raises(KilnError, match="entry point 'mlp' has 1 results that need out buffers, got 2"):
         program.mlp(x, w, b, out=[device.allocate((2, 8, 96), np.float32)] * 2)
     with pytest.raises(KilnError, match=r"out buffer 0 of 'mlp' \(expects 2x8x96 float32\): got shape 2x8x95"):
         program.mlp(x, w, b, out=[device.allocate((2, 8, 95), np.float32)])
@@ -469,3 +469,19 @@ def test_programs_loaded_without_a_device_share_the_default_one():
     assert a.device is b.device is Device.default()
     own = Device("cpu", num_threads=1)
     assert kiln.compile(src, device=own).device is own
+
+
+def test_entry_points_named_like_libc_functions_run_their_own_code(rng):
+    """Only the C interfaces are exported from the executable: `@read`, `@step` and `@exp` must not
+    call glibc's functions of the same names, which the process has already loaded."""
+    text = "\n".join(f"""
+    func.func @{name}(%x: tensor<5xf32>) -> tensor<5xf32> {{
+      %c = arith.constant dense<{k}.0> : tensor<5xf32>
+      %y = arith.addf %x, %c : tensor<5xf32>
+      return %y : tensor<5xf32>
+    }}""" for k, name in enumerate(("read", "step", "exp"), start=1))
+    program = kiln.compile(text)
+    x = randn(rng, (5,))
+    for k, name in enumerate(("read", "step", "exp"), start=1):
+        (y,) = program.entry_point(name)(x)
+        np.testing.assert_allclose(y, x + k)

@@ -56,7 +56,6 @@ func.func @argmax(%x: tensor<8x32xf32>) -> tensor<8xi64> {
 
 // EDITED-LABEL: func.func private @mlp_dispatch_2_elementwise(
 // EDITED: arith.constant 2.000000e+00 : f32
-// EDITED: omp.parallel
 // EDITED: math.exp
 // EDITED: arith.addf
 

@@ -163,23 +163,19 @@ func.func @zero_bias(%x: tensor<4x32xf32>, %w: tensor<16x32xf32>) -> tensor<4x16
 // DISPATCH: return %[[R]]
 
 //===----------------------------------------------------------------------===//
-// tiled: each kernel's workgroup grid is an scf.forall, with the init fills fused into it
+// tiled: each kernel's workgroup grid is an scf.forall, with the init fills fused into it; kernels
+// this small run serially on the calling thread instead (cpu-workgroups.mlir has larger ones)
 //===----------------------------------------------------------------------===//
 
 // TILED-LABEL: func.func private @block_dispatch_0_reduction(
-// TILED: scf.forall
-// TILED-SAME: shared_outs(%{{.+}} = %arg0) -> (tensor<1x4xf32>)
+// TILED-NOT: scf.forall
 // TILED: linalg.fill
 // TILED: {kiln.root}
-// TILED: scf.forall.in_parallel
-// TILED-NEXT: tensor.parallel_insert_slice
 // TILED-LABEL: func.func private @block_dispatch_{{[0-9]+}}_reduction(%arg0: tensor<1x4xf32>, %arg1: tensor<1x4xi64>
-// TILED: scf.forall
-// TILED-SAME: -> (tensor<1x4xf32>, tensor<1x4xi64>)
+// TILED-NOT: scf.forall
 // TILED: linalg.fill
 // TILED: linalg.fill
 // TILED: {kiln.root}
-// TILED: scf.forall.in_parallel
 // TILED-LABEL: func.func @block(
 // TILED-NOT: scf.forall
 // TILED: return
@@ -198,8 +194,7 @@ func.func @zero_bias(%x: tensor<4x32xf32>, %w: tensor<16x32xf32>) -> tensor<4x16
 // BUFFERIZED-NONE-NOT: bufferization.
 
 // BUFFERIZED-LABEL: func.func private @block_dispatch_0_reduction(%arg0: memref<1x4xf32>, %arg1: memref<1x4x32xf32>) attributes {kiln.dispatch
-// BUFFERIZED: scf.forall
-// BUFFERIZED: linalg.fill {{.+}} outs(%{{.+}} : memref<1x1xf32
+// BUFFERIZED: linalg.fill {{.+}} outs(%arg0 : memref<1x4xf32>)
 // BUFFERIZED-LABEL: func.func private @block_dispatch_{{[0-9]+}}_reduction(%arg0: memref<1x4xf32>, %arg1: memref<1x4xi64>, %arg2: memref<1x4x32xf32>) attributes
 // The entry point returns nothing: its two results are out-params after its arguments.
 // BUFFERIZED-LABEL: func.func @block(%arg0: memref<1x4x32xf32>, %arg1: memref<32xf32>, %arg2: memref<96x32xf32>, %arg3: memref<96xf32>, %arg4: memref<1x2x8x16xf32>, %arg5: memref<1x2x8x16xf32>, %arg6: index, %arg7: memref<1x4x32xf32>, %arg8: memref<1x4xi64>)
@@ -223,15 +218,11 @@ func.func @zero_bias(%x: tensor<4x32xf32>, %w: tensor<16x32xf32>) -> tensor<4x16
 // LOOPS-NONE-NOT: scf.parallel
 
 // LOOPS-LABEL: func.func private @block_dispatch_0_reduction(
-// LOOPS: omp.parallel {
-// LOOPS-NEXT: omp.wsloop {
-// LOOPS-NEXT: omp.loop_nest
+// LOOPS-NOT: omp.
 // LOOPS: scf.for
-// LOOPS: omp.yield
-// LOOPS: omp.terminator
 // LOOPS-LABEL: func.func private @block_dispatch_{{[0-9]+}}_reduction(%arg0: memref<1x4xf32>, %arg1: memref<1x4xi64>
-// LOOPS: omp.parallel {
-// LOOPS-NEXT: omp.wsloop {
+// LOOPS-NOT: omp.
+// LOOPS: scf.for
 // LOOPS-LABEL: func.func @block(
 // LOOPS-NOT: omp.
 // LOOPS: call @block_dispatch_0_reduction
@@ -256,14 +247,14 @@ func.func @zero_bias(%x: tensor<4x32xf32>, %w: tensor<16x32xf32>) -> tensor<4x16
 // LLVM-NONE-NOT: _mlir_ciface_block_dispatch
 
 // LLVM-LABEL: llvm.func @block_dispatch_0_reduction(
-// LLVM: omp.parallel
-// LLVM: omp.wsloop
 // LLVM-LABEL: llvm.func @block(
 // LLVM: llvm.call @block_dispatch_0_reduction(
 // Seven arguments (six memref descriptor pointers and the index) and two out-params.
 // LLVM-LABEL: llvm.func @_mlir_ciface_block(%arg0: !llvm.ptr, %arg1: !llvm.ptr, %arg2: !llvm.ptr, %arg3: !llvm.ptr, %arg4: !llvm.ptr, %arg5: !llvm.ptr, %arg6: i64, %arg7: !llvm.ptr, %arg8: !llvm.ptr)
 // LLVM: llvm.call @block(
 // LLVM-LABEL: llvm.func @zero_bias_dispatch_0_contraction(
+// LLVM: omp.parallel
+// LLVM: omp.wsloop
 // LLVM-LABEL: llvm.func @_mlir_ciface_zero_bias(%arg0: !llvm.ptr, %arg1: !llvm.ptr, %arg2: !llvm.ptr)
 // LLVM: llvm.call @zero_bias(
 

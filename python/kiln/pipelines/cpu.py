@@ -185,7 +185,13 @@ def build_shared_object(module: ir.Module, cpu: str) -> bytes:
         target = [f"-mtriple={TRIPLE}", f"-mcpu={cpu}"]
         _run([tool("opt"), "-O3", *target, "-vector-library=LIBMVEC", ll, "-S", "-o", opt_ll])
         _run([tool("llc"), "-O3", *target, "-filetype=obj", "-relocation-model=pic", opt_ll, "-o", obj])
-        _run([cc, "-shared", "-o", so, obj, "-lmvec", "-lm"])
+        # Export only the entry points' C interfaces: every other symbol (kernels, the entry points'
+        # own bodies) stays local, so an entry point named like a libc function (`step`, `read`)
+        # still calls its own body, not the already-loaded libc symbol.
+        exports = os.path.join(tmp, "exports.map")
+        with open(exports, "w") as f:
+            f.write("{ global: _mlir_ciface_*; local: *; };\n")
+        _run([cc, "-shared", f"-Wl,--version-script={exports}", "-o", so, obj, "-lmvec", "-lm"])
         with open(so, "rb") as f:
             return f.read()
 

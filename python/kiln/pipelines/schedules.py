@@ -241,9 +241,20 @@ def choose(kernel: Kernel, func, cache, cpu: str) -> tuple:
     return default_schedule(kernel), "default"
 
 
+# Kernels with fewer loop iterations than this run on the calling thread: a parallel region costs
+# more (fork, barrier) than it saves. A decode step is mostly such kernels (norms, RoPE, head
+# transposes of one token), hundreds of them per token.
+SERIAL_WORK = 16384
+_DYNAMIC_EXTENT_GUESS = 256
+
+
 def grid_schedule(kernel: Kernel, target_workgroups: int = 64) -> Schedule:
-    """Tiles the outermost parallel loops so there are about `target_workgroups` workgroups."""
+    """Tiles the outermost parallel loops so there are about `target_workgroups` workgroups; small
+    kernels (fewer than SERIAL_WORK iterations) are not tiled and run serially."""
     tiles = [0] * len(kernel.loop_ranges)
+    work = math.prod(e if e >= 0 else _DYNAMIC_EXTENT_GUESS for e in kernel.loop_ranges)
+    if work < SERIAL_WORK:
+        return Schedule(tuple(tiles))
     remaining = target_workgroups
     for i, (extent, kind) in enumerate(zip(kernel.loop_ranges, kernel.iterator_types)):
         if kind != "p" or extent < 0 or remaining <= 1:
