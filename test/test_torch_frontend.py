@@ -125,6 +125,16 @@ def test_transformer_stage_ir(llama):
     assert "dense_resource" not in text and "__kiln_raised" not in text
 
 
+def test_repeat_kv_llama_reads_shared_kv_heads(rng):
+    """Hugging Face's repeat_kv before a plain SDPA is undone: attention gets the 1 KV head."""
+    module = examples.seeded(examples.LlamaBlock, seed=6, hidden=60, heads=3, kv_heads=1, ffn=90, repeat_kv=True)
+    compiled = compile_module(module, (torch.zeros(2, 5, 60),))
+    assert re.search(r"transformer\.attention .*\{causal\} : \(tensor<2x3x5x20xf32>, tensor<2x1x5x20xf32>, "
+                     r"tensor<2x1x5x20xf32>\)", compiled.source)
+    x = _fresh(rng, 2, 5, 60)
+    assert _rel_err(compiled(x), _reference(module, x)) < RTOL
+
+
 def test_unrecognised_code_compiles_through_linalg(rng):
     """Without raising everything goes through torch-mlir's linalg and still matches."""
     module = examples.seeded(examples.LlamaBlock, seed=5, hidden=60, heads=3, kv_heads=1, ffn=90)
@@ -286,6 +296,17 @@ def test_wrong_number_of_inputs(gpt2):
     _, compiled = gpt2
     with pytest.raises(KilnError, match=r"takes 1 input\(s\) \(x\), got 2"):
         compiled(np.zeros((2, 11, 84), np.float32), np.zeros(3))
+
+
+def test_version_skew_error_names_the_op():
+    """IR from torch-mlir that Kiln's MLIR cannot parse (an op it does not know) is a KilnError
+    naming the op, not a crash."""
+    text = 'func.func @forward(%arg0: tensor<4xf32>) -> tensor<4xf32> {\n' \
+           '  %0 = "tm_tensor.future_op"(%arg0) : (tensor<4xf32>) -> tensor<4xf32>\n' \
+           '  return %0 : tensor<4xf32>\n}\n'
+    result = {"args": [{"name": "x", "kind": "USER_INPUT", "target": None}]}
+    with pytest.raises(KilnError, match=r"could not parse.*tm_tensor\.future_op"):
+        importer.ImportedModule(text, result, {}, {}, None, "M")
 
 
 def test_not_a_module():

@@ -32,10 +32,12 @@ def rotate_half(x):
 
 class LlamaBlock(nn.Module):
     """Pre-norm decoder block: RMSNorm, RoPE from non-persistent cos/sin tables, grouped-query causal
-    SDPA, SwiGLU MLP. Input `[batch, seq, hidden]`."""
+    SDPA (enable_gqa, or K/V repeated first as Hugging Face's repeat_kv does), SwiGLU MLP.
+    Input `[batch, seq, hidden]`."""
 
-    def __init__(self, hidden=120, heads=6, kv_heads=2, ffn=328, max_seq=64, theta=10000.0):
+    def __init__(self, hidden=120, heads=6, kv_heads=2, ffn=328, max_seq=64, theta=10000.0, repeat_kv=False):
         super().__init__()
+        self.repeat_kv = repeat_kv  # Hugging Face style: repeat K/V heads before a plain SDPA
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, hidden // heads
         self.q_proj = nn.Linear(hidden, heads * self.head_dim, bias=False)
         self.k_proj = nn.Linear(hidden, kv_heads * self.head_dim, bias=False)
@@ -61,7 +63,13 @@ class LlamaBlock(nn.Module):
         cos, sin = self.cos_cached[:s], self.sin_cached[:s]
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
-        attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        if self.repeat_kv:
+            n_rep = self.heads // self.kv_heads
+            k, v = (t[:, :, None].expand(b, self.kv_heads, n_rep, s, self.head_dim)
+                    .reshape(b, self.heads, s, self.head_dim) for t in (k, v))
+            attn = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         x = x + self.o_proj(attn.transpose(1, 2).reshape(b, s, -1))
         h = self.post_attention_norm(x)
         return x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))

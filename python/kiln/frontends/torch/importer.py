@@ -95,7 +95,8 @@ class ImportedModule:
                 module = ir.Module.parse(linalg_text)
             except ir.MLIRError as e:
                 raise KilnError(f"Kiln's MLIR could not parse the IR torch-mlir produced for {name} "
-                                f"(version skew between the two MLIRs?): {e}") from e
+                                f"(version skew between the two MLIRs?){_unparsed_op(linalg_text, str(e))}: "
+                                f"{e}") from e
             materialize.raise_calls(module, raised)
             func = next(op for op in module.body.operations if op.operation.name == "func.func")
             widened, self.bool_args, self.bool_results = booleans.widen(func)
@@ -158,6 +159,19 @@ class CompiledModule:
         from torch.utils import _pytree
 
         return _pytree.tree_unflatten(results, self.imported.out_spec)
+
+
+def _unparsed_op(text: str, error: str) -> str:
+    """' at line N, op NAME' for the line a parse error points at (MLIR names only the position)."""
+    import re
+
+    m = re.search(r'"-":(\d+):(\d+)', error)
+    if not m:
+        return ""
+    lines = text.splitlines()
+    line = lines[int(m.group(1)) - 1] if int(m.group(1)) <= len(lines) else ""
+    op = re.search(r'"([A-Za-z_][\w$]*\.[\w.$]+)"\(', line)
+    return f" at line {m.group(1)}, op '{op.group(1)}'" if op else f" at line {m.group(1)}: {line.strip()[:200]}"
 
 
 def _verify(module, name: str) -> None:

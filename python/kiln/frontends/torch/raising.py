@@ -9,7 +9,8 @@ the FX importer and error messages still point at the user's line. What is not m
 alone and compiles through torch-mlir's linalg lowering.
 
 Recognised (result -> `transformer` op):
-  SDPA (causal, additive or boolean mask, scale, GQA)            -> attention
+  SDPA (causal, additive or boolean mask, scale, GQA; K/V repeated
+        by repeat_kv or repeat_interleave are read unrepeated)        -> attention
   aten.rms_norm (nn.RMSNorm) and x * rsqrt(mean(x², -1) + eps) [* w] -> rms_norm
   aten.layer_norm over the last axis                                -> layer_norm
   linear(act(linear(x, Wg)) * linear(x, Wu), Wd), no biases          -> gated_mlp (silu, gelu, gelu_tanh)
@@ -83,6 +84,28 @@ def _arg(node: fx.Node, index: int, name: str, default=None):
 
 def _only_user(node: fx.Node, user: fx.Node) -> bool:
     return list(node.users) == [user]
+
+
+def _ungrouped(node):
+    """The [batch, kv_heads, seq, dim] tensor that `node` repeats per query-head group, if it is
+    Hugging Face's repeat_kv (unsqueeze(2) -> expand -> reshape) or repeat_interleave on axis 1
+    (query head h then reads KV head h // n_rep, as transformer.attention does), else None."""
+    if _is(node, aten.repeat_interleave.self_int) and len(_shape(node.args[0]) or ()) == 4 \
+            and _arg(node, 2, "dim") in (1, -3) and isinstance(node.args[1], int):
+        return node.args[0]
+    if not _is(node, aten.reshape.default, aten.view.default, aten._unsafe_view.default):
+        return None
+    expand = node.args[0]
+    if not (_is(expand, aten.expand.default) and len(_shape(expand)) == 5):
+        return None
+    unsq = expand.args[0]
+    if not (_is(unsq, aten.unsqueeze.default) and unsq.args[1] in (2, -3)):
+        return None
+    x = unsq.args[0]
+    b, kv, n, s, d = _shape(expand)
+    if _shape(x) == (b, kv, s, d) and _shape(node) == (b, kv * n, s, d):
+        return x
+    return None
 
 
 class _Raiser:
@@ -165,6 +188,9 @@ class _Raiser:
             return False
         if qs[1] != ks[1] and not (qs[1] % ks[1] == 0 and (gqa or ks[1] == 1)):
             return False
+        k_kv, v_kv = _ungrouped(k), _ungrouped(v)
+        if k_kv is not None and v_kv is not None and _shape(k_kv)[1] == _shape(v_kv)[1]:
+            k, v = k_kv, v_kv  # repeat_kv undone: attention reads the shared KV heads itself
         operands = [("query", q), ("key", k), ("value", v)]
         if mask is not None:
             if causal:
