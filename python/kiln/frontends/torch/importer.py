@@ -50,10 +50,15 @@ def compile_module(module, example_args: Sequence, target: str = "cpu", *, raise
 def import_module(module, example_args: Sequence, *, raise_patterns: bool = True,
                   timeout: float = DEFAULT_TIMEOUT_S, keep_temps: Optional[str] = None) -> "ImportedModule":
     """The frontend alone: `module` as Kiln input IR (transformer ops + linalg), not compiled."""
+    import importlib.util
+
     import torch
 
     if not isinstance(module, torch.nn.Module):
         raise KilnError(f"compile_module expects a torch.nn.Module, got {type(module).__name__}")
+    if importlib.util.find_spec("torch_mlir") is None:  # looked up, never imported in this process
+        raise KilnError("the PyTorch frontend needs torch-mlir in this Python environment: "
+                        "pip install --no-deps torch-mlir==20261001")
     if not isinstance(example_args, (tuple, list)):
         example_args = (example_args,)
     example = tuple(_as_tensor(a, f"example argument {i}") for i, a in enumerate(example_args))
