@@ -152,7 +152,8 @@ def default_schedule(kernel: Kernel, target_workgroups: int = 64) -> Schedule:
 
 
 def packed_gemm_schedule(kernel: Kernel, max_k_tile: int = 256) -> Schedule:
-    """AVX-512 f32: 8x32 register tile (16 zmm accumulators), 128x256 workgroups, K in <=256 steps.
+    """AVX-512 f32: 8x32 register tile (16 zmm accumulators), K in <=256 steps, workgroups of up to
+    128x256 (see `gemm_workgroups`).
 
     The micro-kernel must see static sizes, so the K step divides K (then the unroll divides the
     step); when K is dynamic or has no convenient divisor, the unroll is 1 (a unit step is static)."""
@@ -168,7 +169,27 @@ def packed_gemm_schedule(kernel: Kernel, max_k_tile: int = 256) -> Schedule:
                     break
         else:
             kc = k if k <= max_k_tile else max_k_tile
-    return Schedule((128, 256), kind="packed_gemm", register_tile=(mr, nr), k_tile=kc, k_unroll=ku)
+    return Schedule(gemm_workgroups(kernel), kind="packed_gemm", register_tile=(mr, nr), k_tile=kc, k_unroll=ku)
+
+
+def gemm_workgroups(kernel: Kernel, min_workgroups: int = 8) -> tuple:
+    """(mc, nc): 128x256 tiles of C, halved (N first, then M; whole register tiles) until there are
+    `min_workgroups` of them, so a prefill-sized GEMM (M = 128, N = 192..1536) keeps every thread busy
+    instead of leaving one or two workgroups to a single thread."""
+    m, n = kernel.loop_ranges[-3:-1]
+    batch = math.prod(e for e in kernel.loop_ranges[:-3] if e > 0)
+    mc, nc = 128, 256
+    if m <= 0 or n <= 0:
+        return mc, nc
+
+    def count():
+        return batch * math.ceil(m / mc) * math.ceil(n / nc)
+
+    while count() < min_workgroups and nc > 64:
+        nc //= 2
+    while count() < min_workgroups and mc > 32:
+        mc //= 2
+    return mc, nc
 
 
 def is_matvec(kernel: Kernel) -> bool:
@@ -200,7 +221,7 @@ def candidates(kernel: Kernel) -> list:
     default = default_schedule(kernel)
     found = [default]
     if default.kind == "packed_gemm":
-        for mc, nc in ((64, 256), (128, 128), (256, 256), (64, 512)):
+        for mc, nc in ((64, 256), (128, 128), (256, 256), (64, 512), (32, 128), (64, 128), (64, 64), (32, 256)):
             found.append(dataclasses.replace(default, workgroup_tiles=(mc, nc)))
         for kc in (128, 512):
             alt = packed_gemm_schedule(kernel, max_k_tile=kc)
