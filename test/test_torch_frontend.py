@@ -69,7 +69,8 @@ def bert():
 def test_llama_block_raised_and_matches_torch(llama, rng):
     module, compiled = llama
     assert _ops(compiled) == ["attention", "gated_mlp", "linear", "linear", "linear", "linear",
-                              "rms_norm", "rms_norm"]
+                              "merge_heads", "rms_norm", "rms_norm", "split_heads", "split_heads",
+                              "split_heads"]
     attention = next(r for r in compiled.raised if r.op == "attention")
     assert attention.attrs == {"causal": True}
     for _ in range(2):  # fresh inputs each time: nothing is specialised to the example values
@@ -82,7 +83,7 @@ def test_llama_block_raised_and_matches_torch(llama, rng):
 def test_gpt2_block_raised_and_matches_torch(gpt2, rng):
     module, compiled = gpt2
     assert _ops(compiled) == ["attention", "gelu", "layer_norm", "layer_norm", "linear", "linear",
-                              "linear", "linear"]
+                              "linear", "linear", "merge_heads", "split_heads", "split_heads", "split_heads"]
     assert next(r for r in compiled.raised if r.op == "gelu").attrs == {"approximate": "tanh"}
     x = _fresh(rng, 2, 11, 84)
     assert _rel_err(compiled(x), _reference(module, x)) < RTOL

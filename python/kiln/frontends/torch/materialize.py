@@ -26,6 +26,8 @@ _ORDER = {
     "silu": ("input",),
     "gelu": ("input",),
     "softmax": ("input",),
+    "split_heads": ("input",),
+    "merge_heads": ("input",),
 }
 
 
@@ -34,7 +36,7 @@ def _attribute(name: str, value):
         return ir.UnitAttr.get() if value else None
     if name in ("eps", "scale"):
         return ir.FloatAttr.get(ir.F64Type.get(), float(value))
-    if name == "axis":
+    if name in ("axis", "num_heads"):
         return ir.IntegerAttr.get(ir.IntegerType.get_signless(64), int(value))
     if name in ("approximate", "activation"):
         return ir.StringAttr.get(str(value))

@@ -15,6 +15,7 @@ Recognised (result -> `transformer` op):
   aten.layer_norm over the last axis                                -> layer_norm
   linear(act(linear(x, Wg)) * linear(x, Wu), Wd), no biases          -> gated_mlp (silu, gelu, gelu_tanh)
   aten.linear -> linear;  aten.embedding -> embedding;  silu, gelu -> silu, gelu;  softmax -> softmax
+  view(x, [b, s, h, d]).transpose(1, 2)  -> split_heads;  its inverse -> merge_heads
 """
 
 from __future__ import annotations
@@ -304,6 +305,35 @@ class _Raiser:
         self.replace(node, "layer_norm", operands, {"eps": float(eps)})
         return True
 
+    def heads(self, node) -> bool:
+        """view(x, [b, s, h, d]).transpose(1, 2) -> split_heads; reshape(y.transpose(1, 2)
+        [.contiguous()], [b, s, h*d]) -> merge_heads (the layouts transformer.attention uses)."""
+        if _is(node, aten.transpose.int) and sorted(a % 4 for a in node.args[1:3]) == [1, 2]:
+            view = node.args[0]
+            if not (_is(view, aten.view.default, aten.reshape.default, aten._unsafe_view.default)
+                    and _only_user(view, node)):
+                return False
+            x = view.args[0]
+            xs, vs = _shape(x), _shape(view)
+            if not (_is_float(x) and xs and len(xs) == 3 and len(vs) == 4
+                    and xs[:2] == vs[:2] and xs[2] == vs[2] * vs[3]):
+                return False
+            self.replace(node, "split_heads", [("input", x)], {"num_heads": int(vs[2])})
+            return True
+        if _is(node, aten.view.default, aten.reshape.default, aten._unsafe_view.default):
+            t = node.args[0]
+            if _is(t, aten.clone.default, aten.contiguous.default) and _only_user(t, node):
+                t = t.args[0]
+            if not (_is(t, aten.transpose.int) and sorted(a % 4 for a in t.args[1:3]) == [1, 2]):
+                return False
+            y = t.args[0]
+            ys, out = _shape(y), _shape(node)
+            if not (_is_float(y) and ys and len(ys) == 4 and out == (ys[0], ys[2], ys[1] * ys[3])):
+                return False
+            self.replace(node, "merge_heads", [("input", y)], {})
+            return True
+        return False
+
     def linear(self, node) -> bool:
         if not _is(node, aten.linear.default):
             return False
@@ -343,7 +373,7 @@ def raise_graph(gm: fx.GraphModule) -> dict:
     raiser = _Raiser(gm)
     # Composite patterns first (they consume linears and activations), then single ops.
     for matcher in (raiser.gated_mlp, raiser.attention, raiser.rms_norm, raiser.layer_norm,
-                    raiser.linear, raiser.embedding, raiser.activation):
+                    raiser.linear, raiser.embedding, raiser.activation, raiser.heads):
         for node in list(gm.graph.nodes):
             if node.graph is gm.graph and node.op == "call_function" and not _is_erased(node):
                 if matcher(node):
