@@ -228,7 +228,7 @@ func.func @zero_bias(%x: tensor<4x32xf32>, %w: tensor<16x32xf32>) -> tensor<4x16
 // LOOPS: call @block_dispatch_0_reduction
 // LOOPS-LABEL: func.func private @zero_bias_dispatch_0_contraction(
 // LOOPS: omp.parallel {
-// LOOPS-NEXT: omp.wsloop {
+// LOOPS-NEXT: omp.wsloop schedule(dynamic) {
 // LOOPS-NEXT: omp.loop_nest
 // LOOPS-LABEL: func.func @zero_bias(
 // LOOPS-NOT: omp.

@@ -40,7 +40,7 @@ func.func @small_norm(%x: tensor<4x512xf32>) -> tensor<4x512xf32> {
 
 // LOOPS-LABEL: func.func private @wide_norm_dispatch_0_reduction(
 // LOOPS: omp.parallel {
-// LOOPS-NEXT: omp.wsloop {
+// LOOPS-NEXT: omp.wsloop schedule(dynamic) {
 // LOOPS-NEXT: omp.loop_nest
 // LOOPS: scf.for
 // LOOPS: omp.yield

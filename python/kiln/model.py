@@ -199,8 +199,25 @@ def _file_stamps(checkpoint) -> list:
 def _cache_key(checkpoint, options) -> str:
     from .pipelines.cpu import host_cpu
 
-    key = {"files": _file_stamps(checkpoint), "options": options, "kiln": __version__, "cpu": host_cpu()}
+    key = {"files": _file_stamps(checkpoint), "options": options, "kiln": __version__, "cpu": host_cpu(),
+           "compiler": _compiler_fingerprint()}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _compiler_fingerprint() -> str:
+    """A hash of what decides the generated code (the native passes, the pipelines, the model
+    builders), so a changed compiler never reuses an artifact an older one cached."""
+    from . import _kiln, models, pipelines
+
+    digest = hashlib.sha256()
+    files = [_kiln.__file__]
+    for package in (pipelines, models):
+        directory = os.path.dirname(package.__file__)
+        files += sorted(os.path.join(directory, f) for f in os.listdir(directory) if f.endswith(".py"))
+    for f in files:
+        with open(f, "rb") as fh:
+            digest.update(hashlib.sha256(fh.read()).digest())
+    return digest.hexdigest()[:16]
 
 
 def _cache_dir() -> str:

@@ -133,13 +133,25 @@ def _tensor_dim(value, d: int):
 
 def make_loops(module: ir.Module) -> None:
     """linalg -> scf loops; each workgroup grid becomes an OpenMP parallel loop on the thread pool.
-    Vector transfers left by vectorized schedules are unrolled into 1-D loads and stores."""
+    Vector transfers left by vectorized schedules are unrolled into 1-D loads and stores.
+
+    Workgroups are handed out dynamically (one at a time, to whichever thread is free) rather than
+    split statically: on a shared machine a thread that loses its core would otherwise hold up every
+    kernel at its closing barrier."""
     run_passes(
         module,
         "func.func(convert-vector-to-scf{full-unroll},convert-linalg-to-loops),"
         "scf-forall-to-parallel,convert-scf-to-openmp,canonicalize",
         "loops",
     )
+    dynamic = ir.Attribute.parse("#omp<schedulekind dynamic>", context=module.context)
+
+    def schedule(op):
+        if op.name == "omp.wsloop":
+            op.attributes["schedule_kind"] = dynamic
+        return ir.WalkResult.ADVANCE
+
+    module.operation.walk(schedule)
 
 
 def make_llvm(module: ir.Module) -> None:
