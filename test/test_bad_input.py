@@ -421,3 +421,23 @@ def test_invoke_dynamic_result_is_rejected():
     jm = jit([T((None,))], lambda x: transformer.silu(x))
     with pytest.raises(KilnError, match=r"result 0 of @f \(\? float32\) must have a static shape"):
         jm.invoke("f", np.ones(3, np.float32))
+
+
+def test_boolean_tensors_between_kernels_are_refused_not_a_crash():
+    """MLIR 22 asserts (aborting the process) when lowering stores of i1 buffers: Kiln refuses them
+    at the dispatch stage. A comparison fused into its select stays a scalar and compiles."""
+    import numpy as np
+
+    with pytest.raises(KilnError, match=r"boolean tensor \(tensor<4xi1>\) between kernels.*use i8"):
+        kiln.compile("""func.func @f(%a: tensor<4xf32>, %b: tensor<4xf32>) -> tensor<4xi1> {
+          %c = arith.cmpf olt, %a, %b : tensor<4xf32>
+          return %c : tensor<4xi1>
+        }""")
+    program = kiln.compile("""func.func @g(%a: tensor<4xf32>, %b: tensor<4xf32>) -> tensor<4xf32> {
+      %c = arith.cmpf olt, %a, %b : tensor<4xf32>
+      %s = arith.select %c, %a, %b : tensor<4xi1>, tensor<4xf32>
+      return %s : tensor<4xf32>
+    }""")
+    a = np.array([1.5, 5.0, -2.0, 8.0], np.float32)
+    b = np.array([3.0, 4.0, -2.5, 1.0], np.float32)
+    np.testing.assert_array_equal(program.g(a, b)[0], np.minimum(a, b))

@@ -39,6 +39,22 @@ def make_dispatch(module: ir.Module) -> None:
     Identical kernels (every layer of a model has the same ones) are merged into one, so each is
     scheduled and compiled once."""
     run_passes(module, "kiln-form-dispatches,duplicate-function-elimination,symbol-dce", "dispatch")
+    _check_no_boolean_buffers(module)
+
+
+def _check_no_boolean_buffers(module: ir.Module) -> None:
+    """i1 tensors that cross a kernel boundary become i1 buffers, which MLIR 22's memref-to-LLVM
+    lowering cannot store (it asserts, aborting the process): refuse them with a message. Booleans
+    inside a kernel (a comparison feeding a select) are scalars and fine."""
+    for op in module.body.operations:
+        if op.operation.name != "func.func":
+            continue
+        ftype = ir.FunctionType(ir.TypeAttr(op.attributes["function_type"]).value)
+        for t in list(ftype.inputs) + list(ftype.results):
+            if isinstance(t, ir.ShapedType) and str(t.element_type) == "i1":
+                name = ir.StringAttr(op.attributes["sym_name"]).value
+                raise KilnError(f"stage 'dispatch': @{name} passes a boolean tensor ({t}) between kernels, which "
+                                "Kiln's backends cannot store yet: use i8 (0/1) instead")
 
 
 def public_funcs(module: ir.Module):
