@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from mlir import ir
 
+import kiln
 from kiln import KilnError
 from kiln.dialects import transformer
 from kiln.jit import jit_compile
