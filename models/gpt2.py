@@ -27,7 +27,7 @@ from mlir.dialects import arith, func, tensor
 from kiln.dialects import transformer
 from kiln.errors import KilnError
 
-from .graph import ModelGraph, Param, f32_tensor, i64_tensor, set_cache_aliases
+from .graph import ModelGraph, Param, decoder_graph, f32_tensor, i64_tensor, set_cache_aliases
 
 MODEL_TYPES = ("gpt2",)
 
@@ -98,23 +98,9 @@ def build(config: dict, max_seq_len: int, chunks=(1, 128), logits_chunk: int = 1
                         f"{shape.positions}): compile with max_seq_len <= {shape.positions}")
     params = _params(shape)
     cache_shape = (1, shape.heads, max_seq_len, shape.head_dim)
-    entries = {"decode": (1, 1)}
-    entries.update({f"prefill_{c}": (c, 1) for c in chunks if c > 1})
-    entries[f"logits_{logits_chunk}"] = (logits_chunk, logits_chunk)
-    module = ir.Module.create()
-    with ir.InsertionPoint(module.body):
-        for name, (chunk, rows) in entries.items():
-            _entry_point(name, shape, params, cache_shape, chunk, rows)
-    return ModelGraph(
-        kind="decoder",
-        module=module,
-        params=params,
-        cache_shapes=[cache_shape] * (2 * shape.layers),
-        entry_points={name: chunk for name, (chunk, _) in entries.items()},
-        max_seq_len=max_seq_len,
-        vocab_size=shape.vocab,
-        hidden_size=shape.hidden,
-    )
+    return decoder_graph(
+        params, cache_shape, shape.layers, max_seq_len, shape.vocab, shape.hidden, chunks, logits_chunk,
+        lambda name, chunk, rows: _entry_point(name, shape, params, cache_shape, chunk, rows))
 
 
 def _conv1d(source: str, rows: int, cols: int, start: int, stop: int, transpose: bool):

@@ -65,6 +65,30 @@ class ModelGraph:
         return [p.bind(tensor) for p in self.params]
 
 
+def decoder_graph(params: list, cache_shape: tuple, layers: int, max_seq_len: int, vocab: int, hidden: int,
+                  chunks, logits_chunk: int, entry_point: Callable) -> ModelGraph:
+    """The ModelGraph every decoder family shares: entry points `decode`, `prefill_<C>` per chunk size
+    C > 1 and `logits_<C>`, each built by `entry_point(name, chunk, rows)` in a new module, with one
+    K and one V cache of `cache_shape` per layer."""
+    entries = {"decode": (1, 1)}
+    entries.update({f"prefill_{c}": (c, 1) for c in chunks if c > 1})
+    entries[f"logits_{logits_chunk}"] = (logits_chunk, logits_chunk)
+    module = ir.Module.create()
+    with ir.InsertionPoint(module.body):
+        for name, (chunk, rows) in entries.items():
+            entry_point(name, chunk, rows)
+    return ModelGraph(
+        kind="decoder",
+        module=module,
+        params=params,
+        cache_shapes=[cache_shape] * (2 * layers),
+        entry_points={name: chunk for name, (chunk, _) in entries.items()},
+        max_seq_len=max_seq_len,
+        vocab_size=vocab,
+        hidden_size=hidden,
+    )
+
+
 def f32_tensor(shape) -> ir.RankedTensorType:
     return ir.RankedTensorType.get(tuple(shape), ir.F32Type.get())
 

@@ -16,7 +16,7 @@ from kiln.dialects import transformer
 from kiln.errors import KilnError
 
 from . import rope
-from .graph import ModelGraph, Param, f32_tensor, i64_tensor, set_cache_aliases
+from .graph import ModelGraph, Param, decoder_graph, f32_tensor, i64_tensor, set_cache_aliases
 
 MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
@@ -80,24 +80,10 @@ def build(config: dict, max_seq_len: int, chunks=(1, 128), logits_chunk: int = 1
                         f"compile with max_seq_len <= {window}")
     params = _params(shape)
     cache_shape = (1, shape.kv_heads, max_seq_len, shape.head_dim)
-    entries = {"decode": (1, 1)}
-    entries.update({f"prefill_{c}": (c, 1) for c in chunks if c > 1})
-    entries[f"logits_{logits_chunk}"] = (logits_chunk, logits_chunk)
     inv_freq = rope.inv_freq(config, shape.rotary_dim, max_seq_len)
-    module = ir.Module.create()
-    with ir.InsertionPoint(module.body):
-        for name, (chunk, rows) in entries.items():
-            _entry_point(name, shape, params, cache_shape, chunk, rows, inv_freq)
-    return ModelGraph(
-        kind="decoder",
-        module=module,
-        params=params,
-        cache_shapes=[cache_shape] * (2 * shape.layers),
-        entry_points={name: chunk for name, (chunk, _) in entries.items()},
-        max_seq_len=max_seq_len,
-        vocab_size=shape.vocab,
-        hidden_size=shape.hidden,
-    )
+    return decoder_graph(
+        params, cache_shape, shape.layers, max_seq_len, shape.vocab, shape.hidden, chunks, logits_chunk,
+        lambda name, chunk, rows: _entry_point(name, shape, params, cache_shape, chunk, rows, inv_freq))
 
 
 def _params(s: LlamaShape) -> list:

@@ -75,7 +75,8 @@ def run(model_path: str | None = None, threads=(1, 2), rounds: int = 3, prompt_l
                         samples[t][who]["decode_s"] += r["step_s"]
                     agree[t] = _matching_prefix(k["tokens"], h["tokens"])
                     bar.advance(f"{t} threads")
-        limit = {t: bandwidth.measured_bandwidth(_with_threads(device, t)) for t in threads}
+        # Measured now, beside the runs (not a cached figure from another moment of a shared machine).
+        limit = {t: bandwidth.measured_bandwidth(_with_threads(device, t), refresh=True) for t in threads}
     finally:
         for w in workers.values():
             w.close()

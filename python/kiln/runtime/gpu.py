@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import KilnError
 from ..signature import Signature
+from .program import NamedEntryPoints
 
 _SCALARS = {"i64": ctypes.c_int64, "index": ctypes.c_int64, "i32": ctypes.c_int32, "f32": ctypes.c_float,
             "f64": ctypes.c_double}
@@ -298,7 +299,7 @@ class GpuCommandBuffer:
         gpu.synchronize()
 
 
-class GpuProgram:
+class GpuProgram(NamedEntryPoints):
     """A GPU artifact loaded on a cuda/hip Device: kernels, constants and entry points."""
 
     def __init__(self, device, manifest: dict, blobs: dict, source: str):
@@ -322,23 +323,8 @@ class GpuProgram:
                 raise KilnError(f"{source} is corrupt: entry point '{name}' has no launch plan")
             self._entries[name] = GpuEntryPoint(self, Signature.from_json(name, sig), manifest["programs"][name])
 
-    @property
-    def entry_points(self) -> list:
-        return list(self._entries)
-
-    def entry_point(self, name: str) -> GpuEntryPoint:
-        if name not in self._entries:
-            raise KilnError(f"no entry point '{name}'; the program has: {', '.join(self._entries)}")
-        return self._entries[name]
-
     def command_buffer(self) -> GpuCommandBuffer:
         return GpuCommandBuffer(self)
-
-    def __getattr__(self, name: str):
-        entries = self.__dict__.get("_entries", {})
-        if name in entries:
-            return entries[name]
-        raise AttributeError(f"no entry point '{name}'; the program has: {', '.join(entries)}")
 
 
 def _numpy_dtype(name: str):

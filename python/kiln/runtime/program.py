@@ -217,7 +217,29 @@ class _NoEntryPoint(KilnError, AttributeError):
     """`program.name` where `name` is no entry point: a KilnError, and an AttributeError for getattr/hasattr."""
 
 
-class Program:
+class NamedEntryPoints:
+    """Lookup of a program's entry points (in `self._entries`) by name: `program.entry_point("f")`
+    or `program.f`. Shared by the CPU and GPU programs."""
+
+    @property
+    def entry_points(self) -> list:
+        return list(self._entries)
+
+    def entry_point(self, name: str):
+        if name not in self._entries:
+            raise KilnError(f"no entry point '{name}'; the program has: {', '.join(self._entries)}")
+        return self._entries[name]
+
+    def __getattr__(self, name: str):
+        entries = self.__dict__.get("_entries", {})
+        if name in entries:
+            return entries[name]
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise _NoEntryPoint(f"no entry point '{name}'; the program has: {', '.join(entries)}")
+
+
+class Program(NamedEntryPoints):
     """A loaded executable with named entry points, e.g. `program.forward(x, w)`."""
 
     def __init__(self, device: Device, executable: Executable, manifest: dict):
@@ -233,25 +255,8 @@ class Program:
                     from e
             self._entries[name] = EntryPoint(self, signature)
 
-    @property
-    def entry_points(self) -> list:
-        return list(self._entries)
-
-    def entry_point(self, name: str) -> EntryPoint:
-        if name not in self._entries:
-            raise KilnError(f"no entry point '{name}'; the program has: {', '.join(self._entries)}")
-        return self._entries[name]
-
     def command_buffer(self) -> CommandBuffer:
         return CommandBuffer(self)
-
-    def __getattr__(self, name: str):
-        entries = self.__dict__.get("_entries", {})
-        if name in entries:
-            return entries[name]
-        if name.startswith("__"):
-            raise AttributeError(name)
-        raise _NoEntryPoint(f"no entry point '{name}'; the program has: {', '.join(entries)}")
 
 
 def load(path: str, device: Device | None = None) -> Program:
