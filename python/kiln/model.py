@@ -56,6 +56,12 @@ def compile_model(
         return compile_module(model, example_args, target=target)
     if dtype not in DTYPES:
         raise KilnError(f"dtype '{dtype}' is not supported yet; supported: {', '.join(DTYPES)}")
+    if target != "cpu":
+        from .pipelines import stage_functions
+
+        stage_functions(target)  # an unknown target fails with the list of targets
+        raise KilnError(f"compile_model runs models on target 'cpu' so far; for '{target}', compile the model's "
+                        f"IR: kiln import MODEL -o model.mlir && kiln compile model.mlir --target {target}")
     from .loaders import load_checkpoint
 
     checkpoint = load_checkpoint(model)
@@ -121,10 +127,6 @@ def _is_torch_module(model) -> bool:
 
 
 def _options(config: dict, target, dtype, max_seq_len, prefill_chunk) -> dict:
-    if target != "cpu":
-        from .pipelines import stage_functions
-
-        stage_functions(target)  # unknown targets fail with the list of targets
     if max_seq_len is None:
         max_seq_len = min(int(config.get("max_position_embeddings") or 1024), 1024)
     if max_seq_len < 2:
