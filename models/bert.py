@@ -22,7 +22,7 @@ from mlir.dialects import arith, func, tensor
 from kiln.dialects import transformer
 from kiln.errors import KilnError
 
-from .graph import ModelGraph, Param, f32_tensor, i64_tensor
+from .graph import ModelGraph, Param, config_int, f32_tensor, i64_tensor
 
 MODEL_TYPES = ("bert",)
 
@@ -45,14 +45,9 @@ class BertShape:
 
     @staticmethod
     def of(config: dict) -> "BertShape":
-        try:
-            hidden = int(config["hidden_size"])
-            heads = int(config["num_attention_heads"])
-            layers = int(config["num_hidden_layers"])
-            ffn = int(config["intermediate_size"])
-            vocab = int(config["vocab_size"])
-        except KeyError as e:
-            raise KilnError(f"bert config lacks '{e.args[0]}'") from None
+        hidden, heads = config_int(config, "hidden_size"), config_int(config, "num_attention_heads")
+        layers, ffn = config_int(config, "num_hidden_layers"), config_int(config, "intermediate_size")
+        vocab = config_int(config, "vocab_size")
         if hidden % heads:
             raise KilnError(f"bert config: hidden_size {hidden} is not a multiple of num_attention_heads {heads}")
         act = config.get("hidden_act", "gelu")

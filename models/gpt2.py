@@ -27,7 +27,7 @@ from mlir.dialects import arith, func, tensor
 from kiln.dialects import transformer
 from kiln.errors import KilnError
 
-from .graph import ModelGraph, Param, decoder_graph, f32_tensor, i64_tensor, set_cache_aliases
+from .graph import ModelGraph, Param, config_int, decoder_graph, f32_tensor, i64_tensor, set_cache_aliases
 
 MODEL_TYPES = ("gpt2",)
 
@@ -51,17 +51,11 @@ class GPT2Shape:
 
     @staticmethod
     def of(config: dict) -> "GPT2Shape":
-        def key(*names):
-            for n in names:
-                if config.get(n) is not None:
-                    return config[n]
-            raise KilnError(f"gpt2 config lacks '{names[0]}'")
-
-        hidden = int(key("n_embd", "hidden_size"))
-        heads = int(key("n_head", "num_attention_heads"))
-        layers = int(key("n_layer", "num_hidden_layers"))
-        vocab = int(key("vocab_size"))
-        positions = int(key("n_positions", "max_position_embeddings"))
+        hidden = config_int(config, "n_embd", "hidden_size")
+        heads = config_int(config, "n_head", "num_attention_heads")
+        layers = config_int(config, "n_layer", "num_hidden_layers")
+        vocab = config_int(config, "vocab_size")
+        positions = config_int(config, "n_positions", "max_position_embeddings")
         if hidden % heads:
             raise KilnError(f"gpt2 config: n_embd {hidden} is not a multiple of n_head {heads}")
         act = config.get("activation_function", "gelu_new")

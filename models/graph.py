@@ -65,6 +65,15 @@ class ModelGraph:
         return [p.bind(tensor) for p in self.params]
 
 
+def config_int(config: dict, *names: str) -> int:
+    """The integer under the first of `names` that `config` has (HF configs spell some keys two ways),
+    or a KilnError naming the key the model type needs."""
+    for name in names:
+        if config.get(name) is not None:
+            return int(config[name])
+    raise KilnError(f"{config.get('model_type')} config lacks '{names[0]}'")
+
+
 def decoder_graph(params: list, cache_shape: tuple, layers: int, max_seq_len: int, vocab: int, hidden: int,
                   chunks, logits_chunk: int, entry_point: Callable) -> ModelGraph:
     """The ModelGraph every decoder family shares: entry points `decode`, `prefill_<C>` per chunk size

@@ -16,7 +16,7 @@ from kiln.dialects import transformer
 from kiln.errors import KilnError
 
 from . import rope
-from .graph import ModelGraph, Param, decoder_graph, f32_tensor, i64_tensor, set_cache_aliases
+from .graph import ModelGraph, Param, config_int, decoder_graph, f32_tensor, i64_tensor, set_cache_aliases
 
 MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
@@ -39,14 +39,9 @@ class LlamaShape:
     @staticmethod
     def of(config: dict) -> "LlamaShape":
         model_type = config.get("model_type")
-        try:
-            hidden = int(config["hidden_size"])
-            heads = int(config["num_attention_heads"])
-            layers = int(config["num_hidden_layers"])
-            ffn = int(config["intermediate_size"])
-            vocab = int(config["vocab_size"])
-        except KeyError as e:
-            raise KilnError(f"{model_type} config lacks '{e.args[0]}'") from None
+        hidden, heads = config_int(config, "hidden_size"), config_int(config, "num_attention_heads")
+        layers, ffn = config_int(config, "num_hidden_layers"), config_int(config, "intermediate_size")
+        vocab = config_int(config, "vocab_size")
         head_dim = int(config.get("head_dim") or hidden // heads)
         act = config.get("hidden_act", "silu")
         if act != "silu":
