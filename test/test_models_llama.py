@@ -150,3 +150,17 @@ def test_bad_models_are_refused_before_compiling(tmp_path):
     _rewrite_config(tmp_path, hidden_act="silu", model_type="mamba")
     with pytest.raises(KilnError, match="unsupported model_type 'mamba'; Kiln supports: .*llama.*qwen3"):
         kiln.compile_model(str(tmp_path), max_seq_len=32, cache=False)
+
+
+def test_prompt_tails_run_in_quarter_size_chunks(tmp_path, rng):
+    """With prefill_chunk 32 a prompt runs as whole 32-token chunks, then a tail of at most 16 tokens
+    as 8-token chunks (and a last single token as a decode step); generation still matches HF."""
+    hf = _make_model("qwen2", tmp_path, seed=5)
+    compiled = kiln.compile_model(str(tmp_path), max_seq_len=96, cache=False, prefill_chunk=32, progress=False)
+    assert set(compiled.graph.entry_points) == {"decode", "prefill_8", "prefill_32", "logits_32"}
+    for length in (41, 17, 9, 33):  # 32 + 8 + 1, 8 + 8 + 1, 8 + 1, 32 + 1
+        prompt = rng.integers(3, VOCAB, size=length)
+        with torch.no_grad():
+            want = hf.generate(torch.tensor(prompt[None]), max_new_tokens=12, do_sample=False,
+                               pad_token_id=0)[0, length:].tolist()
+        assert compiled.generate(prompt, max_new_tokens=12).ids == want, length

@@ -132,17 +132,22 @@ def _options(config: dict, target, dtype, max_seq_len, prefill_chunk) -> dict:
     if max_seq_len < 2:
         raise KilnError(f"max_seq_len must be at least 2, got {max_seq_len}")
     chunk = max(1, min(prefill_chunk, max_seq_len))
-    return {"target": target, "dtype": dtype, "max_seq_len": int(max_seq_len), "prefill_chunk": chunk}
+    # A quarter-size chunk too, for the tail of a prompt (a short chat prompt would otherwise be
+    # padded to a whole chunk: 37 tokens computed as 128).
+    small = chunk // 4 if chunk >= 32 else 0
+    return {"target": target, "dtype": dtype, "max_seq_len": int(max_seq_len), "prefill_chunk": chunk,
+            "prefill_small_chunk": small}
 
 
 def _build_graph(config: dict, options: dict):
     from . import models
 
     chunk = options["prefill_chunk"]
+    chunks = tuple(c for c in (1, options.get("prefill_small_chunk", 0), chunk) if c)
     with ir.Context(), ir.Location.unknown():
         if config.get("model_type") in ("bert",):
             return models.build(config, seq_len=options["max_seq_len"])
-        return models.build(config, max_seq_len=options["max_seq_len"], chunks=(1, chunk), logits_chunk=chunk)
+        return models.build(config, max_seq_len=options["max_seq_len"], chunks=chunks, logits_chunk=chunk)
 
 
 def _compile_graph(graph, options, checkpoint, cache_path, device, label, progress):
@@ -386,15 +391,20 @@ class CompiledModel:
         return ids
 
     def _prefill(self, prompt_ids) -> np.ndarray:
+        """Runs the prompt through in chunks: whole chunks, then the tail in quarter-size chunks when
+        it is at most half a chunk (less padding computed), a single token as a decode step."""
         ids = self._ids(prompt_ids)
-        chunk = self.options["prefill_chunk"]
-        logits = None
-        for start in range(0, len(ids), chunk):
+        big, small = self.options["prefill_chunk"], self.options.get("prefill_small_chunk", 0)
+        logits, start = None, 0
+        while start < len(ids):
+            remaining = len(ids) - start
+            chunk = small if small and remaining <= big // 2 else big
             piece = ids[start:start + chunk]
             if len(piece) == 1:
                 logits = self._decode(int(piece[0]), start)
             else:
                 logits = self._run(f"prefill_{chunk}", piece, start, np.array([len(piece) - 1]))[0]
+            start += len(piece)
         return logits
 
     def _decode(self, token: int, position: int) -> np.ndarray:
