@@ -72,6 +72,10 @@ def linear_fn(x_shape, out_features, bias, dtype, dynamic=False):
         ((2, 7, 33), 13, True, "f16", False),
         ((3, 7, 13), 5, True, "f32", True),
         ((2, 9, 33), 17, False, "f32", True),
+        # GEMM-sized, panels without padding: the weight is packed by 16x16 shuffle transposes.
+        ((1, 20, 48), 64, False, "f32", False),
+        ((2, 40, 32), 96, True, "f32", False),
+        ((128, 576), 192, False, "f32", False),
     ],
 )
 def test_linear(rng, x_shape, out_features, bias, dtype, dynamic):

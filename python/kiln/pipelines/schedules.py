@@ -351,6 +351,13 @@ def _packed_gemm_lines(i: int, kernel: Kernel, s: Schedule) -> list:
         f": ({any_op}) -> {any_op}",
     ]
     packed = f"%p{i}"
+    n, k = kernel.loop_ranges[-2:]
+    # A weight W[N, K] (a linear's, no batch dims) packs to [N/nr, K, nr] by a transpose of 16x16
+    # register blocks (AVX-512 shuffles) when the panels need no padding; otherwise element by element.
+    shuffle_pack_b = (kernel.gemm_rhs == "nk" and kernel.rhs_batch == 0 and n > 0 and k > 0
+                      and n % nr == 0 and nr % 16 == 0 and k % 16 == 0)
+    if shuffle_pack_b:
+        lines.append(f"    %bpk{i} = transform.get_producer_of_operand %p{i}[1] : ({any_op}) -> {any_op}")
     if kernel.gemm_rhs == "kn":
         # B[.., K, N] packs to [.., K, N/nr, nr]: make it [.., N/nr, K, nr] so a panel is contiguous.
         rb = kernel.rhs_batch
@@ -400,6 +407,24 @@ def _packed_gemm_lines(i: int, kernel: Kernel, s: Schedule) -> list:
         "      transform.apply_patterns.vector.lower_transfer max_transfer_rank = 1",
         "      transform.apply_patterns.canonicalization",
         f"    }} : {any_op}",
+    ]
+    if shuffle_pack_b:
+        lines += [
+            f'    %bpc{i} = transform.cast %bpk{i} : {any_op} to !transform.op<"linalg.pack">',
+            f"    %bl{i}a, %bl{i}b, %bl{i}c = transform.structured.lower_pack %bpc{i} : "
+            f'(!transform.op<"linalg.pack">) -> (!transform.op<"tensor.pad">, '
+            f'!transform.op<"tensor.expand_shape">, !transform.op<"linalg.transpose">)',
+            f"    %btt{i}, %btw{i} = transform.structured.tile_using_forall %bl{i}c num_threads [16] "
+            f': (!transform.op<"linalg.transpose">) -> ({any_op}, {any_op})',
+            tile_for(f"%btv{i}", f"%btt{i}", [1, 16, 16]),
+            f"    transform.structured.vectorize %btv{i} : {any_op}",
+            f"    transform.apply_patterns to {f} {{",
+            '      transform.apply_patterns.vector.lower_transpose lowering_strategy = "shuffle_16x16"',
+            "      transform.apply_patterns.vector.transfer_permutation_patterns",
+            "      transform.apply_patterns.vector.lower_transfer max_transfer_rank = 1",
+            f"    }} : {any_op}",
+        ]
+    lines += [
         # Packs and unpacks -> pad + reshape + transpose; the transposes run as parallel workgroups.
         f'    %pk{i} = transform.structured.match ops{{["linalg.pack"]}} in {f} : ({any_op}) -> !transform.op<"linalg.pack">',
         f"    %pk{i}a, %pk{i}b, %pk{i}c = transform.structured.lower_pack %pk{i} : "
