@@ -27,7 +27,8 @@ from mlir.dialects import arith, func, tensor
 from kiln.dialects import transformer
 from kiln.errors import KilnError
 
-from .graph import ModelGraph, Param, config_int, decoder_graph, f32_tensor, i64_tensor, set_cache_aliases
+from .graph import (DECODER_INPUTS, ModelGraph, Param, config_int, decoder_arg_types, decoder_graph, f32_tensor,
+                    i64_tensor, set_cache_aliases, split_decoder_args)
 
 MODEL_TYPES = ("gpt2",)
 
@@ -153,15 +154,9 @@ def _params(s: GPT2Shape) -> list:
 
 
 def _entry_point(name, s: GPT2Shape, params, cache_shape, chunk, rows):
-    arg_types = [i64_tensor((1, chunk)), i64_tensor((chunk,)), ir.IndexType.get(), i64_tensor((rows,))]
-    arg_types += [f32_tensor(p.shape) for p in params]
-    arg_types += [f32_tensor(cache_shape)] * (2 * s.layers)
-    first_cache = 4 + len(params)
-
-    @func.FuncOp.from_py_func(*arg_types, name=name)
+    @func.FuncOp.from_py_func(*decoder_arg_types(params, cache_shape, s.layers, chunk, rows), name=name)
     def entry(ids, positions, start, row_ids, *rest):
-        weights = dict(zip((p.name for p in params), rest[: len(params)]))
-        caches = list(rest[len(params):])
+        weights, caches = split_decoder_args(params, rest)
         # Rows past the prompt in a padded chunk may carry positions beyond the table: clamp them (their
         # outputs are never read) so the gather stays in bounds.
         last = arith.constant(i64_tensor((chunk,)), ir.DenseElementsAttr.get_splat(
@@ -179,7 +174,7 @@ def _entry_point(name, s: GPT2Shape, params, cache_shape, chunk, rows):
         picked = transformer.embedding(flat, row_ids) if rows != chunk else flat
         return (transformer.linear(picked, weights["lm_head"]), *caches)
 
-    set_cache_aliases(entry.func_op, first_cache, 1, 2 * s.layers)
+    set_cache_aliases(entry.func_op, DECODER_INPUTS + len(params), 1, 2 * s.layers)
 
 
 def _block(s: GPT2Shape, x, start, scale, w, k_cache, v_cache):

@@ -98,6 +98,22 @@ def decoder_graph(params: list, cache_shape: tuple, layers: int, max_seq_len: in
     )
 
 
+# Decoder entry points take (ids, positions, start, rows) before the parameters, then the caches.
+DECODER_INPUTS = 4
+
+
+def decoder_arg_types(params: list, cache_shape: tuple, layers: int, chunk: int, rows: int) -> list:
+    """Argument types of a decoder entry point (see ModelGraph)."""
+    types = [i64_tensor((1, chunk)), i64_tensor((chunk,)), ir.IndexType.get(), i64_tensor((rows,))]
+    types += [f32_tensor(p.shape) for p in params]
+    return types + [f32_tensor(cache_shape)] * (2 * layers)
+
+
+def split_decoder_args(params: list, rest) -> tuple:
+    """(name -> parameter value, [K0, V0, K1, V1, ...]) from the arguments after the first four."""
+    return dict(zip((p.name for p in params), rest[: len(params)])), list(rest[len(params):])
+
+
 def f32_tensor(shape) -> ir.RankedTensorType:
     return ir.RankedTensorType.get(tuple(shape), ir.F32Type.get())
 

@@ -16,7 +16,8 @@ from kiln.dialects import transformer
 from kiln.errors import KilnError
 
 from . import rope
-from .graph import ModelGraph, Param, config_int, decoder_graph, f32_tensor, i64_tensor, set_cache_aliases
+from .graph import (DECODER_INPUTS, ModelGraph, Param, config_int, decoder_arg_types, decoder_graph, f32_tensor,
+                    set_cache_aliases, split_decoder_args)
 
 MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
@@ -113,15 +114,9 @@ def _params(s: LlamaShape) -> list:
 
 
 def _entry_point(name, s: LlamaShape, params, cache_shape, chunk, rows, inv_freq_values):
-    arg_types = [i64_tensor((1, chunk)), i64_tensor((chunk,)), ir.IndexType.get(), i64_tensor((rows,))]
-    arg_types += [f32_tensor(p.shape) for p in params]
-    arg_types += [f32_tensor(cache_shape)] * (2 * s.layers)
-    first_cache = 4 + len(params)
-
-    @func.FuncOp.from_py_func(*arg_types, name=name)
+    @func.FuncOp.from_py_func(*decoder_arg_types(params, cache_shape, s.layers, chunk, rows), name=name)
     def entry(ids, positions, start, row_ids, *rest):
-        weights = dict(zip((p.name for p in params), rest[: len(params)]))
-        caches = list(rest[len(params):])
+        weights, caches = split_decoder_args(params, rest)
         inv_freq = arith.constant(f32_tensor(inv_freq_values.shape),
                                   ir.DenseElementsAttr.get(np.ascontiguousarray(inv_freq_values)))
         x = transformer.embedding(weights["embed"], ids)
@@ -134,7 +129,7 @@ def _entry_point(name, s: LlamaShape, params, cache_shape, chunk, rows, inv_freq
         picked = transformer.embedding(flat, row_ids) if rows != chunk else flat
         return (transformer.linear(picked, weights["lm_head"]), *caches)
 
-    set_cache_aliases(entry.func_op, first_cache, 1, 2 * s.layers)
+    set_cache_aliases(entry.func_op, DECODER_INPUTS + len(params), 1, 2 * s.layers)
 
 
 def _block(s: LlamaShape, x, positions, start, inv_freq, w, k_cache, v_cache):
