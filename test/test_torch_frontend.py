@@ -313,3 +313,13 @@ def test_version_skew_error_names_the_op():
 def test_not_a_module():
     with pytest.raises(KilnError, match="expects a torch.nn.Module"):
         compile_module(lambda x: x, (torch.randn(2),))
+
+
+def test_compile_model_takes_an_nn_module(rng):
+    """kiln.compile_model(module, example_args=...) is the same frontend as compile_module."""
+    import kiln
+
+    module = examples.seeded(examples.GPT2Block, seed=4)
+    compiled = kiln.compile_model(module, example_args=(torch.zeros(1, 6, 84),))
+    x = _fresh(rng, 1, 6, 84)
+    assert _rel_err(compiled(x), _reference(module, x)) < RTOL

@@ -117,13 +117,11 @@ def load(path: str, device=None):
 
 
 def _is_torch_module(model) -> bool:
-    try:
-        import sys
+    """An nn.Module, checked without importing torch (a process that never imported it has none)."""
+    import sys
 
-        torch = sys.modules.get("torch")
-        return torch is not None and isinstance(model, torch.nn.Module)
-    except Exception:
-        return False
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(model, torch.nn.Module)
 
 
 def _options(config: dict, target, dtype, max_seq_len, prefill_chunk) -> dict:
@@ -322,9 +320,8 @@ class CompiledModel:
         prompt_ids = self._prompt_ids(prompt, chat)
         stop_ids, stop_texts = _split_stops(stop)
         eos = set(self.tokenizer.eos_token_ids) if self.tokenizer else set()
-        for key in ("eos_token_id",):
-            value = self.config.get(key)
-            eos |= set(value if isinstance(value, list) else [value] if value is not None else [])
+        config_eos = self.config.get("eos_token_id")
+        eos |= set(config_eos if isinstance(config_eos, list) else [config_eos] if config_eos is not None else [])
         stream = self.tokenizer.decode_stream() if self.tokenizer and callback else None
 
         t0 = time.perf_counter()
