@@ -2,6 +2,7 @@
 
     kiln compile IN.mlir --target cpu -o OUT.kiln
     kiln compile IN.mlir --target cuda --chip sm_90 -o OUT.kiln   # PTX (+ cubin with ptxas); rocm: hsaco
+    kiln compile IN.mlir --target cuda --precision bf16 -o OUT.kiln  # GEMMs on tensor cores (bf16 in, f32 sums)
     kiln compile IN.mlir --compile-to tiled            # print that stage's IR (or write it to -o FILE)
     kiln compile EDITED.mlir --compile-from tiled -o OUT.kiln
     kiln compile IN.mlir --dump-phases-to DIR -o OUT.kiln
@@ -40,6 +41,7 @@ def _compile(args) -> int:
         dump_phases_to=args.dump_phases_to,
         output=None if prints_ir else args.output,
         chip=args.chip,
+        precision=args.precision,
     )
     if isinstance(result, str):
         text = result if result.endswith("\n") else result + "\n"
@@ -143,6 +145,8 @@ def main(argv=None) -> int:
     c.add_argument("--target", default="cpu", choices=TARGETS)
     c.add_argument("--chip", help="GPU targets: sm_80, sm_90, ... (cuda; default sm_80) or gfx942, "
                    "gfx1100, ... (rocm; default gfx942)")
+    c.add_argument("--precision", help="GPU targets: what GEMMs multiply in: f32 (default), bf16 or f16 "
+                   "(f32 sums; tensor cores on cuda sm_80+)")
     c.add_argument("--compile-to", choices=STAGES, help="stop after this stage and print its IR")
     c.add_argument("--compile-from", choices=STAGES[:-1],
                    help="the input is the IR after this stage; resume from the next one")

@@ -40,6 +40,7 @@ def compile(
     device=None,
     on_stage: Optional[Callable[[str, ir.Module], None]] = None,
     chip: Optional[str] = None,
+    precision: Optional[str] = None,
 ):
     """Compiles `module` (IR text or an ir.Module, lowered in place) for `target`.
 
@@ -49,6 +50,8 @@ def compile(
 
     GPU targets ("cuda", "rocm") take a `chip` (default sm_80 / gfx942) and compile on any machine:
     without a `device` (a cuda/hip `kiln.runtime.Device`) they return the `kiln.artifact.Artifact`.
+    Their `precision` ("f32" default, "bf16", "f16") is what GEMM-shaped contractions multiply in
+    (operands rounded to it, sums in f32; tensor cores on cuda sm_80+); outputs stay f32.
     """
     for name, stage in (("compile_to", compile_to), ("compile_from", compile_from)):
         if stage is not None and stage not in STAGES:
@@ -66,6 +69,7 @@ def compile(
         _check_declarations(module)
         signatures = _entry_signatures(module, compile_from)
         _record_chip(module, target, chip)
+        _record_precision(module, target, precision)
         dump = _Dumper(dump_phases_to)
         dump("input" if compile_from is None else compile_from, module)
 
@@ -159,6 +163,25 @@ def _record_chip(module: ir.Module, target: str, chip: Optional[str]) -> None:
             return
         chip = backend.DEFAULT_CHIP
     attrs[gpu.CHIP_ATTR] = ir.StringAttr.get(backend.check_chip(chip))
+
+
+def _record_precision(module: ir.Module, target: str, precision: Optional[str]) -> None:
+    """GPU targets: the GEMM precision goes on the module (`kiln.precision`), so IR resumed later keeps it."""
+    from .pipelines import gpu_mma
+
+    if precision is not None:
+        gpu_mma.check_precision(precision)
+    if target not in pipelines.GPU_TARGETS:
+        if precision not in (None, "f32"):
+            raise KilnError(f"precision '{precision}' applies to the GPU targets (cuda, rocm); "
+                            f"the '{target}' target computes in f32")
+        return
+    attrs = module.operation.attributes
+    if precision is None:
+        if gpu_mma.PRECISION_ATTR in attrs:
+            return
+        precision = "f32"
+    attrs[gpu_mma.PRECISION_ATTR] = ir.StringAttr.get(precision)
 
 
 def _make_artifact(module: ir.Module, signatures: dict, target: str = "cpu") -> artifact.Artifact:

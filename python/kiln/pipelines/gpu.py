@@ -24,7 +24,7 @@ from mlir import ir
 from mlir.dialects.transform import interpreter
 
 from ..errors import KilnError
-from . import cpu, schedules
+from . import cpu, gpu_mma, schedules
 from .common import run_passes
 
 MAX_THREADS = 256  # threads per block
@@ -171,7 +171,16 @@ def make_tiled(module: ir.Module) -> None:
     ]
     funcs = {ir.StringAttr(op.attributes["sym_name"]).value: op
              for op in module.body.operations if op.operation.name == "func.func"}
+    precision, chip = gpu_mma.module_precision(module), target_chip(module, "")
     for i, kernel in enumerate(schedules.kernels_of(module)):
+        mma = gpu_mma.mma_schedule(kernel, funcs[kernel.name], precision, chip)
+        if mma is not None:  # tensor cores: the kernel is written at the loops stage (gpu_mma.py)
+            funcs[kernel.name].attributes[gpu_mma.MMA_ATTR] = ir.DenseI64ArrayAttr.get(
+                [mma.tm, mma.tn, mma.kt, mma.wm, mma.wn])
+            funcs[kernel.name].attributes[BLOCK_DIM_ATTR] = ir.DenseI64ArrayAttr.get([mma.threads, 1, 1])
+            continue
+        if precision != "f32" and kernel.gemm_rhs and kernel.f32:
+            gpu_mma.round_operands(funcs[kernel.name], precision)
         register_tiled = contraction_schedule(kernel)
         if register_tiled is not None:
             tiles, threads, block, kt = register_tiled
@@ -289,7 +298,8 @@ def make_bufferized(module: ir.Module) -> None:
 
 def make_loops(module: ir.Module) -> None:
     """Block and thread foralls -> gpu.launch; linalg -> scf loops in each thread; launches outlined
-    into kernels of one gpu.module (`kernels`)."""
+    into kernels of one gpu.module (`kernels`). Tensor-core kernels are written first (gpu_mma.py)."""
+    gpu_mma.build_kernels(module)
     any_op = "!transform.any_op"
     lines = [
         "module attributes {transform.with_named_sequence} {",
@@ -315,6 +325,7 @@ def make_loops(module: ir.Module) -> None:
         "gpu-launch-sink-index-computations,gpu-kernel-outlining{data-layout-str=},canonicalize,cse",
         "loops",
     )
+    gpu_mma.drop_host_shared_memory(module)
 
 
 CHIP_ATTR = "kiln.target_chip"
@@ -424,6 +435,9 @@ def build_artifact(module: ir.Module, signatures: dict, target: dict, binaries: 
     for name, (array, info) in constants.items():
         blobs[f"constant/{name}"] = array.tobytes()
         info["blob"] = f"constant/{name}"
+    precision = gpu_mma.module_precision(module)
+    if precision != "f32":  # GEMM operands rounded to bf16/f16 (absent: f32)
+        target = dict(target, precision=precision)
     manifest = {
         "format": artifact.FORMAT_VERSION,
         "kiln_version": __version__,

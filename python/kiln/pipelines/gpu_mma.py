@@ -1,0 +1,391 @@
+"""Tensor-core GEMMs on CUDA (sm_80+): bf16/f16 operands, f32 accumulators, `mma.sync.m16n8k16`.
+
+With `precision="bf16"|"f16"`, a GEMM-shaped f32 contraction (loops [b.., m, n, k], see
+`schedules.gemm_form`) whose extents fit whole tiles gets this kernel instead of the SIMT schedule:
+
+    block   TM x TN of C (a grid of blocks over the batch loops and M/TM x N/TN tiles)
+    warps   WM x WN of C each (at most 2 x 2 warps); 16 x 8 `mma.sync` tiles, f32 accumulators in
+            registers through the whole K loop
+    K step  KT (32 or 16): every thread loads 16-byte vectors of A and B (f32) from global memory,
+            rounds them to bf16/f16 (convert on load: the program's tensors stay f32) and stores
+            them in shared memory (A as [TM, KT], B as [TN, KT], rows padded by 8 elements against
+            bank conflicts); a barrier; each warp reads its fragments with `ldmatrix` and issues
+            (WM/16) x (WN/8) x (KT/16) `mma.sync`; a barrier.
+
+The kernel is written at the `loops` stage (on buffers) as vector code per warp -- vector.contract
+on 16x16 x 8x16 tiles read from shared memory -- which upstream's `convert-vector-to-gpu{use-nvgpu}`
+turns into nvgpu.ldmatrix + nvgpu.mma.sync with the mma fragment layouts. That conversion knows f16
+but not bf16, so bf16 tiles are held in shared memory as f16-typed 16-bit words (same bits, no
+arithmetic on them) and each bf16 kernel's nvgpu.mma.sync is rewritten into nvvm.mma.sync with
+bf16 multiplicands here (`_retype_bf16_mma`). cp.async is not used: it copies bytes, and the
+operands are rounded from f32 on the way into shared memory. Shapes that do not fit (M % 16,
+N % 8 or K % 16 nonzero, M < 16: decode steps, views with runtime offsets) keep the SIMT schedule,
+with operands rounded to the precision there too (`round_operands`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlir import ir
+
+from ..errors import KilnError
+from . import schedules
+from .common import run_passes
+
+PRECISIONS = ("f32", "bf16", "f16")
+PRECISION_ATTR = "kiln.precision"
+MMA_ATTR = "kiln.mma_tile"  # [TM, TN, KT, WM, WN] on a kernel that gets the tensor-core schedule
+WARP = 32
+_PAD = 8  # f16 elements of padding per shared-memory row (keeps ldmatrix rows 16-byte aligned)
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise KilnError(f"unknown precision '{precision}': give one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+def module_precision(module: ir.Module) -> str:
+    """The precision recorded on the module by kiln.compile (`kiln.precision`), else f32."""
+    attrs = module.operation.attributes
+    return ir.StringAttr(attrs[PRECISION_ATTR]).value if PRECISION_ATTR in attrs else "f32"
+
+
+@dataclass(frozen=True)
+class MmaTile:
+    tm: int  # rows of C per block
+    tn: int  # columns of C per block
+    kt: int  # K per shared-memory stage
+    wm: int  # rows of C per warp
+    wn: int  # columns of C per warp
+
+    @property
+    def threads(self) -> int:
+        return WARP * (self.tm // self.wm) * (self.tn // self.wn)
+
+
+def has_tensor_cores(chip: str) -> bool:
+    """mma.sync.m16n8k16 with bf16/f16 multiplicands needs sm_80 or newer."""
+    return chip.startswith("sm_") and int(chip[3:].rstrip("a")) >= 80
+
+
+def mma_schedule(kernel: schedules.Kernel, func, precision: str, chip: str):
+    """The tensor-core tile of a kernel, or None when it keeps the SIMT schedule (see module doc)."""
+    if precision == "f32" or not has_tensor_cores(chip):
+        return None
+    if not (kernel.kernel_class == "contraction" and kernel.gemm_rhs and kernel.f32 and kernel.has_init_fill):
+        return None
+    ranges = kernel.loop_ranges
+    if any(r < 0 for r in ranges):
+        return None
+    nb = len(ranges) - 3
+    m, n, k = ranges[nb:]
+    tm = next((t for t in (64, 32, 16) if m % t == 0), 0)
+    tn = next((t for t in (64, 32, 16, 8) if n % t == 0), 0)
+    kt = next((t for t in (32, 16) if k % t == 0), 0)
+    if not (tm and tn and kt):
+        return None
+    if sum(1 for d in range(nb) if ranges[d] > 1) + 2 > 3:
+        return None  # more than three block dims
+    root, block = _root(func), func.regions[0].blocks[0]
+    if root is None or any(_arg_number(v, block) is None for v in root.operands[:2]):
+        return None  # an operand computed in the kernel: its shape and layout are not the argument's
+    return MmaTile(tm, tn, kt, min(tm, 32), min(tn, 32))
+
+
+def _root(func):
+    return next((o for o in func.regions[0].blocks[0].operations if "kiln.root" in o.attributes), None)
+
+
+def round_operands(func, precision: str) -> None:
+    """Rounds the operands of a SIMT GEMM's root to `precision` inside its body (extf(truncf(x))):
+    the product is then of bf16/f16 values, summed in f32, as on tensor cores."""
+    from mlir.dialects import arith
+
+    root = _root(func)
+    low = ir.BF16Type.get() if precision == "bf16" else ir.F16Type.get()
+    block = root.regions[0].blocks[0]
+    mul = next(iter(block.operations))
+    with ir.InsertionPoint(mul), mul.location:
+        for i in (0, 1):
+            arg = block.arguments[i]
+            rounded = arith.extf(arg.type, arith.truncf(low, arg))
+            mul.operands[i] = rounded
+
+
+# ---- the kernel (loops stage) ---------------------------------------------------------------
+
+
+def build_kernels(module: ir.Module) -> list:
+    """Rewrites every kernel marked `kiln.mma_tile` (on buffers, after bufferization) into its
+    tensor-core form: block and thread foralls around the K loop; returns the kernels' names."""
+    precision = module_precision(module)
+    done = []
+    for op in list(module.body.operations):
+        if op.operation.name != "func.func" or MMA_ATTR not in op.attributes:
+            continue
+        name = ir.StringAttr(op.attributes["sym_name"]).value
+        tile = MmaTile(*ir.DenseI64ArrayAttr(op.attributes[MMA_ATTR]))
+        new = ir.Module.parse(_kernel_text(op, name, tile, precision), context=module.context)
+        ops = list(new.body.operations)
+        for new_op in ops:
+            new_op.operation.move_before(op)
+        for attr in [op.attributes[i] for i in range(len(op.attributes))]:
+            if attr.name not in ("function_type", "sym_name", "sym_visibility"):
+                ops[-1].attributes[attr.name] = attr.attr
+        op.operation.erase()
+        _to_mma_sync(ops[-1], name, precision)
+        done.append(name)
+    return done
+
+
+def drop_host_shared_memory(module: ir.Module) -> None:
+    """After outlining, the kernels' gpu.modules hold their shared-memory globals; the host's copies
+    are unused."""
+    for op in list(module.body.operations):
+        if op.operation.name == "memref.global" and "#gpu.address_space<workgroup>" in str(op.attributes["type"]):
+            op.operation.erase()
+
+
+def _to_mma_sync(func, name: str, precision: str) -> None:
+    """vector.contract on shared-memory tiles -> nvgpu.ldmatrix + nvgpu.mma.sync (upstream), then
+    bf16 multiplicands for bf16 kernels."""
+    from mlir.passmanager import PassManager
+
+    pm = PassManager.parse("func.func(convert-vector-to-gpu{use-nvgpu=true},canonicalize,cse)",
+                           context=func.context)
+    try:
+        pm.run(func.operation)
+    except ir.MLIRError as e:
+        raise KilnError(f"stage 'loops': kernel {name}: the tensor-core rewrite failed: {e}") from e
+    left = []
+    _walk(func, lambda o: left.append(o) if o.operation.name == "vector.contract" else None)
+    if left:
+        raise KilnError(f"stage 'loops': kernel {name}: {len(left)} vector.contract were not turned into mma.sync")
+    if precision == "bf16":
+        _retype_bf16_mma(func)
+
+
+def _arg_number(value, block):
+    if not isinstance(value.owner, ir.Block):
+        return None
+    arg = ir.BlockArgument(value)
+    return arg.arg_number if arg.owner == block else None
+
+
+def _dims(amap_attr) -> list:
+    return [e.maybe_downcast().position for e in ir.AffineMapAttr(amap_attr).value.results]
+
+
+class _Text:
+    """SSA names and lines of the generated kernel."""
+
+    def __init__(self):
+        self.lines, self.count, self.constants = [], 0, set()
+
+    def c(self, value: int) -> str:
+        self.constants.add(value)
+        return f"%c{value}"
+
+    def fresh(self) -> str:
+        self.count += 1
+        return f"%v{self.count}"
+
+    def emit(self, line: str) -> None:
+        self.lines.append(line)
+
+    def apply(self, expr: str, *operands) -> str:
+        """affine.apply of `expr` over d0, d1, ... = operands."""
+        v = self.fresh()
+        dims = ", ".join(f"d{i}" for i in range(len(operands)))
+        self.emit(f"{v} = affine.apply affine_map<({dims}) -> ({expr})>({', '.join(operands)})")
+        return v
+
+
+def _kernel_text(func, name: str, tile: MmaTile, precision: str) -> str:
+    """The tensor-core kernel replacing `func` (a fill + GEMM root on its arguments), as MLIR text:
+    the shared-memory globals, then the function."""
+    block = func.regions[0].blocks[0]
+    root, fill = _root(func), next((o for o in block.operations if o.operation.name == "linalg.fill"), None)
+    names = sorted(o.operation.name for o in block.operations)
+    arg_of = [None if root is None else _arg_number(v, block) for v in (root.operands if root else [])]
+    if (root is None or fill is None or None in arg_of
+            or names != ["arith.constant", "func.return", "linalg.fill", "linalg.generic"]
+            or _arg_number(fill.operands[1], block) != arg_of[2]):
+        raise KilnError(f"stage 'loops': kernel {name} has the tensor-core schedule but is not a filled GEMM "
+                        f"on its arguments after bufferization:\n{func}")
+    init = ir.FloatAttr(fill.operands[0].owner.attributes["value"]).value
+    types = [str(a.type) for a in block.arguments]
+    for i in arg_of:
+        strides, offset = ir.MemRefType(block.arguments[i].type).get_strides_and_offset()
+        if offset != 0 or strides[-1] != 1:
+            raise KilnError(f"stage 'loops': kernel {name}: argument {i} ({types[i]}) is not a dense buffer")
+    ta, tb, tc = (types[i] for i in arg_of)
+    va, vb, vc = (f"%arg{i}" for i in arg_of)
+    maps = ir.ArrayAttr(root.attributes["indexing_maps"])
+    rhs = _dims(maps[1])
+    ranges = list(ir.DenseI64ArrayAttr(func.attributes["kiln.loop_ranges"]))
+    nb = len(ranges) - 3
+    m, n, k = ranges[nb:]
+    kn = rhs[-2:] == [nb + 2, nb + 1]
+    low = "bf16" if precision == "bf16" else "f16"
+    smem = "#gpu.address_space<workgroup>"
+    sa_t, sb_t = (f"memref<{rows}x{tile.kt + _PAD}xf16, {smem}>" for rows in (tile.tm, tile.tn))
+    threads, warps_n = tile.threads, tile.tn // tile.wn
+    acc_t = "vector<16x8xf32>"
+    n_acc = (tile.wm // 16) * (tile.wn // 8)
+
+    t = _Text()
+    grid_loops = [d for d in range(nb) if ranges[d] > 1]
+    grid = [ranges[d] for d in grid_loops] + [m // tile.tm, n // tile.tn]
+    gids = [f"%g{i}" for i in range(len(grid))]
+    batch = {d: gids[j] for j, d in enumerate(grid_loops)}
+    a_batch = [batch.get(d, t.c(0)) for d in range(nb)]
+    b_batch = [batch.get(d, t.c(0)) for d in rhs[:-2]]
+    c_batch = a_batch
+    t.emit(f"scf.forall ({', '.join(gids)}) in ({', '.join(map(str, grid))}) {{")
+    t.emit(f"%sa = memref.get_global @{name}_smem_a : {sa_t}")
+    t.emit(f"%sb = memref.get_global @{name}_smem_b : {sb_t}")
+    t.emit(f"scf.forall (%t) in ({threads}) {{")
+    t.emit(f"%acc0 = arith.constant dense<{init!r}> : {acc_t}")
+    t.emit("%pad = arith.constant 0.0 : f16")
+    m0 = t.apply(f"d0 * {tile.tm}", gids[-2])
+    n0 = t.apply(f"d0 * {tile.tn}", gids[-1])
+    wm = t.apply(f"((d0 floordiv {WARP}) floordiv {warps_n}) * {tile.wm}", "%t")
+    wn = t.apply(f"((d0 floordiv {WARP}) mod {warps_n}) * {tile.wn}", "%t")
+    accs = [f"%a{i}" for i in range(n_acc)]
+    results = t.fresh()
+    t.emit(f"{results}:{n_acc} = scf.for %k0 = {t.c(0)} to {t.c(k)} step {t.c(tile.kt)} iter_args("
+           + ", ".join(f"{a} = %acc0" for a in accs) + f") -> ({', '.join([acc_t] * n_acc)}) {{")
+
+    def stage(src, src_t, src_batch, dst, rows, cols, transpose):
+        """Copies src[rows x cols tile] into dst (f32 -> low precision), 4 elements per load."""
+        groups = cols // 4
+        total = rows * groups
+        for j in range((total + threads - 1) // threads):
+            guarded = (j + 1) * threads > total
+            if guarded:
+                ok = t.fresh()
+                t.emit(f"{ok} = arith.cmpi ult, %t, {t.c(total - j * threads)} : index")
+                t.emit(f"scf.if {ok} {{")
+            r = t.apply(f"(d0 + {j * threads}) floordiv {groups}", "%t")
+            c = t.apply(f"((d0 + {j * threads}) mod {groups}) * 4", "%t")
+            if transpose:  # B[k, n] tile: r along K, c along N
+                gr, gc = t.apply("d0 + d1", "%k0", r), t.apply("d0 + d1", n0, c)
+            else:
+                gr = t.apply("d0 + d1", m0 if dst == "%sa" else n0, r)
+                gc = t.apply("d0 + d1", "%k0", c)
+            v, h = t.fresh(), t.fresh()
+            t.emit(f"{v} = vector.load {src}[{', '.join(src_batch + [gr, gc])}] {{alignment = 16 : i64}} "
+                   f": {src_t}, vector<4xf32>")
+            t.emit(f"{h} = arith.truncf {v} : vector<4xf32> to vector<4x{low}>")
+            if low == "bf16":  # held as 16-bit f16 words (see module doc)
+                w = t.fresh()
+                t.emit(f"{w} = arith.bitcast {h} : vector<4xbf16> to vector<4xf16>")
+                h = w
+            dst_t = sa_t if dst == "%sa" else sb_t
+            if transpose:
+                for e in range(4):
+                    s, ce = t.fresh(), t.apply(f"d0 + {e}", c)
+                    t.emit(f"{s} = vector.extract {h}[{e}] : f16 from vector<4xf16>")
+                    t.emit(f"memref.store {s}, {dst}[{ce}, {r}] : {dst_t}")
+            else:
+                t.emit(f"vector.store {h}, {dst}[{r}, {c}] {{alignment = 8 : i64}} : {dst_t}, vector<4xf16>")
+            if guarded:
+                t.emit("}")
+
+    stage(va, ta, a_batch, "%sa", tile.tm, tile.kt, False)
+    if kn:
+        stage(vb, tb, b_batch, "%sb", tile.kt, tile.tn, True)
+    else:
+        stage(vb, tb, b_batch, "%sb", tile.tn, tile.kt, False)
+    t.emit("gpu.barrier")
+    current = list(accs)
+    maps_text = ("indexing_maps = [affine_map<(m, n, k) -> (m, k)>, affine_map<(m, n, k) -> (n, k)>, "
+                 "affine_map<(m, n, k) -> (m, n)>], iterator_types = [\"parallel\", \"parallel\", \"reduction\"], "
+                 "kind = #vector.kind<add>")
+    for kk in range(tile.kt // 16):
+        col = t.c(16 * kk)
+        a_frags, b_frags = [], []
+        for i in range(tile.wm // 16):
+            row, a = t.apply(f"d0 + {16 * i}", wm), t.fresh()
+            t.emit(f"{a} = vector.transfer_read %sa[{row}, {col}], %pad {{in_bounds = [true, true]}} "
+                   f": {sa_t}, vector<16x16xf16>")
+            a_frags.append(a)
+        for j in range(tile.wn // 8):
+            row, b = t.apply(f"d0 + {8 * j}", wn), t.fresh()
+            t.emit(f"{b} = vector.transfer_read %sb[{row}, {col}], %pad {{in_bounds = [true, true]}} "
+                   f": {sb_t}, vector<8x16xf16>")
+            b_frags.append(b)
+        for i, a in enumerate(a_frags):
+            for j, b in enumerate(b_frags):
+                idx, d = i * len(b_frags) + j, t.fresh()
+                t.emit(f"{d} = vector.contract {{{maps_text}}} {a}, {b}, {current[idx]} "
+                       f": vector<16x16xf16>, vector<8x16xf16> into {acc_t}")
+                current[idx] = d
+    t.emit("gpu.barrier")
+    t.emit(f"scf.yield {', '.join(current)} : {', '.join([acc_t] * n_acc)}")
+    t.emit("}")
+    for i in range(tile.wm // 16):
+        for j in range(tile.wn // 8):
+            row = t.apply(f"d0 + d1 + {16 * i}", m0, wm)
+            col = t.apply(f"d0 + d1 + {8 * j}", n0, wn)
+            t.emit(f"vector.transfer_write {results}#{i * (tile.wn // 8) + j}, {vc}[{', '.join(c_batch + [row, col])}] "
+                   f"{{in_bounds = [true, true]}} : {acc_t}, {tc}")
+    t.emit("} {mapping = [#gpu.thread<x>]}")
+    axes = ["x", "y", "z"][: len(grid)]
+    t.emit(f"}} {{mapping = [{', '.join(f'#gpu.block<{a}>' for a in reversed(axes))}]}}")
+    t.emit("return")
+
+    consts = [f"%c{v} = arith.constant {v} : index" for v in sorted(t.constants)]
+    args = ", ".join(f"%arg{i}: {ty}" for i, ty in enumerate(types))
+    return "\n".join([
+        f'memref.global "private" @{name}_smem_a : {sa_t} {{alignment = 16 : i64}}',
+        f'memref.global "private" @{name}_smem_b : {sb_t} {{alignment = 16 : i64}}',
+        f"func.func private @{name}({args}) {{",
+        *consts, *t.lines, "}",
+    ])
+
+
+def _walk(op, fn) -> None:
+    for region in op.regions:
+        for block in region.blocks:
+            for child in block.operations:
+                fn(child)
+                _walk(child, fn)
+
+
+def _retype_bf16_mma(func) -> None:
+    """nvgpu.mma.sync on the 16-bit words of bf16 tiles (typed f16, see module doc) -> nvvm.mma.sync
+    with bf16 multiplicands: A and B registers as i32 (two bf16 each), C and D as four f32."""
+    from mlir.dialects import vector
+
+    found = []
+    _walk(func, lambda o: found.append(o) if o.operation.name == "nvgpu.mma.sync" else None)
+    i32, f32 = ir.IntegerType.get_signless(32), ir.F32Type.get()
+    result_t = ir.Type.parse("!llvm.struct<(f32, f32, f32, f32)>")
+    attrs = {
+        "layoutA": "#nvvm.mma_layout<row>", "layoutB": "#nvvm.mma_layout<col>",
+        "multiplicandAPtxType": "#nvvm.mma_type<bf16>", "multiplicandBPtxType": "#nvvm.mma_type<bf16>",
+        "shape": "#nvvm.shape<m = 16, n = 8, k = 16>", "operandSegmentSizes": "array<i32: 4, 2, 4>",
+    }
+    for op in found:
+        a, b, c = op.operands
+        if str(a.type) != "vector<4x2xf16>" or str(b.type) != "vector<2x2xf16>" or str(c.type) != "vector<2x2xf32>":
+            raise KilnError(f"unexpected bf16 mma.sync operands: {a.type}, {b.type}, {c.type}")
+        with ir.InsertionPoint(op), op.location:
+            def words(v, rows):
+                w = vector.bitcast(ir.VectorType.get([rows, 1], i32), v)
+                return [vector.extract(w, [], [r, 0]) for r in range(rows)]
+
+            acc = [vector.extract(c, [], [r, col]) for r in range(2) for col in range(2)]
+            mma = ir.Operation.create(
+                "nvvm.mma.sync", results=[result_t], operands=words(a, 4) + words(b, 2) + acc,
+                attributes={k: ir.Attribute.parse(v) for k, v in attrs.items()})
+            parts = [ir.Operation.create("llvm.extractvalue", results=[f32], operands=[mma.result],
+                                         attributes={"position": ir.Attribute.parse(f"array<i64: {r}>")}).result
+                     for r in range(4)]
+            d = vector.from_elements(op.result.type, parts)
+        op.result.replace_all_uses_with(d)
+        op.operation.erase()
