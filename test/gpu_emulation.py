@@ -15,6 +15,7 @@ communicate (the current schedules never do: no shared memory; barriers are drop
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import re
 import tempfile
@@ -110,6 +111,7 @@ class EmulatedDriver(GpuDriver):
         self._memory = {}
         self.launches = []  # (kernel, grid, block) in launch order
         self.copies = 0
+        self.graph_launches = 0
 
     def activate(self) -> None:
         pass
@@ -178,10 +180,7 @@ class EmulatedDriver(GpuDriver):
         getattr(self.lib, f"_mlir_ciface_{function}")(*call)
 
     def _descriptor(self, ptr: int, type_text: str, what: str):
-        with ir.Context():
-            mt = ir.MemRefType(ir.Type.parse(type_text))
-            strides, offset = mt.get_strides_and_offset()
-            shape, element = list(mt.shape), str(mt.element_type)
+        shape, strides, offset, element = _layout(type_text)
         itemsize = np.dtype(_NUMPY[element]).itemsize
         extent = offset + sum((d - 1) * s for d, s in zip(shape, strides)) + 1 if shape else offset + 1
         self._check_range(ptr, extent * itemsize, what)
@@ -197,19 +196,43 @@ class EmulatedDriver(GpuDriver):
     def begin_capture(self) -> None:
         self._captured = []
         self._launch, self._copy = self.launch, self.copy_dtod
-        self.launch = lambda *a: self._captured.append((self._launch, a))
+        self.launch = lambda f, grid, block, params: self._captured.append(
+            (self._launch, (f, grid, block, self._copy_params(f, params))))
         self.copy_dtod = lambda *a: self._captured.append((self._copy, a))
 
-    def end_capture(self):
+    def _copy_params(self, function, params):
+        """The launch's parameter values copied, as a graph captures them (the caller's go away)."""
+        values = [ctypes.create_string_buffer(ctypes.string_at(params[i], 4 if t in ("i32", "f32") else 8), 8)
+                  for i, t in enumerate(self.signatures[function])]
+        array = (ctypes.c_void_p * len(values))(*(ctypes.addressof(v) for v in values))
+        array._values = values  # kept alive with the array
+        return array
+
+    def end_capture(self, previous=None):
+        """The captured calls; `previous` (an earlier capture) is updated in place, as the drivers'
+        graph-exec update does."""
         del self.launch, self.copy_dtod  # back to the class's methods
-        return list(self._captured)
+        if previous is None:
+            return list(self._captured)
+        previous[:] = self._captured
+        return previous
 
     def graph_launch(self, graph) -> None:
+        self.graph_launches += 1
         for fn, args in graph:
             fn(*args)
 
     def graph_destroy(self, graph) -> None:
         pass
+
+
+@functools.lru_cache(maxsize=None)
+def _layout(type_text: str) -> tuple:
+    """(shape, strides, offset, element type) of a memref type (parsed once: launches are many)."""
+    with ir.Context():
+        mt = ir.MemRefType(ir.Type.parse(type_text))
+        strides, offset = mt.get_strides_and_offset()
+        return list(mt.shape), list(strides), offset, str(mt.element_type)
 
 
 def emulated_device(loops_text: str, driver: str = "cuda", chip: str = "sm_80") -> Device:

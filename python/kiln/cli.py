@@ -88,9 +88,11 @@ def _run(args) -> int:
     from .model import compile_model
     from .runtime import Device
 
-    path = args.model or default_model.path()
+    if args.threads and args.target != "cpu":
+        raise KilnError(f"--threads sizes the CPU's thread pool; target '{args.target}' runs on a GPU")
     device = Device(num_threads=args.threads) if args.threads else None
-    model = compile_model(path, target=args.target, max_seq_len=args.max_seq_len, device=device)
+    path = args.model or default_model.path()
+    model = compile_model(path, target=args.target, max_seq_len=args.max_seq_len, device=device, chip=args.chip)
     out = model.generate(
         args.prompt, max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0,
         temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
@@ -99,13 +101,17 @@ def _run(args) -> int:
     sys.stdout.write("\n")
     weights = model.weight_bytes_per_token
     decode_tps = out.decode_tokens_per_second
-    limit = bandwidth.measured_bandwidth(model.program.device)
     used = weights * decode_tps
-    print(f"prefill: {len(out.prompt_ids)} tokens, {out.prefill_tokens_per_second:.1f} tok/s | "
-          f"decode: {len(out.step_seconds)} tokens, {decode_tps:.1f} tok/s | "
-          f"{weights / 1e6:.0f} MB of weights per token: {used / 1e9:.1f} GB/s, "
-          f"{100 * used / limit:.0f}% of the measured {limit / 1e9:.1f} GB/s "
-          f"({model.program.device.num_threads} threads)", file=sys.stderr)
+    speed = (f"prefill: {len(out.prompt_ids)} tokens, {out.prefill_tokens_per_second:.1f} tok/s | "
+             f"decode: {len(out.step_seconds)} tokens, {decode_tps:.1f} tok/s | "
+             f"{weights / 1e6:.0f} MB of weights per token: {used / 1e9:.1f} GB/s")
+    device = model.program.device
+    if args.target != "cpu":  # the CPU triad says nothing about GPU memory
+        print(f"{speed} ({device.gpu.device_name})", file=sys.stderr)
+        return 0
+    limit = bandwidth.measured_bandwidth(device)
+    print(f"{speed}, {100 * used / limit:.0f}% of the measured {limit / 1e9:.1f} GB/s "
+          f"({device.num_threads} threads)", file=sys.stderr)
     return 0
 
 
@@ -162,6 +168,7 @@ def main(argv=None) -> int:
     r.add_argument("--max-new-tokens", type=int, default=64)
     r.add_argument("--max-seq-len", type=int, help="prompt + generated tokens (default: min(context, 1024))")
     r.add_argument("--target", default="cpu", choices=TARGETS)
+    r.add_argument("--chip", help="GPU targets: the chip to compile for (default: the GPU's)")
     r.add_argument("--threads", type=int, help="CPU threads (default: KILN_NUM_THREADS, else all cores)")
     r.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy")
     r.add_argument("--top-k", type=int, default=0)

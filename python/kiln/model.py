@@ -42,6 +42,7 @@ def compile_model(
     cache: bool = True,
     progress: bool = True,
     prefill_chunk: int = 128,
+    chip: Optional[str] = None,
 ):
     """Compiles a model for `target`.
 
@@ -49,6 +50,10 @@ def compile_model(
     `torch.nn.Module` (with `example_args`, through the PyTorch frontend). `max_seq_len` bounds prompt +
     generated tokens (default: the model's context, at most 1024). Artifacts are cached under
     `$KILN_CACHE_DIR` (default ~/.cache/kiln) unless `cache=False`.
+
+    GPU targets ("cuda", "rocm") open their `device` first (default: GPU 0), so a machine without the
+    driver fails before compiling; weights are uploaded once and the KV caches stay in GPU memory.
+    `chip` defaults to the device's (cuda) or the target's default chip (rocm).
     """
     if _is_torch_module(model):
         from .frontends.torch import compile_module
@@ -56,16 +61,13 @@ def compile_model(
         return compile_module(model, example_args, target=target)
     if dtype not in DTYPES:
         raise KilnError(f"dtype '{dtype}' is not supported yet; supported: {', '.join(DTYPES)}")
-    if target != "cpu":
-        from .pipelines import stage_functions
-
-        stage_functions(target)  # an unknown target fails with the list of targets
-        raise KilnError(f"compile_model runs models on target 'cpu' so far; for '{target}', compile the model's "
-                        f"IR: kiln import MODEL -o model.mlir && kiln compile model.mlir --target {target}")
+    device, chip = _target_device(target, device, chip)
     from .loaders import load_checkpoint
 
     checkpoint = load_checkpoint(model)
     options = _options(checkpoint.config, target, dtype, max_seq_len, prefill_chunk)
+    if chip is not None:
+        options["chip"] = chip  # in the cache key: an artifact for another chip is never reused
     graph = _build_graph(checkpoint.config, options)
     params = graph.bind(checkpoint.tensor)  # a missing or mis-shaped tensor fails before compiling
     path = os.path.join(_cache_dir(), f"{_cache_key(checkpoint, options)}.kiln")
@@ -116,6 +118,26 @@ def load(path: str, device=None):
     return _load_model(path, checkpoint, device, art)
 
 
+def _target_device(target: str, device, chip):
+    """(device, chip) for `target`: a GPU target's device is opened here, before any compile, so a
+    missing driver or GPU is reported at once (KilnError from the driver, naming the library)."""
+    from .pipelines import GPU_TARGETS, cuda, rocm, stage_functions
+
+    stage_functions(target)  # an unknown target fails with the list of targets
+    if target not in GPU_TARGETS:
+        if chip is not None:
+            raise KilnError(f"chip= applies to the GPU targets (cuda, rocm), not to '{target}'")
+        return device, None
+    from .runtime import Device
+
+    driver = "cuda" if target == "cuda" else "hip"
+    if device is None:
+        device = Device(driver)
+    elif device.driver != driver:
+        raise KilnError(f"target '{target}' runs on a '{driver}' device, got a '{device.driver}' one")
+    return device, chip or device.gpu.chip or (cuda if target == "cuda" else rocm).DEFAULT_CHIP
+
+
 def _is_torch_module(model) -> bool:
     """An nn.Module, checked without importing torch (a process that never imported it has none)."""
     import sys
@@ -159,7 +181,7 @@ def _compile_graph(graph, options, checkpoint, cache_path, device, label, progre
             os.makedirs(os.path.dirname(cache_path), exist_ok=True)
             tmp = f"{cache_path}.{os.getpid()}.compiling"
         program = kiln_compile(graph.module, target=options["target"], output=tmp, device=device,
-                               on_stage=lambda name, _m: bar.advance(name))
+                               on_stage=lambda name, _m: bar.advance(name), chip=options.get("chip"))
         bar.advance("artifact")
     if tmp:
         art = artifact.read(tmp)
@@ -265,8 +287,9 @@ class CompiledModel:
         self.tokenizer = checkpoint.tokenizer
         self.max_seq_len = options["max_seq_len"]
         device = program.device
-        self._params = [device.wrap(a) for a in params]
-        self._caches = [device.allocate(s, np.float32) for s in graph.cache_shapes]
+        self._params = [device.wrap(a) if device.driver == "cpu" else device.upload(a) for a in params]
+        # Zeroed: GPU attention reads the whole cache capacity (unwritten rows masked, but never NaN).
+        self._caches = [device.upload(np.zeros(s, np.float32)) for s in graph.cache_shapes]
         self._calls = {}
 
     # -- decoders ---------------------------------------------------------------------------------
@@ -279,7 +302,7 @@ class CompiledModel:
         for p, buf in zip(self.graph.params, self._params):
             if p.name == "embed":
                 continue
-            total += buf.host_view().nbytes
+            total += int(np.prod(buf.shape)) * buf.dtype.itemsize
         return total
 
     def forward(self, input_ids) -> np.ndarray:
@@ -421,17 +444,19 @@ class CompiledModel:
             bound = ep.bind(ids, positions, 0, row_ids, *self._params, *self._caches, out=[logits])
             call = self._calls[entry] = (chunk, bound, ids, positions, row_ids, logits)
         chunk, bound, ids, positions, row_ids, logits = call
-        ids.host_view()[0, : len(piece)] = piece
-        ids.host_view()[0, len(piece):] = 0
-        positions.host_view()[:] = np.arange(start, start + chunk, dtype=np.int64)
-        row_ids.host_view()[:] = rows
+        padded = np.zeros((1, chunk), np.int64)
+        padded[0, : len(piece)] = piece
+        ids.write(padded)
+        positions.write(np.arange(start, start + chunk, dtype=np.int64))
+        row_ids.write(np.asarray(rows, np.int64))
         bound.set_scalar(2, start)
         bound()
-        return logits.host_view()
+        # GPU logits come back to the host for sampling; CPU ones are read where they lie.
+        return logits.host_view() if logits.device.driver == "cpu" else logits.to_numpy()
 
     def _reset_cache(self) -> None:
         for c in self._caches:
-            c.host_view()[...] = 0
+            c.write(np.zeros(c.shape, c.dtype))
 
     def _require(self, kind: str, what: str) -> None:
         if self.graph.kind != kind:
@@ -484,8 +509,11 @@ class CompiledModel:
         """Writes the compiled artifact plus references to the checkpoint files (not the weights)."""
         manifest = dict(self.program.manifest)
         manifest["model"] = _model_manifest(self.checkpoint, self.options)
-        blob = self.program.executable.blob
-        artifact.write(path, artifact.Artifact(manifest, {"executable": blob}))
+        if self.program.device.driver == "cpu":
+            blobs = {"executable": self.program.executable.blob}
+        else:
+            blobs = self.program.blobs  # kernels and constants, as loaded
+        artifact.write(path, artifact.Artifact(manifest, blobs))
 
     def __repr__(self) -> str:
         return (f"CompiledModel({self.config.get('model_type')}, {len(self.graph.params)} parameters, "

@@ -110,12 +110,21 @@ class CudaDriver(GpuDriver):
     def begin_capture(self) -> None:
         self._call("cuStreamBeginCapture_v2", self.stream, ctypes.c_int(_CAPTURE_MODE_THREAD_LOCAL))
 
-    def end_capture(self):
+    def end_capture(self, previous=None):
+        """The captured work as an executable graph: `previous` updated in place when given and the
+        topology is unchanged (only parameters differ), else a new one."""
         graph, exec_ = ctypes.c_void_p(), ctypes.c_void_p()
         self._call("cuStreamEndCapture", self.stream, ctypes.byref(graph))
-        self._call("cuGraphInstantiateWithFlags", ctypes.byref(exec_), graph, ctypes.c_ulonglong(0))
-        self._call("cuGraphDestroy", graph)
-        return exec_
+        try:
+            if previous is not None:
+                info = (ctypes.c_byte * 64)()  # CUgraphExecUpdateResultInfo (24 bytes)
+                if self.lib.cuGraphExecUpdate_v2(previous, graph, info) == 0:
+                    return previous
+                self.graph_destroy(previous)
+            self._call("cuGraphInstantiateWithFlags", ctypes.byref(exec_), graph, ctypes.c_ulonglong(0))
+            return exec_
+        finally:
+            self._call("cuGraphDestroy", graph)
 
     def graph_launch(self, graph_exec) -> None:
         self._call("cuGraphLaunch", graph_exec, self.stream)

@@ -234,7 +234,11 @@ class GpuEntryPoint:
 
 
 class GpuBoundCall:
-    """An entry-point call on device Buffers bound once; scalar arguments can change between calls."""
+    """An entry-point call on device Buffers bound once; scalar arguments can change between calls.
+
+    Each call is one CUDA/HIP graph launch. Scalars (a decode position) are baked into kernel
+    parameters and copy addresses, so a call with new scalars captures the plan again and updates the
+    graph in place (what llama.cpp does per token): still one launch, no per-kernel launch gaps."""
 
     def __init__(self, entry: GpuEntryPoint, args, out):
         for i, a in enumerate(list(args) + list(out or [])):
@@ -243,6 +247,8 @@ class GpuBoundCall:
                                 f"'{entry.signature.name}' is {type(a).__name__}")
         self.entry = entry
         self._args, self._results = entry._buffers(args, out)
+        self._graph, self._captured = None, None
+        self.captures = 0  # how many times the plan was captured (a graph made or updated)
 
     def set_scalar(self, index: int, value) -> None:
         if not self.entry.signature.args[index].is_scalar:
@@ -252,9 +258,24 @@ class GpuBoundCall:
     def __call__(self) -> None:
         gpu = self.entry.program.device.gpu
         gpu.activate()
-        keep = self.entry.enqueue(self._args, self._results)
+        scalars = [a for a in self._args if not isinstance(a, GpuBuffer)]
+        if self._graph is None or scalars != self._captured:
+            gpu.begin_capture()
+            try:
+                self.entry.enqueue(self._args, self._results)  # parameters are copied into the graph
+            finally:
+                self._graph = gpu.end_capture(self._graph)
+            self._captured = scalars
+            self.captures += 1
+        gpu.graph_launch(self._graph)
         gpu.synchronize()
-        del keep
+
+    def __del__(self):
+        if getattr(self, "_graph", None) is not None:
+            try:
+                self.entry.program.device.gpu.graph_destroy(self._graph)
+            except Exception:  # interpreter shutdown or a lost context: nothing left to free
+                pass
 
 
 def _check(buf: GpuBuffer, spec, where: str) -> None:
@@ -305,6 +326,7 @@ class GpuProgram(NamedEntryPoints):
     def __init__(self, device, manifest: dict, blobs: dict, source: str):
         self.device = device
         self.manifest = manifest
+        self.blobs = blobs  # kept to save the program again (CompiledModel.save)
         target = manifest.get("target", {})
         gpu = device.gpu
         gpu.activate()

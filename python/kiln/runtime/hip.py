@@ -97,12 +97,21 @@ class HipDriver(GpuDriver):
     def begin_capture(self) -> None:
         self._call("hipStreamBeginCapture", self.stream, ctypes.c_int(_CAPTURE_MODE_THREAD_LOCAL))
 
-    def end_capture(self):
+    def end_capture(self, previous=None):
+        """The captured work as an executable graph: `previous` updated in place when given and the
+        topology is unchanged, else a new one."""
         graph, exec_ = ctypes.c_void_p(), ctypes.c_void_p()
         self._call("hipStreamEndCapture", self.stream, ctypes.byref(graph))
-        self._call("hipGraphInstantiate", ctypes.byref(exec_), graph, None, None, ctypes.c_size_t(0))
-        self._call("hipGraphDestroy", graph)
-        return exec_
+        try:
+            if previous is not None:
+                node, result = ctypes.c_void_p(), ctypes.c_int()
+                if self.lib.hipGraphExecUpdate(previous, graph, ctypes.byref(node), ctypes.byref(result)) == 0:
+                    return previous
+                self.graph_destroy(previous)
+            self._call("hipGraphInstantiate", ctypes.byref(exec_), graph, None, None, ctypes.c_size_t(0))
+            return exec_
+        finally:
+            self._call("hipGraphDestroy", graph)
 
     def graph_launch(self, graph_exec) -> None:
         self._call("hipGraphLaunch", graph_exec, self.stream)

@@ -1,0 +1,148 @@
+"""Models on GPU targets without a GPU: `kiln.compile_model(..., target="cuda")` on a tiny random Llama,
+run through the real GPU runtime on the CPU emulation of the driver (test/gpu_emulation.py), gives Hugging
+Face's greedy tokens; weights are uploaded once, the KV caches stay in device buffers, and a decode
+step is one graph launch. Without a CUDA driver, compile_model and the CLI fail at once with a clear
+error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import kiln  # noqa: E402
+from kiln import cli, model as kiln_model  # noqa: E402
+from kiln.errors import KilnError  # noqa: E402
+from kiln.runtime import cuda as cuda_driver  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))
+from gpu_emulation import emulated_device  # noqa: E402
+
+VOCAB = 160
+MAX_SEQ_LEN, CHUNK = 32, 8
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    """(directory, HF model) of a tiny random Llama with GQA and tied embeddings."""
+    directory = tmp_path_factory.mktemp("tiny-llama")
+    config = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                      rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=True,
+                                      bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(5)
+    hf = transformers.LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if "norm" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    hf.save_pretrained(directory)
+    return str(directory), hf
+
+
+@pytest.fixture(scope="module")
+def gpu_model(tiny_llama, tmp_path_factory):
+    """The tiny Llama compiled for cuda (cached in a fresh cache dir) on an emulated device."""
+    directory, _ = tiny_llama
+    loops = kiln.compile(kiln_model.model_ir(directory, max_seq_len=MAX_SEQ_LEN, prefill_chunk=CHUNK),
+                         target="cuda", compile_to="loops")
+    device = emulated_device(loops)
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        _fixed_cache(patch, cache)
+        compiled = kiln.compile_model(directory, target="cuda", device=device, max_seq_len=MAX_SEQ_LEN,
+                                      prefill_chunk=CHUNK, progress=False)
+    return compiled, device, cache
+
+
+def _fixed_cache(patch, cache) -> None:
+    """The artifact cache in `cache`, keyed by a fixed compiler fingerprint (others may edit the
+    compiler's sources while the tests run)."""
+    patch.setenv("KILN_CACHE_DIR", str(cache))
+    patch.setattr(kiln_model, "_compiler_fingerprint", lambda: "test")
+
+
+def test_greedy_tokens_match_hf(tiny_llama, gpu_model, rng):
+    directory, hf = tiny_llama
+    compiled, device, _ = gpu_model
+    prompt = rng.integers(3, VOCAB, size=11)  # one whole prefill chunk, then a quarter-size one
+    with torch.no_grad():
+        want = hf.generate(torch.tensor(prompt[None]), max_new_tokens=12, do_sample=False, min_new_tokens=12,
+                           pad_token_id=0)[0, len(prompt):].tolist()
+    got = compiled.generate(prompt, max_new_tokens=12)
+    assert got.ids == want
+    # Logits agree with HF's too, not only their argmax.
+    with torch.no_grad():
+        ref = hf(torch.tensor(prompt[None])).logits[0].double().numpy()
+    logits = compiled.forward(prompt)
+    assert np.abs(logits - ref).max() / np.abs(ref).max() < 2e-5
+
+
+def test_decode_step_is_one_graph_launch_on_device_buffers(gpu_model, rng):
+    compiled, device, _ = gpu_model
+    assert all(type(b).__name__ == "GpuBuffer" for b in compiled._params + compiled._caches)
+    compiled.generate(rng.integers(3, VOCAB, size=4), max_new_tokens=2)  # binds the entry points
+    gpu = device.gpu
+    graphs, copies, caches = gpu.graph_launches, gpu.copies, [c.to_numpy() for c in compiled._caches]
+    compiled._decode(7, 4)
+    assert gpu.graph_launches == graphs + 1
+    assert gpu.copies > copies  # the new K/V rows, written into the caches by device copies
+    changed = [not np.array_equal(c.to_numpy(), before) for c, before in zip(compiled._caches, caches)]
+    assert all(changed)
+    for c, before in zip(compiled._caches, caches):  # only row 4 of each cache changed
+        after = c.to_numpy()
+        np.testing.assert_array_equal(np.delete(after, 4, axis=-2), np.delete(before, 4, axis=-2))
+    assert compiled._calls["decode"][1].captures >= 2  # new positions update the captured graph
+
+
+def test_cached_and_saved_gpu_artifacts_reload(tiny_llama, gpu_model, tmp_path, monkeypatch, rng):
+    directory, _ = tiny_llama
+    compiled, device, cache = gpu_model
+    _fixed_cache(monkeypatch, cache)
+    (path,) = [os.path.join(cache, "models", f) for f in os.listdir(os.path.join(cache, "models"))]
+    art = kiln.artifact.read(path)
+    assert art.manifest["target"]["chip"] == "sm_80"
+    assert art.manifest["model"]["options"]["chip"] == "sm_80"
+    options = dict(art.manifest["model"]["options"])
+    key = kiln_model._cache_key(compiled.checkpoint, options)
+    assert key != kiln_model._cache_key(compiled.checkpoint, dict(options, chip="sm_90"))
+    assert key != kiln_model._cache_key(compiled.checkpoint, dict(options, target="rocm"))
+    assert os.path.basename(path) == f"{key}.kiln"
+
+    prompt = rng.integers(3, VOCAB, size=5)
+    want = compiled.generate(prompt, max_new_tokens=6).ids
+    monkeypatch.setattr(kiln_model, "_compile_graph", _no_compile)
+    again = kiln.compile_model(directory, target="cuda", device=device, max_seq_len=MAX_SEQ_LEN,
+                               prefill_chunk=CHUNK, progress=False)
+    assert again.generate(prompt, max_new_tokens=6).ids == want
+    compiled.save(str(tmp_path / "m.kiln"))
+    assert kiln.load(str(tmp_path / "m.kiln"), device=device).generate(prompt, max_new_tokens=6).ids == want
+
+
+def _no_compile(*args, **kwargs):
+    raise AssertionError("compiled, though a cached artifact or a missing driver should have stopped it")
+
+
+def test_missing_cuda_driver_fails_before_compiling(tiny_llama, monkeypatch, capsys):
+    directory, _ = tiny_llama
+    monkeypatch.setattr(cuda_driver, "LIBRARY", "libcuda-not-installed.so.1")
+    monkeypatch.setattr(kiln_model, "_compile_graph", _no_compile)
+    with pytest.raises(KilnError, match="no CUDA driver: libcuda-not-installed.so.1 not found"):
+        kiln.compile_model(directory, target="cuda")
+    assert cli.main(["run", directory, "--target", "cuda", "--max-new-tokens", "2"]) == 1
+    assert "kiln: error: no CUDA driver" in capsys.readouterr().err
+
+
+def test_target_device_mismatches_are_refused(tiny_llama, gpu_model):
+    directory, _ = tiny_llama
+    _, device, _ = gpu_model
+    with pytest.raises(KilnError, match="chip= applies to the GPU targets"):
+        kiln.compile_model(directory, chip="sm_90")
+    with pytest.raises(KilnError, match="target 'rocm' runs on a 'hip' device, got a 'cuda' one"):
+        kiln.compile_model(directory, target="rocm", device=device)
