@@ -11,6 +11,7 @@
 #include "dialect/TransformerDialect.h"
 
 #include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringSwitch.h"
 
 using namespace mlir;
 using namespace kiln::transformer;
@@ -145,6 +146,59 @@ LogicalResult LinearOp::verify() {
       failed(checkSameElementType(*this, "input", getInput(), "bias", getBias())))
     return failure();
   return checkVectorOfSize(*this, "bias", getBias(), weight.getDimSize(0), "out_features");
+}
+
+//===----------------------------------------------------------------------===//
+// DequantizeOp
+//===----------------------------------------------------------------------===//
+
+namespace {
+/// Bytes of quantized values per 32-value block of a GGUF format, 0 if unknown.
+int64_t blockPayload(StringRef format) {
+  return llvm::StringSwitch<int64_t>(format).Case("q8_0", 32).Cases("q4_0", "q4_1", 16).Default(0);
+}
+} // namespace
+
+LogicalResult DequantizeOp::inferReturnTypes(MLIRContext *ctx, std::optional<Location> loc,
+                                             Adaptor adaptor, SmallVectorImpl<Type> &inferred) {
+  if (failed(checkRank(loc, "data", adaptor.getData(), 3, "[rows, blocks, bytes per block]")))
+    return failure();
+  RankedTensorType data = tensorType(adaptor.getData());
+  int64_t blocks = data.getDimSize(1);
+  int64_t k = ShapedType::isDynamic(blocks) ? ShapedType::kDynamic : blocks * 32;
+  inferred.push_back(RankedTensorType::get({data.getDimSize(0), k}, Float32Type::get(ctx)));
+  return success();
+}
+
+LogicalResult DequantizeOp::verify() {
+  if (failed(verifyInferredTypesFirst(*this)))
+    return failure();
+  StringRef format = getFormat();
+  int64_t payload = blockPayload(format);
+  if (!payload)
+    return emitOpError() << "unknown format '" << format << "'; expected q4_0, q4_1 or q8_0";
+  RankedTensorType data = tensorType(getData());
+  if (!data.getElementType().isInteger(8))
+    return emitOpError() << "data must hold i8 bytes, got " << data.getElementType();
+  if (staticMismatch(data.getDimSize(2), payload))
+    return emitOpError() << "data dimension 2 (" << dimStr(data.getDimSize(2)) << ") must be " << payload
+                         << ", the bytes of one " << format << " block";
+  bool wantsMins = format == "q4_1";
+  if (wantsMins != static_cast<bool>(getMins()))
+    return emitOpError() << "format " << format << (wantsMins ? " needs" : " takes no") << " mins";
+  for (auto [name, v] : {std::pair<StringRef, Value>{"scales", getScales()}, {"mins", getMins()}}) {
+    if (!v)
+      continue;
+    RankedTensorType t = tensorType(v);
+    if (t.getRank() != 2)
+      return emitOpError() << name << " must have rank 2 ([rows, blocks]), got rank " << t.getRank();
+    for (int64_t d = 0; d < 2; ++d)
+      if (staticMismatch(t.getDimSize(d), data.getDimSize(d)))
+        return emitOpError() << name << " dimension " << d << " (" << t.getDimSize(d)
+                             << ") does not match data dimension " << d << " ("
+                             << data.getDimSize(d) << ")";
+  }
+  return checkSameElementType(*this, "scales", getScales(), "mins", getMins());
 }
 
 //===----------------------------------------------------------------------===//

@@ -93,6 +93,40 @@ def Transformer_LinearOp : Transformer_Op<"linear", [InferTypeOpAdaptor]> {
   let hasCanonicalizer = 1;
 }
 
+def Transformer_DequantizeOp : Transformer_Op<"dequantize", [InferTypeOpAdaptor]> {
+  let summary = "Expand a block-quantized weight (GGUF Q4_0, Q4_1, Q8_0) to f32";
+  let description = [{
+    Rebuilds an f32 `[N, K]` weight from llama.cpp's block formats, which keep
+    each row as K/32 blocks of 32 values with an f16 scale `d` (and for Q4_1 an
+    f16 offset `m`), exactly as the `gguf` package dequantizes them:
+
+    - `q8_0`: `data : [N, K/32, 32] x i8`, `w = d * q` (q signed);
+    - `q4_0`: `data : [N, K/32, 16] x i8`, `w = d * (q - 8)`;
+    - `q4_1`: `data : [N, K/32, 16] x i8`, `w = d * q + m`, with `mins` given.
+
+    In the 4-bit formats byte `j` of a block holds value `j` in its low nibble
+    and value `j + 16` in its high nibble (q unsigned). `scales` and `mins` are
+    `[N, K/32]`. Every product `d * q` is exact in f32, so the result is
+    bit-identical to dequantizing in numpy. A `transformer.linear` whose weight
+    is a dequantize and whose input has few rows (a decode step) lowers to one
+    kernel that reads the blocks, not an f32 copy.
+
+    Example:
+
+    ```mlir
+    %w = transformer.dequantize %qs, %d, %m {format = "q4_1"}
+        : (tensor<1536x18x16xi8>, tensor<1536x18xf16>, tensor<1536x18xf16>) -> tensor<1536x576xf32>
+    ```
+  }];
+  let arguments = (ins Transformer_IntTensor:$data, Transformer_FloatTensor:$scales,
+                       Optional<Transformer_FloatTensor>:$mins, StrAttr:$format);
+  let results = (outs Transformer_FloatTensor:$result);
+  let assemblyFormat = [{
+    $data `,` $scales (`,` $mins^)? attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
 def Transformer_MatmulOp : Transformer_Op<"matmul", [InferTypeOpAdaptor]> {
   let summary = "Batched matrix product";
   let description = [{

@@ -214,30 +214,207 @@ Value contract(OpBuilder &b, Location loc, Value lhs, Value rhs, Value init, int
                  });
 }
 
+/// The accumulator of x[..., K] · w[N, K]ᵀ: `sizes` filled with the broadcast bias, or zeros.
+Value linearInit(OpBuilder &b, Location loc, ArrayRef<OpFoldResult> sizes, Value bias, Type ct) {
+  if (!bias)
+    return filledTensor(b, loc, sizes, floatConst(b, loc, ct, 0.0));
+  int64_t rank = sizes.size();
+  Value empty = emptyTensor(b, loc, sizes, ct);
+  return generic(b, loc, bias, empty,
+                 {dimsMap(b.getContext(), rank, {rank - 1}), b.getMultiDimIdentityMap(rank)},
+                 iterators(rank), [&](OpBuilder &nb, Location nloc, ValueRange args) {
+                   yieldValue(nb, nloc, castFloat(nb, nloc, args[0], ct));
+                 });
+}
+
 /// x[..., K] · w[N, K]ᵀ (+ bias[N]) accumulated in computeType; returns that type.
 Value buildLinear(OpBuilder &b, Location loc, Value x, Value w, Value bias) {
   int64_t rank = tensorType(x).getRank();
-  Type ct = computeType(elementType(x));
   SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(b, loc, x);
   sizes.back() = tensor::getMixedSize(b, loc, w, 0);
-  Value init;
-  if (bias) {
-    // Broadcast the bias into the accumulator.
-    Value empty = emptyTensor(b, loc, sizes, ct);
-    init = generic(b, loc, bias, empty,
-                   {dimsMap(b.getContext(), rank, {rank - 1}), b.getMultiDimIdentityMap(rank)},
-                   iterators(rank), [&](OpBuilder &nb, Location nloc, ValueRange args) {
-                     yieldValue(nb, nloc, castFloat(nb, nloc, args[0], ct));
-                   });
-  } else {
-    init = filledTensor(b, loc, sizes, floatConst(b, loc, ct, 0.0));
-  }
+  Value init = linearInit(b, loc, sizes, bias, computeType(elementType(x)));
   // Loops: the rank-1 leading dims of x, then n, then the reduction k.
   SmallVector<int64_t> lead = range(0, rank - 1);
   SmallVector<int64_t> xDims = lead, outDims = lead;
   xDims.push_back(rank);
   outDims.push_back(rank - 1);
   return contract(b, loc, x, w, init, rank + 1, 1, xDims, {rank - 1, rank}, outDims);
+}
+
+/// The f32 weight a quantized value stands for (see DequantizeOp): `byte` is the i8 of the
+/// block that holds it, `shift` (i32, 4-bit formats) the bit offset of its nibble, `d`/`m` its
+/// block's scale and min (m null unless q4_1).
+Value dequantizeValue(OpBuilder &b, Location loc, StringRef format, Value byte, Value shift, Value d,
+                      Value m) {
+  Type f32 = b.getF32Type(), i32 = b.getI32Type();
+  Value q;
+  if (format == "q8_0") {
+    q = arith::SIToFPOp::create(b, loc, f32, byte);
+  } else {
+    Value nibble = arith::AndIOp::create(
+        b, loc, arith::ShRUIOp::create(b, loc, arith::ExtUIOp::create(b, loc, i32, byte), shift),
+        arith::ConstantIntOp::create(b, loc, i32, 15));
+    q = format == "q4_0"
+            ? arith::SIToFPOp::create(
+                  b, loc, f32,
+                  arith::SubIOp::create(b, loc, nibble, arith::ConstantIntOp::create(b, loc, i32, 8)))
+            : arith::UIToFPOp::create(b, loc, f32, nibble).getResult();
+  }
+  Value w = arith::MulFOp::create(b, loc, castFloat(b, loc, d, f32), q);
+  return m ? arith::AddFOp::create(b, loc, w, castFloat(b, loc, m, f32)).getResult() : w;
+}
+
+/// A dequantize's inputs for a generic whose loops split each block into two halves of 16
+/// values, and their indexing maps (`n`, `blk`, `half`, `j`: the row, block, half and
+/// value-in-half dims): data as [N, K/32, 16] bytes and a constant [0, 4] of nibble shifts per
+/// half (4-bit formats), or as [N, K/32, 2, 16] (q8_0); scales; mins (q4_1). The shift is an
+/// operand rather than a function of linalg.index so that tiling the reduction keeps it right.
+std::pair<SmallVector<Value>, SmallVector<AffineMap>>
+quantizedInputs(OpBuilder &b, Location loc, DequantizeOp op, ValueRange operands, int64_t numDims,
+                int64_t n, int64_t blk, int64_t half, int64_t j) {
+  MLIRContext *ctx = b.getContext();
+  SmallVector<Value> inputs;
+  SmallVector<AffineMap> maps;
+  Value data = operands[0];
+  if (op.getFormat() == "q8_0") {
+    RankedTensorType t = tensorType(data);
+    auto type = RankedTensorType::get({t.getDimSize(0), t.getDimSize(1), 2, 16}, t.getElementType());
+    inputs.push_back(tensor::ExpandShapeOp::create(
+        b, loc, type, data, SmallVector<ReassociationIndices>{{0}, {1}, {2, 3}}));
+    maps.push_back(dimsMap(ctx, numDims, {n, blk, half, j}));
+  } else {
+    inputs.push_back(data);
+    maps.push_back(dimsMap(ctx, numDims, {n, blk, j}));
+    auto shiftType = RankedTensorType::get({2}, b.getI32Type());
+    inputs.push_back(arith::ConstantOp::create(
+        b, loc, shiftType, DenseElementsAttr::get(shiftType, ArrayRef<int32_t>{0, 4})));
+    maps.push_back(dimsMap(ctx, numDims, {half}));
+  }
+  for (Value v : operands.drop_front()) {
+    inputs.push_back(v);
+    maps.push_back(dimsMap(ctx, numDims, {n, blk}));
+  }
+  return {inputs, maps};
+}
+
+/// The weight of a generic body over quantizedInputs' block arguments `a` (from index 0).
+Value dequantizedBodyValue(OpBuilder &b, Location loc, DequantizeOp op, ValueRange a) {
+  bool q8 = op.getFormat() == "q8_0";
+  Value shift = q8 ? Value() : a[1];
+  ValueRange rest = a.drop_front(q8 ? 1 : 2);
+  return dequantizeValue(b, loc, op.getFormat(), a[0], shift, rest[0],
+                         op.getMins() ? rest[1] : Value());
+}
+
+/// A linear over a dequantized weight that a decode step runs: its input has a static number
+/// of rows below this, and a static K.
+constexpr int64_t kMaxDequantizedLinearRows = 16;
+
+bool fusesDequantize(Value x) {
+  RankedTensorType t = tensorType(x);
+  if (!t.hasStaticShape())
+    return false;
+  int64_t rows = 1;
+  for (int64_t d : t.getShape().drop_back())
+    rows *= d;
+  return rows < kMaxDequantizedLinearRows;
+}
+
+/// The two halves of `v` along its size-2 dimension `dim`, that dimension dropped.
+std::pair<Value, Value> halvesOf(OpBuilder &b, Location loc, Value v, int64_t dim) {
+  RankedTensorType t = tensorType(v);
+  SmallVector<int64_t> shape(t.getShape());
+  shape.erase(shape.begin() + dim);
+  auto type = RankedTensorType::get(shape, t.getElementType());
+  SmallVector<OpFoldResult> offsets(t.getRank(), b.getIndexAttr(0)), sizes, strides(t.getRank(), b.getIndexAttr(1));
+  for (int64_t d : t.getShape())
+    sizes.push_back(b.getIndexAttr(d));
+  sizes[dim] = b.getIndexAttr(1);
+  auto half = [&](int64_t i) {
+    offsets[dim] = b.getIndexAttr(i);
+    return tensor::ExtractSliceOp::create(b, loc, type, v, offsets, sizes, strides).getResult();
+  };
+  return {half(0), half(1)};
+}
+
+/// x[..., K] · dequantize(w)ᵀ (+ bias) as one reduction over the quantized blocks, so a decode
+/// step reads 4.5-8.5 bits per weight instead of 32. Loops [lead.., n, block, j]: each step takes
+/// both halves of a block (x as [lead.., K/32, 16] twice; the low and high nibbles of the same 16
+/// bytes, or q8_0's two 16-byte halves), so the running sum sees one add per 32 weights. Returns f32.
+Value buildDequantizedLinear(OpBuilder &b, Location loc, Value x, DequantizeOp deq,
+                             ValueRange quantized, Value bias) {
+  MLIRContext *ctx = b.getContext();
+  RankedTensorType xt = tensorType(x);
+  int64_t rank = xt.getRank(), numDims = rank + 2;
+  SmallVector<int64_t> xShape(xt.getShape().drop_back());
+  xShape.append({xt.getShape().back() / 32, 2, 16});
+  SmallVector<ReassociationIndices> reassoc;
+  for (int64_t d = 0; d < rank - 1; ++d)
+    reassoc.push_back({d});
+  reassoc.push_back({rank - 1, rank, rank + 1});
+  Value xb = tensor::ExpandShapeOp::create(
+      b, loc, RankedTensorType::get(xShape, xt.getElementType()), x, reassoc);
+  auto [xLo, xHi] = halvesOf(b, loc, xb, rank);
+  SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(b, loc, x);
+  sizes.back() = tensor::getMixedSize(b, loc, quantized[0], 0);
+  Value init = linearInit(b, loc, sizes, bias, b.getF32Type());
+  SmallVector<int64_t> lead = range(0, rank - 1), xDims = lead, outDims = lead;
+  int64_t n = rank - 1, blk = rank, j = rank + 1;
+  xDims.append({blk, j});
+  outDims.push_back(n);
+  AffineMap xMap = dimsMap(ctx, numDims, xDims), dataMap = dimsMap(ctx, numDims, {n, blk, j}),
+            blockMap = dimsMap(ctx, numDims, {n, blk});
+  bool q8 = deq.getFormat() == "q8_0";
+  SmallVector<Value> inputs{xLo, xHi};
+  SmallVector<AffineMap> maps{xMap, xMap};
+  if (q8) {
+    RankedTensorType t = tensorType(quantized[0]);
+    auto type = RankedTensorType::get({t.getDimSize(0), t.getDimSize(1), 2, 16}, t.getElementType());
+    Value data = tensor::ExpandShapeOp::create(b, loc, type, quantized[0],
+                                               SmallVector<ReassociationIndices>{{0}, {1}, {2, 3}});
+    auto [lo, hi] = halvesOf(b, loc, data, 2);
+    inputs.append({lo, hi});
+    maps.append({dataMap, dataMap});
+  } else {
+    inputs.push_back(quantized[0]);
+    maps.push_back(dataMap);
+  }
+  for (Value v : quantized.drop_front()) {
+    inputs.push_back(v);
+    maps.push_back(blockMap);
+  }
+  maps.push_back(dimsMap(ctx, numDims, outDims));
+  StringRef format = deq.getFormat();
+  bool hasMins = static_cast<bool>(deq.getMins());
+  return generic(b, loc, inputs, init, maps, iterators(rank, 2),
+                 [&](OpBuilder &nb, Location l, ValueRange a) {
+                   Type i32 = nb.getI32Type(), f32 = nb.getF32Type();
+                   ValueRange q = a.slice(2, q8 ? 2 : 1), dm = a.slice(q8 ? 4 : 3, hasMins ? 2 : 1);
+                   Value m = hasMins ? dm[1] : Value();
+                   Value shiftLo = arith::ConstantIntOp::create(nb, l, i32, 0);
+                   Value shiftHi = arith::ConstantIntOp::create(nb, l, i32, 4);
+                   Value wLo = dequantizeValue(nb, l, format, q[0], shiftLo, dm[0], m);
+                   Value wHi = dequantizeValue(nb, l, format, q.back(), shiftHi, dm[0], m);
+                   Value pLo = arith::MulFOp::create(nb, l, castFloat(nb, l, a[0], f32), wLo);
+                   Value pHi = arith::MulFOp::create(nb, l, castFloat(nb, l, a[1], f32), wHi);
+                   Value p = arith::AddFOp::create(nb, l, pLo, pHi);
+                   yieldValue(nb, l, arith::AddFOp::create(nb, l, a.back(), p));
+                 });
+}
+
+/// A linear whose weight operand is `weight` (as written, so a dequantize producer is visible)
+/// and `adapted` (as converted): decode-shaped linears over a dequantize read the quantized
+/// blocks directly; everything else multiplies by the (materialized) f32 weight.
+Value buildLinearOf(ConversionPatternRewriter &b, Location loc, Value x, Value weight, Value adapted,
+                    Value bias) {
+  auto deq = weight.getDefiningOp<DequantizeOp>();
+  if (deq && fusesDequantize(x) && tensorType(x).getShape().back() % 32 == 0) {
+    SmallVector<Value> quantized;
+    for (Value v : deq->getOperands())
+      quantized.push_back(b.getRemappedValue(v));
+    return buildDequantizedLinear(b, loc, x, deq, quantized, bias);
+  }
+  return buildLinear(b, loc, x, adapted, bias);
 }
 
 /// Applies a gated-MLP activation name ("silu", "gelu", "gelu_tanh") to a scalar.
@@ -306,9 +483,32 @@ struct LinearLowering : OpConversionPattern<LinearOp> {
   LogicalResult matchAndRewrite(LinearOp op, OpAdaptor adaptor,
                                 ConversionPatternRewriter &rewriter) const override {
     Location loc = op.getLoc();
-    Value acc = buildLinear(rewriter, loc, adaptor.getInput(), adaptor.getWeight(),
-                            adaptor.getBias());
+    Value acc = buildLinearOf(rewriter, loc, adaptor.getInput(), op.getWeight(),
+                              adaptor.getWeight(), adaptor.getBias());
     rewriter.replaceOp(op, castTensor(rewriter, loc, acc, elementType(op.getInput())));
+    return success();
+  }
+};
+
+/// A dequantize on its own: every block expanded to f32 ([N, K/32, 2, 16], collapsed to [N, K]).
+struct DequantizeLowering : OpConversionPattern<DequantizeOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult matchAndRewrite(DequantizeOp op, OpAdaptor adaptor,
+                                ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    Value data = adaptor.getData();
+    SmallVector<OpFoldResult> sizes{tensor::getMixedSize(rewriter, loc, data, 0),
+                                    tensor::getMixedSize(rewriter, loc, data, 1),
+                                    rewriter.getIndexAttr(2), rewriter.getIndexAttr(16)};
+    Value init = emptyTensor(rewriter, loc, sizes, rewriter.getF32Type());
+    auto [inputs, maps] = quantizedInputs(rewriter, loc, op, adaptor.getOperands(), 4, 0, 1, 2, 3);
+    maps.push_back(rewriter.getMultiDimIdentityMap(4));
+    Value blocks = generic(rewriter, loc, inputs, init, maps, iterators(4),
+                           [&](OpBuilder &b, Location l, ValueRange a) {
+                             yieldValue(b, l, dequantizedBodyValue(b, l, op, a.drop_back()));
+                           });
+    rewriter.replaceOpWithNewOp<tensor::CollapseShapeOp>(
+        op, op.getType(), blocks, SmallVector<ReassociationIndices>{{0}, {1, 2, 3}});
     return success();
   }
 };
@@ -777,8 +977,8 @@ struct GatedMLPLowering : OpConversionPattern<GatedMLPOp> {
     Location loc = op.getLoc();
     Value x = adaptor.getInput();
     Type elt = elementType(x), ct = computeType(elt);
-    Value gate = buildLinear(rewriter, loc, x, adaptor.getGateWeight(), Value());
-    Value up = buildLinear(rewriter, loc, x, adaptor.getUpWeight(), Value());
+    Value gate = buildLinearOf(rewriter, loc, x, op.getGateWeight(), adaptor.getGateWeight(), Value());
+    Value up = buildLinearOf(rewriter, loc, x, op.getUpWeight(), adaptor.getUpWeight(), Value());
     int64_t rank = tensorType(gate).getRank();
     AffineMap id = rewriter.getMultiDimIdentityMap(rank);
     StringRef act = op.getActivation();
@@ -792,7 +992,8 @@ struct GatedMLPLowering : OpConversionPattern<GatedMLPOp> {
           Value h = arith::MulFOp::create(b, l, applyActivation(b, l, act, g), u);
           yieldValue(b, l, castFloat(b, l, h, elt));
         });
-    Value down = buildLinear(rewriter, loc, hidden, adaptor.getDownWeight(), Value());
+    Value down =
+        buildLinearOf(rewriter, loc, hidden, op.getDownWeight(), adaptor.getDownWeight(), Value());
     rewriter.replaceOp(op, castTensor(rewriter, loc, down, elt));
     return success();
   }
@@ -847,7 +1048,7 @@ struct TransformerToLinalg : kiln::impl::TransformerToLinalgBase<TransformerToLi
 } // namespace
 
 void kiln::populateTransformerToLinalgPatterns(RewritePatternSet &patterns) {
-  patterns.add<EmbeddingLowering, LinearLowering, MatmulLowering, RMSNormLowering,
+  patterns.add<EmbeddingLowering, DequantizeLowering, LinearLowering, MatmulLowering, RMSNormLowering,
                LayerNormLowering, RoPELowering, AttentionLowering, KVCacheUpdateLowering,
                SplitHeadsLowering, MergeHeadsLowering, SoftmaxLowering, SiLULowering,
                GeluLowering, GatedMLPLowering, ArgMaxLowering>(patterns.getContext());

@@ -37,6 +37,7 @@ class Kernel:
     gemm_rhs: str = ""
     f32: bool = False  # every operand of the root is f32
     rhs_batch: int = 0  # batch loops that index the rhs (0 for a linear's weight)
+    quantized: bool = False  # the root reads integer data (a linear over dequantized blocks)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,9 @@ def kernels_of(module: ir.Module) -> list:
         iterator_types = ir.StringAttr(attrs["kiln.iterator_types"]).value
         root = next((o for o in ops if "kiln.root" in o.attributes), None)
         gemm_rhs, f32, rhs_batch = ("", False, 0) if root is None else gemm_form(root, iterator_types)
+        quantized = root is not None and any(
+            isinstance(ir.ShapedType(v.type).element_type, ir.IntegerType)
+            for v in root.operation.operands if isinstance(v.type, ir.ShapedType))
         kernels.append(
             Kernel(
                 name=ir.StringAttr(attrs["sym_name"]).value,
@@ -94,6 +98,7 @@ def kernels_of(module: ir.Module) -> list:
                 gemm_rhs=gemm_rhs,
                 f32=f32,
                 rhs_batch=rhs_batch,
+                quantized=quantized,
             )
         )
     return kernels
@@ -148,6 +153,8 @@ def default_schedule(kernel: Kernel, target_workgroups: int = 64) -> Schedule:
             return packed_gemm_schedule(kernel)
         if is_matvec(kernel):
             return matvec_schedule(kernel)
+    if is_dequantized_matvec(kernel):
+        return dequantized_matvec_schedule(kernel)
     return grid_schedule(kernel, target_workgroups)
 
 
@@ -216,6 +223,27 @@ def matvec_schedule(kernel: Kernel, rows: int = 8, lanes: int = 16, target_workg
     return Schedule((nc,), kind="matvec", register_tile=(mr, rows), k_tile=lanes)
 
 
+def is_dequantized_matvec(kernel: Kernel) -> bool:
+    """A decode-step linear over block-quantized weights (transformer.dequantize fused into the
+    linear): loops [b.., n, block, j] with static extents, reducing over blocks, each step 16
+    values of each half of a block."""
+    r = kernel.loop_ranges
+    return (kernel.quantized and kernel.kernel_class == "reduction" and len(r) >= 3
+            and kernel.iterator_types.endswith("prr") and r[-1] == 16 and min(r) > 0)
+
+
+def dequantized_matvec_schedule(kernel: Kernel, rows: int = 1, target_workgroups: int = 64) -> Schedule:
+    """`rows` rows of quantized W per register tile (a divisor of N), each with 16 f32 partial sums,
+    about `target_workgroups` workgroups over N (see `_dequantized_matvec_lines`)."""
+    n = kernel.loop_ranges[-3]
+    rows = max(d for d in range(1, min(rows, n) + 1) if n % d == 0)
+    blocks = n // rows
+    per_workgroup = max(1, math.ceil(blocks / target_workgroups))
+    while blocks % per_workgroup:
+        per_workgroup += 1
+    return Schedule((rows * per_workgroup,), kind="dequantized_matvec", register_tile=(1, rows), k_tile=16)
+
+
 def candidates(kernel: Kernel) -> list:
     """Schedules `kiln tune` tries for `kernel`, the default first."""
     default = default_schedule(kernel)
@@ -229,6 +257,9 @@ def candidates(kernel: Kernel) -> list:
     elif default.kind == "matvec":
         for rows, lanes, target in ((8, 16, 16), (8, 16, 256), (4, 32, 64), (4, 16, 64), (8, 32, 64)):
             found.append(matvec_schedule(kernel, rows, lanes, target))
+    elif default.kind == "dequantized_matvec":
+        for rows, target in ((8, 16), (8, 256), (4, 64), (16, 64), (2, 64)):
+            found.append(dequantized_matvec_schedule(kernel, rows, target))
     else:
         for target in (8, 16, 32, 128, 256):
             found.append(grid_schedule(kernel, target))
@@ -302,6 +333,9 @@ def transform_script(plan: list) -> str:
             continue
         if schedule.kind == "matvec":
             lines += _matvec_lines(i, kernel, schedule)
+            continue
+        if schedule.kind == "dequantized_matvec":
+            lines += _dequantized_matvec_lines(i, kernel, schedule)
             continue
         if not any(schedule.workgroup_tiles):
             continue
@@ -546,3 +580,45 @@ def _matvec_lines(i: int, kernel: Kernel, s: Schedule) -> list:
         f"    }} : {any_op}",
     ]
     return lines
+
+
+def _dequantized_matvec_lines(i: int, kernel: Kernel, s: Schedule) -> list:
+    """Transform IR for a `dequantized_matvec` schedule of kernel number `i`, loops [b.., n, block,
+    j]: workgroups of nc rows of W (scf.forall); in each, nr rows and one row of x at a time; the
+    reduction is tiled one block at a time into 16 f32 partial sums per row
+    (tile_reduction_using_for: each step expands a block's bytes to 2 x 16 f32 weights and
+    multiply-adds them with 32 values of x in vector registers), summed horizontally once per row.
+    More than one row per tile gives the vectorizer 2-D broadcasts it lowers poorly: rows = 1."""
+    any_op = "!transform.any_op"
+    nb = len(kernel.loop_ranges) - 3
+    nc, nr = s.workgroup_tiles[0], s.register_tile[1]
+
+    def lst(xs):
+        return "[" + ", ".join(map(str, xs)) + "]"
+
+    f = f"%f{i}"
+    return [
+        f'    {f} = transform.structured.match ops{{["func.func"]}} '
+        f'attributes{{sym_name = "{kernel.name}"}} in %root : ({any_op}) -> {any_op}',
+        f"    %r{i} = transform.structured.match attributes{{kiln.root}} in {f} : ({any_op}) -> {any_op}",
+        f"    %w{i}, %wg{i} = transform.structured.tile_using_forall %r{i} tile_sizes "
+        f"{lst([0] * nb + [nc, 0, 0])} : ({any_op}) -> ({any_op}, {any_op})",
+        f"    %b{i}, %bl{i}:{nb + 1} = transform.structured.tile_using_for %w{i} tile_sizes "
+        f"{lst([1] * nb + [nr, 0, 0])} : ({any_op}) -> ({', '.join([any_op] * (nb + 2))})",
+        f"    %pf{i}, %pp{i}, %pc{i}, %pl{i} = transform.structured.tile_reduction_using_for %b{i} "
+        f"by tile_sizes = {lst([0] * nb + [0, 1, 16])} "
+        f": ({any_op}) -> ({any_op}, {any_op}, {any_op}, {any_op})",
+        f"    transform.structured.vectorize %pf{i} : {any_op}",
+        f"    transform.structured.vectorize %pp{i} : {any_op}",
+        f"    transform.structured.vectorize %pc{i} : {any_op}",
+        f"    transform.apply_patterns to {f} {{",
+        "      transform.apply_patterns.vector.cast_away_vector_leading_one_dim",
+        "      transform.apply_patterns.canonicalization",
+        f"    }} : {any_op}",
+        f"    transform.apply_patterns to {f} {{",
+        "      transform.apply_patterns.vector.transfer_permutation_patterns",
+        '      transform.apply_patterns.vector.lower_multi_reduction lowering_strategy = "innerreduction"',
+        "      transform.apply_patterns.vector.lower_transfer max_transfer_rank = 1",
+        "      transform.apply_patterns.canonicalization",
+        f"    }} : {any_op}",
+    ]
