@@ -9,7 +9,13 @@ runs unchanged. What it does not check is the NVVM/ROCDL code generation itself 
 and hsaco are checked structurally elsewhere).
 
 Threads run one after another, which is one valid schedule as long as threads of a kernel do not
-communicate (the current schedules never do: no shared memory; barriers are dropped).
+communicate through memory (no shared memory; barriers are dropped). Warp shuffles (`gpu.shuffle
+xor`, the matvec schedule's reduction) are emulated by running a block's threads in passes until a
+fixed point: each shuffle records the lane's value and returns its partner's from the previous pass
+(`_SHUFFLE_C`). The values of the i-th shuffle are exact from pass i + 1 on, so a pass in which no
+recorded value changed computed every shuffle as lock-step lanes would. Every pass starts from the
+memory the block started from (the kernel's buffers are saved at the block's start and restored
+before each further pass), so only the last pass's effects remain.
 """
 
 from __future__ import annotations
@@ -32,6 +38,90 @@ from kiln.runtime.memref import descriptor_type
 
 _ID_OPS = {"block_id": "bid", "thread_id": "tid", "grid_dim": "gd", "block_dim": "bd"}
 _ID = re.compile(r"(%[\w.$-]+) = gpu\.(block_id|thread_id|grid_dim|block_dim)\s+([xyz])(?:\s+upper_bound\s+\d+)?")
+_SHUFFLE = re.compile(r"(%[\w.$-]+(?::2|, %[\w.$-]+)) = gpu\.shuffle\s+(\w+) (%[\w.$-]+), (%[\w.$-]+), "
+                      r"(%[\w.$-]+) : f32")
+_SHUFFLE_C = r"""
+#include <stdlib.h>
+#include <string.h>
+static float *vals[2];
+static unsigned char *seen[2];
+static long *occ, threads, slots, passes;
+static int changed;
+static struct { char *at, *saved; long bytes; } buffers[64];
+static int n_buffers;
+
+void kiln_emu_track_reset(void) {
+  for (int b = 0; b < n_buffers; b++) free(buffers[b].saved);
+  n_buffers = 0;
+}
+
+void kiln_emu_track(void *at, long bytes) {
+  if (n_buffers == 64) abort();
+  buffers[n_buffers].at = at;
+  buffers[n_buffers].bytes = bytes;
+  buffers[n_buffers++].saved = malloc(bytes);
+}
+
+static void grow(long need) {
+  long n = slots ? slots : 8;
+  while (n <= need) n *= 2;
+  for (int p = 0; p < 2; p++) {
+    vals[p] = realloc(vals[p], n * threads * sizeof(float));
+    seen[p] = realloc(seen[p], n * threads);
+    memset(seen[p] + slots * threads, 0, (n - slots) * threads);
+  }
+  slots = n;
+}
+
+void kiln_emu_block_begin(long n) {
+  threads = n;
+  free(vals[0]); free(vals[1]); free(seen[0]); free(seen[1]); free(occ);
+  vals[0] = vals[1] = 0; seen[0] = seen[1] = 0; slots = 0; passes = 0;
+  occ = calloc(n, sizeof(long));
+  for (int b = 0; b < n_buffers; b++) memcpy(buffers[b].saved, buffers[b].at, buffers[b].bytes);
+}
+
+void kiln_emu_pass_begin(void) {
+  if (passes)
+    for (int b = 0; b < n_buffers; b++) memcpy(buffers[b].at, buffers[b].saved, buffers[b].bytes);
+  memset(occ, 0, threads * sizeof(long));
+  if (slots) memset(seen[1], 0, slots * threads);
+  changed = 0;
+}
+
+/* [1]: this pass; [0]: the previous one. */
+float kiln_emu_shuffle_xor(float v, long lane, int offset, int width) {
+  long o = occ[lane]++;
+  if (o >= slots) grow(o);
+  long i = o * threads + lane;
+  if (!seen[0][i] || memcmp(&vals[0][i], &v, sizeof v)) changed = 1;
+  vals[1][i] = v;
+  seen[1][i] = 1;
+  long base = lane - lane % width, partner = (lane % width) ^ offset;
+  if (partner >= width || base + partner >= threads) return v;
+  long j = o * threads + base + partner;
+  return seen[0][j] ? vals[0][j] : 0.0f;
+}
+
+int kiln_emu_pass_end(void) {
+  float *v = vals[0]; vals[0] = vals[1]; vals[1] = v;
+  unsigned char *s = seen[0]; seen[0] = seen[1]; seen[1] = s;
+  if (++passes > 10000) abort();
+  return changed;
+}
+"""
+_SHUFFLE_DECLS = """
+func.func private @kiln_emu_block_begin(i64)
+func.func private @kiln_emu_pass_begin()
+func.func private @kiln_emu_pass_end() -> i32
+func.func private @kiln_emu_shuffle_xor(f32, i64, i32, i32) -> f32
+func.func private @__emu_shuffle(%v: f32, %lane: index, %offset: i32, %width: i32) -> (f32, i1) {
+  %l = arith.index_cast %lane : index to i64
+  %r = func.call @kiln_emu_shuffle_xor(%v, %l, %offset, %width) : (f32, i64, i32, i32) -> f32
+  %t = arith.constant true
+  return %r, %t : f32, i1
+}
+"""
 _NUMPY = {"f32": np.float32, "f64": np.float64, "f16": np.float16, "i64": np.int64, "i32": np.int32,
           "i8": np.int8, "i1": np.bool_}
 
@@ -59,7 +149,15 @@ def emulation_module_text(loops_text: str) -> tuple:
         kernels = _kernels(module)
     parts, signatures = [], {}
     ids = [f"%__{p}{a}" for p in ("bid", "tid", "gd", "bd") for a in "xyz"]
+    if any(_SHUFFLE.search(body) for _, _, body in kernels):
+        parts.append(_SHUFFLE_DECLS)
     for name, types, body in kernels:
+        shuffles = bool(_SHUFFLE.search(body))
+        for m in _SHUFFLE.finditer(body):
+            if m.group(2) != "xor":
+                raise KilnError(f"kernel {name}: the emulator runs gpu.shuffle xor only, got {m.group(2)}")
+        body = _SHUFFLE.sub(lambda m: f"{m.group(1)} = func.call @__emu_shuffle({m.group(3)}, %__lane, {m.group(4)}, "
+                                      f"{m.group(5)}) : (f32, index, i32, i32) -> (f32, i1)", body)
         if "gpu." in _ID.sub("", body).replace("gpu.barrier", "").replace("gpu.return", ""):
             raise KilnError(f"kernel {name}: an op the emulator does not know: "
                             + next(l for l in body.split("\n") if "gpu." in _ID.sub("", l)
@@ -70,8 +168,10 @@ def emulation_module_text(loops_text: str) -> tuple:
         body = body.replace("gpu.barrier", "").replace("gpu.return", "return")
         args = ", ".join(f"%arg{i}: {t}" for i, t in enumerate(types))
         idx_args = ", ".join(f"{v}: index" for v in ids)
+        lane = ("  %__l0 = arith.muli %__bdy, %__tidz : index\n  %__l1 = arith.addi %__tidy, %__l0 : index\n"
+                "  %__l2 = arith.muli %__bdx, %__l1 : index\n  %__lane = arith.addi %__tidx, %__l2 : index\n")
         parts.append(f"func.func private @{name}_body({args}, {idx_args}) {{\n"
-                     f"  %__zero = arith.constant 0 : index\n{body}\n}}")
+                     f"  %__zero = arith.constant 0 : index\n{lane if shuffles else ''}{body}\n}}")
         call_types = ", ".join(types + ["index"] * 12)
         loop_ids = [f"%__bid{a}" for a in "zyx"] + [f"%__tid{a}" for a in "zyx"]
         bounds = [f"%__gd{a}" for a in "zyx"] + [f"%__bd{a}" for a in "zyx"]
@@ -79,11 +179,24 @@ def emulation_module_text(loops_text: str) -> tuple:
         lines = [f"func.func @{name}({args}, " + ", ".join(f"{b}: index" for b in params) +
                  ") attributes {llvm.emit_c_interface} {",
                  "  %__c0 = arith.constant 0 : index", "  %__c1 = arith.constant 1 : index"]
-        for v, b in zip(loop_ids, bounds):
+        for v, b in zip(loop_ids[:3], bounds[:3]):
+            lines.append(f"  scf.for {v} = %__c0 to {b} step %__c1 {{")
+        if shuffles:  # the block's threads in passes until their shuffles reach a fixed point
+            lines += ["  %__n0 = arith.muli %__bdx, %__bdy : index", "  %__n1 = arith.muli %__n0, %__bdz : index",
+                      "  %__n = arith.index_cast %__n1 : index to i64",
+                      "  func.call @kiln_emu_block_begin(%__n) : (i64) -> ()",
+                      "  scf.while : () -> () {", "  func.call @kiln_emu_pass_begin() : () -> ()"]
+        for v, b in zip(loop_ids[3:], bounds[3:]):
             lines.append(f"  scf.for {v} = %__c0 to {b} step %__c1 {{")
         call_args = ", ".join([f"%arg{i}" for i in range(len(types))] + ids)
         lines.append(f"    func.call @{name}_body({call_args}) : ({call_types}) -> ()")
-        lines += ["  }"] * 6 + ["  return", "}"]
+        lines += ["  }"] * 3
+        if shuffles:
+            lines += ["  %__again = func.call @kiln_emu_pass_end() : () -> i32",
+                      "  %__zero32 = arith.constant 0 : i32",
+                      "  %__more = arith.cmpi ne, %__again, %__zero32 : i32",
+                      "  scf.condition(%__more)", "  } do {", "  scf.yield", "  }"]
+        lines += ["  }"] * 3 + ["  return", "}"]
         parts.append("\n".join(lines))
         signatures[name] = types
     return "module {\n" + "\n".join(parts) + "\n}\n", signatures
@@ -99,6 +212,7 @@ class EmulatedDriver(GpuDriver):
         super().__init__(None)
         self.chip = chip
         text, self.signatures = emulation_module_text(loops_text)
+        self._shuffles = _shuffle_library() if "@kiln_emu_shuffle_xor" in text else None
         with ir.Context():
             module = ir.Module.parse(text)
             run_passes(module, "expand-strided-metadata,lower-affine,convert-scf-to-cf,convert-vector-to-llvm,convert-math-to-llvm,"
@@ -160,6 +274,8 @@ class EmulatedDriver(GpuDriver):
     def launch(self, function, grid, block, params) -> None:
         types = self.signatures[function]
         call, keep = [], []
+        if self._shuffles is not None:  # the buffers a block's passes restore (see the module doc)
+            self._shuffles.kiln_emu_track_reset()
         for i, t in enumerate(types):
             address = params[i]
             if t.startswith("memref<"):
@@ -167,6 +283,8 @@ class EmulatedDriver(GpuDriver):
                 d = self._descriptor(ptr, t, f"kernel {function} argument {i}")
                 keep.append(d)
                 call.append(ctypes.pointer(d))
+                if self._shuffles is not None:
+                    self._shuffles.kiln_emu_track(ctypes.c_void_p(ptr), ctypes.c_long(_extent_bytes(t)))
             elif t in ("index", "i64"):
                 call.append(ctypes.c_int64.from_address(address))
             elif t == "i32":
@@ -181,9 +299,7 @@ class EmulatedDriver(GpuDriver):
 
     def _descriptor(self, ptr: int, type_text: str, what: str):
         shape, strides, offset, element = _layout(type_text)
-        itemsize = np.dtype(_NUMPY[element]).itemsize
-        extent = offset + sum((d - 1) * s for d, s in zip(shape, strides)) + 1 if shape else offset + 1
-        self._check_range(ptr, extent * itemsize, what)
+        self._check_range(ptr, _extent_bytes(type_text), what)
         rank = len(shape)
         if not rank:
             return descriptor_type(0)(ptr, ptr, offset)
@@ -227,12 +343,33 @@ class EmulatedDriver(GpuDriver):
 
 
 @functools.lru_cache(maxsize=None)
+def _shuffle_library() -> ctypes.CDLL:
+    """The shuffle emulation (`_SHUFFLE_C`), built once and loaded RTLD_GLOBAL so the emulated
+    kernels' shared objects resolve its symbols."""
+    import subprocess
+
+    directory = tempfile.mkdtemp(prefix="kiln-emu-")
+    source, library = os.path.join(directory, "shuffle.c"), os.path.join(directory, "libshuffle.so")
+    with open(source, "w") as f:
+        f.write(_SHUFFLE_C)
+    subprocess.run(["gcc", "-O2", "-shared", "-fPIC", source, "-o", library], check=True)
+    return ctypes.CDLL(library, mode=ctypes.RTLD_GLOBAL)
+
+
+@functools.lru_cache(maxsize=None)
 def _layout(type_text: str) -> tuple:
     """(shape, strides, offset, element type) of a memref type (parsed once: launches are many)."""
     with ir.Context():
         mt = ir.MemRefType(ir.Type.parse(type_text))
         strides, offset = mt.get_strides_and_offset()
         return list(mt.shape), list(strides), offset, str(mt.element_type)
+
+
+def _extent_bytes(type_text: str) -> int:
+    """Bytes from a memref's base pointer to the end of its last element."""
+    shape, strides, offset, element = _layout(type_text)
+    extent = offset + sum((d - 1) * s for d, s in zip(shape, strides)) + 1 if shape else offset + 1
+    return extent * np.dtype(_NUMPY[element]).itemsize
 
 
 def emulated_device(loops_text: str, driver: str = "cuda", chip: str = "sm_80") -> Device:

@@ -24,7 +24,7 @@ from mlir import ir
 from mlir.dialects.transform import interpreter
 
 from ..errors import KilnError
-from . import cpu, gpu_mma, schedules
+from . import cpu, gpu_matvec, gpu_mma, schedules
 from .common import run_passes
 
 MAX_THREADS = 256  # threads per block
@@ -179,6 +179,8 @@ def make_tiled(module: ir.Module) -> None:
                 [mma.tm, mma.tn, mma.kt, mma.wm, mma.wn])
             funcs[kernel.name].attributes[BLOCK_DIM_ATTR] = ir.DenseI64ArrayAttr.get([mma.threads, 1, 1])
             continue
+        if gpu_matvec.mark(kernel, funcs[kernel.name], precision):  # a warp per row of W (gpu_matvec.py)
+            continue
         if precision != "f32" and kernel.gemm_rhs and kernel.f32:
             gpu_mma.round_operands(funcs[kernel.name], precision)
         register_tiled = contraction_schedule(kernel)
@@ -300,6 +302,7 @@ def make_loops(module: ir.Module) -> None:
     """Block and thread foralls -> gpu.launch; linalg -> scf loops in each thread; launches outlined
     into kernels of one gpu.module (`kernels`). Tensor-core kernels are written first (gpu_mma.py)."""
     gpu_mma.build_kernels(module)
+    gpu_matvec.build_kernels(module)
     any_op = "!transform.any_op"
     lines = [
         "module attributes {transform.with_named_sequence} {",

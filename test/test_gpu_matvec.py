@@ -1,0 +1,81 @@
+"""The GPU matvec schedule (pipelines/gpu_matvec.py) without a GPU: decode-shaped linears get a warp per
+row of W with a shuffle reduction, and their kernels, run through the GPU runtime on the CPU emulation
+(whose shuffles run the lanes to a lock-step fixed point, test/gpu_emulation.py), match float64
+references; other shapes keep the generic schedules.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import kiln
+from kiln import reference as ref
+
+sys.path.insert(0, os.path.dirname(__file__))
+from gpu_emulation import emulated_device  # noqa: E402
+
+
+def _linear(x_shape, n):
+    k = x_shape[-1]
+    x = "tensor<" + "x".join(map(str, x_shape)) + "xf32>"
+    w = f"tensor<{n}x{k}xf32>"
+    y = "tensor<" + "x".join(map(str, (*x_shape[:-1], n))) + "xf32>"
+    return (f"func.func @f(%x: {x}, %w: {w}) -> {y} {{\n  %y = transformer.linear %x, %w : ({x}, {w}) -> {y}\n"
+            f"  return %y : {y}\n}}")
+
+
+@pytest.mark.parametrize("x_shape,n,warps", [
+    ((1, 1, 256), 64, 4),   # a decode step: K a multiple of a warp's 128-element stride
+    ((3, 68), 30, 2),       # 3 rows of x; K = 68: lanes past K idle; N % 4 != 0
+    ((2, 2, 132), 40, 4),   # a batch dim (a block dim); K = 132: one more step for lane 0
+    ((1, 4, 96), 37, 1),    # N prime: a warp per block
+])
+def test_matvec_kernels_match_reference(x_shape, n, warps, rng):
+    text = _linear(x_shape, n)
+    loops = kiln.compile(text, target="cuda", compile_to="loops")
+    assert loops.count("gpu.shuffle  xor") == 5 * int(np.prod(x_shape[-2:-1]))
+    assert f"known_block_size = array<i32: {32 * warps}, 1, 1>" in loops
+    device = emulated_device(loops)
+    program = kiln.runtime.load_artifact(kiln.compile(text, target="cuda"), device)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = (0.1 * rng.standard_normal((n, x_shape[-1]))).astype(np.float32)
+    (y,) = program.f(x, w)
+    np.testing.assert_allclose(y, ref.linear(x, w), rtol=2e-5, atol=2e-5)
+    assert [block for _, _, block in device.gpu.launches] == [(32 * warps, 1, 1)]
+
+
+@pytest.mark.parametrize("x_shape,n,precision", [
+    ((1, 66), 32, "f32"),   # K % 4 != 0: no 16-byte loads
+    ((8, 64), 32, "f32"),   # 8 rows of x: the register-tiled GEMM schedule
+    ((1, 64), 32, "bf16"),  # rounded operands: the SIMT GEMM path of that precision
+])
+def test_other_shapes_keep_the_generic_schedules(x_shape, n, precision):
+    loops = kiln.compile(_linear(x_shape, n), target="cuda", compile_to="loops", precision=precision)
+    assert "gpu.shuffle" not in loops
+
+
+def test_llama_decode_graph_uses_the_matvec_kernels():
+    """Every linear of a tiny Llama's decode step (QKV, output, MLP and the logits head) is a matvec."""
+    import json
+    import tempfile
+
+    from kiln import model
+
+    config = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 64,
+              "intermediate_size": 96, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "num_hidden_layers": 1, "vocab_size": 128, "max_position_embeddings": 32,
+              "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": True}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "config.json")
+        with open(path, "w") as f:
+            json.dump(config, f)
+        text = model.model_ir(path, max_seq_len=16, prefill_chunk=8)
+    tiled = kiln.compile(text, target="cuda", compile_to="tiled")
+    decode = [line for line in tiled.split("\n") if "func.func private @decode_dispatch" in line]
+    contractions = [line for line in decode if 'kiln.kernel_class = "contraction"' in line
+                    and "kiln.loop_ranges = array<i64: 1, 1, " in line]
+    assert contractions and all("kiln.matvec_warps" in line for line in contractions)
