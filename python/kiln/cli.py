@@ -8,7 +8,9 @@
     kiln compile IN.mlir --dump-phases-to DIR -o OUT.kiln
     kiln tune IN.mlir                                  # search schedules, cache the winners
     kiln bench [--suite full|smoke] [--threads 1,2] [-o bench.json] [--plot bench.png]
+    kiln bench --target cuda [--suite full|smoke|model]  # GPU kernels and decode vs PyTorch on the GPU
     kiln run [MODEL] --prompt "..." [--max-new-tokens N]  # default model: SmolLM2-135M-Instruct
+    kiln run [MODEL] --target cuda                     # weights and KV cache on the GPU
     kiln import MODEL_OR_CONFIG.json                   # print the model's transformer-dialect IR
 """
 
@@ -131,6 +133,10 @@ def _import(args) -> int:
 
 
 def _bench(args) -> int:
+    if args.target == "cuda":
+        from .bench import gpu
+
+        return gpu.main(args)
     if args.suite == "model":
         from .bench import model
 
@@ -187,6 +193,8 @@ def main(argv=None) -> int:
                    help="kernels and a decoder stack (full, smoke), or an LLM's prefill and decode "
                    "against Hugging Face transformers (model)")
     b.add_argument("--model", help="--suite model: a HF directory or .gguf (default: SmolLM2-135M-Instruct)")
+    b.add_argument("--target", default="cpu", choices=("cpu", "cuda"),
+                   help="cuda: GPU kernels and decode against PyTorch on the same GPU (reports bench-gpu.json/png)")
     b.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     b.add_argument("--rounds", type=int, default=4, help="interleaved rounds; medians over all samples")
     b.add_argument("--reps", type=int, default=5, help="timed calls per round")

@@ -1,0 +1,271 @@
+"""`kiln bench --target cuda`: Kiln's GPU kernels and an LLM's decode against PyTorch on the same GPU.
+
+    kiln bench --target cuda [--suite full|smoke|model] [--model DIR] [--rounds 4] [--reps 5]
+
+Kernels: GEMM 4096³ in f32 against torch.matmul with TF32 off (cuBLAS SIMT f32) and with
+`precision="bf16"` against torch.matmul on bf16 tensors (cuBLAS tensor cores; Kiln's tensors stay f32,
+rounded on the way into the tensor cores), decode-shaped linears (the matvec schedule) against
+F.linear, causal GQA attention against scaled_dot_product_attention. Model: greedy decode tok/s of
+SmolLM2 (or `--model`), Kiln's `compile_model(target="cuda")` against HF transformers eager in fp32.
+
+Everything runs in this process on one GPU (Kiln's driver and torch share the device's primary
+context), in interleaved rounds; every timed call runs to completion (Kiln: a bound entry point, one
+graph launch, then a stream sync; torch: the call, then torch.cuda.synchronize()). The report (JSON
+and PNG) names the GPU and the driver, CUDA, torch, transformers, Kiln and MLIR versions. Without a
+CUDA GPU and driver, or with a CPU-only torch, it stops at once with a KilnError saying so.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import time
+
+import numpy as np
+
+from ..errors import KilnError
+from ..progress import Progress
+from . import report as report_io
+from . import workloads as wl
+from .timing import median, time_calls
+
+
+def kernel_suite(name: str) -> list:
+    """[(workload, precision)] of a suite: `full` (the issue's shapes) or `smoke` (small)."""
+    if name == "smoke":
+        return [(wl.gemm(256, 256, 256), "f32"), (wl.gemm(256, 256, 256), "bf16"), (wl.linear(1, 512, 256), "f32"),
+                (wl.attention(4, 2, 64, 64, 64), "f32")]
+    if name == "full":
+        return [(wl.gemm(4096, 4096, 4096), "f32"), (wl.gemm(4096, 4096, 4096), "bf16"),
+                (wl.linear(1, 4096, 4096), "f32"), (wl.linear(1, 1536, 576), "f32"), (wl.linear(1, 49152, 576), "f32"),
+                (wl.attention(9, 3, 512, 512, 64), "f32"), (wl.attention(9, 3, 1, 1024, 64), "f32")]
+    raise KilnError(f"unknown GPU benchmark suite '{name}'; suites: full, smoke, model")
+
+
+def require_cuda():
+    """(Kiln's cuda Device, torch) or a KilnError naming what is missing."""
+    from ..runtime import Device
+
+    try:
+        device = Device("cuda")
+    except KilnError as e:
+        raise KilnError(f"kiln bench --target cuda needs an NVIDIA GPU and its driver: {e}") from None
+    try:
+        import torch
+    except ImportError:
+        raise KilnError("kiln bench --target cuda compares with PyTorch: install torch (a CUDA build)") from None
+    if not torch.cuda.is_available():
+        raise KilnError(f"kiln bench --target cuda compares with PyTorch on the GPU, but torch {torch.__version__} "
+                        "sees no CUDA device (a CPU-only build?)")
+    return device, torch
+
+
+def kiln_call(workload, precision: str, device):
+    """(call, output buffer, inputs): the workload compiled for `device`'s chip, bound to device
+    buffers holding its seeded inputs."""
+    import kiln
+
+    program = kiln.compile(workload.kiln_ir(), target="cuda", chip=device.gpu.chip, device=device,
+                           precision=precision)
+    inputs = workload.make_inputs(np.random.default_rng(0))
+    entry = program.entry_point("f")
+    (result,) = [entry.signature.results[j] for j in entry.signature.returned_results]
+    out = device.allocate(result.shape, result.dtype)
+    return entry.bind(*[device.upload(a) for a in inputs], out=[out]), out, inputs
+
+
+def torch_call(torch, workload, precision: str, inputs):
+    """(call, result tensor getter) of the peer for a workload, on cuda tensors."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    t = [torch.from_numpy(a).cuda().to(dtype) for a in inputs]
+    torch.backends.cuda.matmul.allow_tf32 = False  # f32 rows compare f32 arithmetic
+    if workload.name.startswith("gemm"):
+        fn = lambda: torch.matmul(t[0], t[1])  # noqa: E731
+    elif workload.name.startswith("linear"):
+        fn = lambda: torch.nn.functional.linear(t[0], t[1])  # noqa: E731
+    elif workload.group == "attention":
+        q, k, v = t
+        q_len, kv_len = q.shape[2], k.shape[2]
+        offset = kv_len - q_len
+        mask = (torch.arange(kv_len, device="cuda")[None, :] <= torch.arange(q_len, device="cuda")[:, None] + offset)
+        fn = lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)  # noqa: E731
+    else:
+        raise KilnError(f"no GPU peer for workload {workload.name}")
+    result = {}
+
+    def call():
+        result["y"] = fn()
+        torch.cuda.synchronize()
+
+    return call, lambda: result["y"].float().cpu().numpy()
+
+
+def run_kernels(device, torch, suite: str, rounds: int, reps: int) -> list:
+    rows = []
+    cases = kernel_suite(suite)
+    with Progress(len(cases) * (1 + rounds), "GPU kernels", always=True) as bar:
+        prepared = []
+        for w, precision in cases:
+            call, out, inputs = kiln_call(w, precision, device)
+            peer, peer_out = torch_call(torch, w, precision, inputs)
+            prepared.append((w, precision, call, out, peer, peer_out))
+            bar.advance(f"compiled {w.name} {precision}")
+        samples = {(w.name, p): {"kiln": [], "torch": []} for w, p, *_ in prepared}
+        for _ in range(rounds):
+            for w, precision, call, out, peer, _ in prepared:
+                s = samples[(w.name, precision)]
+                s["kiln"] += time_calls(call, reps)
+                s["torch"] += time_calls(peer, reps)
+                bar.advance(f"{w.name} {precision}")
+    for w, precision, call, out, peer, peer_out in prepared:
+        s = samples[(w.name, precision)]
+        med = {k: median(v) for k, v in s.items()}
+        got, want = out.to_numpy(), peer_out()
+        rows.append({"workload": w.name, "group": w.group, "precision": precision, "median_ms": med,
+                     "samples_ms": s, "speedup": med["torch"] / med["kiln"],
+                     "kiln_tflops": w.flops / (med["kiln"] * 1e9), "torch_tflops": w.flops / (med["torch"] * 1e9),
+                     "max_rel_diff": float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))})
+    return rows
+
+
+def run_model(device, torch, path: str, rounds: int, prompt_len: int = 128, new_tokens: int = 128) -> dict:
+    """Greedy decode tok/s of Kiln (cuda) and HF transformers eager (fp32, cuda) on the same prompt ids."""
+    import transformers
+
+    import kiln
+
+    from .model import _kiln_run, _matching_prefix
+
+    model = kiln.compile_model(path, target="cuda", device=device, max_seq_len=prompt_len + new_tokens + 1)
+    ids = [int(i) for i in np.random.default_rng(0).integers(100, model.graph.vocab_size - 100, size=prompt_len)]
+    hf = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).cuda().eval()
+    samples = {"kiln": {"prefill_s": [], "decode_s": []}, "hf": {"prefill_s": [], "decode_s": []}}
+    same = 0
+    with Progress(rounds, f"decoding {path}", always=True) as bar:
+        for _ in range(rounds):
+            k, h = _kiln_run(model, ids, new_tokens), _hf_run(torch, hf, ids, new_tokens)
+            for who, r in (("kiln", k), ("hf", h)):
+                samples[who]["prefill_s"].append(r["prefill_s"])
+                samples[who]["decode_s"] += r["step_s"]
+            same = _matching_prefix(k["tokens"], h["tokens"])
+            bar.advance("round")
+    row = {"model": path, "prompt_tokens": prompt_len, "new_tokens": new_tokens, "tokens_identical": same,
+           "weight_bytes_per_token": model.weight_bytes_per_token}
+    for who in ("kiln", "hf"):
+        row[who] = {"prefill_tok_s": prompt_len / median(samples[who]["prefill_s"]),
+                    "decode_tok_s": 1.0 / median(samples[who]["decode_s"]), "samples": samples[who]}
+    row["decode_ratio"] = row["kiln"]["decode_tok_s"] / row["hf"]["decode_tok_s"]
+    row["kiln_decode_gb_s"] = row["weight_bytes_per_token"] * row["kiln"]["decode_tok_s"] / 1e9
+    return row
+
+
+def _hf_run(torch, model, ids, new_tokens) -> dict:
+    prompt = torch.tensor([ids], device="cuda")
+    with torch.no_grad():
+        t = time.perf_counter()
+        out = model(prompt, use_cache=True)
+        token = int(out.logits[0, -1].argmax())  # (a device-to-host copy: the step has finished)
+        prefill = time.perf_counter() - t
+        past, tokens, steps = out.past_key_values, [], []
+        for _ in range(new_tokens):
+            tokens.append(token)
+            t = time.perf_counter()
+            out = model(torch.tensor([[token]], device="cuda"), past_key_values=past, use_cache=True)
+            token = int(out.logits[0, -1].argmax())
+            steps.append(time.perf_counter() - t)
+            past = out.past_key_values
+    return {"prefill_s": prefill, "step_s": steps, "tokens": tokens}
+
+
+def versions(device, torch) -> dict:
+    import ctypes
+
+    import kiln
+
+    driver = ctypes.c_int()
+    device.gpu.lib.cuDriverGetVersion(ctypes.byref(driver))
+    info = {"kiln": kiln.__version__, "mlir": importlib.metadata.version("xtc-mlir-python-bindings"),
+            "torch": torch.__version__, "torch_cuda": torch.version.cuda,
+            "cuda_driver": f"{driver.value // 1000}.{driver.value % 1000 // 10}"}
+    try:
+        info["transformers"] = importlib.metadata.version("transformers")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    return info
+
+
+def run(suite: str = "full", model_path: str | None = None, rounds: int = 4, reps: int = 5,
+        output: str | None = "bench-gpu.json", plot: str | None = "bench-gpu.png") -> dict:
+    device, torch = require_cuda()
+    rep = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "device": {"name": device.gpu.device_name, "chip": device.gpu.chip, "torch_name": torch.cuda.get_device_name()},
+           "versions": versions(device, torch), "machine": report_io.machine(),
+           "settings": {"suite": suite, "rounds": rounds, "reps_per_round": reps, "tf32": False},
+           "kernels": [], "model": None}
+    if suite != "model":
+        rep["kernels"] = run_kernels(device, torch, suite, rounds, reps)
+    if suite in ("full", "model"):
+        from .. import default_model
+
+        rep["model"] = run_model(device, torch, model_path or default_model.path(), max(1, rounds // 2))
+    if output:
+        report_io.write_json(output, rep)
+    if plot:
+        plot_report(plot, rep)
+    return rep
+
+
+def plot_report(path: str, rep: dict) -> None:
+    """Left: Kiln's speed relative to torch per kernel (torch ms / Kiln ms, > 1: Kiln is faster);
+    right: decode tokens per second of Kiln and HF transformers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [3, 1]})
+    rows = rep["kernels"]
+    names = [f"{r['workload']} {r['precision']}" for r in rows]
+    ratios = [r["speedup"] for r in rows]
+    left.bar(range(len(rows)), ratios, color="tab:orange")
+    for i, y in enumerate(ratios):
+        left.text(i, y, f"{y:.2f}", ha="center", va="bottom", fontsize=7)
+    left.axhline(1.0, color="black", linewidth=0.8)
+    if rows:
+        left.set_yscale("log")
+    left.set_xticks(range(len(rows)), names, rotation=20, ha="right", fontsize=7)
+    left.set_ylabel("speed ratio (torch ms / Kiln ms)")
+    left.set_title("kernels vs PyTorch (cuBLAS, SDPA)")
+    model = rep.get("model")
+    if model:
+        right.bar([0, 1], [model["kiln"]["decode_tok_s"], model["hf"]["decode_tok_s"]], color=["tab:orange", "tab:blue"])
+        right.set_xticks([0, 1], ["Kiln", "HF eager"])
+        right.set_ylabel("decode tokens / s")
+        right.set_title(f"{model['model'].rstrip('/').split('/')[-1]}, fp32")
+    else:
+        right.axis("off")
+    v = rep["versions"]
+    fig.suptitle(f"{rep['device']['name']} ({rep['device']['chip']}), driver {v['cuda_driver']}: Kiln {v['kiln']} "
+                 f"(MLIR {v['mlir']}) vs torch {v['torch']} (CUDA {v['torch_cuda']})"
+                 + (f", transformers {v['transformers']}" if "transformers" in v else ""), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(args) -> int:
+    output = args.output if args.output != "bench.json" else "bench-gpu.json"
+    plot = args.plot if args.plot != "bench.png" else "bench-gpu.png"
+    rep = run(args.suite, args.model, args.rounds, args.reps, output, plot or None)
+    print(f"{rep['device']['name']} ({rep['device']['chip']})")
+    print(f"{'workload':<44} {'prec':>5} {'kiln ms':>9} {'torch ms':>9} {'ratio':>6} {'kiln TF/s':>9} {'rel diff':>9}")
+    for r in rep["kernels"]:
+        print(f"{r['workload']:<44} {r['precision']:>5} {r['median_ms']['kiln']:>9.3f} {r['median_ms']['torch']:>9.3f} "
+              f"{r['speedup']:>6.2f} {r['kiln_tflops']:>9.2f} {r['max_rel_diff']:>9.1e}")
+    m = rep["model"]
+    if m:
+        print(f"decode: kiln {m['kiln']['decode_tok_s']:.1f} tok/s, HF eager {m['hf']['decode_tok_s']:.1f} tok/s "
+              f"(ratio {m['decode_ratio']:.2f}; {m['tokens_identical']}/{m['new_tokens']} tokens identical)")
+    if output:
+        print(f"report: {output}" + (f", plot: {plot}" if plot else ""))
+    return 0
