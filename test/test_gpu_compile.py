@@ -10,6 +10,7 @@ import ctypes.util
 import functools
 import math
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -23,10 +24,12 @@ import kiln
 from kiln import artifact, reference as ref
 from kiln.bench import workloads
 from kiln.errors import KilnError
-from kiln.pipelines import cuda as cuda_pipeline, gpu as gpu_pipeline, rocm as rocm_pipeline
+from kiln.pipelines.common import run_passes
+from kiln.pipelines import cuda as cuda_pipeline, gpu as gpu_pipeline, gpu_mma, rocm as rocm_pipeline
 
 sys.path.insert(0, os.path.dirname(__file__))
 from gpu_emulation import emulated_device  # noqa: E402
+from mma_emulation import WarpLevelKernel  # noqa: E402
 
 
 def _t(shape, dtype="f32"):
@@ -496,3 +499,247 @@ def test_emulated_tiny_llama_decode_matches_cpu(rng):
     assert len(got) == len(expected) >= 1 + 2 * config["num_hidden_layers"]
     for g, e in zip(got, expected):
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
+
+
+# ---- compute precision: bf16/f16 GEMM operands, f32 sums; tensor cores on cuda sm_80+ ------------
+
+def _bmm(b, m, n, k):
+    a, bt, c = _t((b, m, k)), _t((b, k, n)), _t((b, m, n))
+    return (f"func.func @f(%a: {a}, %b: {bt}) -> {c} {{\n"
+            f"  %c = transformer.matmul %a, %b : ({a}, {bt}) -> {c}\n  return %c : {c}\n}}")
+
+
+def _rounded(x, precision):
+    """x rounded to bf16/f16 (round to nearest even), as float64."""
+    import torch
+
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.from_numpy(np.ascontiguousarray(x)).to(dtype).to(torch.float64).numpy()
+
+
+def _linear_residual(m, n, k):
+    """r + x·Wᵀ as one linalg.generic accumulating into r (as a decoder's fused residual linears do)."""
+    x, w, y = _t((1, m, k)), _t((n, k)), _t((1, m, n))
+    maps = ["(d0, d1, d2, d3) -> (d0, d1, d3)", "(d0, d1, d2, d3) -> (d2, d3)", "(d0, d1, d2, d3) -> (d0, d1, d2)"]
+    return (f"func.func @f(%x: {x}, %w: {w}, %r: {y}) -> {y} {{\n"
+            f"  %z = linalg.generic {{indexing_maps = [{', '.join(f'affine_map<{a}>' for a in maps)}], "
+            'iterator_types = ["parallel", "parallel", "parallel", "reduction"]} '
+            f"ins(%x, %w : {x}, {w}) outs(%r : {y}) {{\n"
+            "  ^bb0(%a: f32, %b: f32, %c: f32):\n    %p = arith.mulf %a, %b : f32\n"
+            "    %s = arith.addf %c, %p : f32\n    linalg.yield %s : f32\n"
+            f"  }} -> {y}\n  return %z : {y}\n}}")
+
+
+# name -> (IR, inputs(rng), float64 reference on the inputs rounded to `precision`)
+GEMMS = {
+    "linear": (workloads.linear(64, 128, 96).kiln_ir(),
+               lambda r: [_f32(r, 64, 96), _f32(r, 128, 96, scale=0.1)],
+               lambda x, w, p: _rounded(x, p) @ _rounded(w, p).T),
+    "matmul": (workloads.gemm(32, 72, 48).kiln_ir(),  # B[k, n]: transposed into shared memory
+               lambda r: [_f32(r, 32, 48), _f32(r, 48, 72)],
+               lambda a, b, p: _rounded(a, p) @ _rounded(b, p)),
+    "linear_residual": (_linear_residual(32, 64, 48),  # C starts as the residual, not a fill
+                        lambda r: [_f32(r, 1, 32, 48), _f32(r, 64, 48, scale=0.1), _f32(r, 1, 32, 64)],
+                        lambda x, w, res, p: res + _rounded(x, p) @ _rounded(w, p).T),
+    "batched_matmul": (_bmm(3, 16, 24, 32),
+                       lambda r: [_f32(r, 3, 16, 32), _f32(r, 3, 32, 24)],
+                       lambda a, b, p: _rounded(a, p) @ _rounded(b, p)),
+}
+
+
+def _gemm_tolerance(expected, k):
+    """Only the f32 sums differ from the float64 reference of the rounded inputs: a few ulps of the
+    magnitudes summed."""
+    return dict(rtol=1e-5, atol=1e-6 * k * max(1.0, np.abs(expected).max()))
+
+
+def _ptx_of(art):
+    return "\n".join(art.blobs[k["blobs"]["ptx"]].decode() for k in art.manifest["kernels"])
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_precision(text, chip, precision, target="cuda"):
+    return kiln.compile(text, target=target, chip=chip, precision=precision)
+
+
+def test_precision_is_checked():
+    text = GEMMS["linear"][0]
+    with pytest.raises(KilnError, match=r"unknown precision 'fp8': give one of f32, bf16, f16"):
+        kiln.compile(text, target="cuda", precision="fp8")
+    with pytest.raises(KilnError, match=r"precision 'bf16' applies to the GPU targets \(cuda, rocm\); "
+                                        r"the 'cpu' target computes in f32"):
+        kiln.compile(text, target="cpu", precision="bf16")
+    assert "kiln.precision" not in kiln.compile(text, target="cpu", precision="f32", compile_to="linalg")
+
+
+def test_precision_is_recorded_and_survives_resume():
+    text = GEMMS["linear"][0]
+    assert _compiled_precision(text, "sm_80", "f32").manifest["target"].get("precision") is None
+    tiled = kiln.compile(text, target="cuda", precision="f16", compile_to="tiled")
+    assert 'kiln.precision = "f16"' in tiled and "kiln.mma_tile" in tiled
+    art = kiln.compile(tiled, target="cuda", compile_from="tiled")
+    assert art.manifest["target"]["precision"] == "f16"
+    assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in _ptx_of(art)
+
+
+def test_cli_precision(tmp_path, capsys):
+    from kiln.cli import main
+
+    src = tmp_path / "in.mlir"
+    src.write_text(GEMMS["linear"][0])
+    out = tmp_path / "out.kiln"
+    assert main(["compile", str(src), "--target", "cuda", "--chip", "sm_90", "--precision", "bf16", "-o", str(out)]) == 0
+    back = artifact.read(str(out))
+    assert back.manifest["target"]["precision"] == "bf16"
+    assert "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" in _ptx_of(back)
+    assert main(["compile", str(src), "--target", "cuda", "--precision", "tf32", "-o", str(out)]) == 1
+    assert "unknown precision 'tf32'" in capsys.readouterr().err
+    assert main(["compile", str(src), "--target", "cpu", "--precision", "f16", "-o", str(out)]) == 1
+    assert "applies to the GPU targets" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("chip", ["sm_80", "sm_90"])
+@pytest.mark.parametrize("precision", ["bf16", "f16"])
+@pytest.mark.parametrize("case", sorted(GEMMS))
+def test_tensor_core_kernels_compile(case, precision, chip):
+    """PTX with mma.sync m16n8k16 (f32 accumulators) fed by ldmatrix from shared memory, 16-byte global
+    loads rounded to bf16/f16 on the way in; a cubin when ptxas exists."""
+    art = _compiled_precision(GEMMS[case][0], chip, precision)
+    _check_artifact(art, "cuda", chip)
+    ptx = _ptx_of(art)
+    assert f"mma.sync.aligned.m16n8k16.row.col.f32.{precision}.{precision}.f32" in ptx
+    assert "ldmatrix.sync.aligned.m8n8.x4.shared.b16" in ptx
+    assert "ld.global.v4" in ptx and f"cvt.rn.{precision}x2.f32" in ptx
+    assert ".shared .align 16 .b8" in ptx and "bar.sync" in ptx
+
+
+@pytest.mark.parametrize("precision", ["bf16", "f16"])
+@pytest.mark.parametrize("case", sorted(GEMMS))
+def test_tensor_core_kernels_emulated_at_warp_level(case, precision, rng, monkeypatch):
+    """The tensor-core kernel before its vector.contract become mma.sync (mma_emulation.py: one OS
+    thread per GPU thread, real barriers, shared memory), against the float64 product of the rounded
+    inputs. This covers Kiln's part: staging, tiles per warp, accumulators, write-back."""
+    text, make_inputs, reference = GEMMS[case]
+    monkeypatch.setattr(gpu_mma, "_to_mma_sync", lambda *a: None)
+    loops = kiln.compile(text, target="cuda", precision=precision, compile_to="loops")
+    kernel = WarpLevelKernel(loops, precision)
+    inputs = make_inputs(rng)
+    expected = reference(*inputs, precision)
+    out = np.full(expected.shape, np.nan, np.float32)
+    host = inputs + [out]
+    # the host copies (C's initial value into the out-param), then calls the dispatch function, which
+    # launches the kernel: map both argument lists
+    for src, dst in re.findall(r"memref\.copy %arg(\d+), %arg(\d+)", loops):
+        host[int(dst)][...] = host[int(src)]
+    call = re.search(r"call @\w+_dispatch_0_contraction\(([^)]*)\)", loops).group(1)
+    launch = re.search(r"gpu\.launch_func .* args\((.*)\)", loops).group(1)
+    dispatch_args = [host[int(a)] for a in re.findall(r"%arg(\d+)", call)]
+    kernel(*[dispatch_args[int(a)] for a in re.findall(r"%arg(\d+) :", launch)])
+    np.testing.assert_allclose(out, expected, **_gemm_tolerance(expected, inputs[0].shape[-1]))
+    exact = inputs[0].astype(np.float64) @ np.swapaxes(inputs[1], -1, -2) if case.startswith("linear") \
+        else inputs[0].astype(np.float64) @ inputs[1]
+    if case == "linear_residual":
+        exact += inputs[2]
+    assert np.abs(expected - exact).max() > 1e-4, "the operands were not rounded"
+
+
+def test_sequential_emulation_refuses_tensor_core_kernels():
+    """gpu_emulation.py runs threads one after another: it must refuse shared-memory kernels rather
+    than run them wrongly."""
+    loops = kiln.compile(GEMMS["linear"][0], target="cuda", precision="bf16", compile_to="loops")
+    assert "nvvm.mma.sync" in loops and "#gpu.address_space<workgroup>" in loops
+    with pytest.raises(KilnError, match="kernel f_dispatch_0_contraction_kernel"):
+        emulated_device(loops)
+
+
+# (M, N, K) that do not fit tensor-core tiles: ragged extents, a decode step (M = 1)
+EDGE_SHAPES = [(13, 100, 70), (1, 256, 128), (48, 36, 40)]
+
+
+@pytest.mark.parametrize("shape", EDGE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_edge_shapes_fall_back_to_rounded_simt(shape, rng):
+    """GEMMs that do not fit the tensor-core tiling keep the SIMT schedule with their operands rounded
+    to bf16 (no mma.sync), emulated against the float64 product of the rounded inputs."""
+    m, n, k = shape
+    text = workloads.linear(m, n, k).kiln_ir()
+    art = _compiled_precision(text, "sm_80", "bf16")
+    ptx = _ptx_of(art)
+    assert "mma.sync" not in ptx and "cvt.rn.bf16.f32" in ptx
+    loops = kiln.compile(text, target="cuda", precision="bf16", compile_to="loops")
+    with ir.Context():  # the emulator's CPU code has no f32 -> bf16 routine: round with integer ops (RNE)
+        module = ir.Module.parse(loops)
+        run_passes(module, "gpu.module(arith-expand{include-bf16=true})", "test")
+        loops = str(module)
+    program = kiln.runtime.load_artifact(art, emulated_device(loops))
+    x, w = _f32(rng, m, k), _f32(rng, n, k, scale=0.1)
+    (y,) = program.f(x, w)
+    expected = _rounded(x, "bf16") @ _rounded(w, "bf16").T
+    np.testing.assert_allclose(y, expected, **_gemm_tolerance(expected, k))
+    assert np.abs(expected - x.astype(np.float64) @ w.T.astype(np.float64)).max() > 1e-4
+
+
+def test_rocm_bf16_rounds_operands_on_simt():
+    """rocm: no MFMA/WMMA lowering (see gpu_mma's module doc): bf16 operands, f32 sums, SIMT."""
+    loops = kiln.compile(GEMMS["linear"][0], target="rocm", precision="bf16", compile_to="loops")
+    assert "arith.truncf" in loops and "bf16" in loops and "mma" not in loops
+
+
+@needs_llc22
+def test_rocm_bf16_compiles():
+    art = _compiled_precision(GEMMS["linear"][0], "gfx942", "bf16", "rocm")
+    _check_artifact(art, "rocm", "gfx942")
+    assert art.manifest["target"]["precision"] == "bf16"
+
+
+# SmolLM2-135M's linear layers for a 128-token prefill: q/o (576x576), MLP up/gate (1536x576), down
+# (576x1536) and the tied LM head (49152x576)
+SMOLLM2_LINEARS = [(128, 576, 576), (128, 1536, 576), (128, 576, 1536), (128, 49152, 576)]
+
+
+@pytest.mark.parametrize("shape", SMOLLM2_LINEARS, ids=lambda s: "x".join(map(str, s)))
+def test_smollm2_linears_use_tensor_cores(shape):
+    art = _compiled_precision(workloads.linear(*shape).kiln_ir(), "sm_90", "bf16")
+    _check_artifact(art, "cuda", "sm_90")
+    assert "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" in _ptx_of(art)
+    (launch,) = [c for c in art.manifest["programs"]["f"]["commands"] if c["op"] == "launch"]
+    m, n, _ = shape
+    assert launch["grid"] == [n // 64, m // 64, 1] and launch["block"] == [128, 1, 1]
+
+
+def test_four_layer_block_bf16_on_sm90(tmp_path):
+    """The benchmark's 4-layer block with bf16 GEMMs: its projections and MLP run on tensor cores."""
+    text = workloads.llama_block().kiln_ir()
+    art = kiln.compile(text, target="cuda", chip="sm_90", precision="bf16", output=str(tmp_path / "b.kiln"))
+    _check_artifact(art, "cuda", "sm_90")
+    mma = [k["name"] for k in art.manifest["kernels"]
+           if "mma.sync.aligned.m16n8k16" in art.blobs[k["blobs"]["ptx"]].decode()]
+    sizes = {fmt: sum(len(art.blobs[k["blobs"][fmt]]) for k in art.manifest["kernels"])
+             for fmt in art.manifest["target"]["formats"]}
+    print(f"4-layer block cuda sm_90 bf16: {len(art.manifest['kernels'])} kernels ({len(mma)} on tensor cores), "
+          f"bytes {sizes}, file {os.path.getsize(tmp_path / 'b.kiln')}")
+    assert len(mma) >= 3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA driver (libcuda) on this machine")
+@pytest.mark.parametrize("precision", ["bf16", "f16"])
+@pytest.mark.parametrize("case", sorted(GEMMS) + ["smollm2_mlp"])
+def test_cuda_low_precision_gemm_on_gpu(case, precision, rng):
+    """bf16/f16 GEMMs on the GPU (tensor cores from sm_80) against torch: float64 matmul of the rounded
+    inputs, fresh random inputs."""
+    import torch
+
+    device = _gpu_device("cuda")
+    if case == "smollm2_mlp":
+        text = workloads.linear(128, 1536, 576).kiln_ir()
+        inputs = [_f32(rng, 128, 576), _f32(rng, 1536, 576, scale=0.05)]
+    else:
+        text, make_inputs, _ = GEMMS[case]
+        inputs = make_inputs(rng)
+    program = kiln.compile(text, target="cuda", chip=device.gpu.chip, precision=precision, device=device)
+    (y,) = program.f(*inputs)
+    a, b = (torch.from_numpy(_rounded(x, precision)) for x in inputs[:2])
+    expected = (a @ b.transpose(-1, -2) if case in ("linear", "linear_residual", "smollm2_mlp") else a @ b).numpy()
+    if case == "linear_residual":
+        expected = expected + inputs[2]
+    np.testing.assert_allclose(y, expected, **_gemm_tolerance(expected, inputs[0].shape[-1]))

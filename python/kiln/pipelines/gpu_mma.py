@@ -74,7 +74,7 @@ def mma_schedule(kernel: schedules.Kernel, func, precision: str, chip: str):
     """The tensor-core tile of a kernel, or None when it keeps the SIMT schedule (see module doc)."""
     if precision == "f32" or not has_tensor_cores(chip):
         return None
-    if not (kernel.kernel_class == "contraction" and kernel.gemm_rhs and kernel.f32 and kernel.has_init_fill):
+    if not (kernel.kernel_class == "contraction" and kernel.gemm_rhs and kernel.f32):
         return None
     ranges = kernel.loop_ranges
     if any(r < 0 for r in ranges):
@@ -91,6 +91,10 @@ def mma_schedule(kernel: schedules.Kernel, func, precision: str, chip: str):
     root, block = _root(func), func.regions[0].blocks[0]
     if root is None or any(_arg_number(v, block) is None for v in root.operands[:2]):
         return None  # an operand computed in the kernel: its shape and layout are not the argument's
+    c = root.operands[2]
+    if _arg_number(c, block) is None and not (c.owner.name == "linalg.fill" and _arg_number(c.owner.operands[1], block)
+                                              is not None):
+        return None
     return MmaTile(tm, tn, kt, min(tm, 32), min(tn, 32))
 
 
@@ -210,12 +214,14 @@ def _kernel_text(func, name: str, tile: MmaTile, precision: str) -> str:
     root, fill = _root(func), next((o for o in block.operations if o.operation.name == "linalg.fill"), None)
     names = sorted(o.operation.name for o in block.operations)
     arg_of = [None if root is None else _arg_number(v, block) for v in (root.operands if root else [])]
-    if (root is None or fill is None or None in arg_of
-            or names != ["arith.constant", "func.return", "linalg.fill", "linalg.generic"]
-            or _arg_number(fill.operands[1], block) != arg_of[2]):
-        raise KilnError(f"stage 'loops': kernel {name} has the tensor-core schedule but is not a filled GEMM "
-                        f"on its arguments after bufferization:\n{func}")
-    init = ir.FloatAttr(fill.operands[0].owner.attributes["value"]).value
+    expected = ["arith.constant", "func.return", "linalg.fill", "linalg.generic"] if fill else \
+        ["func.return", "linalg.generic"]
+    if (root is None or None in arg_of or names != expected
+            or (fill is not None and _arg_number(fill.operands[1], block) != arg_of[2])):
+        raise KilnError(f"stage 'loops': kernel {name} has the tensor-core schedule but is not a GEMM on its "
+                        f"arguments (C filled or accumulated into) after bufferization:\n{func}")
+    # C's initial value: the fill's constant, or C itself (a GEMM accumulating into a residual)
+    init = None if fill is None else ir.FloatAttr(fill.operands[0].owner.attributes["value"]).value
     types = [str(a.type) for a in block.arguments]
     for i in arg_of:
         strides, offset = ir.MemRefType(block.arguments[i].type).get_strides_and_offset()
@@ -248,16 +254,30 @@ def _kernel_text(func, name: str, tile: MmaTile, precision: str) -> str:
     t.emit(f"%sa = memref.get_global @{name}_smem_a : {sa_t}")
     t.emit(f"%sb = memref.get_global @{name}_smem_b : {sb_t}")
     t.emit(f"scf.forall (%t) in ({threads}) {{")
-    t.emit(f"%acc0 = arith.constant dense<{init!r}> : {acc_t}")
     t.emit("%pad = arith.constant 0.0 : f16")
     m0 = t.apply(f"d0 * {tile.tm}", gids[-2])
     n0 = t.apply(f"d0 * {tile.tn}", gids[-1])
     wm = t.apply(f"((d0 floordiv {WARP}) floordiv {warps_n}) * {tile.wm}", "%t")
     wn = t.apply(f"((d0 floordiv {WARP}) mod {warps_n}) * {tile.wn}", "%t")
+
+    def c_tile(i, j):
+        return (t.apply(f"d0 + d1 + {16 * i}", m0, wm), t.apply(f"d0 + d1 + {8 * j}", n0, wn))
+
+    if init is not None:
+        t.emit(f"%acc0 = arith.constant dense<{init!r}> : {acc_t}")
+        inits = ["%acc0"] * n_acc
+    else:
+        t.emit("%zero = arith.constant 0.0 : f32")
+        inits = []
+        for i in range(tile.wm // 16):
+            for j in range(tile.wn // 8):
+                inits.append(t.fresh())
+                t.emit(f"{inits[-1]} = vector.transfer_read {vc}[{', '.join(c_batch + list(c_tile(i, j)))}], %zero "
+                       f"{{in_bounds = [true, true]}} : {tc}, {acc_t}")
     accs = [f"%a{i}" for i in range(n_acc)]
     results = t.fresh()
     t.emit(f"{results}:{n_acc} = scf.for %k0 = {t.c(0)} to {t.c(k)} step {t.c(tile.kt)} iter_args("
-           + ", ".join(f"{a} = %acc0" for a in accs) + f") -> ({', '.join([acc_t] * n_acc)}) {{")
+           + ", ".join(f"{a} = {v}" for a, v in zip(accs, inits)) + f") -> ({', '.join([acc_t] * n_acc)}) {{")
 
     def stage(src, src_t, src_batch, dst, rows, cols, transpose):
         """Copies src[rows x cols tile] into dst (f32 -> low precision), 4 elements per load."""
@@ -329,8 +349,7 @@ def _kernel_text(func, name: str, tile: MmaTile, precision: str) -> str:
     t.emit("}")
     for i in range(tile.wm // 16):
         for j in range(tile.wn // 8):
-            row = t.apply(f"d0 + d1 + {16 * i}", m0, wm)
-            col = t.apply(f"d0 + d1 + {8 * j}", n0, wn)
+            row, col = c_tile(i, j)
             t.emit(f"vector.transfer_write {results}#{i * (tile.wn // 8) + j}, {vc}[{', '.join(c_batch + [row, col])}] "
                    f"{{in_bounds = [true, true]}} : {acc_t}, {tc}")
     t.emit("} {mapping = [#gpu.thread<x>]}")
