@@ -140,6 +140,157 @@ func.func @linear_dynamic_result(%x: tensor<2x64xf32>, %w: tensor<96x64xf32>) ->
 }
 
 //===----------------------------------------------------------------------===//
+// dequantize
+//===----------------------------------------------------------------------===//
+
+func.func @dequantize_unknown_format(%q: tensor<96x2x16xi8>, %d: tensor<96x2xf16>) -> tensor<96x64xf32> {
+  // expected-error @+1 {{'transformer.dequantize' op unknown format 'q5_0'; expected q4_0, q4_1 or q8_0}}
+  %w = transformer.dequantize %q, %d {format = "q5_0"} : (tensor<96x2x16xi8>, tensor<96x2xf16>) -> tensor<96x64xf32>
+  return %w : tensor<96x64xf32>
+}
+
+// -----
+
+func.func @dequantize_data_not_i8(%q: tensor<96x2x16xi32>, %d: tensor<96x2xf16>) -> tensor<96x64xf32> {
+  // expected-error @+1 {{'transformer.dequantize' op data must hold i8 bytes, got 'i32'}}
+  %w = transformer.dequantize %q, %d {format = "q4_0"} : (tensor<96x2x16xi32>, tensor<96x2xf16>) -> tensor<96x64xf32>
+  return %w : tensor<96x64xf32>
+}
+
+// -----
+
+// A q8_0 block is 32 signed bytes, a 4-bit block 16 bytes of two nibbles each.
+func.func @dequantize_q8_0_block_bytes(%q: tensor<96x2x16xi8>, %d: tensor<96x2xf16>) -> tensor<96x64xf32> {
+  // expected-error @+1 {{'transformer.dequantize' op data dimension 2 (16) must be 32, the bytes of one q8_0 block}}
+  %w = transformer.dequantize %q, %d {format = "q8_0"} : (tensor<96x2x16xi8>, tensor<96x2xf16>) -> tensor<96x64xf32>
+  return %w : tensor<96x64xf32>
+}
+
+// -----
+
+func.func @dequantize_q4_0_block_bytes(%q: tensor<96x2x32xi8>, %d: tensor<96x2xf16>) -> tensor<96x64xf32> {
+  // expected-error @+1 {{'transformer.dequantize' op data dimension 2 (32) must be 16, the bytes of one q4_0 block}}
+  %w = transformer.dequantize %q, %d {format = "q4_0"} : (tensor<96x2x32xi8>, tensor<96x2xf16>) -> tensor<96x64xf32>
+  return %w : tensor<96x64xf32>
+}
+
+// -----
+
+func.func @dequantize_q4_1_block_bytes(%q: tensor<96x2x32xi8>, %d: tensor<96x2xf16>, %m: tensor<96x2xf16>) -> tensor<96x64xf32> {
+  // expected-error @+1 {{'transformer.dequantize' op data dimension 2 (32) must be 16, the bytes of one q4_1 block}}
+  %w = transformer.dequantize %q, %d, %m {format = "q4_1"} : (tensor<96x2x32xi8>, tensor<96x2xf16>, tensor<96x2xf16>) -> tensor<96x64xf32>
+  return %w : tensor<96x64xf32>
+}
+
+// -----
+
+func.func @dequantize_q4_1_without_mins(%q: tensor<96x2x16xi8>, %d: tensor<96x2xf16>) -> tensor<96x64xf32> {
+  // expected-error @+1 {{'transformer.dequantize' op format q4_1 needs mins}}
+  %w = transformer.dequantize %q, %d {format = "q4_1"} : (tensor<96x2x16xi8>, tensor<96x2xf16>) -> tensor<96x64xf32>
+  return %w : tensor<96x64xf32>
+}
+
+// -----
+
+func.func @dequantize_q8_0_with_mins(%q: tensor<96x2x32xi8>, %d: tensor<96x2xf16>, %m: tensor<96x2xf16>) -> tensor<96x64xf32> {
+  // expected-error @+1 {{'transformer.dequantize' op format q8_0 takes no mins}}
+  %w = transformer.dequantize %q, %d, %m {format = "q8_0"} : (tensor<96x2x32xi8>, tensor<96x2xf16>, tensor<96x2xf16>) -> tensor<96x64xf32>
+  return %w : tensor<96x64xf32>
+}
+
+// -----
+
+func.func @dequantize_q4_0_with_mins(%q: tensor<96x2x16xi8>, %d: tensor<96x2xf16>, %m: tensor<96x2xf16>) -> tensor<96x64xf32> {
+  // expected-error @+1 {{'transformer.dequantize' op format q4_0 takes no mins}}
+  %w = transformer.dequantize %q, %d, %m {format = "q4_0"} : (tensor<96x2x16xi8>, tensor<96x2xf16>, tensor<96x2xf16>) -> tensor<96x64xf32>
+  return %w : tensor<96x64xf32>
+}
+
+// -----
+
+func.func @dequantize_scales_rank(%q: tensor<96x2x32xi8>, %d: tensor<192xf16>) -> tensor<96x64xf32> {
+  // expected-error @+1 {{'transformer.dequantize' op scales must have rank 2 ([rows, blocks]), got rank 1}}
+  %w = transformer.dequantize %q, %d {format = "q8_0"} : (tensor<96x2x32xi8>, tensor<192xf16>) -> tensor<96x64xf32>
+  return %w : tensor<96x64xf32>
+}
+
+// -----
+
+func.func @dequantize_mins_rank(%q: tensor<96x2x16xi8>, %d: tensor<96x2xf16>, %m: tensor<96x2x1xf16>) -> tensor<96x64xf32> {
+  // expected-error @+1 {{'transformer.dequantize' op mins must have rank 2 ([rows, blocks]), got rank 3}}
+  %w = transformer.dequantize %q, %d, %m {format = "q4_1"} : (tensor<96x2x16xi8>, tensor<96x2xf16>, tensor<96x2x1xf16>) -> tensor<96x64xf32>
+  return %w : tensor<96x64xf32>
+}
+
+// -----
+
+func.func @dequantize_scales_blocks(%q: tensor<96x2x32xi8>, %d: tensor<96x3xf16>) -> tensor<96x64xf32> {
+  // expected-error @+1 {{'transformer.dequantize' op scales dimension 1 (3) does not match data dimension 1 (2)}}
+  %w = transformer.dequantize %q, %d {format = "q8_0"} : (tensor<96x2x32xi8>, tensor<96x3xf16>) -> tensor<96x64xf32>
+  return %w : tensor<96x64xf32>
+}
+
+// -----
+
+func.func @dequantize_mins_rows(%q: tensor<96x2x16xi8>, %d: tensor<96x2xf16>, %m: tensor<95x2xf16>) -> tensor<96x64xf32> {
+  // expected-error @+1 {{'transformer.dequantize' op mins dimension 0 (95) does not match data dimension 0 (96)}}
+  %w = transformer.dequantize %q, %d, %m {format = "q4_1"} : (tensor<96x2x16xi8>, tensor<96x2xf16>, tensor<95x2xf16>) -> tensor<96x64xf32>
+  return %w : tensor<96x64xf32>
+}
+
+// -----
+
+func.func @dequantize_mins_element_type(%q: tensor<96x2x16xi8>, %d: tensor<96x2xf16>, %m: tensor<96x2xf32>) -> tensor<96x64xf32> {
+  // expected-error @+1 {{'transformer.dequantize' op mins element type 'f32' does not match scales element type 'f16'}}
+  %w = transformer.dequantize %q, %d, %m {format = "q4_1"} : (tensor<96x2x16xi8>, tensor<96x2xf16>, tensor<96x2xf32>) -> tensor<96x64xf32>
+  return %w : tensor<96x64xf32>
+}
+
+// -----
+
+func.func @dequantize_data_rank(%q: tensor<96x64xi8>, %d: tensor<96x2xf16>) -> tensor<96x64xf32> {
+  // expected-error @+2 {{data must have rank 3 ([rows, blocks, bytes per block]), got rank 2}}
+  // expected-error @+1 {{'transformer.dequantize' op failed to infer returned types}}
+  %w = transformer.dequantize %q, %d {format = "q8_0"} : (tensor<96x64xi8>, tensor<96x2xf16>) -> tensor<96x64xf32>
+  return %w : tensor<96x64xf32>
+}
+
+// -----
+
+func.func @dequantize_float_data(%q: tensor<96x2x32xf32>, %d: tensor<96x2xf16>) -> tensor<96x64xf32> {
+  // expected-error @+1 {{'transformer.dequantize' op operand #0 must be ranked tensor of signless integer values, but got 'tensor<96x2x32xf32>'}}
+  %w = transformer.dequantize %q, %d {format = "q8_0"} : (tensor<96x2x32xf32>, tensor<96x2xf16>) -> tensor<96x64xf32>
+  return %w : tensor<96x64xf32>
+}
+
+// -----
+
+func.func @dequantize_integer_scales(%q: tensor<96x2x32xi8>, %d: tensor<96x2xi16>) -> tensor<96x64xf32> {
+  // expected-error @+1 {{'transformer.dequantize' op operand #1 must be ranked tensor of floating-point values, but got 'tensor<96x2xi16>'}}
+  %w = transformer.dequantize %q, %d {format = "q8_0"} : (tensor<96x2x32xi8>, tensor<96x2xi16>) -> tensor<96x64xf32>
+  return %w : tensor<96x64xf32>
+}
+
+// -----
+
+func.func @dequantize_wrong_result(%q: tensor<96x2x32xi8>, %d: tensor<96x2xf16>) -> tensor<64x96xf32> {
+  // expected-error @+2 {{'transformer.dequantize' op inferred type(s) 'tensor<96x64xf32>' are incompatible with return type(s) of operation 'tensor<64x96xf32>'}}
+  // expected-error @+1 {{'transformer.dequantize' op failed to infer returned types}}
+  %w = transformer.dequantize %q, %d {format = "q8_0"} : (tensor<96x2x32xi8>, tensor<96x2xf16>) -> tensor<64x96xf32>
+  return %w : tensor<64x96xf32>
+}
+
+// -----
+
+// The result is f32 whatever the type of the scales.
+func.func @dequantize_result_not_f32(%q: tensor<96x2x32xi8>, %d: tensor<96x2xf16>) -> tensor<96x64xf16> {
+  // expected-error @+2 {{'transformer.dequantize' op inferred type(s) 'tensor<96x64xf32>' are incompatible with return type(s) of operation 'tensor<96x64xf16>'}}
+  // expected-error @+1 {{'transformer.dequantize' op failed to infer returned types}}
+  %w = transformer.dequantize %q, %d {format = "q8_0"} : (tensor<96x2x32xi8>, tensor<96x2xf16>) -> tensor<96x64xf16>
+  return %w : tensor<96x64xf16>
+}
+
+//===----------------------------------------------------------------------===//
 // matmul
 //===----------------------------------------------------------------------===//
 

@@ -56,6 +56,47 @@ func.func @linear_dynamic(%x: tensor<?x?x?xf32>, %w: tensor<?x?xf32>, %b: tensor
 }
 
 //===----------------------------------------------------------------------===//
+// dequantize
+//===----------------------------------------------------------------------===//
+
+// CHECK-LABEL: func.func @dequantize_q8_0
+// CHECK-SAME: (%[[Q:[a-z0-9]+]]: tensor<96x2x32xi8>, %[[D:[a-z0-9]+]]: tensor<96x2xf16>)
+func.func @dequantize_q8_0(%qs: tensor<96x2x32xi8>, %d: tensor<96x2xf16>) -> tensor<96x64xf32> {
+  // CHECK: transformer.dequantize %[[Q]], %[[D]] {format = "q8_0"} : (tensor<96x2x32xi8>, tensor<96x2xf16>) -> tensor<96x64xf32>
+  // GENERIC: "transformer.dequantize"(%{{.*}}, %{{.*}}) <{format = "q8_0"}> : (tensor<96x2x32xi8>, tensor<96x2xf16>) -> tensor<96x64xf32>
+  %w = transformer.dequantize %qs, %d {format = "q8_0"} : (tensor<96x2x32xi8>, tensor<96x2xf16>) -> tensor<96x64xf32>
+  return %w : tensor<96x64xf32>
+}
+
+// CHECK-LABEL: func.func @dequantize_q4_0
+// CHECK-SAME: (%[[Q:[a-z0-9]+]]: tensor<96x2x16xi8>, %[[D:[a-z0-9]+]]: tensor<96x2xf16>)
+func.func @dequantize_q4_0(%qs: tensor<96x2x16xi8>, %d: tensor<96x2xf16>) -> tensor<96x64xf32> {
+  // CHECK: transformer.dequantize %[[Q]], %[[D]] {format = "q4_0"} : (tensor<96x2x16xi8>, tensor<96x2xf16>) -> tensor<96x64xf32>
+  // GENERIC: "transformer.dequantize"(%{{.*}}, %{{.*}}) <{format = "q4_0"}> : (tensor<96x2x16xi8>, tensor<96x2xf16>) -> tensor<96x64xf32>
+  %w = transformer.dequantize %qs, %d {format = "q4_0"} : (tensor<96x2x16xi8>, tensor<96x2xf16>) -> tensor<96x64xf32>
+  return %w : tensor<96x64xf32>
+}
+
+// CHECK-LABEL: func.func @dequantize_q4_1
+// CHECK-SAME: (%[[Q:[a-z0-9]+]]: tensor<1536x18x16xi8>, %[[D:[a-z0-9]+]]: tensor<1536x18xf16>, %[[M:[a-z0-9]+]]: tensor<1536x18xf16>)
+func.func @dequantize_q4_1(%qs: tensor<1536x18x16xi8>, %d: tensor<1536x18xf16>, %m: tensor<1536x18xf16>) -> tensor<1536x576xf32> {
+  // CHECK: transformer.dequantize %[[Q]], %[[D]], %[[M]] {format = "q4_1"} : (tensor<1536x18x16xi8>, tensor<1536x18xf16>, tensor<1536x18xf16>) -> tensor<1536x576xf32>
+  // GENERIC: "transformer.dequantize"(%{{.*}}, %{{.*}}, %{{.*}}) <{format = "q4_1"}> : (tensor<1536x18x16xi8>, tensor<1536x18xf16>, tensor<1536x18xf16>) -> tensor<1536x576xf32>
+  %w = transformer.dequantize %qs, %d, %m {format = "q4_1"} : (tensor<1536x18x16xi8>, tensor<1536x18xf16>, tensor<1536x18xf16>) -> tensor<1536x576xf32>
+  return %w : tensor<1536x576xf32>
+}
+
+// CHECK-LABEL: func.func @dequantize_dynamic
+func.func @dequantize_dynamic(%qs: tensor<?x18x16xi8>, %d: tensor<?x18xf32>, %m: tensor<?x18xf32>, %q8: tensor<?x?x32xi8>, %d8: tensor<?x?xf16>) -> (tensor<?x576xf32>, tensor<?x?xf32>) {
+  // A dynamic N stays dynamic; K is 32 per block when the block count is static, else dynamic.
+  // CHECK: transformer.dequantize %{{.*}}, %{{.*}}, %{{.*}} {format = "q4_1"} : (tensor<?x18x16xi8>, tensor<?x18xf32>, tensor<?x18xf32>) -> tensor<?x576xf32>
+  %w = transformer.dequantize %qs, %d, %m {format = "q4_1"} : (tensor<?x18x16xi8>, tensor<?x18xf32>, tensor<?x18xf32>) -> tensor<?x576xf32>
+  // CHECK: transformer.dequantize %{{.*}}, %{{.*}} {format = "q8_0"} : (tensor<?x?x32xi8>, tensor<?x?xf16>) -> tensor<?x?xf32>
+  %v = transformer.dequantize %q8, %d8 {format = "q8_0"} : (tensor<?x?x32xi8>, tensor<?x?xf16>) -> tensor<?x?xf32>
+  return %w, %v : tensor<?x576xf32>, tensor<?x?xf32>
+}
+
+//===----------------------------------------------------------------------===//
 // matmul
 //===----------------------------------------------------------------------===//
 

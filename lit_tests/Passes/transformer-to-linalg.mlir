@@ -2,6 +2,9 @@
 // RUN: kiln-opt %s --split-input-file --transformer-to-linalg | FileCheck %s --check-prefix=NOT-LEFT
 // Upstream mlir-opt knows no `transformer` op: it parses and verifies every lowered split.
 // RUN: kiln-opt %s --split-input-file --transformer-to-linalg | mlir-opt --split-input-file --verify-each > /dev/null
+// A linear that reads quantized blocks leaves its dequantize without users; after the next
+// canonicalization no f32 copy of the weight remains (FUSED).
+// RUN: kiln-opt %s --split-input-file --transformer-to-linalg --canonicalize | FileCheck %s --check-prefix=FUSED
 
 // Nothing of the dialect survives the lowering, in any split.
 // NOT-LEFT-NOT: transformer.
@@ -103,6 +106,273 @@ func.func @linear_bias(%x: tensor<2x7x64xf32>, %w: tensor<96x64xf32>, %b: tensor
 func.func @linear_no_bias_bf16_dynamic(%x: tensor<?x64xbf16>, %w: tensor<96x64xbf16>) -> tensor<?x96xbf16> {
   %y = transformer.linear %x, %w : (tensor<?x64xbf16>, tensor<96x64xbf16>) -> tensor<?x96xbf16>
   return %y : tensor<?x96xbf16>
+}
+
+//===----------------------------------------------------------------------===//
+// dequantize: GGUF blocks to f32 over loops [n, block, half, j]; a decode-shaped
+// linear over a dequantize reads the blocks in its own reduction
+//===----------------------------------------------------------------------===//
+
+// -----
+
+// q8_0: the 32 signed bytes of a block are viewed as two halves of 16, w = d * q.
+// CHECK-DAG: #[[$ID4:map[0-9]*]] = affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>
+// CHECK-DAG: #[[$BLK:map[0-9]*]] = affine_map<(d0, d1, d2, d3) -> (d0, d1)>
+// CHECK-LABEL: func.func @dequantize_q8_0
+// CHECK-SAME: (%[[Q:[a-z0-9]+]]: tensor<64x2x32xi8>, %[[D:[a-z0-9]+]]: tensor<64x2xf16>)
+// CHECK: %[[INIT:.+]] = tensor.empty() : tensor<64x2x2x16xf32>
+// CHECK: %[[QB:.+]] = tensor.expand_shape %[[Q]] {{\[}}[0], [1], [2, 3]] output_shape [64, 2, 2, 16] : tensor<64x2x32xi8> into tensor<64x2x2x16xi8>
+// CHECK: %[[W:.+]] = linalg.generic {indexing_maps = [#[[$ID4]], #[[$BLK]], #[[$ID4]]], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+// CHECK-SAME: ins(%[[QB]], %[[D]] : tensor<64x2x2x16xi8>, tensor<64x2xf16>) outs(%[[INIT]] : tensor<64x2x2x16xf32>)
+// CHECK: ^bb0(%[[QV:.+]]: i8, %[[DV:.+]]: f16, %{{.+}}: f32):
+// CHECK-NOT: arith.extui
+// CHECK: %[[QF:.+]] = arith.sitofp %[[QV]] : i8 to f32
+// CHECK: %[[DF:.+]] = arith.extf %[[DV]] : f16 to f32
+// CHECK: %[[Y:.+]] = arith.mulf %[[DF]], %[[QF]] : f32
+// CHECK-NEXT: linalg.yield %[[Y]] : f32
+// CHECK: %[[R:.+]] = tensor.collapse_shape %[[W]] {{\[}}[0], [1, 2, 3]] : tensor<64x2x2x16xf32> into tensor<64x64xf32>
+// CHECK: return %[[R]]
+func.func @dequantize_q8_0(%qs: tensor<64x2x32xi8>, %d: tensor<64x2xf16>) -> tensor<64x64xf32> {
+  %w = transformer.dequantize %qs, %d {format = "q8_0"} : (tensor<64x2x32xi8>, tensor<64x2xf16>) -> tensor<64x64xf32>
+  return %w : tensor<64x64xf32>
+}
+
+// -----
+
+// q4_0: byte j of a block holds value j (low nibble) and j + 16 (high nibble);
+// the nibble shift is an operand [0, 4] read at the half, w = d * (q - 8).
+// CHECK-DAG: #[[$DATA:map[0-9]*]] = affine_map<(d0, d1, d2, d3) -> (d0, d1, d3)>
+// CHECK-DAG: #[[$HALF:map[0-9]*]] = affine_map<(d0, d1, d2, d3) -> (d2)>
+// CHECK-DAG: #[[$BLK:map[0-9]*]] = affine_map<(d0, d1, d2, d3) -> (d0, d1)>
+// CHECK-DAG: #[[$ID4:map[0-9]*]] = affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>
+// CHECK-LABEL: func.func @dequantize_q4_0
+// CHECK-SAME: (%[[Q:[a-z0-9]+]]: tensor<64x2x16xi8>, %[[D:[a-z0-9]+]]: tensor<64x2xf16>)
+// CHECK-NOT: tensor.expand_shape
+// CHECK: %[[SHIFTS:.+]] = arith.constant dense<[0, 4]> : tensor<2xi32>
+// CHECK: %[[W:.+]] = linalg.generic {indexing_maps = [#[[$DATA]], #[[$HALF]], #[[$BLK]], #[[$ID4]]], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+// CHECK-SAME: ins(%[[Q]], %[[SHIFTS]], %[[D]] : tensor<64x2x16xi8>, tensor<2xi32>, tensor<64x2xf16>) outs(%{{.+}} : tensor<64x2x2x16xf32>)
+// CHECK: ^bb0(%[[QV:.+]]: i8, %[[SH:.+]]: i32, %[[DV:.+]]: f16, %{{.+}}: f32):
+// CHECK-DAG: %[[C15:.+]] = arith.constant 15 : i32
+// CHECK-DAG: %[[QI:.+]] = arith.extui %[[QV]] : i8 to i32
+// CHECK: %[[S:.+]] = arith.shrui %[[QI]], %[[SH]] : i32
+// CHECK: %[[N:.+]] = arith.andi %[[S]], %[[C15]] : i32
+// CHECK: %[[C8:.+]] = arith.constant 8 : i32
+// CHECK: %[[C:.+]] = arith.subi %[[N]], %[[C8]] : i32
+// CHECK: %[[QF:.+]] = arith.sitofp %[[C]] : i32 to f32
+// CHECK: %[[DF:.+]] = arith.extf %[[DV]] : f16 to f32
+// CHECK: %[[Y:.+]] = arith.mulf %[[DF]], %[[QF]] : f32
+// CHECK-NEXT: linalg.yield %[[Y]] : f32
+// CHECK: %[[R:.+]] = tensor.collapse_shape %[[W]] {{\[}}[0], [1, 2, 3]] : tensor<64x2x2x16xf32> into tensor<64x64xf32>
+// CHECK: return %[[R]]
+func.func @dequantize_q4_0(%qs: tensor<64x2x16xi8>, %d: tensor<64x2xf16>) -> tensor<64x64xf32> {
+  %w = transformer.dequantize %qs, %d {format = "q4_0"} : (tensor<64x2x16xi8>, tensor<64x2xf16>) -> tensor<64x64xf32>
+  return %w : tensor<64x64xf32>
+}
+
+// -----
+
+// q4_1 with a dynamic N: unsigned nibbles, w = d * q + m.
+// CHECK-DAG: #[[$DATA:map[0-9]*]] = affine_map<(d0, d1, d2, d3) -> (d0, d1, d3)>
+// CHECK-DAG: #[[$HALF:map[0-9]*]] = affine_map<(d0, d1, d2, d3) -> (d2)>
+// CHECK-DAG: #[[$BLK:map[0-9]*]] = affine_map<(d0, d1, d2, d3) -> (d0, d1)>
+// CHECK-DAG: #[[$ID4:map[0-9]*]] = affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>
+// CHECK-LABEL: func.func @dequantize_q4_1_dynamic
+// CHECK-SAME: (%[[Q:[a-z0-9]+]]: tensor<?x2x16xi8>, %[[D:[a-z0-9]+]]: tensor<?x2xf16>, %[[M:[a-z0-9]+]]: tensor<?x2xf16>)
+// CHECK: %[[N:.+]] = tensor.dim %[[Q]], %{{.+}} : tensor<?x2x16xi8>
+// CHECK: %[[INIT:.+]] = tensor.empty(%[[N]]) : tensor<?x2x2x16xf32>
+// CHECK: %[[SHIFTS:.+]] = arith.constant dense<[0, 4]> : tensor<2xi32>
+// CHECK: %[[W:.+]] = linalg.generic {indexing_maps = [#[[$DATA]], #[[$HALF]], #[[$BLK]], #[[$BLK]], #[[$ID4]]], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+// CHECK-SAME: ins(%[[Q]], %[[SHIFTS]], %[[D]], %[[M]] : tensor<?x2x16xi8>, tensor<2xi32>, tensor<?x2xf16>, tensor<?x2xf16>) outs(%[[INIT]] : tensor<?x2x2x16xf32>)
+// CHECK: ^bb0(%[[QV:.+]]: i8, %[[SH:.+]]: i32, %[[DV:.+]]: f16, %[[MV:.+]]: f16, %{{.+}}: f32):
+// CHECK: %[[QI:.+]] = arith.extui %[[QV]] : i8 to i32
+// CHECK: %[[S:.+]] = arith.shrui %[[QI]], %[[SH]] : i32
+// CHECK: %[[NB:.+]] = arith.andi %[[S]], %{{.+}} : i32
+// CHECK-NOT: arith.subi
+// CHECK: %[[QF:.+]] = arith.uitofp %[[NB]] : i32 to f32
+// CHECK: %[[DF:.+]] = arith.extf %[[DV]] : f16 to f32
+// CHECK: %[[DQ:.+]] = arith.mulf %[[DF]], %[[QF]] : f32
+// CHECK: %[[MF:.+]] = arith.extf %[[MV]] : f16 to f32
+// CHECK: %[[Y:.+]] = arith.addf %[[DQ]], %[[MF]] : f32
+// CHECK-NEXT: linalg.yield %[[Y]] : f32
+// CHECK: %[[R:.+]] = tensor.collapse_shape %[[W]] {{\[}}[0], [1, 2, 3]] : tensor<?x2x2x16xf32> into tensor<?x64xf32>
+// CHECK: return %[[R]]
+func.func @dequantize_q4_1_dynamic(%qs: tensor<?x2x16xi8>, %d: tensor<?x2xf16>, %m: tensor<?x2xf16>) -> tensor<?x64xf32> {
+  %w = transformer.dequantize %qs, %d, %m {format = "q4_1"} : (tensor<?x2x16xi8>, tensor<?x2xf16>, tensor<?x2xf16>) -> tensor<?x64xf32>
+  return %w : tensor<?x64xf32>
+}
+
+// -----
+
+// A decode step (one row) over a q4_1 weight: ONE generic over loops [b, s, n, block, j] that
+// reduces over the blocks and reads the i8 bytes, scales and mins directly. x is viewed as
+// [1, 1, K/32, 2, 16] and sliced into the halves that meet the low and high nibbles of the same
+// 16 bytes; each step adds x_lo * w_lo + x_hi * w_hi to the sum. (The dequantize itself, left
+// without users, is erased by the next canonicalization: see FUSED.)
+// CHECK-DAG: #[[$X:map[0-9]*]] = affine_map<(d0, d1, d2, d3, d4) -> (d0, d1, d3, d4)>
+// CHECK-DAG: #[[$DATA:map[0-9]*]] = affine_map<(d0, d1, d2, d3, d4) -> (d2, d3, d4)>
+// CHECK-DAG: #[[$BLK:map[0-9]*]] = affine_map<(d0, d1, d2, d3, d4) -> (d2, d3)>
+// CHECK-DAG: #[[$OUT:map[0-9]*]] = affine_map<(d0, d1, d2, d3, d4) -> (d0, d1, d2)>
+// CHECK-LABEL: func.func @linear_dequantized_decode
+// CHECK-SAME: (%[[X:[a-z0-9]+]]: tensor<1x1x64xf32>, %[[Q:[a-z0-9]+]]: tensor<96x2x16xi8>, %[[D:[a-z0-9]+]]: tensor<96x2xf16>, %[[M:[a-z0-9]+]]: tensor<96x2xf16>)
+// CHECK: %[[XB:.+]] = tensor.expand_shape %[[X]] {{\[}}[0], [1], [2, 3, 4]] output_shape [1, 1, 2, 2, 16] : tensor<1x1x64xf32> into tensor<1x1x2x2x16xf32>
+// CHECK: %[[XLO:.+]] = tensor.extract_slice %[[XB]][0, 0, 0, 0, 0] [1, 1, 2, 1, 16] [1, 1, 1, 1, 1] : tensor<1x1x2x2x16xf32> to tensor<1x1x2x16xf32>
+// CHECK: %[[XHI:.+]] = tensor.extract_slice %[[XB]][0, 0, 0, 1, 0] [1, 1, 2, 1, 16] [1, 1, 1, 1, 1] : tensor<1x1x2x2x16xf32> to tensor<1x1x2x16xf32>
+// CHECK: %[[FILL:.+]] = linalg.fill ins(%{{.+}} : f32) outs(%{{.+}} : tensor<1x1x96xf32>)
+// CHECK: %[[R:.+]] = linalg.generic {indexing_maps = [#[[$X]], #[[$X]], #[[$DATA]], #[[$BLK]], #[[$BLK]], #[[$OUT]]], iterator_types = ["parallel", "parallel", "parallel", "reduction", "reduction"]}
+// CHECK-SAME: ins(%[[XLO]], %[[XHI]], %[[Q]], %[[D]], %[[M]] : tensor<1x1x2x16xf32>, tensor<1x1x2x16xf32>, tensor<96x2x16xi8>, tensor<96x2xf16>, tensor<96x2xf16>) outs(%[[FILL]] : tensor<1x1x96xf32>)
+// CHECK: ^bb0(%[[A:.+]]: f32, %[[B:.+]]: f32, %[[QV:.+]]: i8, %[[DV:.+]]: f16, %[[MV:.+]]: f16, %[[ACC:.+]]: f32):
+// CHECK-DAG: %[[C0:.+]] = arith.constant 0 : i32
+// CHECK-DAG: %[[C4:.+]] = arith.constant 4 : i32
+// CHECK: %[[LOI:.+]] = arith.extui %[[QV]] : i8 to i32
+// CHECK: arith.shrui %[[LOI]], %[[C0]] : i32
+// CHECK: arith.uitofp
+// CHECK: %[[WLO:.+]] = arith.addf
+// CHECK: %[[HII:.+]] = arith.extui %[[QV]] : i8 to i32
+// CHECK: arith.shrui %[[HII]], %[[C4]] : i32
+// CHECK: arith.uitofp
+// CHECK: %[[WHI:.+]] = arith.addf
+// CHECK: %[[PLO:.+]] = arith.mulf %[[A]], %[[WLO]] : f32
+// CHECK: %[[PHI:.+]] = arith.mulf %[[B]], %[[WHI]] : f32
+// CHECK: %[[P:.+]] = arith.addf %[[PLO]], %[[PHI]] : f32
+// CHECK: %[[S:.+]] = arith.addf %[[ACC]], %[[P]] : f32
+// CHECK: linalg.yield %[[S]] : f32
+// CHECK-NOT: linalg.generic
+// CHECK: return %[[R]] : tensor<1x1x96xf32>
+// FUSED-LABEL: func.func @linear_dequantized_decode
+// FUSED-NOT: tensor<96x64xf32>
+// FUSED-NOT: tensor<96x2x2x16xf32>
+// FUSED: linalg.generic
+// FUSED-SAME: iterator_types = ["parallel", "parallel", "parallel", "reduction", "reduction"]
+// FUSED-SAME: tensor<96x2x16xi8>
+// FUSED-NOT: tensor<96x64xf32>
+// FUSED: return
+func.func @linear_dequantized_decode(%x: tensor<1x1x64xf32>, %qs: tensor<96x2x16xi8>, %d: tensor<96x2xf16>, %m: tensor<96x2xf16>) -> tensor<1x1x96xf32> {
+  %w = transformer.dequantize %qs, %d, %m {format = "q4_1"} : (tensor<96x2x16xi8>, tensor<96x2xf16>, tensor<96x2xf16>) -> tensor<96x64xf32>
+  %y = transformer.linear %x, %w : (tensor<1x1x64xf32>, tensor<96x64xf32>) -> tensor<1x1x96xf32>
+  return %y : tensor<1x1x96xf32>
+}
+
+// -----
+
+// With a bias (which initializes the sum) over q8_0: the 32 bytes of a block are sliced into the
+// halves too, both signed.
+// CHECK-DAG: #[[$X:map[0-9]*]] = affine_map<(d0, d1, d2, d3) -> (d0, d2, d3)>
+// CHECK-DAG: #[[$DATA:map[0-9]*]] = affine_map<(d0, d1, d2, d3) -> (d1, d2, d3)>
+// CHECK-DAG: #[[$BLK:map[0-9]*]] = affine_map<(d0, d1, d2, d3) -> (d1, d2)>
+// CHECK-DAG: #[[$OUT:map[0-9]*]] = affine_map<(d0, d1, d2, d3) -> (d0, d1)>
+// CHECK-LABEL: func.func @linear_dequantized_decode_bias
+// CHECK-SAME: (%[[X:[a-z0-9]+]]: tensor<1x64xf32>, %[[Q:[a-z0-9]+]]: tensor<96x2x32xi8>, %[[D:[a-z0-9]+]]: tensor<96x2xf16>, %[[B:[a-z0-9]+]]: tensor<96xf32>)
+// CHECK: %[[XB:.+]] = tensor.expand_shape %[[X]] {{\[}}[0], [1, 2, 3]] output_shape [1, 2, 2, 16] : tensor<1x64xf32> into tensor<1x2x2x16xf32>
+// CHECK: %[[XLO:.+]] = tensor.extract_slice %[[XB]][0, 0, 0, 0] [1, 2, 1, 16] [1, 1, 1, 1] : tensor<1x2x2x16xf32> to tensor<1x2x16xf32>
+// CHECK: %[[XHI:.+]] = tensor.extract_slice %[[XB]][0, 0, 1, 0] [1, 2, 1, 16] [1, 1, 1, 1] : tensor<1x2x2x16xf32> to tensor<1x2x16xf32>
+// CHECK-NOT: linalg.fill
+// CHECK: %[[ACC:.+]] = linalg.generic
+// CHECK-SAME: ins(%[[B]] : tensor<96xf32>) outs(%{{.+}} : tensor<1x96xf32>)
+// CHECK: %[[QB:.+]] = tensor.expand_shape %[[Q]] {{\[}}[0], [1], [2, 3]] output_shape [96, 2, 2, 16] : tensor<96x2x32xi8> into tensor<96x2x2x16xi8>
+// CHECK: %[[QLO:.+]] = tensor.extract_slice %[[QB]][0, 0, 0, 0] [96, 2, 1, 16] [1, 1, 1, 1] : tensor<96x2x2x16xi8> to tensor<96x2x16xi8>
+// CHECK: %[[QHI:.+]] = tensor.extract_slice %[[QB]][0, 0, 1, 0] [96, 2, 1, 16] [1, 1, 1, 1] : tensor<96x2x2x16xi8> to tensor<96x2x16xi8>
+// CHECK: %[[R:.+]] = linalg.generic {indexing_maps = [#[[$X]], #[[$X]], #[[$DATA]], #[[$DATA]], #[[$BLK]], #[[$OUT]]], iterator_types = ["parallel", "parallel", "reduction", "reduction"]}
+// CHECK-SAME: ins(%[[XLO]], %[[XHI]], %[[QLO]], %[[QHI]], %[[D]] : tensor<1x2x16xf32>, tensor<1x2x16xf32>, tensor<96x2x16xi8>, tensor<96x2x16xi8>, tensor<96x2xf16>) outs(%[[ACC]] : tensor<1x96xf32>)
+// CHECK: ^bb0(%[[A:.+]]: f32, %[[A2:.+]]: f32, %[[LO:.+]]: i8, %[[HI:.+]]: i8, %[[DV:.+]]: f16, %[[O:.+]]: f32):
+// CHECK-NOT: arith.extui
+// CHECK: %[[LOF:.+]] = arith.sitofp %[[LO]] : i8 to f32
+// CHECK: %[[WLO:.+]] = arith.mulf %{{.+}}, %[[LOF]] : f32
+// CHECK: %[[HIF:.+]] = arith.sitofp %[[HI]] : i8 to f32
+// CHECK: %[[WHI:.+]] = arith.mulf %{{.+}}, %[[HIF]] : f32
+// CHECK: %[[PLO:.+]] = arith.mulf %[[A]], %[[WLO]] : f32
+// CHECK: %[[PHI:.+]] = arith.mulf %[[A2]], %[[WHI]] : f32
+// CHECK: %[[P:.+]] = arith.addf %[[PLO]], %[[PHI]] : f32
+// CHECK: %[[S:.+]] = arith.addf %[[O]], %[[P]] : f32
+// CHECK: linalg.yield %[[S]] : f32
+// CHECK: return %[[R]] : tensor<1x96xf32>
+// FUSED-LABEL: func.func @linear_dequantized_decode_bias
+// FUSED-NOT: tensor<96x64xf32>
+// FUSED: return
+func.func @linear_dequantized_decode_bias(%x: tensor<1x64xf32>, %qs: tensor<96x2x32xi8>, %d: tensor<96x2xf16>, %b: tensor<96xf32>) -> tensor<1x96xf32> {
+  %w = transformer.dequantize %qs, %d {format = "q8_0"} : (tensor<96x2x32xi8>, tensor<96x2xf16>) -> tensor<96x64xf32>
+  %y = transformer.linear %x, %w, %b : (tensor<1x64xf32>, tensor<96x64xf32>, tensor<96xf32>) -> tensor<1x96xf32>
+  return %y : tensor<1x96xf32>
+}
+
+// -----
+
+// 32 rows (a prefill) is past the decode threshold of 16: the weight is dequantized once to f32
+// and the ordinary contraction reads it.
+// CHECK-DAG: #[[$X:map[0-9]*]] = affine_map<(d0, d1, d2, d3) -> (d0, d1, d3)>
+// CHECK-DAG: #[[$W:map[0-9]*]] = affine_map<(d0, d1, d2, d3) -> (d2, d3)>
+// CHECK-DAG: #[[$OUT:map[0-9]*]] = affine_map<(d0, d1, d2, d3) -> (d0, d1, d2)>
+// CHECK-LABEL: func.func @linear_dequantized_prefill
+// CHECK-SAME: (%[[X:[a-z0-9]+]]: tensor<1x32x64xf32>, %[[Q:[a-z0-9]+]]: tensor<96x2x16xi8>, %[[D:[a-z0-9]+]]: tensor<96x2xf16>)
+// CHECK: %[[WB:.+]] = linalg.generic {{.+}} iterator_types = ["parallel", "parallel", "parallel", "parallel"]
+// CHECK-SAME: ins(%[[Q]], %{{.+}}, %[[D]] : tensor<96x2x16xi8>, tensor<2xi32>, tensor<96x2xf16>) outs(%{{.+}} : tensor<96x2x2x16xf32>)
+// CHECK: arith.subi
+// CHECK: %[[W:.+]] = tensor.collapse_shape %[[WB]] {{\[}}[0], [1, 2, 3]] : tensor<96x2x2x16xf32> into tensor<96x64xf32>
+// CHECK: %[[FILL:.+]] = linalg.fill ins(%{{.+}} : f32) outs(%{{.+}} : tensor<1x32x96xf32>)
+// CHECK: %[[R:.+]] = linalg.generic {indexing_maps = [#[[$X]], #[[$W]], #[[$OUT]]], iterator_types = ["parallel", "parallel", "parallel", "reduction"]}
+// CHECK-SAME: ins(%[[X]], %[[W]] : tensor<1x32x64xf32>, tensor<96x64xf32>) outs(%[[FILL]] : tensor<1x32x96xf32>)
+// CHECK: ^bb0(%[[A:.+]]: f32, %[[BW:.+]]: f32, %[[O:.+]]: f32):
+// CHECK-NEXT: %[[P:.+]] = arith.mulf %[[A]], %[[BW]] : f32
+// CHECK-NEXT: %[[S:.+]] = arith.addf %[[O]], %[[P]] : f32
+// CHECK-NEXT: linalg.yield %[[S]]
+// CHECK: return %[[R]]
+func.func @linear_dequantized_prefill(%x: tensor<1x32x64xf32>, %qs: tensor<96x2x16xi8>, %d: tensor<96x2xf16>) -> tensor<1x32x96xf32> {
+  %w = transformer.dequantize %qs, %d {format = "q4_0"} : (tensor<96x2x16xi8>, tensor<96x2xf16>) -> tensor<96x64xf32>
+  %y = transformer.linear %x, %w : (tensor<1x32x64xf32>, tensor<96x64xf32>) -> tensor<1x32x96xf32>
+  return %y : tensor<1x32x96xf32>
+}
+
+// -----
+
+// The threshold counts the rows of all leading dims: 3 x 5 = 15 rows read the blocks, 2 x 8 = 16
+// rows read the f32 weight, materialized once for that user.
+// CHECK-LABEL: func.func @linear_dequantized_rows_threshold
+// CHECK-SAME: (%[[X15:[a-z0-9]+]]: tensor<3x5x64xf32>, %[[X16:[a-z0-9]+]]: tensor<2x8x64xf32>,
+// CHECK: %[[W:.+]] = tensor.collapse_shape %{{.+}} {{\[}}[0], [1, 2, 3]] : tensor<96x2x2x16xf32> into tensor<96x64xf32>
+// CHECK: %[[A:.+]] = linalg.generic {{.+}} iterator_types = ["parallel", "parallel", "parallel", "reduction", "reduction"]
+// CHECK-SAME: ins(%{{.+}}, %{{.+}}, %{{.+}}, %{{.+}}, %{{.+}} : tensor<3x5x2x16xf32>, tensor<3x5x2x16xf32>, tensor<96x2x16xi8>, tensor<96x2x16xi8>, tensor<96x2xf16>) outs(%{{.+}} : tensor<3x5x96xf32>)
+// CHECK: %[[B:.+]] = linalg.generic {{.+}} iterator_types = ["parallel", "parallel", "parallel", "reduction"]
+// CHECK-SAME: ins(%[[X16]], %[[W]] : tensor<2x8x64xf32>, tensor<96x64xf32>) outs(%{{.+}} : tensor<2x8x96xf32>)
+// CHECK: return %[[A]], %[[B]]
+func.func @linear_dequantized_rows_threshold(%x15: tensor<3x5x64xf32>, %x16: tensor<2x8x64xf32>, %qs: tensor<96x2x32xi8>, %d: tensor<96x2xf16>) -> (tensor<3x5x96xf32>, tensor<2x8x96xf32>) {
+  %w = transformer.dequantize %qs, %d {format = "q8_0"} : (tensor<96x2x32xi8>, tensor<96x2xf16>) -> tensor<96x64xf32>
+  %a = transformer.linear %x15, %w : (tensor<3x5x64xf32>, tensor<96x64xf32>) -> tensor<3x5x96xf32>
+  %b = transformer.linear %x16, %w : (tensor<2x8x64xf32>, tensor<96x64xf32>) -> tensor<2x8x96xf32>
+  return %a, %b : tensor<3x5x96xf32>, tensor<2x8x96xf32>
+}
+
+// -----
+
+// A gated MLP at one row over three dequantized weights (gate and up q4_0, down q8_0): each
+// projection is a reduction over the blocks of its weight; act(gate) * up stays elementwise.
+// CHECK-LABEL: func.func @gated_mlp_dequantized_decode
+// CHECK-SAME: (%[[X:[a-z0-9]+]]: tensor<1x1x64xf32>, %[[GQ:[a-z0-9]+]]: tensor<128x2x16xi8>, %[[GD:[a-z0-9]+]]: tensor<128x2xf16>, %[[UQ:[a-z0-9]+]]: tensor<128x2x16xi8>, %[[UD:[a-z0-9]+]]: tensor<128x2xf16>, %[[DQ:[a-z0-9]+]]: tensor<64x4x32xi8>, %[[DD:[a-z0-9]+]]: tensor<64x4xf16>)
+// CHECK: %[[GATE:.+]] = linalg.generic {{.+}} iterator_types = ["parallel", "parallel", "parallel", "reduction", "reduction"]
+// CHECK-SAME: ins(%{{.+}}, %{{.+}}, %[[GQ]], %[[GD]] : tensor<1x1x2x16xf32>, tensor<1x1x2x16xf32>, tensor<128x2x16xi8>, tensor<128x2xf16>) outs(%{{.+}} : tensor<1x1x128xf32>)
+// CHECK: arith.subi
+// CHECK: %[[UP:.+]] = linalg.generic {{.+}} iterator_types = ["parallel", "parallel", "parallel", "reduction", "reduction"]
+// CHECK-SAME: ins(%{{.+}}, %{{.+}}, %[[UQ]], %[[UD]] : tensor<1x1x2x16xf32>, tensor<1x1x2x16xf32>, tensor<128x2x16xi8>, tensor<128x2xf16>) outs(%{{.+}} : tensor<1x1x128xf32>)
+// CHECK: %[[H:.+]] = linalg.generic {{.+}} iterator_types = ["parallel", "parallel", "parallel"]
+// CHECK-SAME: ins(%[[GATE]], %[[UP]] : tensor<1x1x128xf32>, tensor<1x1x128xf32>)
+// CHECK: math.exp
+// CHECK: %[[HB:.+]] = tensor.expand_shape %[[H]] {{\[}}[0], [1], [2, 3, 4]] output_shape [1, 1, 4, 2, 16] : tensor<1x1x128xf32> into tensor<1x1x4x2x16xf32>
+// CHECK: %[[DB:.+]] = tensor.expand_shape %[[DQ]] {{\[}}[0], [1], [2, 3]] output_shape [64, 4, 2, 16] : tensor<64x4x32xi8> into tensor<64x4x2x16xi8>
+// CHECK: %[[R:.+]] = linalg.generic {{.+}} iterator_types = ["parallel", "parallel", "parallel", "reduction", "reduction"]
+// CHECK-SAME: ins(%{{.+}}, %{{.+}}, %{{.+}}, %{{.+}}, %[[DD]] : tensor<1x1x4x16xf32>, tensor<1x1x4x16xf32>, tensor<64x4x16xi8>, tensor<64x4x16xi8>, tensor<64x4xf16>) outs(%{{.+}} : tensor<1x1x64xf32>)
+// CHECK: arith.sitofp %{{.+}} : i8 to f32
+// CHECK: return %[[R]] : tensor<1x1x64xf32>
+// FUSED-LABEL: func.func @gated_mlp_dequantized_decode
+// FUSED-NOT: tensor<128x64xf32>
+// FUSED-NOT: tensor<64x128xf32>
+// FUSED-COUNT-3: iterator_types = ["parallel", "parallel", "parallel", "reduction", "reduction"]
+// FUSED-NOT: tensor<128x64xf32>
+// FUSED-NOT: tensor<64x128xf32>
+// FUSED: return
+func.func @gated_mlp_dequantized_decode(%x: tensor<1x1x64xf32>, %gq: tensor<128x2x16xi8>, %gd: tensor<128x2xf16>, %uq: tensor<128x2x16xi8>, %ud: tensor<128x2xf16>, %dq: tensor<64x4x32xi8>, %dd: tensor<64x4xf16>) -> tensor<1x1x64xf32> {
+  %wg = transformer.dequantize %gq, %gd {format = "q4_0"} : (tensor<128x2x16xi8>, tensor<128x2xf16>) -> tensor<128x64xf32>
+  %wu = transformer.dequantize %uq, %ud {format = "q4_0"} : (tensor<128x2x16xi8>, tensor<128x2xf16>) -> tensor<128x64xf32>
+  %wd = transformer.dequantize %dq, %dd {format = "q8_0"} : (tensor<64x4x32xi8>, tensor<64x4xf16>) -> tensor<64x128xf32>
+  %y = transformer.gated_mlp %x, %wg, %wu, %wd : (tensor<1x1x64xf32>, tensor<128x64xf32>, tensor<128x64xf32>, tensor<64x128xf32>) -> tensor<1x1x64xf32>
+  return %y : tensor<1x1x64xf32>
 }
 
 //===----------------------------------------------------------------------===//
