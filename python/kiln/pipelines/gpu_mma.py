@@ -19,7 +19,8 @@ but not bf16, so bf16 tiles are held in shared memory as f16-typed 16-bit words 
 arithmetic on them) and each bf16 kernel's nvgpu.mma.sync is rewritten into nvvm.mma.sync with
 bf16 multiplicands here (`_retype_bf16_mma`). cp.async is not used: it copies bytes, and the
 operands are rounded from f32 on the way into shared memory. Shapes that do not fit (M % 16,
-N % 8 or K % 16 nonzero, M < 16: decode steps, views with runtime offsets) keep the SIMT schedule,
+N % 8 or K % 16 nonzero, M < 16: decode steps; A or B computed in the kernel; more than one
+batch loop with several iterations, e.g. grouped-query attention's products) keep the SIMT schedule,
 with operands rounded to the precision there too (`round_operands`).
 """
 
@@ -31,7 +32,6 @@ from mlir import ir
 
 from ..errors import KilnError
 from . import schedules
-from .common import run_passes
 
 PRECISIONS = ("f32", "bf16", "f16")
 PRECISION_ATTR = "kiln.precision"
@@ -110,12 +110,12 @@ def round_operands(func, precision: str) -> None:
     root = _root(func)
     low = ir.BF16Type.get() if precision == "bf16" else ir.F16Type.get()
     block = root.regions[0].blocks[0]
-    mul = next(iter(block.operations))
+    mul = next(iter(block.operations))  # gemm_form: the body is mulf(a, b), addf, yield
     with ir.InsertionPoint(mul), mul.location:
-        for i in (0, 1):
-            arg = block.arguments[i]
-            rounded = arith.extf(arg.type, arith.truncf(low, arg))
-            mul.operands[i] = rounded
+        for j, v in enumerate(list(mul.operands)):
+            i = _arg_number(v, block)
+            if i in (0, 1):
+                mul.operands[j] = arith.extf(v.type, arith.truncf(low, v))
 
 
 # ---- the kernel (loops stage) ---------------------------------------------------------------
