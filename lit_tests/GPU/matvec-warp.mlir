@@ -40,7 +40,8 @@
 // LOOPS:         gpu.shuffle xor %{{.*}}, %c1_i32, %c32_i32 : f32
 // LOOPS:         %[[FIRST:.*]] = arith.cmpi eq, %[[LANE]], %c0 : index
 // LOOPS:         scf.if %[[FIRST]] {
-// LOOPS-NEXT:      memref.store %{{.*}}, %arg2[%c0, %c0, %{{.*}}] : memref<1x1x64xf32>
+// LOOPS-NEXT:      %[[Y:.*]] = arith.addf %{{.*}}, %cst : f32
+// LOOPS-NEXT:      memref.store %[[Y]], %arg2[%c0, %c0, %{{.*}}] : memref<1x1x64xf32>
 // LOOPS-LABEL: gpu.func @decode_dispatch_1_contraction_kernel(
 // LOOPS-SAME:    known_block_size = array<i32: 64, 1, 1>, known_grid_size = array<i32: 15, 1, 1>
 // LOOPS-COUNT-5: gpu.shuffle xor
