@@ -148,3 +148,35 @@ def test_target_device_mismatches_are_refused(tiny_llama, gpu_model):
         kiln.compile_model(directory, chip="sm_90")
     with pytest.raises(KilnError, match="target 'rocm' runs on a 'hip' device, got a 'cuda' one"):
         kiln.compile_model(directory, target="rocm", device=device)
+
+
+DECODE_ATTENTION = """
+func.func @decode(%q: tensor<1x4x1x16xf32>, %k: tensor<1x2x1x16xf32>, %v: tensor<1x2x1x16xf32>,
+                  %kc: tensor<1x2x8x16xf32>, %vc: tensor<1x2x8x16xf32>, %pos: index)
+    -> (tensor<1x4x1x16xf32>, tensor<1x2x8x16xf32> {kiln.updates_arg = 3 : i64},
+        tensor<1x2x8x16xf32> {kiln.updates_arg = 4 : i64}) {
+  %kc2 = transformer.kv_cache_update %kc, %k at %pos : tensor<1x2x8x16xf32>, tensor<1x2x1x16xf32> -> tensor<1x2x8x16xf32>
+  %vc2 = transformer.kv_cache_update %vc, %v at %pos : tensor<1x2x8x16xf32>, tensor<1x2x1x16xf32> -> tensor<1x2x8x16xf32>
+  %o = transformer.attention %q, %kc2, %vc2 offset(%pos) {causal} : (tensor<1x4x1x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, index) -> tensor<1x4x1x16xf32>
+  return %o, %kc2, %vc2 : tensor<1x4x1x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>
+}
+"""
+
+
+def test_decode_attention_stops_at_the_position(rng):
+    """The softmax·V loop over cache rows is bounded by the decode position (gpu.skip_masked_iterations);
+    every position of the cache, first to last, still gives the float64 attention."""
+    from kiln import reference as ref
+
+    loops = kiln.compile(DECODE_ATTENTION, target="cuda", compile_to="loops")
+    assert loops.count("arith.minui") == 1
+    device = emulated_device(loops)
+    program = kiln.runtime.load_artifact(kiln.compile(DECODE_ATTENTION, target="cuda"), device)
+    kc, vc = np.zeros((1, 2, 8, 16), np.float32), np.zeros((1, 2, 8, 16), np.float32)
+    bk, bv = device.upload(kc), device.upload(vc)
+    for pos in range(8):
+        q, k, v = (rng.standard_normal(s).astype(np.float32) for s in ((1, 4, 1, 16), (1, 2, 1, 16), (1, 2, 1, 16)))
+        kc[:, :, pos], vc[:, :, pos] = k[:, :, 0], v[:, :, 0]
+        o, _, _ = program.decode(q, k, v, bk, bv, pos)
+        want = ref.attention(q, np.repeat(kc, 2, axis=1), np.repeat(vc, 2, axis=1), causal=True, offset=pos)
+        np.testing.assert_allclose(o, want, rtol=2e-5, atol=2e-6)

@@ -123,7 +123,8 @@ def make_linalg(module: ir.Module) -> None:
     """The shared `linalg` stage, after giving causal attention with a runtime KV offset an explicit
     (zero) mask. Without a mask, the lowering reads only the first offset + q_len keys: a runtime
     extent, which would make the attention kernels' shapes dynamic. With it, the kernels keep the
-    cache's static length and future keys are masked by the causal bound (they add exp(-inf) = 0)."""
+    cache's static length and future keys are masked by the causal bound (they add exp(-inf) = 0);
+    the softmax·V kernel then stops at the position (`skip_masked_iterations`)."""
     _mask_dynamic_causal_attention(module)
     from .common import make_linalg as shared
 
@@ -329,6 +330,60 @@ def make_loops(module: ir.Module) -> None:
         "loops",
     )
     gpu_mma.drop_host_shared_memory(module)
+    skip_masked_iterations(module)
+
+
+def skip_masked_iterations(module: ir.Module) -> None:
+    """Ends a kernel's loop at `x + 1` where its iterations past `x` (a runtime scalar) change nothing.
+
+    Decode attention keeps the KV cache's static length (see `make_linalg`); its softmax·V kernel sums
+    over every cache row, keeping its output unchanged past the position
+    (`store(select(iv > x, old, new))` with `old` loaded from where it stores). Bounding the loop at
+    min(end, x + 1) reads only the filled rows of V. Loops with loop-carried values, other stores or
+    other side effects are left alone."""
+    from mlir.dialects import arith
+
+    loops = []
+    for _, body in kernel_modules(module):
+        for op in body.operations:
+            _walk(op, lambda o: loops.append(o) if o.operation.name == "scf.for" else None)
+    for loop in loops:
+        bound = _masked_bound(loop)
+        if bound is None:
+            continue
+        with ir.InsertionPoint(loop), loop.location:
+            end = arith.addi(bound, arith.constant(ir.IndexType.get(), 1))
+            loop.operands[1] = arith.minui(end, loop.operands[1])
+
+
+_PURE_PREFIXES = ("arith.", "math.", "memref.load", "scf.yield")
+_UGT = 8  # arith.cmpi predicate
+
+
+def _masked_bound(loop):
+    """`x` when every iteration of `loop` with induction variable > x stores back what it loaded."""
+    if len(loop.results):
+        return None
+    body = loop.regions[0].blocks[0]
+    iv, ops = body.arguments[0], list(body.operations)
+    stores = [o for o in ops if o.operation.name == "memref.store"]
+    if len(stores) != 1 or any(o.operation.name != "memref.store" and not o.operation.name.startswith(_PURE_PREFIXES)
+                               for o in ops):
+        return None
+    store = stores[0]
+    selected = store.operands[0].owner
+    if isinstance(selected, ir.Block) or selected.name != "arith.select":
+        return None
+    cmp, kept = selected.operands[0].owner, selected.operands[1].owner
+    if (isinstance(cmp, ir.Block) or cmp.name != "arith.cmpi" or cmp.operands[0] != iv
+            or ir.IntegerAttr(cmp.attributes["predicate"]).value != _UGT):
+        return None
+    if (isinstance(kept, ir.Block) or kept.name != "memref.load" or kept.operands[0] != store.operands[1]
+            or list(kept.operands[1:]) != list(store.operands[2:])):
+        return None
+    bound = cmp.operands[1]
+    defined = [r for o in ops for r in o.results]
+    return None if any(bound == v for v in defined) else bound
 
 
 CHIP_ATTR = "kiln.target_chip"
