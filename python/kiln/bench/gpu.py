@@ -88,7 +88,8 @@ def torch_call(torch, workload, precision: str, inputs):
         q_len, kv_len = q.shape[2], k.shape[2]
         offset = kv_len - q_len
         mask = (torch.arange(kv_len, device="cuda")[None, :] <= torch.arange(q_len, device="cuda")[:, None] + offset)
-        fn = lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)  # noqa: E731
+        sdpa = torch.nn.functional.scaled_dot_product_attention
+        fn = lambda: sdpa(q, k, v, attn_mask=mask, enable_gqa=True)  # noqa: E731
     else:
         raise KilnError(f"no GPU peer for workload {workload.name}")
     result = {}
@@ -198,7 +199,8 @@ def run(suite: str = "full", model_path: str | None = None, rounds: int = 4, rep
         output: str | None = "bench-gpu.json", plot: str | None = "bench-gpu.png") -> dict:
     device, torch = require_cuda()
     rep = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           "device": {"name": device.gpu.device_name, "chip": device.gpu.chip, "torch_name": torch.cuda.get_device_name()},
+           "device": {"name": device.gpu.device_name, "chip": device.gpu.chip,
+                      "torch_name": torch.cuda.get_device_name()},
            "versions": versions(device, torch), "machine": report_io.machine(),
            "settings": {"suite": suite, "rounds": rounds, "reps_per_round": reps, "tf32": False},
            "kernels": [], "model": None}
@@ -238,7 +240,8 @@ def plot_report(path: str, rep: dict) -> None:
     left.set_title("kernels vs PyTorch (cuBLAS, SDPA)")
     model = rep.get("model")
     if model:
-        right.bar([0, 1], [model["kiln"]["decode_tok_s"], model["hf"]["decode_tok_s"]], color=["tab:orange", "tab:blue"])
+        right.bar([0, 1], [model["kiln"]["decode_tok_s"], model["hf"]["decode_tok_s"]],
+                  color=["tab:orange", "tab:blue"])
         right.set_xticks([0, 1], ["Kiln", "HF eager"])
         right.set_ylabel("decode tokens / s")
         right.set_title(f"{model['model'].rstrip('/').split('/')[-1]}, fp32")

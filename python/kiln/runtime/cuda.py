@@ -118,7 +118,8 @@ class CudaDriver(GpuDriver):
         try:
             if previous is not None:
                 info = (ctypes.c_byte * 64)()  # CUgraphExecUpdateResultInfo (24 bytes)
-                if self.lib.cuGraphExecUpdate_v2(previous, graph, info) == 0:
+                update = getattr(self.lib, "cuGraphExecUpdate_v2", None)  # CUDA 12+; else instantiate anew
+                if update is not None and update(previous, graph, info) == 0:
                     return previous
                 self.graph_destroy(previous)
             self._call("cuGraphInstantiateWithFlags", ctypes.byref(exec_), graph, ctypes.c_ulonglong(0))

@@ -105,7 +105,8 @@ class HipDriver(GpuDriver):
         try:
             if previous is not None:
                 node, result = ctypes.c_void_p(), ctypes.c_int()
-                if self.lib.hipGraphExecUpdate(previous, graph, ctypes.byref(node), ctypes.byref(result)) == 0:
+                update = getattr(self.lib, "hipGraphExecUpdate", None)  # absent: instantiate anew
+                if update is not None and update(previous, graph, ctypes.byref(node), ctypes.byref(result)) == 0:
                     return previous
                 self.graph_destroy(previous)
             self._call("hipGraphInstantiate", ctypes.byref(exec_), graph, None, None, ctypes.c_size_t(0))
