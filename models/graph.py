@@ -13,31 +13,51 @@ from typing import Callable, Optional
 import numpy as np
 from mlir import ir
 
+from kiln.dialects import transformer
 from kiln.errors import KilnError
+
+
+# What a Param's `part` binds: the whole float32 tensor, or one array of its quantized blocks
+# (see transformer.dequantize and loaders.gguf.QuantizedBlocks).
+PART_DTYPES = {"": np.float32, "data": np.int8, "scales": np.float16, "mins": np.float16}
 
 
 @dataclass(frozen=True)
 class Param:
     """One parameter argument: the checkpoint tensor `source` (HF name), its shape in the IR, and an
     optional `prepare(array) -> array` for layouts that differ from the checkpoint's (e.g. GPT-2's
-    fused, transposed Conv1D weights)."""
+    fused, transposed Conv1D weights). With a `part` ("data", "scales" or "mins") it is that array
+    of the tensor's stored quantized blocks instead of the float32 tensor."""
 
     name: str
     source: str
     shape: tuple
     prepare: Optional[Callable[[np.ndarray], np.ndarray]] = None
+    part: str = ""
 
-    def bind(self, tensor: Callable[[str], np.ndarray]) -> np.ndarray:
-        array = tensor(self.source)
+    @property
+    def dtype(self):
+        return PART_DTYPES[self.part]
+
+    def bind(self, tensor: Callable[[str], np.ndarray], blocks: Optional[Callable] = None) -> np.ndarray:
+        if self.part:
+            stored = blocks(self.source) if blocks is not None else None
+            if stored is None:
+                raise KilnError(f"tensor '{self.source}' is not stored in quantized blocks; the model was "
+                                "built to read them (compile it again from this checkpoint)")
+            array = getattr(stored, self.part)
+        else:
+            array = tensor(self.source)
         if self.prepare is not None:
             array = self.prepare(array)
         array = np.asarray(array)
-        if array.dtype != np.float32:
-            array = array.astype(np.float32)
+        if array.dtype != self.dtype:
+            array = array.astype(self.dtype)
         if tuple(array.shape) != tuple(self.shape):
             got = "x".join(map(str, array.shape))
             want = "x".join(map(str, self.shape))
-            raise KilnError(f"tensor '{self.source}' has shape {got}, the model's config needs {want}")
+            what = f"tensor '{self.source}'" + (f" ({self.part} of its quantized blocks)" if self.part else "")
+            raise KilnError(f"{what} has shape {got}, the model's config needs {want}")
         return np.ascontiguousarray(array)
 
 
@@ -60,9 +80,45 @@ class ModelGraph:
     vocab_size: int = 0
     hidden_size: int = 0
 
-    def bind(self, tensor: Callable[[str], np.ndarray]) -> list:
-        """The parameter arrays in argument order, read through `tensor(name)`."""
-        return [p.bind(tensor) for p in self.params]
+    def bind(self, tensor: Callable[[str], np.ndarray], blocks: Optional[Callable] = None) -> list:
+        """The parameter arrays in argument order, read through `tensor(name)` (float32) and
+        `blocks(name)` (quantized blocks, for parameters with a `part`)."""
+        return [p.bind(tensor, blocks) for p in self.params]
+
+
+# Linears over fewer rows than this read quantized weights (transformer.dequantize fuses into them).
+QUANTIZED_MAX_ROWS = 16
+
+
+def quantized_params(params: list, formats: dict) -> list:
+    """For each 2-D parameter whose source `formats` maps to a block format ("q4_0", "q4_1",
+    "q8_0"): the arrays of its stored blocks, as parameters "<name>.data", ".scales" (and ".mins"
+    for q4_1), which `linear_weight` turns back into the weight."""
+    quantized = []
+    for p in params:
+        fmt = formats.get(p.source)
+        if fmt is None or len(p.shape) != 2:
+            continue
+        n, k = p.shape
+        if k % 32:
+            raise KilnError(f"tensor '{p.source}': {fmt} blocks need in_features divisible by 32, got {k}")
+        quantized.append(Param(f"{p.name}.data", p.source, (n, k // 32, 32 if fmt == "q8_0" else 16), part="data"))
+        quantized.append(Param(f"{p.name}.scales", p.source, (n, k // 32), part="scales"))
+        if fmt == "q4_1":
+            quantized.append(Param(f"{p.name}.mins", p.source, (n, k // 32), part="mins"))
+    return quantized
+
+
+def linear_weight(weights: dict, name: str, rows: int):
+    """The weight value a linear over `rows` rows uses: the dequantized blocks of `name` when it has
+    them (see `quantized_params`) and the linear is decode-shaped, else the float32 parameter."""
+    data = weights.get(f"{name}.data")
+    if data is None or rows >= QUANTIZED_MAX_ROWS:
+        return weights[name]
+    mins = weights.get(f"{name}.mins")
+    shape = ir.RankedTensorType(data.type).shape
+    fmt = "q8_0" if shape[2] == 32 else ("q4_1" if mins is not None else "q4_0")
+    return transformer.dequantize(data, weights[f"{name}.scales"], fmt, mins=mins)
 
 
 def config_int(config: dict, *names: str) -> int:
@@ -105,13 +161,19 @@ DECODER_INPUTS = 4
 def decoder_arg_types(params: list, cache_shape: tuple, layers: int, chunk: int, rows: int) -> list:
     """Argument types of a decoder entry point (see ModelGraph)."""
     types = [i64_tensor((1, chunk)), i64_tensor((chunk,)), ir.IndexType.get(), i64_tensor((rows,))]
-    types += [f32_tensor(p.shape) for p in params]
+    types += [tensor_type(p.shape, p.dtype) for p in params]
     return types + [f32_tensor(cache_shape)] * (2 * layers)
 
 
 def split_decoder_args(params: list, rest) -> tuple:
     """(name -> parameter value, [K0, V0, K1, V1, ...]) from the arguments after the first four."""
     return dict(zip((p.name for p in params), rest[: len(params)])), list(rest[len(params):])
+
+
+def tensor_type(shape, dtype) -> ir.RankedTensorType:
+    element = {np.float32: ir.F32Type, np.float16: ir.F16Type}.get(dtype)
+    element = element.get() if element else ir.IntegerType.get_signless(np.dtype(dtype).itemsize * 8)
+    return ir.RankedTensorType.get(tuple(shape), element)
 
 
 def f32_tensor(shape) -> ir.RankedTensorType:

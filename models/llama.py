@@ -7,6 +7,7 @@ final RMSNorm and an output head (tied to the embedding table or separate).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 from mlir import ir
@@ -17,7 +18,7 @@ from kiln.errors import KilnError
 
 from . import rope
 from .graph import (DECODER_INPUTS, ModelGraph, Param, config_int, decoder_arg_types, decoder_graph, f32_tensor,
-                    set_cache_aliases, split_decoder_args)
+                    linear_weight, quantized_params, set_cache_aliases, split_decoder_args)
 
 MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
@@ -66,15 +67,19 @@ class LlamaShape:
         )
 
 
-def build(config: dict, max_seq_len: int, chunks=(1, 128), logits_chunk: int = 128) -> ModelGraph:
+def build(config: dict, max_seq_len: int, chunks=(1, 128), logits_chunk: int = 128,
+          quantized: Optional[dict] = None) -> ModelGraph:
     """IR for `config`: `decode` (one token), `prefill_<C>` per chunk size C, `logits_<C>` (every
-    row's logits, for `forward`)."""
+    row's logits, for `forward`). `quantized` maps linear weights (HF names) to the block format
+    they are stored in ("q4_1", ...): linears over a few rows (decode steps, the output head of a
+    prefill) read those blocks through transformer.dequantize instead of a float32 copy."""
     shape = LlamaShape.of(config)
     window = config.get("sliding_window")
     if config.get("model_type") == "mistral" and window and max_seq_len > int(window):
         raise KilnError(f"Mistral's sliding window ({window}) is shorter than max_seq_len ({max_seq_len}): "
                         f"compile with max_seq_len <= {window}")
     params = _params(shape)
+    params += quantized_params([p for p in params if p.name != "embed"], quantized or {})
     cache_shape = (1, shape.kv_heads, max_seq_len, shape.head_dim)
     inv_freq = rope.inv_freq(config, shape.rotary_dim, max_seq_len)
     return decoder_graph(
@@ -123,20 +128,23 @@ def _entry_point(name, s: LlamaShape, params, cache_shape, chunk, rows, inv_freq
         for i in range(s.layers):
             w = {n.split(".", 2)[2]: v for n, v in weights.items() if n.startswith(f"layers.{i}.")}
             x, caches[2 * i], caches[2 * i + 1] = _block(
-                s, x, positions, start, inv_freq, w, caches[2 * i], caches[2 * i + 1])
+                s, x, positions, start, inv_freq, w, caches[2 * i], caches[2 * i + 1], chunk)
         x = transformer.rms_norm(x, weight=weights["final_norm"], eps=s.eps)
         flat = tensor.collapse_shape(f32_tensor((chunk, s.hidden)), x, [[0, 1], [2]])
         picked = transformer.embedding(flat, row_ids) if rows != chunk else flat
-        return (transformer.linear(picked, weights["lm_head"]), *caches)
+        return (transformer.linear(picked, linear_weight(weights, "lm_head", rows)), *caches)
 
     set_cache_aliases(entry.func_op, DECODER_INPUTS + len(params), 1, 2 * s.layers)
 
 
-def _block(s: LlamaShape, x, positions, start, inv_freq, w, k_cache, v_cache):
+def _block(s: LlamaShape, x, positions, start, inv_freq, w, k_cache, v_cache, rows):
+    def weight(name):
+        return linear_weight(w, name, rows)
+
     h = transformer.rms_norm(x, weight=w["attn_norm"], eps=s.eps)
-    q = transformer.split_heads(transformer.linear(h, w["wq"], bias=w.get("bq")), s.heads)
-    k = transformer.split_heads(transformer.linear(h, w["wk"], bias=w.get("bk")), s.kv_heads)
-    v = transformer.split_heads(transformer.linear(h, w["wv"], bias=w.get("bv")), s.kv_heads)
+    q = transformer.split_heads(transformer.linear(h, weight("wq"), bias=w.get("bq")), s.heads)
+    k = transformer.split_heads(transformer.linear(h, weight("wk"), bias=w.get("bk")), s.kv_heads)
+    v = transformer.split_heads(transformer.linear(h, weight("wv"), bias=w.get("bv")), s.kv_heads)
     if s.qk_norm:
         q = transformer.rms_norm(q, weight=w["q_norm"], eps=s.eps)
         k = transformer.rms_norm(k, weight=w["k_norm"], eps=s.eps)
@@ -146,6 +154,7 @@ def _block(s: LlamaShape, x, positions, start, inv_freq, w, k_cache, v_cache):
     k_cache = transformer.kv_cache_update(k_cache, k, start)
     v_cache = transformer.kv_cache_update(v_cache, v, start)
     o = transformer.attention(q, k_cache, v_cache, offset=start, causal=True)
-    x = arith.addf(x, transformer.linear(transformer.merge_heads(o), w["wo"]))
+    x = arith.addf(x, transformer.linear(transformer.merge_heads(o), weight("wo")))
     h = transformer.rms_norm(x, weight=w["mlp_norm"], eps=s.eps)
-    return arith.addf(x, transformer.gated_mlp(h, w["w_gate"], w["w_up"], w["w_down"])), k_cache, v_cache
+    mlp = transformer.gated_mlp(h, weight("w_gate"), weight("w_up"), weight("w_down"))
+    return arith.addf(x, mlp), k_cache, v_cache

@@ -338,14 +338,16 @@ std::pair<Value, Value> halvesOf(OpBuilder &b, Location loc, Value v, int64_t di
 }
 
 /// x[..., K] · dequantize(w)ᵀ (+ bias) as one reduction over the quantized blocks, so a decode
-/// step reads 4.5-8.5 bits per weight instead of 32. Loops [lead.., n, block, j]: each step takes
-/// both halves of a block (x as [lead.., K/32, 16] twice; the low and high nibbles of the same 16
-/// bytes, or q8_0's two 16-byte halves), so the running sum sees one add per 32 weights. Returns f32.
+/// step reads 4.5-8.5 bits per weight instead of 32; x is viewed as [lead.., K/32, 2, 16].
+/// 4-bit formats: loops [lead.., n, block, j], each step both nibbles of 16 bytes against both
+/// halves of x's block (x's halves are two small copies; the running sum sees one add per 32
+/// weights). q8_0: loops [lead.., n, block, half, j] over the weight's bytes as they are (halves
+/// of the weight as operands would be copies of it on every call). Returns f32.
 Value buildDequantizedLinear(OpBuilder &b, Location loc, Value x, DequantizeOp deq,
                              ValueRange quantized, Value bias) {
   MLIRContext *ctx = b.getContext();
   RankedTensorType xt = tensorType(x);
-  int64_t rank = xt.getRank(), numDims = rank + 2;
+  int64_t rank = xt.getRank();
   SmallVector<int64_t> xShape(xt.getShape().drop_back());
   xShape.append({xt.getShape().back() / 32, 2, 16});
   SmallVector<ReassociationIndices> reassoc;
@@ -354,47 +356,52 @@ Value buildDequantizedLinear(OpBuilder &b, Location loc, Value x, DequantizeOp d
   reassoc.push_back({rank - 1, rank, rank + 1});
   Value xb = tensor::ExpandShapeOp::create(
       b, loc, RankedTensorType::get(xShape, xt.getElementType()), x, reassoc);
-  auto [xLo, xHi] = halvesOf(b, loc, xb, rank);
   SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(b, loc, x);
   sizes.back() = tensor::getMixedSize(b, loc, quantized[0], 0);
   Value init = linearInit(b, loc, sizes, bias, b.getF32Type());
-  SmallVector<int64_t> lead = range(0, rank - 1), xDims = lead, outDims = lead;
-  int64_t n = rank - 1, blk = rank, j = rank + 1;
-  xDims.append({blk, j});
+  SmallVector<int64_t> lead = range(0, rank - 1), outDims = lead;
+  int64_t n = rank - 1, blk = rank;
   outDims.push_back(n);
-  AffineMap xMap = dimsMap(ctx, numDims, xDims), dataMap = dimsMap(ctx, numDims, {n, blk, j}),
-            blockMap = dimsMap(ctx, numDims, {n, blk});
-  bool q8 = deq.getFormat() == "q8_0";
-  SmallVector<Value> inputs{xLo, xHi};
-  SmallVector<AffineMap> maps{xMap, xMap};
-  if (q8) {
+  StringRef format = deq.getFormat();
+  Type f32 = b.getF32Type();
+  if (format == "q8_0") {
+    int64_t half = rank + 1, j = rank + 2, numDims = rank + 3;
+    SmallVector<int64_t> xDims = lead;
+    xDims.append({blk, half, j});
     RankedTensorType t = tensorType(quantized[0]);
     auto type = RankedTensorType::get({t.getDimSize(0), t.getDimSize(1), 2, 16}, t.getElementType());
     Value data = tensor::ExpandShapeOp::create(b, loc, type, quantized[0],
                                                SmallVector<ReassociationIndices>{{0}, {1}, {2, 3}});
-    auto [lo, hi] = halvesOf(b, loc, data, 2);
-    inputs.append({lo, hi});
-    maps.append({dataMap, dataMap});
-  } else {
-    inputs.push_back(quantized[0]);
-    maps.push_back(dataMap);
+    return generic(b, loc, ValueRange{xb, data, quantized[1]}, init,
+                   {dimsMap(ctx, numDims, xDims), dimsMap(ctx, numDims, {n, blk, half, j}),
+                    dimsMap(ctx, numDims, {n, blk}), dimsMap(ctx, numDims, outDims)},
+                   iterators(rank, 3), [&](OpBuilder &nb, Location l, ValueRange a) {
+                     Value w = dequantizeValue(nb, l, format, a[1], Value(), a[2], Value());
+                     Value p = arith::MulFOp::create(nb, l, castFloat(nb, l, a[0], f32), w);
+                     yieldValue(nb, l, arith::AddFOp::create(nb, l, a.back(), p));
+                   });
   }
+  int64_t j = rank + 1, numDims = rank + 2;
+  SmallVector<int64_t> xDims = lead;
+  xDims.append({blk, j});
+  auto [xLo, xHi] = halvesOf(b, loc, xb, rank);
+  SmallVector<Value> inputs{xLo, xHi, quantized[0]};
+  AffineMap xMap = dimsMap(ctx, numDims, xDims), blockMap = dimsMap(ctx, numDims, {n, blk});
+  SmallVector<AffineMap> maps{xMap, xMap, dimsMap(ctx, numDims, {n, blk, j})};
   for (Value v : quantized.drop_front()) {
     inputs.push_back(v);
     maps.push_back(blockMap);
   }
   maps.push_back(dimsMap(ctx, numDims, outDims));
-  StringRef format = deq.getFormat();
   bool hasMins = static_cast<bool>(deq.getMins());
   return generic(b, loc, inputs, init, maps, iterators(rank, 2),
                  [&](OpBuilder &nb, Location l, ValueRange a) {
-                   Type i32 = nb.getI32Type(), f32 = nb.getF32Type();
-                   ValueRange q = a.slice(2, q8 ? 2 : 1), dm = a.slice(q8 ? 4 : 3, hasMins ? 2 : 1);
-                   Value m = hasMins ? dm[1] : Value();
-                   Value shiftLo = arith::ConstantIntOp::create(nb, l, i32, 0);
-                   Value shiftHi = arith::ConstantIntOp::create(nb, l, i32, 4);
-                   Value wLo = dequantizeValue(nb, l, format, q[0], shiftLo, dm[0], m);
-                   Value wHi = dequantizeValue(nb, l, format, q.back(), shiftHi, dm[0], m);
+                   Type i32 = nb.getI32Type();
+                   Value m = hasMins ? a[4] : Value();
+                   Value wLo = dequantizeValue(nb, l, format, a[2], arith::ConstantIntOp::create(nb, l, i32, 0),
+                                               a[3], m);
+                   Value wHi = dequantizeValue(nb, l, format, a[2], arith::ConstantIntOp::create(nb, l, i32, 4),
+                                               a[3], m);
                    Value pLo = arith::MulFOp::create(nb, l, castFloat(nb, l, a[0], f32), wLo);
                    Value pHi = arith::MulFOp::create(nb, l, castFloat(nb, l, a[1], f32), wHi);
                    Value p = arith::AddFOp::create(nb, l, pLo, pHi);

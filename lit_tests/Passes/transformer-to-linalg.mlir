@@ -215,18 +215,18 @@ func.func @dequantize_q4_1_dynamic(%qs: tensor<?x2x16xi8>, %d: tensor<?x2xf16>, 
 // CHECK-LABEL: func.func @linear_dequantized_decode
 // CHECK-SAME: (%[[X:[a-z0-9]+]]: tensor<1x1x64xf32>, %[[Q:[a-z0-9]+]]: tensor<96x2x16xi8>, %[[D:[a-z0-9]+]]: tensor<96x2xf16>, %[[M:[a-z0-9]+]]: tensor<96x2xf16>)
 // CHECK: %[[XB:.+]] = tensor.expand_shape %[[X]] {{\[}}[0], [1], [2, 3, 4]] output_shape [1, 1, 2, 2, 16] : tensor<1x1x64xf32> into tensor<1x1x2x2x16xf32>
+// CHECK: %[[FILL:.+]] = linalg.fill ins(%{{.+}} : f32) outs(%{{.+}} : tensor<1x1x96xf32>)
 // CHECK: %[[XLO:.+]] = tensor.extract_slice %[[XB]][0, 0, 0, 0, 0] [1, 1, 2, 1, 16] [1, 1, 1, 1, 1] : tensor<1x1x2x2x16xf32> to tensor<1x1x2x16xf32>
 // CHECK: %[[XHI:.+]] = tensor.extract_slice %[[XB]][0, 0, 0, 1, 0] [1, 1, 2, 1, 16] [1, 1, 1, 1, 1] : tensor<1x1x2x2x16xf32> to tensor<1x1x2x16xf32>
-// CHECK: %[[FILL:.+]] = linalg.fill ins(%{{.+}} : f32) outs(%{{.+}} : tensor<1x1x96xf32>)
 // CHECK: %[[R:.+]] = linalg.generic {indexing_maps = [#[[$X]], #[[$X]], #[[$DATA]], #[[$BLK]], #[[$BLK]], #[[$OUT]]], iterator_types = ["parallel", "parallel", "parallel", "reduction", "reduction"]}
 // CHECK-SAME: ins(%[[XLO]], %[[XHI]], %[[Q]], %[[D]], %[[M]] : tensor<1x1x2x16xf32>, tensor<1x1x2x16xf32>, tensor<96x2x16xi8>, tensor<96x2xf16>, tensor<96x2xf16>) outs(%[[FILL]] : tensor<1x1x96xf32>)
 // CHECK: ^bb0(%[[A:.+]]: f32, %[[B:.+]]: f32, %[[QV:.+]]: i8, %[[DV:.+]]: f16, %[[MV:.+]]: f16, %[[ACC:.+]]: f32):
-// CHECK-DAG: %[[C0:.+]] = arith.constant 0 : i32
-// CHECK-DAG: %[[C4:.+]] = arith.constant 4 : i32
+// CHECK: %[[C0:.+]] = arith.constant 0 : i32
 // CHECK: %[[LOI:.+]] = arith.extui %[[QV]] : i8 to i32
 // CHECK: arith.shrui %[[LOI]], %[[C0]] : i32
 // CHECK: arith.uitofp
 // CHECK: %[[WLO:.+]] = arith.addf
+// CHECK: %[[C4:.+]] = arith.constant 4 : i32
 // CHECK: %[[HII:.+]] = arith.extui %[[QV]] : i8 to i32
 // CHECK: arith.shrui %[[HII]], %[[C4]] : i32
 // CHECK: arith.uitofp
@@ -254,34 +254,27 @@ func.func @linear_dequantized_decode(%x: tensor<1x1x64xf32>, %qs: tensor<96x2x16
 
 // -----
 
-// With a bias (which initializes the sum) over q8_0: the 32 bytes of a block are sliced into the
-// halves too, both signed.
-// CHECK-DAG: #[[$X:map[0-9]*]] = affine_map<(d0, d1, d2, d3) -> (d0, d2, d3)>
-// CHECK-DAG: #[[$DATA:map[0-9]*]] = affine_map<(d0, d1, d2, d3) -> (d1, d2, d3)>
-// CHECK-DAG: #[[$BLK:map[0-9]*]] = affine_map<(d0, d1, d2, d3) -> (d1, d2)>
-// CHECK-DAG: #[[$OUT:map[0-9]*]] = affine_map<(d0, d1, d2, d3) -> (d0, d1)>
+// With a bias (which initializes the sum) over q8_0: the 32 bytes of a block are read in place as
+// [block, half, j] (no copies of halves of the weight), the half a third reduction loop.
+// CHECK-DAG: #[[$X:map[0-9]*]] = affine_map<(d0, d1, d2, d3, d4) -> (d0, d2, d3, d4)>
+// CHECK-DAG: #[[$DATA:map[0-9]*]] = affine_map<(d0, d1, d2, d3, d4) -> (d1, d2, d3, d4)>
+// CHECK-DAG: #[[$BLK:map[0-9]*]] = affine_map<(d0, d1, d2, d3, d4) -> (d1, d2)>
+// CHECK-DAG: #[[$OUT:map[0-9]*]] = affine_map<(d0, d1, d2, d3, d4) -> (d0, d1)>
 // CHECK-LABEL: func.func @linear_dequantized_decode_bias
 // CHECK-SAME: (%[[X:[a-z0-9]+]]: tensor<1x64xf32>, %[[Q:[a-z0-9]+]]: tensor<96x2x32xi8>, %[[D:[a-z0-9]+]]: tensor<96x2xf16>, %[[B:[a-z0-9]+]]: tensor<96xf32>)
 // CHECK: %[[XB:.+]] = tensor.expand_shape %[[X]] {{\[}}[0], [1, 2, 3]] output_shape [1, 2, 2, 16] : tensor<1x64xf32> into tensor<1x2x2x16xf32>
-// CHECK: %[[XLO:.+]] = tensor.extract_slice %[[XB]][0, 0, 0, 0] [1, 2, 1, 16] [1, 1, 1, 1] : tensor<1x2x2x16xf32> to tensor<1x2x16xf32>
-// CHECK: %[[XHI:.+]] = tensor.extract_slice %[[XB]][0, 0, 1, 0] [1, 2, 1, 16] [1, 1, 1, 1] : tensor<1x2x2x16xf32> to tensor<1x2x16xf32>
 // CHECK-NOT: linalg.fill
 // CHECK: %[[ACC:.+]] = linalg.generic
 // CHECK-SAME: ins(%[[B]] : tensor<96xf32>) outs(%{{.+}} : tensor<1x96xf32>)
 // CHECK: %[[QB:.+]] = tensor.expand_shape %[[Q]] {{\[}}[0], [1], [2, 3]] output_shape [96, 2, 2, 16] : tensor<96x2x32xi8> into tensor<96x2x2x16xi8>
-// CHECK: %[[QLO:.+]] = tensor.extract_slice %[[QB]][0, 0, 0, 0] [96, 2, 1, 16] [1, 1, 1, 1] : tensor<96x2x2x16xi8> to tensor<96x2x16xi8>
-// CHECK: %[[QHI:.+]] = tensor.extract_slice %[[QB]][0, 0, 1, 0] [96, 2, 1, 16] [1, 1, 1, 1] : tensor<96x2x2x16xi8> to tensor<96x2x16xi8>
-// CHECK: %[[R:.+]] = linalg.generic {indexing_maps = [#[[$X]], #[[$X]], #[[$DATA]], #[[$DATA]], #[[$BLK]], #[[$OUT]]], iterator_types = ["parallel", "parallel", "reduction", "reduction"]}
-// CHECK-SAME: ins(%[[XLO]], %[[XHI]], %[[QLO]], %[[QHI]], %[[D]] : tensor<1x2x16xf32>, tensor<1x2x16xf32>, tensor<96x2x16xi8>, tensor<96x2x16xi8>, tensor<96x2xf16>) outs(%[[ACC]] : tensor<1x96xf32>)
-// CHECK: ^bb0(%[[A:.+]]: f32, %[[A2:.+]]: f32, %[[LO:.+]]: i8, %[[HI:.+]]: i8, %[[DV:.+]]: f16, %[[O:.+]]: f32):
+// CHECK-NOT: tensor.extract_slice
+// CHECK: %[[R:.+]] = linalg.generic {indexing_maps = [#[[$X]], #[[$DATA]], #[[$BLK]], #[[$OUT]]], iterator_types = ["parallel", "parallel", "reduction", "reduction", "reduction"]}
+// CHECK-SAME: ins(%[[XB]], %[[QB]], %[[D]] : tensor<1x2x2x16xf32>, tensor<96x2x2x16xi8>, tensor<96x2xf16>) outs(%[[ACC]] : tensor<1x96xf32>)
+// CHECK: ^bb0(%[[A:.+]]: f32, %[[QV:.+]]: i8, %[[DV:.+]]: f16, %[[O:.+]]: f32):
 // CHECK-NOT: arith.extui
-// CHECK: %[[LOF:.+]] = arith.sitofp %[[LO]] : i8 to f32
-// CHECK: %[[WLO:.+]] = arith.mulf %{{.+}}, %[[LOF]] : f32
-// CHECK: %[[HIF:.+]] = arith.sitofp %[[HI]] : i8 to f32
-// CHECK: %[[WHI:.+]] = arith.mulf %{{.+}}, %[[HIF]] : f32
-// CHECK: %[[PLO:.+]] = arith.mulf %[[A]], %[[WLO]] : f32
-// CHECK: %[[PHI:.+]] = arith.mulf %[[A2]], %[[WHI]] : f32
-// CHECK: %[[P:.+]] = arith.addf %[[PLO]], %[[PHI]] : f32
+// CHECK: %[[QF:.+]] = arith.sitofp %[[QV]] : i8 to f32
+// CHECK: %[[W:.+]] = arith.mulf %{{.+}}, %[[QF]] : f32
+// CHECK: %[[P:.+]] = arith.mulf %[[A]], %[[W]] : f32
 // CHECK: %[[S:.+]] = arith.addf %[[O]], %[[P]] : f32
 // CHECK: linalg.yield %[[S]] : f32
 // CHECK: return %[[R]] : tensor<1x96xf32>
@@ -328,8 +321,8 @@ func.func @linear_dequantized_prefill(%x: tensor<1x32x64xf32>, %qs: tensor<96x2x
 // CHECK-LABEL: func.func @linear_dequantized_rows_threshold
 // CHECK-SAME: (%[[X15:[a-z0-9]+]]: tensor<3x5x64xf32>, %[[X16:[a-z0-9]+]]: tensor<2x8x64xf32>,
 // CHECK: %[[W:.+]] = tensor.collapse_shape %{{.+}} {{\[}}[0], [1, 2, 3]] : tensor<96x2x2x16xf32> into tensor<96x64xf32>
-// CHECK: %[[A:.+]] = linalg.generic {{.+}} iterator_types = ["parallel", "parallel", "parallel", "reduction", "reduction"]
-// CHECK-SAME: ins(%{{.+}}, %{{.+}}, %{{.+}}, %{{.+}}, %{{.+}} : tensor<3x5x2x16xf32>, tensor<3x5x2x16xf32>, tensor<96x2x16xi8>, tensor<96x2x16xi8>, tensor<96x2xf16>) outs(%{{.+}} : tensor<3x5x96xf32>)
+// CHECK: %[[A:.+]] = linalg.generic {{.+}} iterator_types = ["parallel", "parallel", "parallel", "reduction", "reduction", "reduction"]
+// CHECK-SAME: ins(%{{.+}}, %{{.+}}, %{{.+}} : tensor<3x5x2x2x16xf32>, tensor<96x2x2x16xi8>, tensor<96x2xf16>) outs(%{{.+}} : tensor<3x5x96xf32>)
 // CHECK: %[[B:.+]] = linalg.generic {{.+}} iterator_types = ["parallel", "parallel", "parallel", "reduction"]
 // CHECK-SAME: ins(%[[X16]], %[[W]] : tensor<2x8x64xf32>, tensor<96x64xf32>) outs(%{{.+}} : tensor<2x8x96xf32>)
 // CHECK: return %[[A]], %[[B]]
@@ -356,14 +349,15 @@ func.func @linear_dequantized_rows_threshold(%x15: tensor<3x5x64xf32>, %x16: ten
 // CHECK: math.exp
 // CHECK: %[[HB:.+]] = tensor.expand_shape %[[H]] {{\[}}[0], [1], [2, 3, 4]] output_shape [1, 1, 4, 2, 16] : tensor<1x1x128xf32> into tensor<1x1x4x2x16xf32>
 // CHECK: %[[DB:.+]] = tensor.expand_shape %[[DQ]] {{\[}}[0], [1], [2, 3]] output_shape [64, 4, 2, 16] : tensor<64x4x32xi8> into tensor<64x4x2x16xi8>
-// CHECK: %[[R:.+]] = linalg.generic {{.+}} iterator_types = ["parallel", "parallel", "parallel", "reduction", "reduction"]
-// CHECK-SAME: ins(%{{.+}}, %{{.+}}, %{{.+}}, %{{.+}}, %[[DD]] : tensor<1x1x4x16xf32>, tensor<1x1x4x16xf32>, tensor<64x4x16xi8>, tensor<64x4x16xi8>, tensor<64x4xf16>) outs(%{{.+}} : tensor<1x1x64xf32>)
+// CHECK: %[[R:.+]] = linalg.generic {{.+}} iterator_types = ["parallel", "parallel", "parallel", "reduction", "reduction", "reduction"]
+// CHECK-SAME: ins(%[[HB]], %[[DB]], %[[DD]] : tensor<1x1x4x2x16xf32>, tensor<64x4x2x16xi8>, tensor<64x4xf16>) outs(%{{.+}} : tensor<1x1x64xf32>)
 // CHECK: arith.sitofp %{{.+}} : i8 to f32
 // CHECK: return %[[R]] : tensor<1x1x64xf32>
 // FUSED-LABEL: func.func @gated_mlp_dequantized_decode
 // FUSED-NOT: tensor<128x64xf32>
 // FUSED-NOT: tensor<64x128xf32>
-// FUSED-COUNT-3: iterator_types = ["parallel", "parallel", "parallel", "reduction", "reduction"]
+// FUSED-COUNT-2: iterator_types = ["parallel", "parallel", "parallel", "reduction", "reduction"]
+// FUSED: iterator_types = ["parallel", "parallel", "parallel", "reduction", "reduction", "reduction"]
 // FUSED-NOT: tensor<128x64xf32>
 // FUSED-NOT: tensor<64x128xf32>
 // FUSED: return

@@ -43,6 +43,7 @@ def compile_model(
     progress: bool = True,
     prefill_chunk: int = 128,
     chip: Optional[str] = None,
+    quantized_weights: bool = True,
 ):
     """Compiles a model for `target`.
 
@@ -54,6 +55,11 @@ def compile_model(
     GPU targets ("cuda", "rocm") open their `device` first (default: GPU 0), so a machine without the
     driver fails before compiling; weights are uploaded once and the KV caches stay in GPU memory.
     `chip` defaults to the device's (cuda) or the target's default chip (rocm).
+
+    With `quantized_weights`, linear weights a GGUF file stores as Q4_0/Q4_1/Q8_0 blocks are read as
+    stored by decode steps (and a prefill's output head), dequantized inside the kernels: 4.5-8.5
+    bits per weight read instead of 32, with the same float32 values (prefill GEMMs use float32
+    copies). Off, every weight is dequantized to float32 at load.
     """
     if _is_torch_module(model):
         from .frontends.torch import compile_module
@@ -66,10 +72,11 @@ def compile_model(
 
     checkpoint = load_checkpoint(model)
     options = _options(checkpoint.config, target, dtype, max_seq_len, prefill_chunk)
+    options["quantized_weights"] = bool(quantized_weights)
     if chip is not None:
         options["chip"] = chip  # in the cache key: an artifact for another chip is never reused
-    graph = _build_graph(checkpoint.config, options)
-    params = graph.bind(checkpoint.tensor)  # a missing or mis-shaped tensor fails before compiling
+    graph = _build_graph(checkpoint, options)
+    params = graph.bind(checkpoint.tensor, checkpoint.blocks)  # a bad tensor fails before compiling
     path = os.path.join(_cache_dir(), f"{_cache_key(checkpoint, options)}.kiln")
     program = None
     if cache and os.path.exists(path):
@@ -95,8 +102,10 @@ def model_ir(model: str, max_seq_len: Optional[int] = None, prefill_chunk: int =
     else:
         from .loaders import load_checkpoint
 
-        config = load_checkpoint(model).config
-    options = _options(config, "cpu", "float32", max_seq_len, prefill_chunk)
+        config = load_checkpoint(model)
+    options = _options(config if isinstance(config, dict) else config.config, "cpu", "float32", max_seq_len,
+                       prefill_chunk)
+    options["quantized_weights"] = True
     return str(_build_graph(config, options).module)
 
 
@@ -159,15 +168,32 @@ def _options(config: dict, target, dtype, max_seq_len, prefill_chunk) -> dict:
             "prefill_small_chunk": small}
 
 
-def _build_graph(config: dict, options: dict):
+def _build_graph(checkpoint, options: dict):
+    """The ModelGraph for a checkpoint (or a bare config dict, for `model_ir`)."""
     from . import models
 
+    config = checkpoint if isinstance(checkpoint, dict) else checkpoint.config
     chunk = options["prefill_chunk"]
     chunks = tuple(c for c in (1, options.get("prefill_small_chunk", 0), chunk) if c)
     with ir.Context(), ir.Location.unknown():
         if config.get("model_type") in ("bert",):
             return models.build(config, seq_len=options["max_seq_len"])
-        return models.build(config, max_seq_len=options["max_seq_len"], chunks=chunks, logits_chunk=chunk)
+        extra = {}
+        formats = _block_formats(checkpoint) if options.get("quantized_weights") else {}
+        if formats:
+            extra["quantized"] = formats
+        return models.build(config, max_seq_len=options["max_seq_len"], chunks=chunks, logits_chunk=chunk,
+                            **extra)
+
+
+def _block_formats(checkpoint) -> dict:
+    """HF name -> transformer.dequantize format of every tensor the checkpoint stores in blocks Kiln's
+    kernels read as they are (GGUF Q4_0/Q4_1/Q8_0)."""
+    if isinstance(checkpoint, dict):
+        return {}
+    formats = {"Q4_0": "q4_0", "Q4_1": "q4_1", "Q8_0": "q8_0"}
+    return {name: formats[checkpoint.stored_dtype(name)] for name in checkpoint.names()
+            if checkpoint.stored_dtype(name) in formats}
 
 
 def _compile_graph(graph, options, checkpoint, cache_path, device, label, progress):
@@ -210,8 +236,8 @@ def _load_program(path, checkpoint, device, art=None):
 def _load_model(path, checkpoint, device, art):
     program = _load_program(path, checkpoint, device, art)
     options = art.manifest["model"]["options"]
-    graph = _build_graph(checkpoint.config, options)
-    return CompiledModel(program, graph, checkpoint, options, graph.bind(checkpoint.tensor))
+    graph = _build_graph(checkpoint, options)
+    return CompiledModel(program, graph, checkpoint, options, graph.bind(checkpoint.tensor, checkpoint.blocks))
 
 
 def _file_stamps(checkpoint) -> list:
@@ -296,11 +322,13 @@ class CompiledModel:
 
     @property
     def weight_bytes_per_token(self) -> int:
-        """Bytes of weights a decode step reads (every parameter but the embedding table, which is
-        gathered one row at a time unless it doubles as the output head)."""
+        """Bytes of weights a decode step reads: every parameter but the embedding table (gathered one
+        row at a time; a tied output head is its own parameter) and the float32 copies of weights it
+        reads as quantized blocks."""
+        names = {p.name for p in self.graph.params}
         total = 0
         for p, buf in zip(self.graph.params, self._params):
-            if p.name == "embed":
+            if p.name == "embed" or f"{p.name}.data" in names:
                 continue
             total += int(np.prod(buf.shape)) * buf.dtype.itemsize
         return total

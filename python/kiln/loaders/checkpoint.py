@@ -68,6 +68,12 @@ class Checkpoint:
             raise KilnError(f"{where} is stored as {stored}, but the model needs floating-point weights")
         return array if array.dtype == np.float32 else array.astype(np.float32)
 
+    def blocks(self, name: str):
+        """The tensor's stored quantized blocks (GGUF Q4_0/Q4_1/Q8_0, see gguf.QuantizedBlocks), or None
+        when the file stores it as plain floats."""
+        reader = self._reader(name)
+        return reader.blocks(name) if hasattr(reader, "blocks") else None
+
     def shape(self, name: str) -> tuple[int, ...]:
         """The tensor's HF shape, without reading or dequantizing it."""
         return self._reader(name).shape(name)

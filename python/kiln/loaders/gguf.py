@@ -15,6 +15,8 @@ import os
 import re
 import struct
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from kiln.errors import KilnError
@@ -78,6 +80,27 @@ def unpermute_rows(w: np.ndarray, n_head: int) -> np.ndarray:
     interleaved pairs; this restores HF's order (inverse of convert_hf_to_gguf.py's `permute`)."""
     dim = w.shape[0] // n_head // 2
     return w.reshape(n_head, dim, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+# GGUF block formats Kiln's kernels read without dequantizing first -> transformer.dequantize's format.
+_BLOCK_FORMATS = {"Q4_0": "q4_0", "Q4_1": "q4_1", "Q8_0": "q8_0"}
+
+
+@dataclass(frozen=True)
+class QuantizedBlocks:
+    """One block-quantized weight [N, K] as transformer.dequantize takes it: `data` int8
+    [N, K/32, 32 (q8_0) or 16 (4-bit: value j low nibble, j + 16 high)], `scales` and `mins`
+    (q4_1, else None) float16 [N, K/32]."""
+
+    format: str
+    data: np.ndarray
+    scales: np.ndarray
+    mins: np.ndarray | None
+
+    def rows_unpermuted(self, n_head: int) -> "QuantizedBlocks":
+        mins = None if self.mins is None else np.ascontiguousarray(unpermute_rows(self.mins, n_head))
+        return QuantizedBlocks(self.format, np.ascontiguousarray(unpermute_rows(self.data, n_head)),
+                               np.ascontiguousarray(unpermute_rows(self.scales, n_head)), mins)
 
 
 GGUF_MAGIC = b"GGUF"
@@ -269,6 +292,32 @@ class GGUFFile:
 
     def gguf_name(self, name: str) -> str:
         return self._tensors[name].name
+
+    def blocks(self, name: str):
+        """A block-quantized tensor as stored, or None (F32/F16/BF16): a `QuantizedBlocks` whose
+        data, scales and mins are [rows, K/32, ...] arrays in HF row order (llama.cpp's Q/K
+        permutation undone), for kernels that dequantize as they read."""
+        from gguf import GGMLQuantizationType
+
+        t = self._tensors[name]
+        fmt = _BLOCK_FORMATS.get(t.qtype.name)
+        if fmt is None:
+            return None
+        shape = tuple(int(d) for d in reversed(t.dims))
+        rows = int(np.prod(shape[:-1], dtype=np.int64))
+        raw = self._map[t.offset:t.offset + t.nbytes].reshape(rows, shape[-1] // 32, -1)
+        scales = raw[:, :, 0:2].copy().view(np.float16)[:, :, 0]
+        if t.qtype == GGMLQuantizationType.Q4_1:
+            mins, data = raw[:, :, 2:4].copy().view(np.float16)[:, :, 0], raw[:, :, 4:]
+        else:
+            mins, data = None, raw[:, :, 2:]
+        blocks = QuantizedBlocks(fmt, np.ascontiguousarray(data).view(np.int8), scales, mins)
+        if self.architecture == "llama":
+            if ".attn_q." in t.name:
+                return blocks.rows_unpermuted(self.config["num_attention_heads"])
+            if ".attn_k." in t.name:
+                return blocks.rows_unpermuted(self.config["num_key_value_heads"])
+        return blocks
 
     def tensor(self, name: str) -> np.ndarray:
         """float32 in HF layout: F32 tensors are read-only views of the mapped file, others dequantized copies."""

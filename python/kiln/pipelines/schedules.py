@@ -225,17 +225,18 @@ def matvec_schedule(kernel: Kernel, rows: int = 8, lanes: int = 16, target_workg
 
 def is_dequantized_matvec(kernel: Kernel) -> bool:
     """A decode-step linear over block-quantized weights (transformer.dequantize fused into the
-    linear): loops [b.., n, block, j] with static extents, reducing over blocks, each step 16
-    values of each half of a block."""
-    r = kernel.loop_ranges
-    return (kernel.quantized and kernel.kernel_class == "reduction" and len(r) >= 3
-            and kernel.iterator_types.endswith("prr") and r[-1] == 16 and min(r) > 0)
+    linear), static extents, reducing 16 values at a time: loops [b.., n, block, j] (4-bit
+    formats, both nibbles per step) or [b.., n, block, half, j] (q8_0)."""
+    r, kinds = kernel.loop_ranges, kernel.iterator_types
+    if not (kernel.quantized and kernel.kernel_class == "reduction" and min(r, default=0) > 0 and r[-1] == 16):
+        return False
+    return (len(r) >= 3 and kinds.endswith("prr")) or (len(r) >= 4 and kinds.endswith("prrr") and r[-2] == 2)
 
 
 def dequantized_matvec_schedule(kernel: Kernel, rows: int = 1, target_workgroups: int = 64) -> Schedule:
     """`rows` rows of quantized W per register tile (a divisor of N), each with 16 f32 partial sums,
     about `target_workgroups` workgroups over N (see `_dequantized_matvec_lines`)."""
-    n = kernel.loop_ranges[-3]
+    n = kernel.loop_ranges[-1 - _reductions(kernel)]
     rows = max(d for d in range(1, min(rows, n) + 1) if n % d == 0)
     blocks = n // rows
     per_workgroup = max(1, math.ceil(blocks / target_workgroups))
@@ -582,15 +583,21 @@ def _matvec_lines(i: int, kernel: Kernel, s: Schedule) -> list:
     return lines
 
 
+def _reductions(kernel: Kernel) -> int:
+    return len(kernel.iterator_types) - len(kernel.iterator_types.rstrip("r"))
+
+
 def _dequantized_matvec_lines(i: int, kernel: Kernel, s: Schedule) -> list:
     """Transform IR for a `dequantized_matvec` schedule of kernel number `i`, loops [b.., n, block,
-    j]: workgroups of nc rows of W (scf.forall); in each, nr rows and one row of x at a time; the
-    reduction is tiled one block at a time into 16 f32 partial sums per row
-    (tile_reduction_using_for: each step expands a block's bytes to 2 x 16 f32 weights and
-    multiply-adds them with 32 values of x in vector registers), summed horizontally once per row.
-    More than one row per tile gives the vectorizer 2-D broadcasts it lowers poorly: rows = 1."""
+    (half,) j]: workgroups of nc rows of W (scf.forall); in each, nr rows and one row of x at a
+    time; the reduction is tiled one block (and half) at a time into 16 f32 partial sums per row
+    (tile_reduction_using_for: each step expands 16 bytes to 16 or 2 x 16 f32 weights and
+    multiply-adds them with x in vector registers), summed horizontally once per row. More than
+    one row per tile gives the vectorizer 2-D broadcasts it lowers poorly: rows = 1."""
     any_op = "!transform.any_op"
-    nb = len(kernel.loop_ranges) - 3
+    reductions = _reductions(kernel)
+    nb = len(kernel.loop_ranges) - 1 - reductions
+    steps = [1] * (reductions - 1) + [16]
     nc, nr = s.workgroup_tiles[0], s.register_tile[1]
 
     def lst(xs):
@@ -602,11 +609,11 @@ def _dequantized_matvec_lines(i: int, kernel: Kernel, s: Schedule) -> list:
         f'attributes{{sym_name = "{kernel.name}"}} in %root : ({any_op}) -> {any_op}',
         f"    %r{i} = transform.structured.match attributes{{kiln.root}} in {f} : ({any_op}) -> {any_op}",
         f"    %w{i}, %wg{i} = transform.structured.tile_using_forall %r{i} tile_sizes "
-        f"{lst([0] * nb + [nc, 0, 0])} : ({any_op}) -> ({any_op}, {any_op})",
+        f"{lst([0] * nb + [nc] + [0] * reductions)} : ({any_op}) -> ({any_op}, {any_op})",
         f"    %b{i}, %bl{i}:{nb + 1} = transform.structured.tile_using_for %w{i} tile_sizes "
-        f"{lst([1] * nb + [nr, 0, 0])} : ({any_op}) -> ({', '.join([any_op] * (nb + 2))})",
+        f"{lst([1] * nb + [nr] + [0] * reductions)} : ({any_op}) -> ({', '.join([any_op] * (nb + 2))})",
         f"    %pf{i}, %pp{i}, %pc{i}, %pl{i} = transform.structured.tile_reduction_using_for %b{i} "
-        f"by tile_sizes = {lst([0] * nb + [0, 1, 16])} "
+        f"by tile_sizes = {lst([0] * nb + [0] + steps)} "
         f": ({any_op}) -> ({any_op}, {any_op}, {any_op}, {any_op})",
         f"    transform.structured.vectorize %pf{i} : {any_op}",
         f"    transform.structured.vectorize %pp{i} : {any_op}",
