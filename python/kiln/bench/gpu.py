@@ -233,8 +233,6 @@ def plot_report(path: str, rep: dict) -> None:
     for i, y in enumerate(ratios):
         left.text(i, y, f"{y:.2f}", ha="center", va="bottom", fontsize=7)
     left.axhline(1.0, color="black", linewidth=0.8)
-    if rows:
-        left.set_yscale("log")
     left.set_xticks(range(len(rows)), names, rotation=20, ha="right", fontsize=7)
     left.set_ylabel("speed ratio (torch ms / Kiln ms)")
     left.set_title("kernels vs PyTorch (cuBLAS, SDPA)")
