@@ -94,7 +94,8 @@ def _run(args) -> int:
         raise KilnError(f"--threads sizes the CPU's thread pool; target '{args.target}' runs on a GPU")
     device = Device(num_threads=args.threads) if args.threads else None
     path = args.model or default_model.path()
-    model = compile_model(path, target=args.target, max_seq_len=args.max_seq_len, device=device, chip=args.chip)
+    model = compile_model(path, target=args.target, max_seq_len=args.max_seq_len, device=device, chip=args.chip,
+                          quantized_weights=not args.float32_weights)
     out = model.generate(
         args.prompt, max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0,
         temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
@@ -181,6 +182,9 @@ def main(argv=None) -> int:
     r.add_argument("--top-p", type=float, default=1.0)
     r.add_argument("--seed", type=int)
     r.add_argument("--no-chat", action="store_true", help="do not wrap the prompt in the chat template")
+    r.add_argument("--float32-weights", action="store_true",
+                   help="GGUF: dequantize every weight to float32 at load (default: decode steps read "
+                        "Q4_0/Q4_1/Q8_0 blocks as stored, dequantizing in the kernels)")
     r.set_defaults(run=_run)
     im = sub.add_parser("import", help="print the transformer-dialect IR of a model or a config.json")
     im.add_argument("model", nargs="?", help="a Hugging Face directory, a .gguf file or a config.json")

@@ -1,7 +1,10 @@
 """`kiln bench --suite model`: prefill and decode speed of a real LLM against Hugging Face transformers.
 
-Both run the same fp32 weights on the same prompt ids, in interleaved rounds: Kiln in this process, HF
-(torch eager, CPU) in a worker process per thread count. Prefill: one forward pass over the prompt that
+Both run the same fp32 weight values on the same prompt ids, in interleaved rounds: Kiln in this
+process, HF (torch eager, CPU) in a worker process per thread count. For a GGUF file whose weights
+are Q4_0/Q4_1/Q8_0 blocks, Kiln runs twice: "kiln" reads the blocks as stored in decode steps
+(dequantized in the kernels to the same fp32 values HF gets from its loader) and "kiln_fp32" reads
+fp32 copies, like HF. Prefill: one forward pass over the prompt that
 fills the KV cache. Decode: greedy steps of one token each with the cache (HF: `model(token,
 past_key_values=...)` in a loop, i.e. `generate` without its Python overhead). The report also gives
 Kiln's decode bandwidth as a share of the measured memory bandwidth.
@@ -54,47 +57,54 @@ def run(model_path: str | None = None, threads=(1, 2), rounds: int = 3, prompt_l
 
     path = model_path or default_model.path()
     device = kiln.runtime.Device.default()
-    model = kiln.compile_model(path, max_seq_len=prompt_len + new_tokens + 1, device=device)
-    vocab = model.graph.vocab_size
+    systems = {"kiln": kiln.compile_model(path, max_seq_len=prompt_len + new_tokens + 1, device=device)}
+    if any(p.part for p in systems["kiln"].graph.params):
+        systems["kiln_fp32"] = kiln.compile_model(path, max_seq_len=prompt_len + new_tokens + 1, device=device,
+                                                  quantized_weights=False)
+    vocab = systems["kiln"].graph.vocab_size
     ids = [int(i) for i in np.random.default_rng(seed).integers(100, vocab - 100, size=prompt_len)]
     hf_path, gguf = (os.path.dirname(path), os.path.basename(path)) if path.endswith(".gguf") else (path, None)
     workers = {t: _HFWorker(t, hf_path, gguf, ids, new_tokens) for t in threads}
-    samples = {t: {"kiln": {"prefill_s": [], "decode_s": []}, "hf": {"prefill_s": [], "decode_s": []}}
-               for t in threads}
-    agree = {}
+    samples = {t: {who: {"prefill_s": [], "decode_s": []} for who in (*systems, "hf")} for t in threads}
+    agree = {t: {} for t in threads}
     try:
         with Progress(rounds * len(threads), "benchmarking", always=True) as bar:
             for _ in range(rounds):
                 for t in threads:
                     device.num_threads = t
                     time.sleep(0.3)
-                    k = _kiln_run(model, ids, new_tokens)
-                    h = workers[t].run()
-                    for who, r in (("kiln", k), ("hf", h)):
+                    runs = {who: _kiln_run(model, ids, new_tokens) for who, model in systems.items()}
+                    runs["hf"] = workers[t].run()
+                    for who, r in runs.items():
                         samples[t][who]["prefill_s"].append(r["prefill_s"])
                         samples[t][who]["decode_s"] += r["step_s"]
-                    agree[t] = _matching_prefix(k["tokens"], h["tokens"])
+                    for who in systems:
+                        agree[t][who] = _matching_prefix(runs[who]["tokens"], runs["hf"]["tokens"])
                     bar.advance(f"{t} threads")
         # Measured now, beside the runs (not a cached figure from another moment of a shared machine).
         limit = {t: bandwidth.measured_bandwidth(_with_threads(device, t), refresh=True) for t in threads}
     finally:
         for w in workers.values():
             w.close()
-    weight_bytes = model.weight_bytes_per_token
+    weight_bytes = {who: model.weight_bytes_per_token for who, model in systems.items()}
     results = []
     for t in threads:
-        row = {"threads": t, "tokens_identical": agree[t], "new_tokens": new_tokens}
-        for who in ("kiln", "hf"):
+        row = {"threads": t, "new_tokens": new_tokens, "measured_bandwidth_gb_s": limit[t] / 1e9}
+        for who in (*systems, "hf"):
             s = samples[t][who]
             row[who] = {
                 "prefill_tok_s": prompt_len / float(np.median(s["prefill_s"])),
                 "decode_tok_s": 1.0 / float(np.median(s["decode_s"])),
                 "samples": s,
             }
-        row["prefill_ratio"] = row["kiln"]["prefill_tok_s"] / row["hf"]["prefill_tok_s"]
-        row["decode_ratio"] = row["kiln"]["decode_tok_s"] / row["hf"]["decode_tok_s"]
-        row["measured_bandwidth_gb_s"] = limit[t] / 1e9
-        row["kiln_decode_bandwidth_share"] = weight_bytes * row["kiln"]["decode_tok_s"] / limit[t]
+        for who in systems:
+            row[who].update({
+                "tokens_identical": agree[t][who],
+                "prefill_ratio": row[who]["prefill_tok_s"] / row["hf"]["prefill_tok_s"],
+                "decode_ratio": row[who]["decode_tok_s"] / row["hf"]["decode_tok_s"],
+                "weight_bytes_per_token": weight_bytes[who],
+                "decode_bandwidth_share": weight_bytes[who] * row[who]["decode_tok_s"] / limit[t],
+            })
         results.append(row)
     import torch
     import transformers
@@ -106,7 +116,7 @@ def run(model_path: str | None = None, threads=(1, 2), rounds: int = 3, prompt_l
         "model": path,
         "settings": {"prompt_tokens": prompt_len, "new_tokens": new_tokens, "rounds": rounds,
                      "dtype": "float32", "peer": f"transformers {transformers.__version__}, torch "
-                     f"{torch.__version__} eager", "weight_bytes_per_token": weight_bytes},
+                     f"{torch.__version__} eager", "systems": {who: _LABELS[who] for who in systems}},
         "results": results,
     }
     if output:
@@ -114,6 +124,9 @@ def run(model_path: str | None = None, threads=(1, 2), rounds: int = 3, prompt_l
     if plot:
         _plot(plot, rep)
     return rep
+
+
+_LABELS = {"kiln": "Kiln", "kiln_fp32": "Kiln, fp32 weights"}
 
 
 def _kiln_run(model, ids, new_tokens) -> dict:
@@ -173,18 +186,16 @@ def _plot(path, rep) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for ax, metric, title in ((axes[0], "prefill_tok_s", f"prefill ({rep['settings']['prompt_tokens']} tokens)"),
                               (axes[1], "decode_tok_s", "decode")):
-        labels, kiln_v, hf_v = [], [], []
-        for r in rep["results"]:
-            labels.append(f"{r['threads']} thr")
-            kiln_v.append(r["kiln"][metric])
-            hf_v.append(r["hf"][metric])
-        x = np.arange(len(labels))
-        ax.bar(x - 0.2, kiln_v, 0.4, label="Kiln")
-        ax.bar(x + 0.2, hf_v, 0.4, label="HF transformers (eager)")
+        names = {**rep["settings"]["systems"], "hf": "HF transformers (eager)"}
+        labels = [f"{r['threads']} thr" for r in rep["results"]]
+        x, width = np.arange(len(labels)), 0.8 / len(names)
+        for i, (who, label) in enumerate(names.items()):
+            ax.bar(x + (i - (len(names) - 1) / 2) * width, [r[who][metric] for r in rep["results"]], width,
+                   label=label)
         ax.set_xticks(x, labels)
         ax.set_ylabel("tokens / s")
         ax.set_title(title)
-        ax.legend()
+        ax.legend(fontsize=7)
     fig.suptitle(os.path.basename(rep["model"]) + ", fp32")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -196,12 +207,14 @@ def main(args) -> int:
     output = args.output if args.output != "bench.json" else "bench-model.json"
     plot = args.plot if args.plot != "bench.png" else "bench-model.png"
     rep = run(args.model, threads, rounds=args.rounds, output=output, plot=plot or None, seed=args.seed)
-    print(f"{'threads':>7} {'kiln prefill':>13} {'hf prefill':>11} {'ratio':>6} {'kiln decode':>12} "
-          f"{'hf decode':>10} {'ratio':>6} {'bandwidth':>9} {'same tokens':>11}")
+    print(f"{'threads':>7} {'system':>9} {'prefill':>8} {'hf':>7} {'ratio':>6} {'decode':>7} {'hf':>6} "
+          f"{'ratio':>6} {'bandwidth':>9} {'same tokens':>11}")
     for r in rep["results"]:
-        print(f"{r['threads']:>7} {r['kiln']['prefill_tok_s']:>13.1f} {r['hf']['prefill_tok_s']:>11.1f} "
-              f"{r['prefill_ratio']:>6.2f} {r['kiln']['decode_tok_s']:>12.1f} {r['hf']['decode_tok_s']:>10.1f} "
-              f"{r['decode_ratio']:>6.2f} {100 * r['kiln_decode_bandwidth_share']:>8.0f}% "
-              f"{r['tokens_identical']:>6}/{r['new_tokens']}")
+        for who in rep["settings"]["systems"]:
+            k, h = r[who], r["hf"]
+            print(f"{r['threads']:>7} {who:>9} {k['prefill_tok_s']:>8.1f} {h['prefill_tok_s']:>7.1f} "
+                  f"{k['prefill_ratio']:>6.2f} {k['decode_tok_s']:>7.1f} {h['decode_tok_s']:>6.1f} "
+                  f"{k['decode_ratio']:>6.2f} {100 * k['decode_bandwidth_share']:>8.0f}% "
+                  f"{k['tokens_identical']:>6}/{r['new_tokens']}")
     print(f"report: {output}" + (f", plot: {plot}" if plot else ""))
     return 0
