@@ -655,8 +655,9 @@ def test_sequential_emulation_refuses_tensor_core_kernels():
         emulated_device(loops)
 
 
-# (M, N, K) that do not fit tensor-core tiles: ragged extents, a decode step (M = 1)
-EDGE_SHAPES = [(13, 100, 70), (1, 256, 128), (48, 36, 40)]
+# (M, N, K) that do not fit tensor-core tiles: ragged extents (scalar SIMT), a decode step (M = 1) and
+# M = 8 (vectorized SIMT: A and B rounded as they are read)
+EDGE_SHAPES = [(13, 100, 70), (1, 256, 128), (48, 36, 40), (8, 96, 64)]
 
 
 @pytest.mark.parametrize("shape", EDGE_SHAPES, ids=lambda s: "x".join(map(str, s)))

@@ -30,7 +30,7 @@
 // BF16-COUNT-8:    nvvm.mma.sync A[{{.*}}] B[{{.*}}] C[{{.*}}] {layoutA = #nvvm.mma_layout<row>, layoutB = #nvvm.mma_layout<col>, multiplicandAPtxType = #nvvm.mma_type<bf16>, multiplicandBPtxType = #nvvm.mma_type<bf16>, shape = #nvvm.shape<m = 16, n = 8, k = 16>} : (i32, i32, f32) -> !llvm.struct<(f32, f32, f32, f32)>
 // CHECK:           gpu.barrier
 // CHECK:           scf.yield
-// CHECK-COUNT-16:  vector.store %{{.*}}, %[[C]][{{.*}}] : memref<128x1536xf32>, vector<2xf32>
+// CHECK-COUNT-16:  vector.store %{{.*}}, %[[C]][{{.*}}] {alignment = 8 : i64} : memref<128x1536xf32>, vector<2xf32>
 // CHECK:         gpu.return
 // CHECK:       memref.global "private" @proj_dispatch_0_contraction_smem_a : memref<64x40xf16, #gpu.address_space<workgroup>> {alignment = 16 : i64}
 // CHECK:       memref.global "private" @proj_dispatch_0_contraction_smem_b : memref<64x40xf16, #gpu.address_space<workgroup>> {alignment = 16 : i64}

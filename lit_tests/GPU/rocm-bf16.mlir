@@ -1,7 +1,7 @@
 // rocm with --precision bf16: MLIR 22 has no vector.contract -> amdgpu.mfma/wmma lowering (only the
 // amdgpu ops and their rocdl lowering), so GEMMs keep the SIMT schedule with their operands rounded
-// to bf16 and f32 sums (fptrunc/fpext before the products, which are then summed by a vector
-// reduction rather than FMAs: the rounding hides the contraction); the hsaco builds for gfx942 and gfx1100 and
+// to bf16 as they are read (fptrunc/fpext of each vector load) and f32 sums (FMAs); the hsaco builds
+// for gfx942 and gfx1100 and
 // the manifest records the precision.
 //
 // REQUIRES: llc-22
@@ -14,10 +14,9 @@
 
 // LLVM:       kiln.precision = "bf16"
 // LLVM-LABEL: llvm.func @proj_dispatch_0_contraction_kernel(
-// LLVM:         llvm.fptrunc %{{.*}} : vector<8xf32> to vector<8xbf16>
-// LLVM:         llvm.fpext %{{.*}} : vector<8xbf16> to vector<8xf32>
-// LLVM:         llvm.fmul %{{.*}} : vector<8xf32>
-// LLVM:         llvm.intr.vector.reduce.fadd
+// LLVM:         llvm.fptrunc %{{.*}} : vector<{{[0-9]+}}xf32> to vector<{{[0-9]+}}xbf16>
+// LLVM:         llvm.fpext %{{.*}} : vector<{{[0-9]+}}xbf16> to vector<{{[0-9]+}}xf32>
+// LLVM:         llvm.intr.fmuladd
 // LLVM-NOT:     amdgpu.
 // LLVM-NOT:     rocdl.mfma
 

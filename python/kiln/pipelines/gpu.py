@@ -173,6 +173,7 @@ def make_tiled(module: ir.Module) -> None:
     funcs = {ir.StringAttr(op.attributes["sym_name"]).value: op
              for op in module.body.operations if op.operation.name == "func.func"}
     precision, chip = gpu_mma.module_precision(module), target_chip(module, "")
+    rounded = []  # (func, its A and B arguments) of SIMT GEMMs whose operands are rounded to `precision`
     for i, kernel in enumerate(schedules.kernels_of(module)):
         mma = gpu_mma.mma_schedule(kernel, funcs[kernel.name], precision, chip)
         if mma is not None:  # tensor cores: the kernel is written at the loops stage (gpu_mma.py)
@@ -183,7 +184,7 @@ def make_tiled(module: ir.Module) -> None:
         if gpu_matvec.mark(kernel, funcs[kernel.name], precision):  # a warp per row of W (gpu_matvec.py)
             continue
         if precision != "f32" and kernel.gemm_rhs and kernel.f32:
-            gpu_mma.round_operands(funcs[kernel.name], precision)
+            rounded.append((funcs[kernel.name], gpu_mma.operand_args(funcs[kernel.name])))
         register_tiled = contraction_schedule(kernel)
         if register_tiled is not None:
             tiles, threads, block, kt = register_tiled
@@ -224,6 +225,8 @@ def make_tiled(module: ir.Module) -> None:
             lines += _register_tile_lines(i, len(tiles), kt, kernel.has_init_fill)
     lines += ["    transform.yield", "  }", "}"]
     _apply(module, "\n".join(lines), "tiled")
+    for func, args in rounded:
+        gpu_mma.round_operands(func, args, precision)
     # Register-tiled contractions: the accumulators' vector read/write move out of the K loop.
     run_passes(module, "canonicalize,cse,func.func(loop-invariant-subset-hoisting),canonicalize,cse", "tiled")
 

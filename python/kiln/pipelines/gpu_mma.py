@@ -102,20 +102,44 @@ def _root(func):
     return next((o for o in func.regions[0].blocks[0].operations if "kiln.root" in o.attributes), None)
 
 
-def round_operands(func, precision: str) -> None:
-    """Rounds the operands of a SIMT GEMM's root to `precision` inside its body (extf(truncf(x))):
-    the product is then of bf16/f16 values, summed in f32, as on tensor cores."""
+def operand_args(func) -> tuple:
+    """The argument numbers of a GEMM kernel's A and B (its root's inputs), before tiling."""
+    root, block = _root(func), func.regions[0].blocks[0]
+    return tuple(_arg_number(v, block) for v in root.operands[:2])
+
+
+def round_operands(func, args: tuple, precision: str) -> None:
+    """Rounds a tiled SIMT GEMM's A and B (arguments `args`) to `precision`: the product is then of
+    bf16/f16 values, summed in f32, as on tensor cores. Vectorized schedules get extf(truncf(v)) on
+    each vector read of A or B (the contraction stays a contraction: FMAs); scalar ones in the
+    root's body."""
     from mlir.dialects import arith
 
-    root = _root(func)
     low = ir.BF16Type.get() if precision == "bf16" else ir.F16Type.get()
-    block = root.regions[0].blocks[0]
-    mul = next(iter(block.operations))  # gemm_form: the body is mulf(a, b), addf, yield
-    with ir.InsertionPoint(mul), mul.location:
-        for j, v in enumerate(list(mul.operands)):
-            i = _arg_number(v, block)
-            if i in (0, 1):
-                mul.operands[j] = arith.extf(v.type, arith.truncf(low, v))
+    block = func.regions[0].blocks[0]
+    reads, roots = [], []
+    _walk(func, lambda o: reads.append(o) if o.operation.name == "vector.transfer_read"
+          and _traced_arg(o.operands[0], block) in args else
+          roots.append(o) if "kiln.root" in o.attributes else None)
+    for read in reads:
+        with ir.InsertionPoint.after(read), read.location:
+            low_value = arith.truncf(ir.VectorType.get(read.result.type.shape, low), read.result)
+            rounded = arith.extf(read.result.type, low_value)
+        read.result.replace_all_uses_except(rounded, low_value.owner.operation)
+    for root in roots:
+        body = root.regions[0].blocks[0]
+        mul = next(iter(body.operations))  # gemm_form: the body is mulf(a, b), addf, yield
+        with ir.InsertionPoint(mul), mul.location:
+            for j, v in enumerate(list(mul.operands)):
+                if _arg_number(v, body) in (0, 1):
+                    mul.operands[j] = arith.extf(v.type, arith.truncf(low, v))
+
+
+def _traced_arg(value, block):
+    """The argument of `block` that `value` is a slice of, or None."""
+    while not isinstance(value.owner, ir.Block) and value.owner.name == "tensor.extract_slice":
+        value = value.owner.operands[0]
+    return _arg_number(value, block)
 
 
 # ---- the kernel (loops stage) ---------------------------------------------------------------
