@@ -510,8 +510,11 @@ def _bmm(b, m, n, k):
 
 
 def _rounded(x, precision):
-    """x rounded to bf16/f16 (round to nearest even), as float64."""
+    """x rounded to bf16/f16 (round to nearest even), as float64 ("f64": not rounded)."""
     import torch
+
+    if precision == "f64":
+        return np.asarray(x, np.float64)
 
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.from_numpy(np.ascontiguousarray(x)).to(dtype).to(torch.float64).numpy()
@@ -530,6 +533,22 @@ def _linear_residual(m, n, k):
             f"  }} -> {y}\n  return %z : {y}\n}}")
 
 
+def _gqa_scores(kv, g, m, n, k):
+    """S[h, g, m, n] = Q[h, g, m, k] · K[h, n, k]ᵀ: grouped-query attention's scores (two batch loops,
+    the second not indexing K)."""
+    q, kt, st = _t((kv, g, m, k)), _t((kv, n, k)), _t((kv, g, m, n))
+    maps = ["(h, g, m, n, k) -> (h, g, m, k)", "(h, g, m, n, k) -> (h, n, k)", "(h, g, m, n, k) -> (h, g, m, n)"]
+    return (f"func.func @f(%q: {q}, %k: {kt}) -> {st} {{\n"
+            f"  %z = arith.constant 0.0 : f32\n  %e = tensor.empty() : {st}\n"
+            f"  %s0 = linalg.fill ins(%z : f32) outs(%e : {st}) -> {st}\n"
+            f"  %s = linalg.generic {{indexing_maps = [{', '.join(f'affine_map<{a}>' for a in maps)}], "
+            'iterator_types = ["parallel", "parallel", "parallel", "parallel", "reduction"]} '
+            f"ins(%q, %k : {q}, {kt}) outs(%s0 : {st}) {{\n"
+            "  ^bb0(%a: f32, %b: f32, %c: f32):\n    %p = arith.mulf %a, %b : f32\n"
+            "    %r = arith.addf %c, %p : f32\n    linalg.yield %r : f32\n"
+            f"  }} -> {st}\n  return %s : {st}\n}}")
+
+
 # name -> (IR, inputs(rng), float64 reference on the inputs rounded to `precision`)
 GEMMS = {
     "linear": (workloads.linear(64, 128, 96).kiln_ir(),
@@ -544,6 +563,9 @@ GEMMS = {
     "batched_linear": (workloads.linear(16, 24, 32).kiln_ir().replace("tensor<16x", "tensor<3x16x"),  # W shared
                        lambda r: [_f32(r, 3, 16, 32), _f32(r, 24, 32, scale=0.1)],
                        lambda x, w, p: _rounded(x, p) @ _rounded(w, p).T),
+    "gqa_scores": (_gqa_scores(2, 3, 16, 24, 32),  # 6 (head, group) pairs share one grid dimension
+                   lambda r: [_f32(r, 2, 3, 16, 32), _f32(r, 2, 24, 32)],
+                   lambda q, k, p: _rounded(q, p) @ np.swapaxes(_rounded(k, p), -1, -2)[:, None]),
     "batched_matmul": (_bmm(3, 16, 24, 32),
                        lambda r: [_f32(r, 3, 16, 32), _f32(r, 3, 32, 24)],
                        lambda a, b, p: _rounded(a, p) @ _rounded(b, p)),
@@ -639,10 +661,7 @@ def test_tensor_core_kernels_emulated_at_warp_level(case, precision, rng, monkey
     dispatch_args = [host[int(a)] for a in re.findall(r"%arg(\d+)", call)]
     kernel(*[dispatch_args[int(a)] for a in re.findall(r"%arg(\d+) :", launch)])
     np.testing.assert_allclose(out, expected, **_gemm_tolerance(expected, inputs[0].shape[-1]))
-    exact = inputs[0].astype(np.float64) @ np.swapaxes(inputs[1], -1, -2) if "linear" in case \
-        else inputs[0].astype(np.float64) @ inputs[1]
-    if case == "linear_residual":
-        exact += inputs[2]
+    exact = reference(*[x.astype(np.float64) for x in inputs], "f64")
     assert np.abs(expected - exact).max() > 1e-4, "the operands were not rounded"
 
 
@@ -729,21 +748,17 @@ def test_four_layer_block_bf16_on_sm90(tmp_path):
 @pytest.mark.parametrize("precision", ["bf16", "f16"])
 @pytest.mark.parametrize("case", sorted(GEMMS) + ["smollm2_mlp"])
 def test_cuda_low_precision_gemm_on_gpu(case, precision, rng):
-    """bf16/f16 GEMMs on the GPU (tensor cores from sm_80) against torch: float64 matmul of the rounded
-    inputs, fresh random inputs."""
-    import torch
-
+    """bf16/f16 GEMMs on the GPU (tensor cores from sm_80), fresh random inputs, against the float64
+    product of the inputs rounded by torch."""
     device = _gpu_device("cuda")
     if case == "smollm2_mlp":
         text = workloads.linear(128, 1536, 576).kiln_ir()
         inputs = [_f32(rng, 128, 576), _f32(rng, 1536, 576, scale=0.05)]
+        reference = GEMMS["linear"][2]
     else:
-        text, make_inputs, _ = GEMMS[case]
+        text, make_inputs, reference = GEMMS[case]
         inputs = make_inputs(rng)
     program = kiln.compile(text, target="cuda", chip=device.gpu.chip, precision=precision, device=device)
     (y,) = program.f(*inputs)
-    a, b = (torch.from_numpy(_rounded(x, precision)) for x in inputs[:2])
-    expected = (a @ b.transpose(-1, -2) if "linear" in case or case == "smollm2_mlp" else a @ b).numpy()
-    if case == "linear_residual":
-        expected = expected + inputs[2]
+    expected = reference(*inputs, precision)
     np.testing.assert_allclose(y, expected, **_gemm_tolerance(expected, inputs[0].shape[-1]))

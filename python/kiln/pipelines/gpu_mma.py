@@ -3,7 +3,7 @@
 With `precision="bf16"|"f16"`, a GEMM-shaped f32 contraction (loops [b.., m, n, k], see
 `schedules.gemm_form`) whose extents fit whole tiles gets this kernel instead of the SIMT schedule:
 
-    block   TM x TN of C (a grid of blocks over the batch loops and M/TM x N/TN tiles)
+    block   TM x TN of C (a grid of M/TM x N/TN tiles x the batch loops' iterations)
     warps   WM x WN of C each (at most 2 x 2 warps); 16 x 8 `mma.sync` tiles, f32 accumulators in
             registers through the whole K loop
     K step  KT (32 or 16): every thread loads 16-byte vectors of A and B (f32) from global memory,
@@ -19,13 +19,13 @@ but not bf16, so bf16 tiles are held in shared memory as f16-typed 16-bit words 
 arithmetic on them) and each bf16 kernel's nvgpu.mma.sync is rewritten into nvvm.mma.sync with
 bf16 multiplicands here (`_retype_bf16_mma`). cp.async is not used: it copies bytes, and the
 operands are rounded from f32 on the way into shared memory. Shapes that do not fit (M % 16,
-N % 8 or K % 16 nonzero, M < 16: decode steps; A or B computed in the kernel; more than one
-batch loop with several iterations, e.g. grouped-query attention's products) keep the SIMT schedule,
+N % 8 or K % 16 nonzero, M < 16: decode steps; A or B computed in the kernel) keep the SIMT schedule,
 with operands rounded to the precision there too (`round_operands`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from mlir import ir
@@ -86,8 +86,6 @@ def mma_schedule(kernel: schedules.Kernel, func, precision: str, chip: str):
     kt = next((t for t in (32, 16) if k % t == 0), 0)
     if not (tm and tn and kt):
         return None
-    if sum(1 for d in range(nb) if ranges[d] > 1) + 2 > 3:
-        return None  # more than three block dims
     root, block = _root(func), func.regions[0].blocks[0]
     if root is None or any(_arg_number(v, block) is None for v in root.operands[:2]):
         return None  # an operand computed in the kernel: its shape and layout are not the argument's
@@ -281,14 +279,19 @@ def _kernel_text(func, name: str, tile: MmaTile, precision: str) -> str:
     n_acc = (tile.wm // 16) * (tile.wn // 8)
 
     t = _Text()
-    grid_loops = [d for d in range(nb) if ranges[d] > 1]
-    grid = [ranges[d] for d in grid_loops] + [m // tile.tm, n // tile.tn]
+    # the batch loops with several iterations share one grid dimension (block z)
+    batch_loops = [d for d in range(nb) if ranges[d] > 1]
+    batch_blocks = math.prod(ranges[d] for d in batch_loops)
+    grid = ([batch_blocks] if batch_loops else []) + [m // tile.tm, n // tile.tn]
     gids = [f"%g{i}" for i in range(len(grid))]
-    batch = {d: gids[j] for j, d in enumerate(grid_loops)}
+    t.emit(f"scf.forall ({', '.join(gids)}) in ({', '.join(map(str, grid))}) {{")
+    batch = {}
+    for j, d in enumerate(batch_loops):
+        inner = math.prod(ranges[e] for e in batch_loops[j + 1:])
+        batch[d] = t.apply(f"(d0 floordiv {inner}) mod {ranges[d]}", gids[0])
     a_batch = [batch.get(d, t.c(0)) for d in range(nb)]
     b_batch = [batch.get(d, t.c(0)) for d in rhs[:-2]]
     c_batch = a_batch
-    t.emit(f"scf.forall ({', '.join(gids)}) in ({', '.join(map(str, grid))}) {{")
     t.emit(f"%sa = memref.get_global @{name}_smem_a : {sa_t}")
     t.emit(f"%sb = memref.get_global @{name}_smem_b : {sb_t}")
     t.emit(f"scf.forall (%t) in ({threads}) {{")
