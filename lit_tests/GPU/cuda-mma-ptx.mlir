@@ -1,6 +1,6 @@
 // The PTX of tensor-core GEMMs (--precision bf16|f16, sm_80 and sm_90): two 64x40 16-bit tiles in
-// shared memory; per K step, 16-byte global loads (ld.global.v4) rounded in pairs (cvt.rn.bf16x2 /
-// f16x2) and stored to shared memory, a barrier, ldmatrix fragments (x4 for A, x2 for B) and 16
+// shared memory; 16-byte global loads (ld.global.v4) one K step ahead; per K step, the held vectors
+// rounded in pairs (cvt.rn.bf16x2 / f16x2) and stored to shared memory, the next step's loads, a barrier, ldmatrix fragments (x4 for A, x2 for B) and 16
 // mma.sync m16n8k16 with f32 accumulators, a barrier; C written 8 bytes per lane. The ragged GEMM
 // keeps the SIMT kernel, its operands rounded one by one (cvt.rn.bf16.f32), no mma.sync.
 //
@@ -19,11 +19,12 @@
 // CHECK:       .maxntid 128, 1, 1
 // CHECK-DAG:   .shared .align 16 .b8 proj_dispatch_0_contraction_smem_a[5120];
 // CHECK-DAG:   .shared .align 16 .b8 proj_dispatch_0_contraction_smem_b[5120];
+// CHECK-COUNT-8: ld.global.v4.b32
 // CHECK:       $L__BB0_1:
-// CHECK:       ld.global.v4.b32
-// CHECK-NEXT:  cvt.rn.[[T]]x2.f32
+// CHECK:       cvt.rn.[[T]]x2.f32
 // CHECK-NEXT:  cvt.rn.[[T]]x2.f32
 // CHECK-NEXT:  st.shared.v2.b32
+// CHECK-COUNT-8: ld.global.v4.b32
 // CHECK:       bar.sync 0;
 // CHECK-COUNT-2: ldmatrix.sync.aligned.m8n8.x4.shared.b16
 // CHECK-COUNT-4: ldmatrix.sync.aligned.m8n8.x2.shared.b16

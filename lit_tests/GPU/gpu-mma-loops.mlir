@@ -2,9 +2,10 @@
 // projection, one 128-token prefill): a 24 x 2 grid of 64x64 tiles, 4 warps of 32x32. The shared
 // memory tiles of A and B are globals of the gpu.module in #gpu.address_space<workgroup>, rows padded
 // to 40 16-bit elements. Per K step of 32: 4 + 4 16-byte loads per thread rounded to f16/bf16 into
-// shared memory, a barrier, then per 16 of K each warp loads 2 A and 4 B fragments with ldmatrix and
-// issues 8 mma.sync (16x8x16) into 8 f32 accumulators carried by the K loop; after it, the
-// accumulators are stored to C. f16 keeps upstream's nvgpu.mma.sync; bf16 tiles are f16-typed
+// shared memory (loaded one step ahead: the next step's 8 vectors are loaded before this step's
+// mma.sync and wait in a per-thread buffer that LLVM keeps in registers), a barrier, then per 16 of K
+// each warp loads 2 A and 4 B fragments with ldmatrix and issues 8 mma.sync (16x8x16) into 8 f32
+// accumulators carried by the K loop; after it, the accumulators are stored to C. f16 keeps upstream's nvgpu.mma.sync; bf16 tiles are f16-typed
 // 16-bit words, their mma.sync is nvvm.mma.sync with bf16 multiplicands.
 //
 // RUN: kiln compile %s --target cuda --precision f16 --compile-to loops | FileCheck %s --check-prefixes=CHECK,F16
@@ -15,13 +16,20 @@
 // CHECK-SAME:      known_block_size = array<i32: 128, 1, 1>, known_grid_size = array<i32: 24, 2, 1>
 // CHECK:         %[[SA:.*]] = memref.get_global @proj_dispatch_0_contraction_smem_a
 // CHECK:         %[[SB:.*]] = memref.get_global @proj_dispatch_0_contraction_smem_b
+// CHECK:         %[[REGS:.*]] = memref.alloca() : memref<8x4xf32>
+// CHECK-COUNT-4: vector.load %[[A]][{{.*}}] {alignment = 16 : i64} : memref<128x576xf32>, vector<4xf32>
+// CHECK-COUNT-4: vector.load %[[W]][{{.*}}] {alignment = 16 : i64} : memref<1536x576xf32>, vector<4xf32>
+// CHECK-COUNT-8: vector.store %{{.*}}, %[[REGS]][%{{.*}}, %c0] : memref<8x4xf32>, vector<4xf32>
 // CHECK:         scf.for %{{.*}} = %c0 to %c576 step %c32 iter_args({{.*}}) -> (vector<2x2xf32>, vector<2x2xf32>, vector<2x2xf32>, vector<2x2xf32>, vector<2x2xf32>, vector<2x2xf32>, vector<2x2xf32>, vector<2x2xf32>)
-// CHECK-COUNT-4:   vector.load %[[A]][{{.*}}] {alignment = 16 : i64} : memref<128x576xf32>, vector<4xf32>
-// CHECK-COUNT-4:   vector.load %[[W]][{{.*}}] {alignment = 16 : i64} : memref<1536x576xf32>, vector<4xf32>
+// CHECK-COUNT-8:   vector.load %[[REGS]][%{{.*}}, %c0] : memref<8x4xf32>, vector<4xf32>
 // F16:             arith.truncf %{{.*}} : vector<4xf32> to vector<4xf16>
 // BF16:            arith.truncf %{{.*}} : vector<4xf32> to vector<4xbf16>
 // BF16-NEXT:       arith.bitcast %{{.*}} : vector<4xbf16> to vector<4xf16>
 // CHECK:           vector.store %{{.*}}, %[[SB]][{{.*}}] {alignment = 8 : i64} : memref<64x40xf16, #gpu.address_space<workgroup>>, vector<4xf16>
+// CHECK:           affine.min
+// CHECK-COUNT-4:   vector.load %[[A]][{{.*}}] {alignment = 16 : i64} : memref<128x576xf32>, vector<4xf32>
+// CHECK-COUNT-4:   vector.load %[[W]][{{.*}}] {alignment = 16 : i64} : memref<1536x576xf32>, vector<4xf32>
+// CHECK-COUNT-8:   vector.store %{{.*}}, %[[REGS]][%{{.*}}, %c0] : memref<8x4xf32>, vector<4xf32>
 // CHECK:           gpu.barrier
 // CHECK:           gpu.lane_id
 // CHECK-COUNT-2:   nvgpu.ldmatrix %[[SA]][{{.*}}] {numTiles = 4 : i32, transpose = false} {{.*}} -> vector<4x2xf16>

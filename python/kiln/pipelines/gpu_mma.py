@@ -6,11 +6,12 @@ With `precision="bf16"|"f16"`, a GEMM-shaped f32 contraction (loops [b.., m, n, 
     block   TM x TN of C (a grid of M/TM x N/TN tiles x the batch loops' iterations)
     warps   WM x WN of C each (at most 2 x 2 warps); 16 x 8 `mma.sync` tiles, f32 accumulators in
             registers through the whole K loop
-    K step  KT (32 or 16): every thread loads 16-byte vectors of A and B (f32) from global memory,
-            rounds them to bf16/f16 (convert on load: the program's tensors stay f32) and stores
-            them in shared memory (A as [TM, KT], B as [TN, KT], rows padded by 8 elements against
-            bank conflicts); a barrier; each warp reads its fragments with `ldmatrix` and issues
-            (WM/16) x (WN/8) x (KT/16) `mma.sync`; a barrier.
+    K step  KT (32 or 16): every thread rounds the 16-byte vectors of A and B (f32) it loaded
+            from global memory during the previous step to bf16/f16 (convert on load: the
+            program's tensors stay f32) and stores them in shared memory (A as [TM, KT], B as
+            [TN, KT], rows padded by 8 elements against bank conflicts); it issues the loads for
+            the next step (in flight during this one's mma.sync); a barrier; each warp reads its
+            fragments with `ldmatrix` and issues (WM/16) x (WN/8) x (KT/16) `mma.sync`; a barrier.
 
 The kernel is written at the `loops` stage (on buffers) as vector code per warp -- vector.contract
 on 16x16 x 8x16 tiles read from shared memory -- which upstream's `convert-vector-to-gpu{use-nvgpu}`
@@ -315,52 +316,91 @@ def _kernel_text(func, name: str, tile: MmaTile, precision: str) -> str:
                 inits.append(t.fresh())
                 t.emit(f"{inits[-1]} = vector.transfer_read {vc}[{', '.join(c_batch + list(c_tile(i, j)))}], %zero "
                        f"{{in_bounds = [true, true]}} : {tc}, {acc_t}")
-    accs = [f"%a{i}" for i in range(n_acc)]
-    results = t.fresh()
-    t.emit(f"{results}:{n_acc} = scf.for %k0 = {t.c(0)} to {t.c(k)} step {t.c(tile.kt)} iter_args("
-           + ", ".join(f"{a} = {v}" for a, v in zip(accs, inits)) + f") -> ({', '.join([acc_t] * n_acc)}) {{")
-
-    def stage(src, src_t, src_batch, dst, rows, cols, transpose):
-        """Copies src[rows x cols tile] into dst (f32 -> low precision), 4 elements per load."""
-        groups = cols // 4
+    # Each thread's share of the A and B tiles: chunks of 4 consecutive f32 (one 16-byte load), at
+    # (r, c) of the tile; a thread past the last chunk loads the last one again but stores nothing.
+    def chunks(rows, cols):
+        groups, out = cols // 4, []
         total = rows * groups
         for j in range((total + threads - 1) // threads):
-            guarded = (j + 1) * threads > total
-            if guarded:
-                ok = t.fresh()
-                t.emit(f"{ok} = arith.cmpi ult, %t, {t.c(total - j * threads)} : index")
-                t.emit(f"scf.if {ok} {{")
-            r = t.apply(f"(d0 + {j * threads}) floordiv {groups}", "%t")
-            c = t.apply(f"((d0 + {j * threads}) mod {groups}) * 4", "%t")
-            if transpose:  # B[k, n] tile: r along K, c along N
-                gr, gc = t.apply("d0 + d1", "%k0", r), t.apply("d0 + d1", n0, c)
+            guard = total - j * threads if (j + 1) * threads > total else 0
+            if guard:
+                idx = t.fresh()
+                t.emit(f"{idx} = affine.min affine_map<(d0) -> (d0 + {j * threads}, {total - 1})>(%t)")
             else:
-                gr = t.apply("d0 + d1", m0 if dst == "%sa" else n0, r)
-                gc = t.apply("d0 + d1", "%k0", c)
-            v, h = t.fresh(), t.fresh()
-            t.emit(f"{v} = vector.load {src}[{', '.join(src_batch + [gr, gc])}] {{alignment = 16 : i64}} "
-                   f": {src_t}, vector<4xf32>")
-            t.emit(f"{h} = arith.truncf {v} : vector<4xf32> to vector<4x{low}>")
+                idx = t.apply(f"d0 + {j * threads}", "%t")
+            out.append((t.apply(f"d0 floordiv {groups}", idx), t.apply(f"(d0 mod {groups}) * 4", idx), guard))
+        return out
+
+    a_chunks = chunks(tile.tm, tile.kt)
+    b_chunks = chunks(tile.kt, tile.tn) if kn else chunks(tile.tn, tile.kt)
+
+    def load(k0):
+        """The chunks of A and B at K offset k0 (f32 vectors, held in registers until stored)."""
+        values = []
+        for src, src_t, src_batch, tile_chunks, is_a in ((va, ta, a_batch, a_chunks, True),
+                                                         (vb, tb, b_batch, b_chunks, False)):
+            for r, c, _ in tile_chunks:
+                if is_a:
+                    index = [t.apply("d0 + d1", m0, r), t.apply("d0 + d1", k0, c)]
+                elif kn:  # B[k, n] tile: r along K, c along N
+                    index = [t.apply("d0 + d1", k0, r), t.apply("d0 + d1", n0, c)]
+                else:
+                    index = [t.apply("d0 + d1", n0, r), t.apply("d0 + d1", k0, c)]
+                values.append(t.fresh())
+                t.emit(f"{values[-1]} = vector.load {src}[{', '.join(src_batch + index)}] {{alignment = 16 : i64}} "
+                       f": {src_t}, vector<4xf32>")
+        return values
+
+    def store(values):
+        """Rounds the loaded chunks to `low` and writes them to the shared-memory tiles (B as [n, k])."""
+        for value, (r, c, guard), dst in zip(values, a_chunks + b_chunks,
+                                             ["%sa"] * len(a_chunks) + ["%sb"] * len(b_chunks)):
+            if guard:
+                ok = t.fresh()
+                t.emit(f"{ok} = arith.cmpi ult, %t, {t.c(guard)} : index")
+                t.emit(f"scf.if {ok} {{")
+            h = t.fresh()
+            t.emit(f"{h} = arith.truncf {value} : vector<4xf32> to vector<4x{low}>")
             if low == "bf16":  # held as 16-bit f16 words (see module doc)
                 w = t.fresh()
                 t.emit(f"{w} = arith.bitcast {h} : vector<4xbf16> to vector<4xf16>")
                 h = w
             dst_t = sa_t if dst == "%sa" else sb_t
-            if transpose:
+            if kn and dst == "%sb":
                 for e in range(4):
-                    s, ce = t.fresh(), t.apply(f"d0 + {e}", c)
-                    t.emit(f"{s} = vector.extract {h}[{e}] : f16 from vector<4xf16>")
-                    t.emit(f"memref.store {s}, {dst}[{ce}, {r}] : {dst_t}")
+                    x, ce = t.fresh(), t.apply(f"d0 + {e}", c)
+                    t.emit(f"{x} = vector.extract {h}[{e}] : f16 from vector<4xf16>")
+                    t.emit(f"memref.store {x}, {dst}[{ce}, {r}] : {dst_t}")
             else:
                 t.emit(f"vector.store {h}, {dst}[{r}, {c}] {{alignment = 8 : i64}} : {dst_t}, vector<4xf16>")
-            if guarded:
+            if guard:
                 t.emit("}")
 
-    stage(va, ta, a_batch, "%sa", tile.tm, tile.kt, False)
-    if kn:
-        stage(vb, tb, b_batch, "%sb", tile.kt, tile.tn, True)
-    else:
-        stage(vb, tb, b_batch, "%sb", tile.tn, tile.kt, False)
+    # The loads for step k + KT are issued before step k's mma.sync, so global memory latency overlaps
+    # the tensor-core work. The chunks wait in a small per-thread buffer (registers once LLVM promotes
+    # it) rather than in the K loop's iter_args, which convert-vector-to-gpu would refuse.
+    n_chunks = len(a_chunks) + len(b_chunks)
+    regs_t = f"memref<{n_chunks}x4xf32>"
+    t.emit(f"%regs = memref.alloca() : {regs_t}")
+
+    def hold(values):
+        for i, v in enumerate(values):
+            t.emit(f"vector.store {v}, %regs[{t.c(i)}, {t.c(0)}] : {regs_t}, vector<4xf32>")
+
+    hold(load(t.c(0)))
+    accs = [f"%a{i}" for i in range(n_acc)]
+    results = t.fresh()
+    carried = [acc_t] * n_acc
+    t.emit(f"{results}:{n_acc} = scf.for %k0 = {t.c(0)} to {t.c(k)} step {t.c(tile.kt)} iter_args("
+           + ", ".join(f"{a} = {v}" for a, v in zip(accs, inits)) + f") -> ({', '.join(carried)}) {{")
+    held = []
+    for i in range(n_chunks):
+        held.append(t.fresh())
+        t.emit(f"{held[-1]} = vector.load %regs[{t.c(i)}, {t.c(0)}] : {regs_t}, vector<4xf32>")
+    store(held)
+    k_next = t.fresh()  # the last step loads its own tiles again (in bounds, unused)
+    t.emit(f"{k_next} = affine.min affine_map<(d0) -> (d0 + {tile.kt}, {k - tile.kt})>(%k0)")
+    hold(load(k_next))
     t.emit("gpu.barrier")
     current = list(accs)
     maps_text = ("indexing_maps = [affine_map<(m, n, k) -> (m, k)>, affine_map<(m, n, k) -> (n, k)>, "
@@ -386,7 +426,7 @@ def _kernel_text(func, name: str, tile: MmaTile, precision: str) -> str:
                        f": vector<16x16xf16>, vector<8x16xf16> into {acc_t}")
                 current[idx] = d
     t.emit("gpu.barrier")
-    t.emit(f"scf.yield {', '.join(current)} : {', '.join([acc_t] * n_acc)}")
+    t.emit(f"scf.yield {', '.join(current)} : {', '.join(carried)}")
     t.emit("}")
     for i in range(tile.wm // 16):
         for j in range(tile.wn // 8):
