@@ -636,6 +636,7 @@ def test_tensor_core_kernels_compile(case, precision, chip):
     assert "ldmatrix.sync.aligned.m8n8.x4.shared.b16" in ptx
     assert "ld.global.v4" in ptx and f"cvt.rn.{precision}x2.f32" in ptx
     assert ".shared .align 16 .b8" in ptx and "bar.sync" in ptx
+    assert ".local" not in ptx, "the prefetch buffer was not promoted to registers"
 
 
 @pytest.mark.parametrize("precision", ["bf16", "f16"])
@@ -727,6 +728,22 @@ def test_smollm2_linears_use_tensor_cores(shape):
     (launch,) = [c for c in art.manifest["programs"]["f"]["commands"] if c["op"] == "launch"]
     m, n, _ = shape
     assert launch["grid"] == [n // 64, m // 64, 1] and launch["block"] == [128, 1, 1]
+
+
+@pytest.mark.skipif(cuda_pipeline.ptxas_path() is None, reason="no ptxas (CUDA toolkit) on this machine")
+def test_tensor_core_kernel_fits_in_registers(tmp_path):
+    """ptxas -v: the tensor-core kernel spills nothing and has no stack frame (accumulators and the
+    prefetched tiles stay in registers)."""
+    art = _compiled_precision(workloads.linear(128, 1536, 576).kiln_ir(), "sm_90", "bf16")
+    (kernel,) = art.manifest["kernels"]
+    src = tmp_path / "k.ptx"
+    src.write_bytes(art.blobs[kernel["blobs"]["ptx"]])
+    out = subprocess.run([cuda_pipeline.ptxas_path(), "-arch=sm_90", "-v", str(src), "-o", str(tmp_path / "k.cubin")],
+                         capture_output=True, text=True, check=True)
+    info = out.stdout + out.stderr
+    print(info)
+    assert "0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads" in info
+    assert int(re.search(r"Used (\d+) registers", info).group(1)) <= 128
 
 
 def test_four_layer_block_bf16_on_sm90(tmp_path):
