@@ -7,8 +7,9 @@ nvgpu (the `loops` stage with `gpu_mma._to_mma_sync` disabled): vector.contract 
 read from shared memory, which every lane of a warp computes whole (the same values, so the
 redundant writes agree). Each GPU thread is a Python thread calling the CPU-compiled kernel; a block's
 threads meet at `gpu.barrier` through a threading.Barrier callback; shared memory is a module global
-(blocks run one after another). What this checks: the staging (indexing, transposes, rounding to
-bf16/f16), the per-warp tiles, the accumulators and the write-back. What it cannot check: the
+(blocks run one after another); each thread's prefetch buffer (memref.alloca) is its own. What this
+checks: the staging (indexing, transposes, rounding to bf16/f16, loading one K step ahead), the
+per-warp tiles, the accumulators and the write-back. What it cannot check: the
 fragment layouts of ldmatrix/mma.sync (upstream's convert-vector-to-gpu, tested upstream on GPUs)
 and the bf16 retyping of mma.sync (checked textually in the PTX).
 """

@@ -605,6 +605,10 @@ def test_precision_is_recorded_and_survives_resume():
     art = kiln.compile(tiled, target="cuda", compile_from="tiled")
     assert art.manifest["target"]["precision"] == "f16"
     assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in _ptx_of(art)
+    loops = kiln.compile(text, target="cuda", precision="bf16", compile_to="loops")
+    art = kiln.compile(loops, target="cuda", compile_from="loops")
+    assert art.manifest["target"]["precision"] == "bf16"
+    assert "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" in _ptx_of(art)
 
 
 def test_cli_precision(tmp_path, capsys):

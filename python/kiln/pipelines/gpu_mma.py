@@ -144,11 +144,10 @@ def _traced_arg(value, block):
 # ---- the kernel (loops stage) ---------------------------------------------------------------
 
 
-def build_kernels(module: ir.Module) -> list:
+def build_kernels(module: ir.Module) -> None:
     """Rewrites every kernel marked `kiln.mma_tile` (on buffers, after bufferization) into its
-    tensor-core form: block and thread foralls around the K loop; returns the kernels' names."""
+    tensor-core form: block and thread foralls around the K loop, mma.sync inside."""
     precision = module_precision(module)
-    done = []
     for op in list(module.body.operations):
         if op.operation.name != "func.func" or MMA_ATTR not in op.attributes:
             continue
@@ -163,8 +162,6 @@ def build_kernels(module: ir.Module) -> list:
                 ops[-1].attributes[attr.name] = attr.attr
         op.operation.erase()
         _to_mma_sync(ops[-1], name, precision)
-        done.append(name)
-    return done
 
 
 def drop_host_shared_memory(module: ir.Module) -> None:
