@@ -679,6 +679,14 @@ def test_sequential_emulation_refuses_tensor_core_kernels():
         emulated_device(loops)
 
 
+def _bf16_expanded(loops: str) -> str:
+    """The emulator's CPU code has no f32 -> bf16 routine: the kernels round with integer ops (RNE)."""
+    with ir.Context():
+        module = ir.Module.parse(loops)
+        run_passes(module, "gpu.module(arith-expand{include-bf16=true})", "test")
+        return str(module)
+
+
 # (M, N, K) that do not fit tensor-core tiles: ragged extents (scalar SIMT), a decode step (M = 1) and
 # M = 8 (vectorized SIMT: A and B rounded as they are read)
 EDGE_SHAPES = [(13, 100, 70), (1, 256, 128), (48, 36, 40), (8, 96, 64)]
@@ -694,11 +702,7 @@ def test_edge_shapes_fall_back_to_rounded_simt(shape, rng):
     ptx = _ptx_of(art)
     assert "mma.sync" not in ptx and "cvt.rn.bf16.f32" in ptx
     loops = kiln.compile(text, target="cuda", precision="bf16", compile_to="loops")
-    with ir.Context():  # the emulator's CPU code has no f32 -> bf16 routine: round with integer ops (RNE)
-        module = ir.Module.parse(loops)
-        run_passes(module, "gpu.module(arith-expand{include-bf16=true})", "test")
-        loops = str(module)
-    program = kiln.runtime.load_artifact(art, emulated_device(loops))
+    program = kiln.runtime.load_artifact(art, emulated_device(_bf16_expanded(loops)))
     x, w = _f32(rng, m, k), _f32(rng, n, k, scale=0.1)
     (y,) = program.f(x, w)
     expected = _rounded(x, "bf16") @ _rounded(w, "bf16").T
@@ -713,10 +717,22 @@ def test_rocm_bf16_rounds_operands_on_simt():
 
 
 @needs_llc22
-def test_rocm_bf16_compiles():
-    art = _compiled_precision(GEMMS["linear"][0], "gfx942", "bf16", "rocm")
+def test_rocm_bf16_compiles_and_emulates(rng):
+    """The rocm bf16 artifact; its kernels emulated (register-tiled SIMT, A and B rounded as read) with
+    the launch plan of a cuda chip without tensor cores (the emulator is a cuda device; both targets
+    share every stage up to `loops`, where only tensor cores would differ)."""
+    text, make_inputs, reference = GEMMS["linear"]
+    art = _compiled_precision(text, "gfx942", "bf16", "rocm")
     _check_artifact(art, "rocm", "gfx942")
     assert art.manifest["target"]["precision"] == "bf16"
+    plan = _compiled_precision(text, "sm_75", "bf16")
+    assert "mma.sync" not in _ptx_of(plan)
+    program = kiln.runtime.load_artifact(plan, emulated_device(_bf16_expanded(
+        kiln.compile(text, target="rocm", precision="bf16", compile_to="loops"))))
+    inputs = make_inputs(rng)
+    (y,) = program.f(*inputs)
+    expected = reference(*inputs, "bf16")
+    np.testing.assert_allclose(y, expected, **_gemm_tolerance(expected, inputs[0].shape[-1]))
 
 
 # SmolLM2-135M's linear layers for a 128-token prefill: q/o (576x576), MLP up/gate (1536x576), down
