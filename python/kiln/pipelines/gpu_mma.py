@@ -88,13 +88,24 @@ def mma_schedule(kernel: schedules.Kernel, func, precision: str, chip: str):
     if not (tm and tn and kt):
         return None
     root, block = _root(func), func.regions[0].blocks[0]
-    if root is None or any(_arg_number(v, block) is None for v in root.operands[:2]):
+    if not _only_gemm(block):
+        return None
+    if any(_arg_number(v, block) is None for v in root.operands[:2]):
         return None  # an operand computed in the kernel: its shape and layout are not the argument's
-    c = root.operands[2]
-    if _arg_number(c, block) is None and not (c.owner.name == "linalg.fill" and _arg_number(c.owner.operands[1], block)
-                                              is not None):
+    c = root.operands[2]  # C: an argument, or an argument filled with a constant
+    if _arg_number(c, block) is None and not (
+            c.owner.name == "linalg.fill" and _arg_number(c.owner.operands[1], block) is not None
+            and not isinstance(c.owner.operands[0].owner, ir.Block)):
         return None
     return MmaTile(tm, tn, kt, min(tm, 32), min(tn, 32))
+
+
+def _only_gemm(block) -> bool:
+    """Does the kernel body hold just its root GEMM, at most one fill, constants and the return?"""
+    names = [o.operation.name for o in block.operations]
+    return (names.count("linalg.generic") == 1 and names.count("linalg.fill") <= 1
+            and all(n in ("arith.constant", "linalg.fill", "linalg.generic", "func.return") for n in names)
+            and any("kiln.root" in o.attributes for o in block.operations))
 
 
 def _root(func):
@@ -246,11 +257,8 @@ def _kernel_text(func, name: str, tile: MmaTile, precision: str) -> str:
     the shared-memory globals, then the function."""
     block = func.regions[0].blocks[0]
     root, fill = _root(func), next((o for o in block.operations if o.operation.name == "linalg.fill"), None)
-    names = sorted(o.operation.name for o in block.operations)
     arg_of = [None if root is None else _arg_number(v, block) for v in (root.operands if root else [])]
-    expected = ["arith.constant", "func.return", "linalg.fill", "linalg.generic"] if fill else \
-        ["func.return", "linalg.generic"]
-    if (root is None or None in arg_of or names != expected
+    if (not _only_gemm(block) or None in arg_of
             or (fill is not None and _arg_number(fill.operands[1], block) != arg_of[2])):
         raise KilnError(f"stage 'loops': kernel {name} has the tensor-core schedule but is not a GEMM on its "
                         f"arguments (C filled or accumulated into) after bufferization:\n{func}")
