@@ -91,9 +91,10 @@ def compile_model(
     return CompiledModel(program, graph, checkpoint, options, params)
 
 
-def model_ir(model: str, max_seq_len: Optional[int] = None, prefill_chunk: int = 128) -> str:
-    """The transformer-dialect IR `compile_model` would compile for a checkpoint, or for a bare
-    config.json (no weights needed: parameters are entry-point arguments)."""
+def model_ir(model: str, max_seq_len: Optional[int] = None, prefill_chunk: int = 128,
+             quantized_weights: bool = True) -> str:
+    """The transformer-dialect IR `compile_model` would compile for a checkpoint on the CPU, or for a
+    bare config.json (no weights needed: parameters are entry-point arguments)."""
     if str(model).endswith(".json"):
         try:
             with open(model) as f:
@@ -106,7 +107,7 @@ def model_ir(model: str, max_seq_len: Optional[int] = None, prefill_chunk: int =
         config = load_checkpoint(model)
     options = _options(config if isinstance(config, dict) else config.config, "cpu", "float32", max_seq_len,
                        prefill_chunk)
-    options["quantized_weights"] = True
+    options["quantized_weights"] = bool(quantized_weights)
     return str(_build_graph(config, options).module)
 
 
