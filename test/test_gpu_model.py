@@ -23,6 +23,7 @@ from kiln.runtime import cuda as cuda_driver  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 from gpu_emulation import emulated_device  # noqa: E402
+from test_gpu_compile import DECODE  # noqa: E402  (a decode step: cache updates + causal attention)
 
 VOCAB = 160
 MAX_SEQ_LEN, CHUNK = 32, 8
@@ -150,28 +151,15 @@ def test_target_device_mismatches_are_refused(tiny_llama, gpu_model):
         kiln.compile_model(directory, target="rocm", device=device)
 
 
-DECODE_ATTENTION = """
-func.func @decode(%q: tensor<1x4x1x16xf32>, %k: tensor<1x2x1x16xf32>, %v: tensor<1x2x1x16xf32>,
-                  %kc: tensor<1x2x8x16xf32>, %vc: tensor<1x2x8x16xf32>, %pos: index)
-    -> (tensor<1x4x1x16xf32>, tensor<1x2x8x16xf32> {kiln.updates_arg = 3 : i64},
-        tensor<1x2x8x16xf32> {kiln.updates_arg = 4 : i64}) {
-  %kc2 = transformer.kv_cache_update %kc, %k at %pos : tensor<1x2x8x16xf32>, tensor<1x2x1x16xf32> -> tensor<1x2x8x16xf32>
-  %vc2 = transformer.kv_cache_update %vc, %v at %pos : tensor<1x2x8x16xf32>, tensor<1x2x1x16xf32> -> tensor<1x2x8x16xf32>
-  %o = transformer.attention %q, %kc2, %vc2 offset(%pos) {causal} : (tensor<1x4x1x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, index) -> tensor<1x4x1x16xf32>
-  return %o, %kc2, %vc2 : tensor<1x4x1x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>
-}
-"""
-
-
 def test_decode_attention_stops_at_the_position(rng):
     """The softmax·V loop over cache rows is bounded by the decode position (gpu.skip_masked_iterations);
     every position of the cache, first to last, still gives the float64 attention."""
     from kiln import reference as ref
 
-    loops = kiln.compile(DECODE_ATTENTION, target="cuda", compile_to="loops")
+    loops = kiln.compile(DECODE, target="cuda", compile_to="loops")
     assert loops.count("arith.minui") == 1
     device = emulated_device(loops)
-    program = kiln.runtime.load_artifact(kiln.compile(DECODE_ATTENTION, target="cuda"), device)
+    program = kiln.runtime.load_artifact(kiln.compile(DECODE, target="cuda"), device)
     kc, vc = np.zeros((1, 2, 8, 16), np.float32), np.zeros((1, 2, 8, 16), np.float32)
     bk, bv = device.upload(kc), device.upload(vc)
     for pos in range(8):
