@@ -193,9 +193,10 @@ def _block_formats(checkpoint) -> dict:
     kernels read as they are (GGUF Q4_0/Q4_1/Q8_0)."""
     if isinstance(checkpoint, dict):
         return {}
-    formats = {"Q4_0": "q4_0", "Q4_1": "q4_1", "Q8_0": "q8_0"}
-    return {name: formats[checkpoint.stored_dtype(name)] for name in checkpoint.names()
-            if checkpoint.stored_dtype(name) in formats}
+    from .loaders.gguf import BLOCK_FORMATS
+
+    return {name: BLOCK_FORMATS[checkpoint.stored_dtype(name)] for name in checkpoint.names()
+            if checkpoint.stored_dtype(name) in BLOCK_FORMATS}
 
 
 def _compile_graph(graph, options, checkpoint, cache_path, device, label, progress):

@@ -83,7 +83,7 @@ def unpermute_rows(w: np.ndarray, n_head: int) -> np.ndarray:
 
 
 # GGUF block formats Kiln's kernels read without dequantizing first -> transformer.dequantize's format.
-_BLOCK_FORMATS = {"Q4_0": "q4_0", "Q4_1": "q4_1", "Q8_0": "q8_0"}
+BLOCK_FORMATS = {"Q4_0": "q4_0", "Q4_1": "q4_1", "Q8_0": "q8_0"}
 
 
 @dataclass(frozen=True)
@@ -300,7 +300,7 @@ class GGUFFile:
         from gguf import GGMLQuantizationType
 
         t = self._tensors[name]
-        fmt = _BLOCK_FORMATS.get(t.qtype.name)
+        fmt = BLOCK_FORMATS.get(t.qtype.name)
         if fmt is None:
             return None
         shape = tuple(int(d) for d in reversed(t.dims))
