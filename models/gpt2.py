@@ -28,7 +28,7 @@ from kiln.dialects import transformer
 from kiln.errors import KilnError
 
 from .graph import (DECODER_INPUTS, ModelGraph, Param, config_int, decoder_arg_types, decoder_graph, f32_tensor,
-                    i64_tensor, set_cache_aliases, split_decoder_args)
+                    i64_tensor, linear_weight, panel_params, set_cache_aliases, split_decoder_args)
 
 MODEL_TYPES = ("gpt2",)
 
@@ -84,14 +84,18 @@ class GPT2Shape:
         )
 
 
-def build(config: dict, max_seq_len: int, chunks=(1, 128), logits_chunk: int = 128) -> ModelGraph:
+def build(config: dict, max_seq_len: int, chunks=(1, 128), logits_chunk: int = 128,
+          panels: bool = False) -> ModelGraph:
     """IR for `config`: `decode` (one token), `prefill_<C>` per chunk size C, `logits_<C>` (every
-    row's logits, for `forward`)."""
+    row's logits, for `forward`). With `panels`, GEMM-shaped linears (prefill) read weights packed
+    once at load (graph.panel_params); decode steps read the float32 weights."""
     shape = GPT2Shape.of(config)
     if max_seq_len > shape.positions:
         raise KilnError(f"max_seq_len {max_seq_len} exceeds GPT-2's learned positions (n_positions "
                         f"{shape.positions}): compile with max_seq_len <= {shape.positions}")
     params = _params(shape)
+    if panels:
+        params += panel_params([p for p in params if p.name not in ("embed", "pos_embed")])
     cache_shape = (1, shape.heads, max_seq_len, shape.head_dim)
     return decoder_graph(
         params, cache_shape, shape.layers, max_seq_len, shape.vocab, shape.hidden, chunks, logits_chunk,
@@ -168,26 +172,29 @@ def _entry_point(name, s: GPT2Shape, params, cache_shape, chunk, rows):
         for i in range(s.layers):
             w = {n.split(".", 2)[2]: v for n, v in weights.items() if n.startswith(f"layers.{i}.")}
             x, caches[2 * i], caches[2 * i + 1] = _block(
-                s, x, start, s.scales[i], w, caches[2 * i], caches[2 * i + 1])
+                s, x, start, s.scales[i], w, caches[2 * i], caches[2 * i + 1], chunk)
         x = transformer.layer_norm(x, weight=weights["final_norm.w"], bias=weights["final_norm.b"], eps=s.eps)
         flat = tensor.collapse_shape(f32_tensor((chunk, s.hidden)), x, [[0, 1], [2]])
         picked = transformer.embedding(flat, row_ids) if rows != chunk else flat
-        return (transformer.linear(picked, weights["lm_head"]), *caches)
+        return (transformer.linear(picked, linear_weight(weights, "lm_head", rows)), *caches)
 
     set_cache_aliases(entry.func_op, DECODER_INPUTS + len(params), 1, 2 * s.layers)
 
 
-def _block(s: GPT2Shape, x, start, scale, w, k_cache, v_cache):
+def _block(s: GPT2Shape, x, start, scale, w, k_cache, v_cache, rows):
+    def weight(name):
+        return linear_weight(w, name, rows)
+
     h = transformer.layer_norm(x, weight=w["ln_1.w"], bias=w["ln_1.b"], eps=s.eps)
-    q = transformer.split_heads(transformer.linear(h, w["wq"], bias=w["bq"]), s.heads)
-    k = transformer.split_heads(transformer.linear(h, w["wk"], bias=w["bk"]), s.heads)
-    v = transformer.split_heads(transformer.linear(h, w["wv"], bias=w["bv"]), s.heads)
+    q = transformer.split_heads(transformer.linear(h, weight("wq"), bias=w["bq"]), s.heads)
+    k = transformer.split_heads(transformer.linear(h, weight("wk"), bias=w["bk"]), s.heads)
+    v = transformer.split_heads(transformer.linear(h, weight("wv"), bias=w["bv"]), s.heads)
     k_cache = transformer.kv_cache_update(k_cache, k, start)
     v_cache = transformer.kv_cache_update(v_cache, v, start)
     default_scale = abs(scale - 1.0 / float(np.sqrt(s.head_dim))) < 1e-12
     o = transformer.attention(q, k_cache, v_cache, offset=start, causal=True,
                               scale=None if default_scale else ir.FloatAttr.get(ir.F64Type.get(), scale))
-    x = arith.addf(x, transformer.linear(transformer.merge_heads(o), w["wo"], bias=w["bo"]))
+    x = arith.addf(x, transformer.linear(transformer.merge_heads(o), weight("wo"), bias=w["bo"]))
     h = transformer.layer_norm(x, weight=w["ln_2.w"], bias=w["ln_2.b"], eps=s.eps)
-    h = transformer.gelu(transformer.linear(h, w["w_fc"], bias=w["b_fc"]), approximate=s.approximate)
-    return arith.addf(x, transformer.linear(h, w["w_proj"], bias=w["b_proj"])), k_cache, v_cache
+    h = transformer.gelu(transformer.linear(h, weight("w_fc"), bias=w["b_fc"]), approximate=s.approximate)
+    return arith.addf(x, transformer.linear(h, weight("w_proj"), bias=w["b_proj"])), k_cache, v_cache

@@ -12,6 +12,7 @@ from typing import Callable, Optional
 
 import numpy as np
 from mlir import ir
+from mlir.dialects import linalg, tensor
 
 from kiln.dialects import transformer
 from kiln.errors import KilnError
@@ -27,13 +28,15 @@ class Param:
     """One parameter argument: the checkpoint tensor `source` (HF name), its shape in the IR, and an
     optional `prepare(array) -> array` for layouts that differ from the checkpoint's (e.g. GPT-2's
     fused, transposed Conv1D weights). With a `part` ("data", "scales" or "mins") it is that array
-    of the tensor's stored quantized blocks instead of the float32 tensor."""
+    of the tensor's stored quantized blocks instead of the float32 tensor. With a `panel` width w,
+    the float32 weight W[N, K] is stored as [N/w, K, w] panels (see `panel_params`)."""
 
     name: str
     source: str
     shape: tuple
     prepare: Optional[Callable[[np.ndarray], np.ndarray]] = None
     part: str = ""
+    panel: int = 0
 
     @property
     def dtype(self):
@@ -53,6 +56,8 @@ class Param:
         array = np.asarray(array)
         if array.dtype != self.dtype:
             array = array.astype(self.dtype)
+        if self.panel:
+            array = to_panels(array, self.panel, self.source)
         if tuple(array.shape) != tuple(self.shape):
             got = "x".join(map(str, array.shape))
             want = "x".join(map(str, self.shape))
@@ -109,16 +114,56 @@ def quantized_params(params: list, formats: dict) -> list:
     return quantized
 
 
+# The panel width of weights stored pre-packed: the N register tile of the CPU GEMM schedule
+# (pipelines/schedules.py, packed_gemm), whose packing of such a weight folds away.
+PANEL = 32
+
+
+def panel_params(params: list) -> list:
+    """For each 2-D parameter with a whole number of PANEL-row panels: the same weight stored as
+    panels, parameter "<name>.panels" of shape [N/PANEL, K, PANEL] (panel[j, k, i] = W[j*PANEL + i, k]),
+    which GEMM-shaped linears (`linear_weight` over QUANTIZED_MAX_ROWS or more rows) read. The
+    packing happens once, when the weights are bound, instead of in every call."""
+    return [Param(f"{p.name}.panels", p.source, (p.shape[0] // PANEL, p.shape[1], PANEL), prepare=p.prepare,
+                  panel=PANEL)
+            for p in params if len(p.shape) == 2 and not p.part and not p.panel and p.shape[0] % PANEL == 0]
+
+
+def to_panels(weight: np.ndarray, width: int, source: str) -> np.ndarray:
+    """W[N, K] -> [N/width, K, width] (see `panel_params`)."""
+    if weight.ndim != 2 or weight.shape[0] % width:
+        raise KilnError(f"tensor '{source}' has shape {'x'.join(map(str, weight.shape))}; "
+                        f"the model stores it as panels of {width} rows")
+    n, k = weight.shape
+    return np.ascontiguousarray(weight.reshape(n // width, width, k).transpose(0, 2, 1))
+
+
+def without_unused(params: list) -> list:
+    """`params` without the float32 weights no linear reads: those with both quantized blocks (for
+    the few-row linears) and panels (for the others)."""
+    names = {p.name for p in params}
+    return [p for p in params
+            if p.part or p.panel or not ({f"{p.name}.data", f"{p.name}.panels"} <= names)]
+
+
 def linear_weight(weights: dict, name: str, rows: int):
     """The weight value a linear over `rows` rows uses: the dequantized blocks of `name` when it has
-    them (see `quantized_params`) and the linear is decode-shaped, else the float32 parameter."""
+    them (see `quantized_params`) and the linear is decode-shaped; its panels, unpacked (a no-op in
+    the packed GEMM), when it has them and the linear is GEMM-shaped; else the float32 parameter."""
     data = weights.get(f"{name}.data")
     if data is None or rows >= QUANTIZED_MAX_ROWS:
-        return weights[name]
+        panels = weights.get(f"{name}.panels") if rows >= QUANTIZED_MAX_ROWS else None
+        return weights[name] if panels is None else _unpanel(panels)
     mins = weights.get(f"{name}.mins")
     shape = ir.RankedTensorType(data.type).shape
     fmt = "q8_0" if shape[2] == 32 else ("q4_1" if mins is not None else "q4_0")
     return transformer.dequantize(data, weights[f"{name}.scales"], fmt, mins=mins)
+
+
+def _unpanel(panels):
+    blocks, k, width = ir.RankedTensorType(panels.type).shape
+    empty = tensor.empty([blocks * width, k], ir.F32Type.get())
+    return linalg.unpack(panels, empty, inner_dims_pos=[0], inner_tiles=[width])
 
 
 def config_int(config: dict, *names: str) -> int:

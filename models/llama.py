@@ -18,7 +18,8 @@ from kiln.errors import KilnError
 
 from . import rope
 from .graph import (DECODER_INPUTS, ModelGraph, Param, config_int, decoder_arg_types, decoder_graph, f32_tensor,
-                    linear_weight, quantized_params, set_cache_aliases, split_decoder_args)
+                    linear_weight, panel_params, quantized_params, set_cache_aliases, split_decoder_args,
+                    without_unused)
 
 MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
@@ -68,18 +69,22 @@ class LlamaShape:
 
 
 def build(config: dict, max_seq_len: int, chunks=(1, 128), logits_chunk: int = 128,
-          quantized: Optional[dict] = None) -> ModelGraph:
+          quantized: Optional[dict] = None, panels: bool = False) -> ModelGraph:
     """IR for `config`: `decode` (one token), `prefill_<C>` per chunk size C, `logits_<C>` (every
     row's logits, for `forward`). `quantized` maps linear weights (HF names) to the block format
     they are stored in ("q4_1", ...): linears over a few rows (decode steps, the output head of a
-    prefill) read those blocks through transformer.dequantize instead of a float32 copy."""
+    prefill) read those blocks through transformer.dequantize instead of a float32 copy. With
+    `panels`, GEMM-shaped linears (prefill) read weights packed once at load (graph.panel_params)."""
     shape = LlamaShape.of(config)
     window = config.get("sliding_window")
     if config.get("model_type") == "mistral" and window and max_seq_len > int(window):
         raise KilnError(f"Mistral's sliding window ({window}) is shorter than max_seq_len ({max_seq_len}): "
                         f"compile with max_seq_len <= {window}")
     params = _params(shape)
-    params += quantized_params([p for p in params if p.name != "embed"], quantized or {})
+    linears = [p for p in params if p.name != "embed"]
+    params += quantized_params(linears, quantized or {})
+    if panels:
+        params = without_unused(params + panel_params(linears))
     cache_shape = (1, shape.kv_heads, max_seq_len, shape.head_dim)
     inv_freq = rope.inv_freq(config, shape.rotary_dim, max_seq_len)
     return decoder_graph(

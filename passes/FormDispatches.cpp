@@ -2,9 +2,11 @@
 //
 // IREE-style dispatch formation on linalg-on-tensors IR. Every linalg op of a
 // host function becomes one kernel (a "dispatch"): it is outlined, together
-// with the linalg.fill ops that only initialize it, into a private function
-// marked `kiln.dispatch`, which the host calls. Elementwise producers are
-// already fused into their consumers by the linalg stage.
+// with the linalg.fill ops that only initialize it and the linalg.unpack ops
+// that unpack its inputs (weights stored pre-packed in the layout the GEMM
+// schedule packs them to, so the schedule's pack folds them away), into a
+// private function marked `kiln.dispatch`, which the host calls. Elementwise
+// producers are already fused into their consumers by the linalg stage.
 //
 // Kernels are destination-passing: the tensor.empty that a kernel writes
 // stays in the host and is passed in, so after bufferization the host owns
@@ -19,7 +21,9 @@
 #include "passes/Passes.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Linalg/IR/LinalgInterfaces.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/Dialect/Linalg/Utils/Utils.h"
 #include "mlir/IR/IRMapping.h"
 #include "mlir/IR/SymbolTable.h"
@@ -91,8 +95,17 @@ struct FormDispatches : kiln::impl::FormDispatchesBase<FormDispatches> {
   }
 
   void outline(func::FuncOp host, linalg::LinalgOp root, unsigned index, SymbolTable &symbols) {
-    // The kernel: the root and the fills that initialize it.
+    // The kernel: the root, the unpacks of its inputs and the fills that initialize it. An
+    // unpack used by several kernels is cloned into each.
     SmallVector<Operation *> group;
+    for (OpOperand *input : root.getDpsInputOperands())
+      if (auto unpack = input->get().getDefiningOp<linalg::UnPackOp>();
+          unpack && unpack->getParentOp() == host.getOperation() && !llvm::is_contained(group, unpack)) {
+        if (auto empty = unpack.getDest().getDefiningOp<tensor::EmptyOp>();
+            empty && !llvm::is_contained(group, empty))
+          group.push_back(empty); // the unpacked weight is never a host buffer
+        group.push_back(unpack);
+      }
     for (OpOperand &init : root.getDpsInitsMutable())
       if (Operation *def = init.get().getDefiningOp(); def && isInitFillOf(def, root))
         group.push_back(def);
@@ -153,7 +166,8 @@ struct FormDispatches : kiln::impl::FormDispatchesBase<FormDispatches> {
     auto call = func::CallOp::create(hb, loc, kernel, captures.getArrayRef());
     root->replaceAllUsesWith(call.getResults());
     for (Operation *op : llvm::reverse(group))
-      op->erase();
+      if (op->use_empty())
+        op->erase();
   }
 
   static bool definedInGroup(Value v, const llvm::SmallPtrSetImpl<Operation *> &group) {

@@ -285,3 +285,35 @@ func.func @nested(%x: tensor<4xf32>, %n: index) -> tensor<4xf32> {
   }
   return %r : tensor<4xf32>
 }
+
+// -----
+
+// A weight stored as panels is unpacked inside every kernel that reads it (the unpack is cloned
+// into each, with its tensor.empty), so the packed GEMM schedule's pack of it folds away and the
+// host never materializes the unpacked weight.
+// CHECK-LABEL: func.func private @panels_dispatch_0_contraction(
+// CHECK-SAME: %[[P:.+]]: tensor<2x16x32xf32>
+// CHECK: %[[E:.+]] = tensor.empty() : tensor<64x16xf32>
+// CHECK: %[[W:.+]] = linalg.unpack %[[P]] inner_dims_pos = [0] inner_tiles = [32] into %[[E]]
+// CHECK: linalg.matmul {{.*}}{kiln.root} ins(%{{.+}}, %[[W]] :
+// CHECK-LABEL: func.func private @panels_dispatch_1_contraction(
+// CHECK: linalg.unpack
+// CHECK: linalg.matmul {{.*}}{kiln.root}
+// CHECK-LABEL: func.func @panels(
+// CHECK-NOT: linalg.unpack
+// CHECK: call @panels_dispatch_0_contraction(%arg1,
+// CHECK: call @panels_dispatch_1_contraction(%arg1,
+// CHECK-NOT: linalg.unpack
+func.func @panels(%x: tensor<8x16xf32>, %p: tensor<2x16x32xf32>) -> (tensor<8x64xf32>, tensor<8x64xf32>) {
+  %e = tensor.empty() : tensor<64x16xf32>
+  %w = linalg.unpack %p inner_dims_pos = [0] inner_tiles = [32] into %e : tensor<2x16x32xf32> -> tensor<64x16xf32>
+  %zero = arith.constant 0.0 : f32
+  %o = tensor.empty() : tensor<8x64xf32>
+  %f = linalg.fill ins(%zero : f32) outs(%o : tensor<8x64xf32>) -> tensor<8x64xf32>
+  %a = linalg.matmul indexing_maps = [affine_map<(m, n, k) -> (m, k)>, affine_map<(m, n, k) -> (n, k)>, affine_map<(m, n, k) -> (m, n)>]
+      ins(%x, %w : tensor<8x16xf32>, tensor<64x16xf32>) outs(%f : tensor<8x64xf32>) -> tensor<8x64xf32>
+  %f2 = linalg.fill ins(%zero : f32) outs(%o : tensor<8x64xf32>) -> tensor<8x64xf32>
+  %b = linalg.matmul indexing_maps = [affine_map<(m, n, k) -> (m, k)>, affine_map<(m, n, k) -> (n, k)>, affine_map<(m, n, k) -> (m, n)>]
+      ins(%x, %w : tensor<8x16xf32>, tensor<64x16xf32>) outs(%f2 : tensor<8x64xf32>) -> tensor<8x64xf32>
+  return %a, %b : tensor<8x64xf32>, tensor<8x64xf32>
+}

@@ -74,6 +74,8 @@ def compile_model(
     options = _options(checkpoint.config, target, dtype, max_seq_len, prefill_chunk)
     # GPU schedules for the dequantizing kernels are not written yet: GPUs get float32 weights.
     options["quantized_weights"] = bool(quantized_weights) and target == "cpu"
+    # The CPU GEMM schedule reads weights packed once at load (models.graph.panel_params).
+    options["panel_weights"] = target == "cpu"
     if chip is not None:
         options["chip"] = chip  # in the cache key: an artifact for another chip is never reused
     graph = _build_graph(checkpoint, options)
@@ -108,6 +110,7 @@ def model_ir(model: str, max_seq_len: Optional[int] = None, prefill_chunk: int =
     options = _options(config if isinstance(config, dict) else config.config, "cpu", "float32", max_seq_len,
                        prefill_chunk)
     options["quantized_weights"] = bool(quantized_weights)
+    options["panel_weights"] = True
     return str(_build_graph(config, options).module)
 
 
@@ -180,7 +183,7 @@ def _build_graph(checkpoint, options: dict):
     with ir.Context(), ir.Location.unknown():
         if config.get("model_type") in ("bert",):
             return models.build(config, seq_len=options["max_seq_len"])
-        extra = {}
+        extra = {"panels": True} if options.get("panel_weights") else {}
         formats = _block_formats(checkpoint) if options.get("quantized_weights") else {}
         if formats:
             extra["quantized"] = formats
@@ -326,12 +329,12 @@ class CompiledModel:
     @property
     def weight_bytes_per_token(self) -> int:
         """Bytes of weights a decode step reads: every parameter but the embedding table (gathered one
-        row at a time; a tied output head is its own parameter) and the float32 copies of weights it
-        reads as quantized blocks."""
+        row at a time; a tied output head is its own parameter), the float32 copies of weights it
+        reads as quantized blocks and the panels only prefill GEMMs read."""
         names = {p.name for p in self.graph.params}
         total = 0
         for p, buf in zip(self.graph.params, self._params):
-            if p.name == "embed" or f"{p.name}.data" in names:
+            if p.name == "embed" or p.panel or f"{p.name}.data" in names:
                 continue
             total += int(np.prod(buf.shape)) * buf.dtype.itemsize
         return total

@@ -38,6 +38,8 @@ class Kernel:
     f32: bool = False  # every operand of the root is f32
     rhs_batch: int = 0  # batch loops that index the rhs (0 for a linear's weight)
     quantized: bool = False  # the root reads integer data (a linear over dequantized blocks)
+    # The panel width of a weight stored pre-packed (rhs = linalg.unpack of [N/w, K, w] panels), else 0.
+    packed_rhs: int = 0
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ def kernels_of(module: ir.Module) -> list:
         quantized = root is not None and any(
             isinstance(ir.ShapedType(v.type).element_type, ir.IntegerType)
             for v in root.operation.operands if isinstance(v.type, ir.ShapedType))
+        packed_rhs = _panel_width(root.operation.operands[1]) if gemm_rhs == "nk" else 0
         kernels.append(
             Kernel(
                 name=ir.StringAttr(attrs["sym_name"]).value,
@@ -99,9 +102,25 @@ def kernels_of(module: ir.Module) -> list:
                 f32=f32,
                 rhs_batch=rhs_batch,
                 quantized=quantized,
+                packed_rhs=packed_rhs,
             )
         )
     return kernels
+
+
+def _panel_width(value) -> int:
+    """w when `value` is W[N, K] unpacked from [N/w, K, w] panels (a weight prepared at load, see
+    models.graph.panel_params), else 0."""
+    owner = value.owner
+    if not isinstance(owner, ir.Operation) and hasattr(owner, "operation"):
+        owner = owner.operation
+    if getattr(owner, "name", "") != "linalg.unpack":
+        return 0
+    attrs = owner.attributes
+    inner = list(ir.DenseI64ArrayAttr(attrs["inner_dims_pos"]))
+    outer = list(ir.DenseI64ArrayAttr(attrs["outer_dims_perm"])) if "outer_dims_perm" in attrs else []
+    tiles = list(ir.DenseI64ArrayAttr(attrs["static_inner_tiles"]))
+    return tiles[0] if inner == [0] and outer in ([], [0, 1]) and len(tiles) == 1 and tiles[0] > 0 else 0
 
 
 def gemm_form(root, iterator_types: str):
@@ -389,8 +408,10 @@ def _packed_gemm_lines(i: int, kernel: Kernel, s: Schedule) -> list:
     n, k = kernel.loop_ranges[-2:]
     # A weight W[N, K] (a linear's, no batch dims) packs to [N/nr, K, nr] by a transpose of 16x16
     # register blocks (AVX-512 shuffles) when the panels need no padding; otherwise element by element.
+    # A weight stored in [N/nr, K, nr] panels (kernel.packed_rhs == nr) needs no packing at all: the
+    # pack of its unpack folds away (canonicalization below).
     shuffle_pack_b = (kernel.gemm_rhs == "nk" and kernel.rhs_batch == 0 and n > 0 and k > 0
-                      and n % nr == 0 and nr % 16 == 0 and k % 16 == 0)
+                      and n % nr == 0 and nr % 16 == 0 and k % 16 == 0 and kernel.packed_rhs != nr)
     if shuffle_pack_b:
         lines.append(f"    %bpk{i} = transform.get_producer_of_operand %p{i}[1] : ({any_op}) -> {any_op}")
     if kernel.gemm_rhs == "kn":

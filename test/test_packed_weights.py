@@ -1,0 +1,98 @@
+"""Linear weights packed once at load into the CPU GEMM's panel layout (models.graph.panel_params).
+
+A weight W[N, K] bound as [N/32, K, 32] panels and unpacked in the IR (linalg.unpack) must give the
+same linear as W itself -- bit for bit, since the GEMM's micro-kernel is the same, only its per-call
+packing of W is gone -- and a float64 product; a model built with panels must match Hugging Face.
+"""
+
+import numpy as np
+import pytest
+
+import kiln
+from kiln.errors import KilnError
+from kiln.models.graph import PANEL, Param, panel_params, to_panels, without_unused
+
+
+def test_panels_are_the_gemm_packing_layout(rng):
+    w = rng.standard_normal((96, 40)).astype(np.float32)
+    p = to_panels(w, 32, "w")
+    assert p.shape == (3, 40, 32) and p.flags.c_contiguous
+    j, k, i = 2, 17, 5
+    assert p[j, k, i] == w[j * 32 + i, k]
+    np.testing.assert_array_equal(p.transpose(0, 2, 1).reshape(96, 40), w)
+    with pytest.raises(KilnError, match="panels of 32 rows"):
+        to_panels(w[:90], 32, "model.layers.0.mlp.up_proj.weight")
+
+
+def test_panel_params_and_unused_float32_weights():
+    params = [Param("embed", "e", (100, 64)), Param("wq", "q", (64, 64)), Param("wk", "k", (24, 64)),
+              Param("norm", "n", (64,))]
+    panels = panel_params(params[1:])
+    assert [(p.name, p.shape, p.panel) for p in panels] == [("wq.panels", (2, 64, PANEL), PANEL)]
+    blocks = [Param("wq.data", "q", (64, 2, 16), part="data"), Param("wq.scales", "q", (64, 2), part="scales")]
+    # wq has blocks (decode) and panels (prefill): its float32 copy is read by no linear.
+    kept = [p.name for p in without_unused(params + blocks + panels)]
+    assert "wq" not in kept and {"wq.data", "wq.panels", "wk", "embed", "norm"} <= set(kept)
+    # Without blocks, decode steps still read the float32 weight.
+    assert "wq" in [p.name for p in without_unused(params + panels)]
+
+
+def _linear_ir(m, n, k, panels: bool, bias: bool):
+    w_type = f"tensor<{n // 32}x{k}x32xf32>" if panels else f"tensor<{n}x{k}xf32>"
+    args = [f"%x: tensor<1x{m}x{k}xf32>", f"%w_in: {w_type}"] + ([f"%b: tensor<{n}xf32>"] if bias else [])
+    lines = [f"func.func @f({', '.join(args)}) -> tensor<1x{m}x{n}xf32> {{"]
+    if panels:
+        lines += [f"  %e = tensor.empty() : tensor<{n}x{k}xf32>",
+                  f"  %w = linalg.unpack %w_in inner_dims_pos = [0] inner_tiles = [32] into %e "
+                  f": {w_type} -> tensor<{n}x{k}xf32>"]
+    w = "%w" if panels else "%w_in"
+    operands = f"%x, {w}" + (", %b" if bias else "")
+    types = f"tensor<1x{m}x{k}xf32>, tensor<{n}x{k}xf32>" + (f", tensor<{n}xf32>" if bias else "")
+    lines += [f"  %y = transformer.linear {operands} : ({types}) -> tensor<1x{m}x{n}xf32>",
+              f"  return %y : tensor<1x{m}x{n}xf32>", "}"]
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("m,n,k,bias", [(40, 96, 48, False), (128, 64, 200, True), (17, 32, 8, False)])
+def test_linear_over_panels_matches_float64_and_the_unpacked_weight(m, n, k, bias, rng):
+    x = rng.standard_normal((1, m, k)).astype(np.float32)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    b = [rng.standard_normal(n).astype(np.float32)] if bias else []
+    over_panels = kiln.compile(_linear_ir(m, n, k, True, bias), target="cpu")
+    plain = kiln.compile(_linear_ir(m, n, k, False, bias), target="cpu")
+    got = over_panels.f(x, to_panels(w, 32, "w"), *b)
+    want = x.astype(np.float64) @ w.astype(np.float64).T + (b[0] if bias else 0)
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    np.testing.assert_array_equal(got, plain.f(x, w, *b))
+
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+
+def test_llama_with_panels_matches_hf(tmp_path, rng):
+    """A tiny Llama whose linears all split into 32-row panels: prefill reads panels, decode the
+    float32 weights; logits and 32 greedy tokens as HF's."""
+    config = transformers.LlamaConfig(vocab_size=160, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                                      rms_norm_eps=1e-5, tie_word_embeddings=False)
+    torch.manual_seed(3)
+    hf = transformers.LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if "norm" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    hf.save_pretrained(tmp_path)
+    model = kiln.compile_model(str(tmp_path), max_seq_len=80, prefill_chunk=16, cache=False, progress=False)
+    names = {p.name for p in model.graph.params}
+    assert {"layers.0.wq.panels", "layers.1.w_down.panels", "lm_head.panels"} <= names
+    assert "layers.0.wq" in names  # decode steps read the float32 weight (no blocks here)
+    ids = rng.integers(3, 160, size=37)
+    with torch.no_grad():
+        want = hf(torch.tensor(ids[None])).logits[0].double().numpy()
+    got = model.forward(ids)
+    assert np.abs(got - want).max() / np.abs(want).max() < 2e-5
+    prompt = rng.integers(3, 160, size=19)
+    with torch.no_grad():
+        ref = hf.generate(torch.tensor(prompt[None]), max_new_tokens=32, do_sample=False, min_new_tokens=32)
+    assert model.generate(prompt, max_new_tokens=32, stop=[]).ids == ref[0, len(prompt):].tolist()
