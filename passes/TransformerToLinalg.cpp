@@ -679,15 +679,42 @@ struct RoPELowering : OpConversionPattern<RoPEOp> {
     Value invFreq = adaptor.getInvFreq();
     if (!invFreq)
       invFreq = invFreqConstant(rewriter, loc, op.getTheta().convertToDouble(), rotaryDim);
-    AffineMap posMap = tensorType(positions).getRank() == 1
-                           ? dimsMap(getContext(), 4, {2})
-                           : dimsMap(getContext(), 4, {0, 2});
+    // cos and sin of every (position, feature) angle, in a table of their own: [.., s, d] with the
+    // positions' shape ([s] or [b, s]) and head_dim features (cos 1, sin 0 past rotary_dim). The
+    // tables depend on the positions only, so every RoPE of an entry point (q and k of every
+    // layer) computes the same ones and CSE keeps one: sin/cos run once per position and
+    // feature instead of once per head, per layer.
+    RankedTensorType posType = tensorType(positions);
+    int64_t posRank = posType.getRank();
+    SmallVector<OpFoldResult> tableSizes = tensor::getMixedSizes(rewriter, loc, positions);
+    tableSizes.push_back(tensor::getMixedSize(rewriter, loc, x, 3));
+    AffineMap tableId = rewriter.getMultiDimIdentityMap(posRank + 1);
+    AffineMap posOfTable = AffineMap::getMultiDimIdentityMap(posRank + 1, getContext()).getMajorSubMap(posRank);
+    auto table = [&](bool isCos) {
+      return generic(
+          rewriter, loc, ValueRange{positions}, emptyTensor(rewriter, loc, tableSizes, elt),
+          {posOfTable, tableId}, iterators(posRank + 1), [&](OpBuilder &b, Location l, ValueRange a) {
+            Value d = linalg::IndexOp::create(b, l, posRank);
+            Value half = arith::ConstantIndexOp::create(b, l, rotaryDim / 2);
+            Value rotated = arith::CmpIOp::create(b, l, arith::CmpIPredicate::ult, d,
+                                                  arith::ConstantIndexOp::create(b, l, rotaryDim));
+            // Pass-through features (d >= rotary_dim) compute a discarded value at a safe index.
+            Value freqIdx = arith::RemUIOp::create(b, l, d, half);
+            Value freq = castFloat(b, l, tensor::ExtractOp::create(b, l, invFreq, freqIdx), freqType);
+            Value angle = arith::MulFOp::create(b, l, arith::SIToFPOp::create(b, l, freqType, a[0]), freq);
+            Value value = isCos ? math::CosOp::create(b, l, angle).getResult()
+                                : math::SinOp::create(b, l, angle).getResult();
+            yieldValue(b, l, arith::SelectOp::create(b, l, rotated, castFloat(b, l, value, elt),
+                                                     floatConst(b, l, elt, isCos ? 1.0 : 0.0)));
+          });
+    };
+    Value cosTable = table(true), sinTable = table(false);
+    AffineMap tableMap = posRank == 1 ? dimsMap(getContext(), 4, {2, 3}) : dimsMap(getContext(), 4, {0, 2, 3});
     AffineMap id = rewriter.getMultiDimIdentityMap(4);
     Value init = emptyTensor(rewriter, loc, tensor::getMixedSizes(rewriter, loc, x), elt);
     Value result = generic(
-        rewriter, loc, ValueRange{x, positions}, init, {id, posMap, id}, iterators(4),
+        rewriter, loc, ValueRange{x, cosTable, sinTable}, init, {id, tableMap, tableMap, id}, iterators(4),
         [&](OpBuilder &b, Location l, ValueRange a) {
-          Value xv = a[0];
           Value idx[4];
           for (int i = 0; i < 4; ++i)
             idx[i] = linalg::IndexOp::create(b, l, i);
@@ -696,24 +723,17 @@ struct RoPELowering : OpConversionPattern<RoPEOp> {
           Value half = cIdx(rotaryDim / 2);
           Value firstHalf = arith::CmpIOp::create(b, l, arith::CmpIPredicate::ult, d, half);
           Value rotated = arith::CmpIOp::create(b, l, arith::CmpIPredicate::ult, d, cIdx(rotaryDim));
-          // Frequency index i = d mod (rotary_dim/2); partner = d +- rotary_dim/2.
-          // Pass-through features (d >= rotary_dim) compute a discarded value at a safe index.
-          Value freqIdx = arith::RemUIOp::create(b, l, d, half);
+          // partner = d +- rotary_dim/2 (d itself past rotary_dim, where sin is 0).
           Value partnerIdx = arith::SelectOp::create(
               b, l, firstHalf, arith::AddIOp::create(b, l, d, half),
               arith::SelectOp::create(b, l, rotated, arith::SubIOp::create(b, l, d, half), d));
-          Value freq = castFloat(b, l, tensor::ExtractOp::create(b, l, invFreq, freqIdx), freqType);
-          Value pos = arith::SIToFPOp::create(b, l, freqType, a[1]);
-          Value angle = arith::MulFOp::create(b, l, pos, freq);
-          Value cos = castFloat(b, l, math::CosOp::create(b, l, angle), elt);
-          Value sin = castFloat(b, l, math::SinOp::create(b, l, angle), elt);
           Value partner = tensor::ExtractOp::create(
               b, l, x, ValueRange{idx[0], idx[1], idx[2], partnerIdx});
           Value signedPartner = arith::SelectOp::create(
               b, l, firstHalf, arith::NegFOp::create(b, l, partner), partner);
-          Value y = arith::AddFOp::create(b, l, arith::MulFOp::create(b, l, xv, cos),
-                                          arith::MulFOp::create(b, l, signedPartner, sin));
-          yieldValue(b, l, arith::SelectOp::create(b, l, rotated, y, xv));
+          Value y = arith::AddFOp::create(b, l, arith::MulFOp::create(b, l, a[0], a[1]),
+                                          arith::MulFOp::create(b, l, signedPartner, a[2]));
+          yieldValue(b, l, arith::SelectOp::create(b, l, rotated, y, a[0]));
         });
     rewriter.replaceOp(op, result);
     return success();

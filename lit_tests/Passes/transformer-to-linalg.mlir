@@ -535,33 +535,43 @@ func.func @layer_norm_bias_only(%x: tensor<2x9x384xf32>, %b: tensor<384xf32>) ->
 }
 
 //===----------------------------------------------------------------------===//
-// rope: x * cos + rotate_half(x) * sin in one elementwise op
+// rope: cos and sin tables over (positions, features), then x * cos + rotate_half(x) * sin
 //===----------------------------------------------------------------------===//
 
 // -----
 
-// Without inv_freq, the frequencies theta^(-2i/64) are a constant; positions
-// [batch, seq] are read at (d0, d2).
+// Without inv_freq, the frequencies theta^(-2i/64) are a constant. The cos and sin of every
+// (position, feature) angle are tables of the positions' shape plus the features ([batch, seq, d]
+// here), which every RoPE over the same positions shares after CSE; the rotation reads them at
+// (d0, d2, d3).
+// CHECK-DAG: #[[$POS:map[0-9]*]] = affine_map<(d0, d1, d2) -> (d0, d1)>
+// CHECK-DAG: #[[$ID3:map[0-9]*]] = affine_map<(d0, d1, d2) -> (d0, d1, d2)>
 // CHECK-DAG: #[[$ID4:map[0-9]*]] = affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>
-// CHECK-DAG: #[[$POS:map[0-9]*]] = affine_map<(d0, d1, d2, d3) -> (d0, d2)>
+// CHECK-DAG: #[[$TAB:map[0-9]*]] = affine_map<(d0, d1, d2, d3) -> (d0, d2, d3)>
 // CHECK-LABEL: func.func @rope
 // CHECK-SAME: (%[[X:[a-z0-9]+]]: tensor<1x4x7x64xf32>, %[[P:[a-z0-9]+]]: tensor<1x7xi64>)
 // CHECK: %[[FREQ:.+]] = arith.constant dense<[1.000000e+00, 0.749894201, {{.+}}]> : tensor<32xf32>
-// CHECK: %[[R:.+]] = linalg.generic {indexing_maps = [#[[$ID4]], #[[$POS]], #[[$ID4]]], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
-// CHECK-SAME: ins(%[[X]], %[[P]] : tensor<1x4x7x64xf32>, tensor<1x7xi64>)
-// CHECK: ^bb0(%[[XV:.+]]: f32, %[[PV:.+]]: i64, %{{.+}}: f32):
-// CHECK-DAG: %[[I0:.+]] = linalg.index 0 : index
-// CHECK-DAG: %[[I1:.+]] = linalg.index 1 : index
-// CHECK-DAG: %[[I2:.+]] = linalg.index 2 : index
-// CHECK-DAG: %[[D:.+]] = linalg.index 3 : index
+// CHECK: %[[COST:.+]] = linalg.generic {indexing_maps = [#[[$POS]], #[[$ID3]]], iterator_types = ["parallel", "parallel", "parallel"]}
+// CHECK-SAME: ins(%[[P]] : tensor<1x7xi64>) outs(%{{.+}} : tensor<1x7x64xf32>)
+// CHECK: ^bb0(%[[PV:.+]]: i64, %{{.+}}: f32):
+// CHECK-DAG: %[[D:.+]] = linalg.index 2 : index
 // CHECK-DAG: %[[HALF:.+]] = arith.constant 32 : index
-// CHECK-DAG: %[[FIRST:.+]] = arith.cmpi ult, %[[D]], %[[HALF]] : index
 // CHECK-DAG: %[[FI:.+]] = arith.remui %[[D]], %[[HALF]] : index
 // CHECK: %[[F:.+]] = tensor.extract %[[FREQ]][%[[FI]]] : tensor<32xf32>
 // CHECK: %[[POSF:.+]] = arith.sitofp %[[PV]] : i64 to f32
 // CHECK: %[[ANGLE:.+]] = arith.mulf %[[POSF]], %[[F]] : f32
-// CHECK-DAG: %[[COS:.+]] = math.cos %[[ANGLE]] : f32
-// CHECK-DAG: %[[SIN:.+]] = math.sin %[[ANGLE]] : f32
+// CHECK: math.cos %[[ANGLE]] : f32
+// CHECK: %[[SINT:.+]] = linalg.generic
+// CHECK: math.sin
+// CHECK: %[[R:.+]] = linalg.generic {indexing_maps = [#[[$ID4]], #[[$TAB]], #[[$TAB]], #[[$ID4]]], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+// CHECK-SAME: ins(%[[X]], %[[COST]], %[[SINT]] : tensor<1x4x7x64xf32>, tensor<1x7x64xf32>, tensor<1x7x64xf32>)
+// CHECK: ^bb0(%[[XV:.+]]: f32, %[[COS:.+]]: f32, %[[SIN:.+]]: f32, %{{.+}}: f32):
+// CHECK-DAG: %[[I0:.+]] = linalg.index 0 : index
+// CHECK-DAG: %[[I1:.+]] = linalg.index 1 : index
+// CHECK-DAG: %[[I2:.+]] = linalg.index 2 : index
+// CHECK-DAG: %[[D3:.+]] = linalg.index 3 : index
+// CHECK-DAG: %[[FIRST:.+]] = arith.cmpi ult, %[[D3]], %{{.+}} : index
+// CHECK-NOT: math.cos
 // CHECK: %[[PART:.+]] = tensor.extract %[[X]][%[[I0]], %[[I1]], %[[I2]], %{{.+}}] : tensor<1x4x7x64xf32>
 // CHECK: %[[NEG:.+]] = arith.negf %[[PART]] : f32
 // CHECK: %[[ROT:.+]] = arith.select %[[FIRST]], %[[NEG]], %[[PART]] : f32
@@ -576,24 +586,34 @@ func.func @rope(%q: tensor<1x4x7x64xf32>, %pos: tensor<1x7xi64>) -> tensor<1x4x7
 
 // -----
 
-// Partial rotary with given frequencies: features >= rotary_dim pass through;
-// positions [seq] are read at (d2).
+// Partial rotary with given frequencies: past rotary_dim the tables hold cos 1 and sin 0 and the
+// features pass through; positions [seq] give [seq, d] tables, read at (d2, d3).
 // CHECK-DAG: #[[$ID4:map[0-9]*]] = affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>
-// CHECK-DAG: #[[$POS:map[0-9]*]] = affine_map<(d0, d1, d2, d3) -> (d2)>
+// CHECK-DAG: #[[$TAB:map[0-9]*]] = affine_map<(d0, d1, d2, d3) -> (d2, d3)>
 // CHECK-LABEL: func.func @rope_partial_inv_freq
 // CHECK-SAME: (%[[X:[a-z0-9]+]]: tensor<1x4x7x80xf32>, %[[P:[a-z0-9]+]]: tensor<7xi32>, %[[FREQ:[a-z0-9]+]]: tensor<16xf32>)
 // CHECK-NOT: arith.constant dense
-// CHECK: linalg.generic {indexing_maps = [#[[$ID4]], #[[$POS]], #[[$ID4]]], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
-// CHECK-SAME: ins(%[[X]], %[[P]] : tensor<1x4x7x80xf32>, tensor<7xi32>)
-// CHECK: ^bb0(%[[XV:.+]]: f32, %{{.+}}: i32, %{{.+}}: f32):
-// CHECK-DAG: %[[D:.+]] = linalg.index 3 : index
-// CHECK-DAG: %[[HALF:.+]] = arith.constant 16 : index
+// CHECK: %[[COST:.+]] = linalg.generic
+// CHECK-SAME: ins(%[[P]] : tensor<7xi32>) outs(%{{.+}} : tensor<7x80xf32>)
 // CHECK-DAG: %[[ROTARY:.+]] = arith.constant 32 : index
-// CHECK-DAG: %[[IN:.+]] = arith.cmpi ult, %[[D]], %[[ROTARY]] : index
+// CHECK-DAG: %[[IN:.+]] = arith.cmpi ult, %{{.+}}, %[[ROTARY]] : index
 // CHECK: tensor.extract %[[FREQ]][%{{.+}}] : tensor<16xf32>
 // CHECK: arith.sitofp %{{.+}} : i32 to f32
+// CHECK: %[[C:.+]] = math.cos
+// CHECK: %[[ONE:.+]] = arith.constant 1.000000e+00 : f32
+// CHECK: arith.select %[[IN]], %[[C]], %[[ONE]] : f32
+// CHECK: %[[SINT:.+]] = linalg.generic
+// CHECK: %[[S:.+]] = math.sin
+// CHECK: %[[ZERO:.+]] = arith.constant 0.000000e+00 : f32
+// CHECK: arith.select %{{.+}}, %[[S]], %[[ZERO]] : f32
+// CHECK: linalg.generic {indexing_maps = [#[[$ID4]], #[[$TAB]], #[[$TAB]], #[[$ID4]]], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+// CHECK-SAME: ins(%[[X]], %[[COST]], %[[SINT]] : tensor<1x4x7x80xf32>, tensor<7x80xf32>, tensor<7x80xf32>)
+// CHECK: ^bb0(%[[XV:.+]]: f32, %{{.+}}: f32, %{{.+}}: f32, %{{.+}}: f32):
+// CHECK-DAG: %[[D:.+]] = linalg.index 3 : index
+// CHECK-DAG: %[[ROT32:.+]] = arith.constant 32 : index
+// CHECK-DAG: %[[INR:.+]] = arith.cmpi ult, %[[D]], %[[ROT32]] : index
 // CHECK: %[[Y:.+]] = arith.addf
-// CHECK: %[[OUT:.+]] = arith.select %[[IN]], %[[Y]], %[[XV]] : f32
+// CHECK: %[[OUT:.+]] = arith.select %[[INR]], %[[Y]], %[[XV]] : f32
 // CHECK: linalg.yield %[[OUT]] : f32
 func.func @rope_partial_inv_freq(%q: tensor<1x4x7x80xf32>, %pos: tensor<7xi32>, %f: tensor<16xf32>) -> tensor<1x4x7x80xf32> {
   %r = transformer.rope %q, %pos inv_freq(%f) {rotary_dim = 32 : i64} : (tensor<1x4x7x80xf32>, tensor<7xi32>, tensor<16xf32>) -> tensor<1x4x7x80xf32>
@@ -603,17 +623,19 @@ func.func @rope_partial_inv_freq(%q: tensor<1x4x7x80xf32>, %pos: tensor<7xi32>, 
 // -----
 
 // CHECK-LABEL: func.func @rope_dynamic_f16
-// CHECK-SAME: (%[[X:[a-z0-9]+]]: tensor<?x?x?x?xf16>, %{{.+}}: tensor<?x?xi64>)
+// CHECK-SAME: (%[[X:[a-z0-9]+]]: tensor<?x?x?x?xf16>, %[[P:[a-z0-9]+]]: tensor<?x?xi64>)
 // CHECK: arith.constant dense<{{.+}}> : tensor<8xf32>
-// CHECK-COUNT-4: tensor.dim %[[X]]
-// CHECK: tensor.empty(%{{.+}}, %{{.+}}, %{{.+}}, %{{.+}}) : tensor<?x?x?x?xf16>
+// The tables: [batch, seq, head_dim], in f16, from angles computed in f32.
+// CHECK: tensor.empty(%{{.+}}, %{{.+}}, %{{.+}}) : tensor<?x?x?xf16>
 // CHECK: linalg.generic
 // CHECK: %[[F:.+]] = tensor.extract %{{.+}}[%{{.+}}] : tensor<8xf32>
 // CHECK: %[[ANGLE:.+]] = arith.mulf %{{.+}}, %[[F]] : f32
 // CHECK: %[[COS:.+]] = math.cos %[[ANGLE]] : f32
 // CHECK: arith.truncf %[[COS]] : f32 to f16
-// CHECK: %[[SIN:.+]] = math.sin %[[ANGLE]] : f32
+// CHECK: %[[SIN:.+]] = math.sin %{{.+}} : f32
 // CHECK: arith.truncf %[[SIN]] : f32 to f16
+// CHECK: tensor.empty(%{{.+}}, %{{.+}}, %{{.+}}, %{{.+}}) : tensor<?x?x?x?xf16>
+// CHECK: linalg.generic
 // CHECK: -> tensor<?x?x?x?xf16>
 func.func @rope_dynamic_f16(%q: tensor<?x?x?x?xf16>, %pos: tensor<?x?xi64>) -> tensor<?x?x?x?xf16> {
   %r = transformer.rope %q, %pos {rotary_dim = 16 : i64} : (tensor<?x?x?x?xf16>, tensor<?x?xi64>) -> tensor<?x?x?x?xf16>
