@@ -138,6 +138,7 @@ def make_loops(module: ir.Module) -> None:
     Workgroups are handed out dynamically (one at a time, to whichever thread is free) rather than
     split statically: on a shared machine a thread that loses its core would otherwise hold up every
     kernel at its closing barrier."""
+    _strided_copies_to_loops(module)
     run_passes(
         module,
         "func.func(convert-vector-to-scf{full-unroll},convert-linalg-to-loops),"
@@ -152,6 +153,33 @@ def make_loops(module: ir.Module) -> None:
         return ir.WalkResult.ADVANCE
 
     module.operation.walk(schedule)
+
+
+def _strided_copies_to_loops(module: ir.Module) -> None:
+    """memref.copy between buffers that are not both contiguous (a KV-cache prefix passed to a kernel,
+    a slice padded into a packing buffer) becomes linalg.copy, i.e. loops whose contiguous innermost
+    dimension LLVM vectorizes. The memref-to-LLVM lowering would turn it into a call to the C runner's
+    generic `memrefCopy`, which moves one element at a time with index arithmetic (contiguous copies
+    stay memcpy)."""
+    from mlir.dialects import linalg
+
+    copies = []
+
+    def collect(op):
+        if op.name == "memref.copy" and not all(_contiguous(v.type) for v in op.operands):
+            copies.append(op)
+        return ir.WalkResult.ADVANCE
+
+    module.operation.walk(collect)
+    for op in copies:
+        with ir.InsertionPoint(op), op.location:
+            linalg.copy(op.operands[0], outs=[op.operands[1]])
+        op.erase()
+
+
+def _contiguous(memref_type) -> bool:
+    t = ir.MemRefType(memref_type)
+    return isinstance(t.layout, ir.AffineMapAttr) and t.layout.value == ir.AffineMap.get_identity(t.rank)
 
 
 def make_llvm(module: ir.Module) -> None:
