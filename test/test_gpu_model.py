@@ -24,6 +24,7 @@ from kiln.runtime import cuda as cuda_driver  # noqa: E402
 sys.path.insert(0, os.path.dirname(__file__))
 from gpu_emulation import emulated_device  # noqa: E402
 from test_gpu_compile import DECODE  # noqa: E402  (a decode step: cache updates + causal attention)
+from tiny_llama import save_tiny_llama  # noqa: E402
 
 VOCAB = 160
 MAX_SEQ_LEN, CHUNK = 32, 8
@@ -34,17 +35,7 @@ def tiny_llama(tmp_path_factory):
     """(directory, HF model) of a tiny random Llama with GQA and tied embeddings (weights large enough
     that greedy decoding does not repeat one token)."""
     directory = tmp_path_factory.mktemp("tiny-llama")
-    config = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                                      rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=True,
-                                      bos_token_id=1, eos_token_id=2, initializer_range=0.2)
-    torch.manual_seed(5)
-    hf = transformers.LlamaForCausalLM(config).eval()
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            if "norm" in name:
-                p.add_(0.1 * torch.randn_like(p))
-    hf.save_pretrained(directory)
+    hf = save_tiny_llama(directory, seed=5, vocab_size=VOCAB, initializer_range=0.2)
     return str(directory), hf
 
 

@@ -8,6 +8,9 @@ packing of W is gone -- and a float64 product; a model built with panels must ma
 import numpy as np
 import pytest
 
+import os
+import sys
+
 import kiln
 from kiln.errors import KilnError
 from kiln.models.graph import PANEL, Param, panel_params, to_panels, without_unused
@@ -67,22 +70,15 @@ def test_linear_over_panels_matches_float64_and_the_unpacked_weight(m, n, k, bia
 
 
 torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+pytest.importorskip("transformers")
+sys.path.insert(0, os.path.dirname(__file__))
+from tiny_llama import save_tiny_llama  # noqa: E402
 
 
 def test_llama_with_panels_matches_hf(tmp_path, rng):
     """A tiny Llama whose linears all split into 32-row panels: prefill reads panels, decode the
     float32 weights; logits and 32 greedy tokens as HF's."""
-    config = transformers.LlamaConfig(vocab_size=160, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                                      rms_norm_eps=1e-5, tie_word_embeddings=False)
-    torch.manual_seed(3)
-    hf = transformers.LlamaForCausalLM(config).eval()
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            if "norm" in name:
-                p.add_(0.1 * torch.randn_like(p))
-    hf.save_pretrained(tmp_path)
+    hf = save_tiny_llama(tmp_path, seed=3, tie_word_embeddings=False, max_position_embeddings=128)
     model = kiln.compile_model(str(tmp_path), max_seq_len=80, prefill_chunk=16, cache=False, progress=False)
     names = {p.name for p in model.graph.params}
     assert {"layers.0.wq.panels", "layers.1.w_down.panels", "lm_head.panels"} <= names
