@@ -153,14 +153,16 @@ def linear_weight(weights: dict, name: str, rows: int):
     data = weights.get(f"{name}.data")
     if data is None or rows >= QUANTIZED_MAX_ROWS:
         panels = weights.get(f"{name}.panels") if rows >= QUANTIZED_MAX_ROWS else None
-        return weights[name] if panels is None else _unpanel(panels)
+        return weights[name] if panels is None else unpanel(panels)
     mins = weights.get(f"{name}.mins")
     shape = ir.RankedTensorType(data.type).shape
     fmt = "q8_0" if shape[2] == 32 else ("q4_1" if mins is not None else "q4_0")
     return transformer.dequantize(data, weights[f"{name}.scales"], fmt, mins=mins)
 
 
-def _unpanel(panels):
+def unpanel(panels):
+    """W[N, K] from its [N/w, K, w] panels (linalg.unpack): what a linear over a weight stored as panels
+    reads; the packed GEMM schedule folds it into its own packing of W."""
     blocks, k, width = ir.RankedTensorType(panels.type).shape
     empty = tensor.empty([blocks * width, k], ir.F32Type.get())
     return linalg.unpack(panels, empty, inner_dims_pos=[0], inner_tiles=[width])

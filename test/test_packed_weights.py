@@ -69,6 +69,18 @@ def test_linear_over_panels_matches_float64_and_the_unpacked_weight(m, n, k, bia
     np.testing.assert_array_equal(got, plain.f(x, w, *b))
 
 
+def test_few_rows_over_panels_unpack_them_in_the_kernel(rng):
+    """A decode-shaped linear (matvec schedule, which packs nothing) over panels still works: the
+    kernel unpacks them itself. GPU targets refuse panels, naming the layout."""
+    x = rng.standard_normal((1, 8, 64)).astype(np.float32)
+    w = rng.standard_normal((64, 64)).astype(np.float32)
+    program = kiln.compile(_linear_ir(8, 64, 64, True, False), target="cpu")
+    want = x.astype(np.float64) @ w.astype(np.float64).T
+    assert np.abs(program.f(x, to_panels(w, 32, "w")) - want).max() <= 1e-5 * np.abs(want).max()
+    with pytest.raises(KilnError, match=r"\[N/32, K, 32\] panels .* GPU targets take the weight as W\[N, K\]"):
+        kiln.compile(_linear_ir(8, 64, 64, True, False), target="cuda", compile_to="tiled")
+
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 sys.path.insert(0, os.path.dirname(__file__))

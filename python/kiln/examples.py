@@ -15,6 +15,7 @@ from mlir.dialects import arith, func
 
 from . import reference as ref
 from .dialects import transformer
+from .models.graph import PANEL, to_panels, unpanel
 
 
 @dataclass(frozen=True)
@@ -51,23 +52,33 @@ class LlamaStackConfig:
         }
 
 
-def build_llama_stack(cfg: LlamaStackConfig) -> ir.Module:
-    """`@forward(x, positions, *weights) -> y` in the transformer dialect (in the current Context)."""
+def build_llama_stack(cfg: LlamaStackConfig, panels: bool = False) -> ir.Module:
+    """`@forward(x, positions, *weights) -> y` in the transformer dialect (in the current Context). With
+    `panels`, linear weights with a whole number of 32-row panels are arguments in the layout the CPU
+    GEMM reads, [N/32, K, 32] (see `flat_weights`), packed once by the caller instead of per call."""
     f32 = ir.F32Type.get()
     x_type = ir.RankedTensorType.get((cfg.batch, cfg.seq, cfg.hidden), f32)
     pos_type = ir.RankedTensorType.get((cfg.seq,), ir.IntegerType.get_signless(64))
-    layer_types = [ir.RankedTensorType.get(s, f32) for s in cfg.weight_shapes().values()]
+    shapes = [_stored_shape(s, panels) for s in cfg.weight_shapes().values()]
+    layer_types = [ir.RankedTensorType.get(s, f32) for s in shapes]
     per_layer = len(layer_types)
     module = ir.Module.create()
     with ir.InsertionPoint(module.body):
 
         @func.FuncOp.from_py_func(x_type, pos_type, *(layer_types * cfg.num_layers), name="forward")
         def forward(x, positions, *weights):
+            weights = [unpanel(w) if len(s) == 3 else w for w, s in zip(weights, shapes * cfg.num_layers)]
             for layer in range(cfg.num_layers):
                 x = _decoder_block(cfg, x, positions, *weights[layer * per_layer : (layer + 1) * per_layer])
             return x
 
     return module
+
+
+def _stored_shape(shape: tuple, panels: bool) -> tuple:
+    if panels and len(shape) == 2 and shape[0] % PANEL == 0:
+        return (shape[0] // PANEL, shape[1], PANEL)
+    return shape
 
 
 def _decoder_block(cfg, x, positions, attn_norm, wq, wk, wv, wo, mlp_norm, w_gate, w_up, w_down):
@@ -112,6 +123,8 @@ def random_stack_inputs(cfg: LlamaStackConfig, rng: np.random.Generator):
     return x, positions, layers
 
 
-def flat_weights(layers: list) -> list:
-    """The weight arguments of @forward, layer by layer."""
-    return [w for layer in layers for w in layer.values()]
+def flat_weights(layers: list, panels: bool = False) -> list:
+    """The weight arguments of @forward, layer by layer (as panels where `build_llama_stack(cfg,
+    panels=True)` takes them)."""
+    return [to_panels(w, PANEL, name) if len(_stored_shape(w.shape, panels)) == 3 else w
+            for layer in layers for name, w in layer.items()]

@@ -36,6 +36,7 @@ def run(suite: str = "full", threads=(1, 2), rounds: int = 4, reps: int = 5, see
             programs[w.name] = kiln.compile(w.kiln_ir(), device=device)
             bar.advance(w.name)
     inputs = {w.name: w.make_inputs(np.random.default_rng(seed)) for w in workloads}
+    kiln_inputs = {w.name: w.kiln_inputs(inputs[w.name]) if w.kiln_inputs else inputs[w.name] for w in workloads}
     samples = {}  # (workload, threads) -> {"kiln": [...], peer: [...]}
     checks = {}
     workers = {t: PeerWorker(t) for t in threads}
@@ -46,7 +47,7 @@ def run(suite: str = "full", threads=(1, 2), rounds: int = 4, reps: int = 5, see
                     device.num_threads = t
                     for w in workloads:
                         fn = programs[w.name].f
-                        args = inputs[w.name]
+                        args = kiln_inputs[w.name]
                         s = samples.setdefault((w.name, t), {"kiln": []})
                         s["kiln"] += time_calls(lambda: fn(*args), reps, settle=SETTLE_S)
                         reply = workers[t].time(suite, w.name, seed, reps, peers)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -19,6 +19,9 @@ class Workload:
     make_inputs: Callable[[np.random.Generator], list]
     kiln_ir: Callable[[], str]  # a module with one public function @f over the inputs
     peers: dict = field(default_factory=dict)  # peer name -> function(inputs) -> callable()
+    # The inputs in the layout @f takes them, prepared once before timing, as compile_model does at
+    # load (linear weights packed into the GEMM's panels); None: the inputs as they are.
+    kiln_inputs: Optional[Callable[[list], list]] = None
 
 
 def _t(shape, dtype="f32"):
@@ -45,11 +48,21 @@ def gemm(m: int, n: int, k: int) -> Workload:
 
 
 def linear(m: int, out_features: int, in_features: int) -> Workload:
-    """y[m, n] = x[m, k] · W[n, k]ᵀ (transformer.linear, HF weight layout); m = 1 is a decode matvec."""
+    """y[m, n] = x[m, k] · W[n, k]ᵀ (transformer.linear, HF weight layout); m = 1 is a decode matvec.
+    GEMM-shaped ones (m >= 16) take W as the [N/32, K, 32] panels compile_model binds at load."""
+    from ..models.graph import PANEL, QUANTIZED_MAX_ROWS, to_panels
+
+    panels = m >= QUANTIZED_MAX_ROWS and out_features % PANEL == 0
 
     def ir():
         x, w, y = _t((m, in_features)), _t((out_features, in_features)), _t((m, out_features))
-        return (f"func.func @f(%x: {x}, %w: {w}) -> {y} {{\n"
+        if not panels:
+            return (f"func.func @f(%x: {x}, %w: {w}) -> {y} {{\n"
+                    f"  %y = transformer.linear %x, %w : ({x}, {w}) -> {y}\n  return %y : {y}\n}}")
+        p = _t((out_features // PANEL, in_features, PANEL))
+        return (f"func.func @f(%x: {x}, %p: {p}) -> {y} {{\n"
+                f"  %e = tensor.empty() : {w}\n"
+                f"  %w = linalg.unpack %p inner_dims_pos = [0] inner_tiles = [{PANEL}] into %e : {p} -> {w}\n"
                 f"  %y = transformer.linear %x, %w : ({x}, {w}) -> {y}\n  return %y : {y}\n}}")
 
     group = "matvec" if m == 1 else "gemm"
@@ -58,6 +71,7 @@ def linear(m: int, out_features: int, in_features: int) -> Workload:
         lambda rng: [_f32(rng, m, in_features), _f32(rng, out_features, in_features, scale=0.05)], ir,
         {"numpy": lambda i: (lambda: i[0] @ i[1].T),
          "torch": _torch(lambda t, i: lambda: t.nn.functional.linear(i[0], i[1]))},
+        kiln_inputs=(lambda i: [i[0], to_panels(i[1], PANEL, "w")]) if panels else None,
     )
 
 
@@ -124,9 +138,13 @@ def rms_norm(rows: int, hidden: int, eps: float = 1e-5) -> Workload:
 def llama_block(num_layers=4, hidden=512, heads=8, kv_heads=8, ffn=1376, seq=128) -> Workload:
     """A Llama-style decoder stack (kiln.examples) vs the same blocks in PyTorch eager."""
     from ..examples import LlamaStackConfig
+    from ..models.graph import QUANTIZED_MAX_ROWS
 
     cfg = LlamaStackConfig(hidden=hidden, num_heads=heads, num_kv_heads=kv_heads, ffn=ffn, seq=seq,
                            num_layers=num_layers)
+
+    # Prefill-sized GEMMs read weights as packed at load, as compile_model binds them.
+    panels = seq >= QUANTIZED_MAX_ROWS
 
     def make_inputs(rng):
         from ..examples import flat_weights, random_stack_inputs
@@ -140,12 +158,21 @@ def llama_block(num_layers=4, hidden=512, heads=8, kv_heads=8, ffn=1376, seq=128
         from ..examples import build_llama_stack
 
         with mlir_ir.Context(), mlir_ir.Location.unknown():
-            text = str(build_llama_stack(cfg))
+            text = str(build_llama_stack(cfg, panels=panels))
         return text.replace("@forward", "@f")
+
+    def kiln_inputs(inputs):
+        from ..examples import flat_weights
+
+        x, positions, *weights = inputs
+        names = list(cfg.weight_shapes())
+        layers = [dict(zip(names, weights[i * len(names):(i + 1) * len(names)])) for i in range(cfg.num_layers)]
+        return [x, positions, *flat_weights(layers, panels=panels)]
 
     per_layer = 2 * seq * (2 * hidden * hidden + 2 * hidden * kv_heads * (hidden // heads) + 3 * hidden * ffn)
     return Workload(f"llama_block_{num_layers}L_h{hidden}_s{seq}", "block", float(num_layers * per_layer),
-                    make_inputs, ir, {"torch": _torch(lambda t, i: _torch_llama(t, cfg, i))})
+                    make_inputs, ir, {"torch": _torch(lambda t, i: _torch_llama(t, cfg, i))},
+                    kiln_inputs=kiln_inputs)
 
 
 def _torch_llama(torch, cfg, inputs):

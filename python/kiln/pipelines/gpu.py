@@ -175,6 +175,10 @@ def make_tiled(module: ir.Module) -> None:
     precision, chip = gpu_mma.module_precision(module), target_chip(module, "")
     rounded = []  # (func, its A and B arguments) of SIMT GEMMs whose operands are rounded to `precision`
     for i, kernel in enumerate(schedules.kernels_of(module)):
+        if kernel.packed_rhs:
+            raise KilnError(f"kernel {kernel.name} reads a weight stored as [N/{kernel.packed_rhs}, K, "
+                            f"{kernel.packed_rhs}] panels (linalg.unpack), the CPU GEMM's layout; GPU targets "
+                            "take the weight as W[N, K]")
         mma = gpu_mma.mma_schedule(kernel, funcs[kernel.name], precision, chip)
         if mma is not None:  # tensor cores: the kernel is written at the loops stage (gpu_mma.py)
             funcs[kernel.name].attributes[gpu_mma.MMA_ATTR] = ir.DenseI64ArrayAttr.get(

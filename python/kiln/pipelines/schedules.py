@@ -348,6 +348,8 @@ def transform_script(plan: list) -> str:
         f"  transform.named_sequence @__transform_main(%root: {any_op} {{transform.readonly}}) {{",
     ]
     for i, (kernel, schedule) in enumerate(plan):
+        if kernel.packed_rhs and schedule.kind != "packed_gemm":
+            lines += _unpack_weight_lines(i, kernel)
         if schedule.kind == "packed_gemm":
             lines += _packed_gemm_lines(i, kernel, schedule)
             continue
@@ -376,6 +378,22 @@ def transform_script(plan: list) -> str:
             ]
     lines += ["    transform.yield", "  }", "}"]
     return "\n".join(lines)
+
+
+def _unpack_weight_lines(i: int, kernel: Kernel) -> list:
+    """A weight stored as panels, read by a kernel whose schedule does not pack it (a decode-shaped
+    linear): its unpack becomes a transpose and reshape, an explicit copy in every call."""
+    any_op = "!transform.any_op"
+    return [
+        f'    %fu{i} = transform.structured.match ops{{["func.func"]}} '
+        f'attributes{{sym_name = "{kernel.name}"}} in %root : ({any_op}) -> {any_op}',
+        f'    %wu{i} = transform.structured.match ops{{["linalg.unpack"]}} in %fu{i} '
+        f': ({any_op}) -> !transform.op<"linalg.unpack">',
+        f"    %wu{i}a, %wu{i}b, %wu{i}c, %wu{i}d = transform.structured.lower_unpack %wu{i} : "
+        f'(!transform.op<"linalg.unpack">) -> (!transform.op<"tensor.empty">, '
+        f'!transform.op<"linalg.transpose">, !transform.op<"tensor.collapse_shape">, '
+        f'!transform.op<"tensor.extract_slice">)',
+    ]
 
 
 def _packed_gemm_lines(i: int, kernel: Kernel, s: Schedule) -> list:
