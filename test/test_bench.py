@@ -1,5 +1,6 @@
 """`kiln bench` end to end on the tiny `smoke` suite: report fields, ratios, output cross-check, plot."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -7,6 +8,7 @@ import sys
 import pytest
 
 from kiln import bench
+from kiln.bench import onnx_peer
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +44,26 @@ def test_outputs_agree_with_the_peers(report):
         for peer, rel in r["output_check"].items():
             assert rel < 1e-3, f"{r['workload']}: Kiln's output differs from {peer} by {rel}"
     assert any(r["output_check"] for r in rep["results"])  # numpy is always there
+
+
+def test_onnxruntime_times_every_workload_and_agrees(report):
+    for module in onnx_peer.REQUIRED:
+        pytest.importorskip(module)
+    rep, _, _ = report
+    assert "onnxruntime" in rep["settings"]["peers"]
+    assert {r["workload"] for r in rep["results"] if "onnxruntime" in r["median_ms"]} == \
+        {w.name for w in bench.make_suite("smoke")}
+    for r in rep["results"]:
+        assert len(r["samples_ms"]["onnxruntime"]) == 2
+        assert r["output_check"]["onnxruntime"] < 1e-3, r["workload"]
+
+
+def test_onnxruntime_is_optional(monkeypatch):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnxruntime" else find_spec(name, *a))
+    assert "onnxruntime" not in bench.available_peers()
+    assert "numpy" in bench.available_peers()
 
 
 def test_plot_is_a_png(report):

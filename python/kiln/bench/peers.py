@@ -1,33 +1,32 @@
-"""The peer worker: times numpy and PyTorch on a workload in a separate process.
+"""The peer worker: times numpy, PyTorch and onnxruntime on a workload in a separate process.
 
 A separate process lets the peers run with their own thread settings and with OPENBLAS_CORETYPE and
 OPENBLAS_L2_SIZE unset (they force numpy's OpenBLAS onto an older, ~2x slower kernel), without touching
 Kiln's process. Protocol: one JSON request per stdin line, one JSON reply per stdout line.
+PyTorch and onnxruntime are optional: a peer is listed only when its libraries are installed.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 
 from ..errors import KilnError
+from .onnx_peer import REQUIRED as _ONNXRUNTIME_NEEDS
 from .timing import SETTLE_S, time_calls
 
 _SLOW_BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
 def available_peers() -> list:
-    peers = ["numpy"]
-    try:
-        import importlib.util
+    def installed(*modules):
+        return all(importlib.util.find_spec(m) is not None for m in modules)
 
-        if importlib.util.find_spec("torch") is not None:
-            peers.append("torch")
-    except ImportError:
-        pass
-    return peers
+    return ["numpy"] + [p for p, needs in (("torch", ("torch",)), ("onnxruntime", _ONNXRUNTIME_NEEDS))
+                        if installed(*needs)]
 
 
 class PeerWorker:
@@ -73,7 +72,7 @@ def serve(threads: int) -> None:
         torch.set_num_threads(threads)
     except ImportError:
         pass
-    cache = {}
+    cache = {}  # every workload's peers are built once: exporting a model to ONNX takes seconds
     for line in sys.stdin:
         req = json.loads(line)
         try:
@@ -81,8 +80,8 @@ def serve(threads: int) -> None:
             if key not in cache:
                 workload = {w.name: w for w in suite(req["suite"])}[req["workload"]]
                 inputs = workload.make_inputs(np.random.default_rng(req["seed"]))
-                cache = {key: (workload, {p: workload.peers[p](inputs) for p in req["peers"]
-                                          if p in workload.peers})}
+                cache[key] = (workload, {p: workload.peers[p](inputs) for p in req["peers"]
+                                         if p in workload.peers})
             workload, runs = cache[key]
             reply = {p: time_calls(fn, req["reps"], settle=SETTLE_S) for p, fn in runs.items()}
             reply["outputs"] = {p: fingerprint(np.asarray(fn())) for p, fn in runs.items()}

@@ -1,14 +1,18 @@
 """The benchmark workloads: each one a Kiln program (transformer IR) plus the same computation for the
-peers (numpy, PyTorch eager). Inputs are made from a seed, so every process builds identical ones.
+peers (numpy, PyTorch eager, onnxruntime). Inputs are made from a seed, so every process builds identical
+ones.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
+
+from .onnx_peer import onnxruntime_peer
 
 
 @dataclass
@@ -43,7 +47,7 @@ def gemm(m: int, n: int, k: int) -> Workload:
     return Workload(
         f"gemm_{m}x{n}x{k}", "gemm", 2.0 * m * n * k,
         lambda rng: [_f32(rng, m, k), _f32(rng, k, n)], ir,
-        {"numpy": lambda i: (lambda: i[0] @ i[1]), "torch": _torch(lambda t, i: lambda: t.matmul(i[0], i[1]))},
+        {"numpy": lambda i: (lambda: i[0] @ i[1]), **_torch_peers(lambda t, i: t.matmul, feeds=(0, 1))},
     )
 
 
@@ -70,7 +74,7 @@ def linear(m: int, out_features: int, in_features: int) -> Workload:
         f"linear_{m}x{out_features}x{in_features}", group, 2.0 * m * out_features * in_features,
         lambda rng: [_f32(rng, m, in_features), _f32(rng, out_features, in_features, scale=0.05)], ir,
         {"numpy": lambda i: (lambda: i[0] @ i[1].T),
-         "torch": _torch(lambda t, i: lambda: t.nn.functional.linear(i[0], i[1]))},
+         **_torch_peers(lambda t, i: lambda x: t.nn.functional.linear(x, i[1]), feeds=(0,))},
         kiln_inputs=(lambda i: [i[0], to_panels(i[1], PANEL, "w")]) if panels else None,
     )
 
@@ -101,9 +105,9 @@ def attention(heads: int, kv_heads: int, q_len: int, kv_len: int, head_dim: int)
         return run
 
     def torch_attention(t, i):
-        q, k, v = i
         mask = t.from_numpy(np.arange(kv_len)[None, :] <= np.arange(q_len)[:, None] + offset)
-        return lambda: t.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        return lambda q, k, v: t.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                                            enable_gqa=True)
 
     name = "decode" if q_len == 1 else "prefill"
     return Workload(
@@ -111,7 +115,7 @@ def attention(heads: int, kv_heads: int, q_len: int, kv_len: int, head_dim: int)
         4.0 * heads * q_len * kv_len * head_dim,
         lambda rng: [_f32(rng, 1, heads, q_len, head_dim), _f32(rng, 1, kv_heads, kv_len, head_dim),
                      _f32(rng, 1, kv_heads, kv_len, head_dim)],
-        ir, {"numpy": numpy_attention, "torch": _torch(torch_attention)},
+        ir, {"numpy": numpy_attention, **_torch_peers(torch_attention, feeds=(0, 1, 2))},
     )
 
 
@@ -127,12 +131,11 @@ def rms_norm(rows: int, hidden: int, eps: float = 1e-5) -> Workload:
         return lambda: x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + np.float32(eps)) * w
 
     def torch_rms(t, i):
-        x, w = i
-        return lambda: t.nn.functional.rms_norm(x, (hidden,), w, eps)
+        return lambda x: t.nn.functional.rms_norm(x, (hidden,), i[1], eps)
 
     return Workload(f"rms_norm_{rows}x{hidden}", "norm", 4.0 * rows * hidden,
                     lambda rng: [_f32(rng, rows, hidden), _f32(rng, hidden)], ir,
-                    {"numpy": numpy_rms, "torch": _torch(torch_rms)})
+                    {"numpy": numpy_rms, **_torch_peers(torch_rms, feeds=(0,))})
 
 
 def llama_block(num_layers=4, hidden=512, heads=8, kv_heads=8, ffn=1376, seq=128) -> Workload:
@@ -171,19 +174,17 @@ def llama_block(num_layers=4, hidden=512, heads=8, kv_heads=8, ffn=1376, seq=128
 
     per_layer = 2 * seq * (2 * hidden * hidden + 2 * hidden * kv_heads * (hidden // heads) + 3 * hidden * ffn)
     return Workload(f"llama_block_{num_layers}L_h{hidden}_s{seq}", "block", float(num_layers * per_layer),
-                    make_inputs, ir, {"torch": _torch(lambda t, i: _torch_llama(t, cfg, i))},
+                    make_inputs, ir, _torch_peers(lambda t, i: _torch_llama(t, cfg, i[2:]), feeds=(0, 1)),
                     kiln_inputs=kiln_inputs)
 
 
-def _torch_llama(torch, cfg, inputs):
+def _torch_llama(torch, cfg, weights):
+    """forward(x, positions) of the stack; RoPE's cos/sin are computed per call, as Kiln does."""
     F = torch.nn.functional
-    x, positions, *weights = inputs
     d = cfg.head_dim
     inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
-    angles = positions.float()[:, None] * inv_freq[None, :]
-    cos, sin = torch.cat([angles, angles], -1).cos(), torch.cat([angles, angles], -1).sin()
 
-    def rope(t):
+    def rope(t, cos, sin):
         half = t.shape[-1] // 2
         return t * cos + torch.cat([-t[..., half:], t[..., :half]], -1) * sin
 
@@ -193,31 +194,39 @@ def _torch_llama(torch, cfg, inputs):
     def heads(t, n):
         return t.view(cfg.batch, cfg.seq, n, d).transpose(1, 2)
 
-    def run():
+    def forward(x, positions):
+        angles = positions.float()[:, None] * inv_freq[None, :]
+        cos, sin = torch.cat([angles, angles], -1).cos(), torch.cat([angles, angles], -1).sin()
         h = x
         for layer in range(cfg.num_layers):
             an, wq, wk, wv, wo, mn, wg, wu, wd = weights[layer * 9 : (layer + 1) * 9]
             n = rms(h, an)
             q, k, v = heads(F.linear(n, wq), cfg.num_heads), heads(F.linear(n, wk), cfg.num_kv_heads), \
                 heads(F.linear(n, wv), cfg.num_kv_heads)
-            o = F.scaled_dot_product_attention(rope(q), rope(k), v, is_causal=True, enable_gqa=True)
+            o = F.scaled_dot_product_attention(rope(q, cos, sin), rope(k, cos, sin), v, is_causal=True,
+                                               enable_gqa=True)
             h = h + F.linear(o.transpose(1, 2).reshape(cfg.batch, cfg.seq, cfg.hidden), wo)
             n = rms(h, mn)
             h = h + F.linear(F.silu(F.linear(n, wg)) * F.linear(n, wu), wd)
         return h
 
-    return run
+    return forward
 
 
-def _torch(make):
-    """Wraps a peer builder that needs torch and torch tensors (converted from the numpy inputs)."""
+def _torch_peers(make, feeds):
+    """The PyTorch eager peer and the onnxruntime peer (the same computation, exported to ONNX).
 
-    def build(inputs):
+    make(torch, tensors) -> forward(*activations): the computation over the inputs at `feeds`, with the
+    other inputs (weights, which onnxruntime holds as initializers) closed over.
+    """
+
+    def torch_peer(inputs):
         import torch
 
-        return make(torch, [torch.from_numpy(np.ascontiguousarray(a)) for a in inputs])
+        tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in inputs]
+        return functools.partial(make(torch, tensors), *[tensors[i] for i in feeds])
 
-    return build
+    return {"torch": torch_peer, "onnxruntime": onnxruntime_peer(make, feeds)}
 
 
 def suite(name: str) -> list:
