@@ -51,12 +51,13 @@ def gemm(m: int, n: int, k: int) -> Workload:
     )
 
 
-def linear(m: int, out_features: int, in_features: int) -> Workload:
+def linear(m: int, out_features: int, in_features: int, panels: bool = False) -> Workload:
     """y[m, n] = x[m, k] · W[n, k]ᵀ (transformer.linear, HF weight layout); m = 1 is a decode matvec.
-    GEMM-shaped ones (m >= 16) take W as the [N/32, K, 32] panels compile_model binds at load."""
+    With `panels` (CPU suites), GEMM-shaped ones (m >= 16, N a multiple of 32) take W as the [N/32, K, 32]
+    panels compile_model binds at load."""
     from ..models.graph import PANEL, QUANTIZED_MAX_ROWS, to_panels
 
-    panels = m >= QUANTIZED_MAX_ROWS and out_features % PANEL == 0
+    panels = panels and m >= QUANTIZED_MAX_ROWS and out_features % PANEL == 0
 
     def ir():
         x, w, y = _t((m, in_features)), _t((out_features, in_features)), _t((m, out_features))
@@ -138,7 +139,7 @@ def rms_norm(rows: int, hidden: int, eps: float = 1e-5) -> Workload:
                     {"numpy": numpy_rms, **_torch_peers(torch_rms, feeds=(0,))})
 
 
-def llama_block(num_layers=4, hidden=512, heads=8, kv_heads=8, ffn=1376, seq=128) -> Workload:
+def llama_block(num_layers=4, hidden=512, heads=8, kv_heads=8, ffn=1376, seq=128, panels: bool = False) -> Workload:
     """A Llama-style decoder stack (kiln.examples) vs the same blocks in PyTorch eager."""
     from ..examples import LlamaStackConfig
     from ..models.graph import QUANTIZED_MAX_ROWS
@@ -147,7 +148,7 @@ def llama_block(num_layers=4, hidden=512, heads=8, kv_heads=8, ffn=1376, seq=128
                            num_layers=num_layers)
 
     # Prefill-sized GEMMs read weights as packed at load, as compile_model binds them.
-    panels = seq >= QUANTIZED_MAX_ROWS
+    panels = panels and seq >= QUANTIZED_MAX_ROWS
 
     def make_inputs(rng):
         from ..examples import flat_weights, random_stack_inputs
@@ -230,19 +231,20 @@ def _torch_peers(make, feeds):
 
 
 def suite(name: str) -> list:
-    """The workloads of a named suite: `full` (the issue's list) or `smoke` (tiny, for tests)."""
+    """The workloads of a named suite: `full` (the issue's list) or `smoke` (tiny, for tests). CPU
+    suites: prefill-sized linears read weights packed at load (`panels`)."""
     if name == "smoke":
-        return [gemm(64, 48, 32), linear(1, 96, 64), attention(4, 2, 8, 8, 16), rms_norm(8, 64),
-                llama_block(num_layers=1, hidden=64, heads=4, kv_heads=2, ffn=96, seq=8)]
+        return [gemm(64, 48, 32), linear(1, 96, 64), linear(16, 64, 48, panels=True), attention(4, 2, 8, 8, 16),
+                rms_norm(8, 64), llama_block(num_layers=1, hidden=64, heads=4, kv_heads=2, ffn=96, seq=16, panels=True)]
     if name == "full":
         return [
             gemm(1024, 1024, 1024),
-            linear(128, 1536, 576), linear(512, 1536, 576), linear(2048, 1536, 576),
-            linear(128, 4096, 4096),
+            linear(128, 1536, 576, panels=True), linear(512, 1536, 576, panels=True),
+            linear(2048, 1536, 576, panels=True), linear(128, 4096, 4096, panels=True),
             linear(1, 4096, 4096), linear(1, 1536, 576), linear(1, 576, 1536),
             attention(9, 3, 128, 128, 64), attention(9, 3, 1, 512, 64),
             rms_norm(128, 4096),
-            llama_block(),
+            llama_block(panels=True),
         ]
     from ..errors import KilnError
 
