@@ -194,7 +194,8 @@ def main(argv=None) -> int:
                     help="GGUF: float32 weight arguments only (what compile_model compiles for GPU targets)")
     im.add_argument("-o", "--output", help="write the IR here instead of stdout")
     im.set_defaults(run=_import)
-    b = sub.add_parser("bench", help="benchmark Kiln against numpy and PyTorch (JSON report + PNG plot)")
+    b = sub.add_parser("bench", help="benchmark Kiln against numpy, PyTorch and (if installed) onnxruntime "
+                                     "(JSON report + PNG plot)")
     b.add_argument("--suite", default="full", choices=("full", "smoke", "model"),
                    help="kernels and a decoder stack (full, smoke), or an LLM's prefill and decode "
                    "against Hugging Face transformers (model)")
