@@ -119,14 +119,20 @@ def quantized_params(params: list, formats: dict) -> list:
 PANEL = 32
 
 
+def panel_shape(shape) -> Optional[tuple]:
+    """[N/PANEL, K, PANEL] for a weight W[N, K] with a whole number of PANEL-row panels, else None."""
+    if len(shape) != 2 or shape[0] % PANEL:
+        return None
+    return (shape[0] // PANEL, shape[1], PANEL)
+
+
 def panel_params(params: list) -> list:
     """For each 2-D parameter with a whole number of PANEL-row panels: the same weight stored as
     panels, parameter "<name>.panels" of shape [N/PANEL, K, PANEL] (panel[j, k, i] = W[j*PANEL + i, k]),
     which GEMM-shaped linears (`linear_weight` over QUANTIZED_MAX_ROWS or more rows) read. The
     packing happens once, when the weights are bound, instead of in every call."""
-    return [Param(f"{p.name}.panels", p.source, (p.shape[0] // PANEL, p.shape[1], PANEL), prepare=p.prepare,
-                  panel=PANEL)
-            for p in params if len(p.shape) == 2 and not p.part and not p.panel and p.shape[0] % PANEL == 0]
+    return [Param(f"{p.name}.panels", p.source, panel_shape(p.shape), prepare=p.prepare, panel=PANEL)
+            for p in params if not p.part and not p.panel and panel_shape(p.shape)]
 
 
 def to_panels(weight: np.ndarray, width: int, source: str) -> np.ndarray:
@@ -150,10 +156,12 @@ def linear_weight(weights: dict, name: str, rows: int):
     """The weight value a linear over `rows` rows uses: the dequantized blocks of `name` when it has
     them (see `quantized_params`) and the linear is decode-shaped; its panels, unpacked (a no-op in
     the packed GEMM), when it has them and the linear is GEMM-shaped; else the float32 parameter."""
-    data = weights.get(f"{name}.data")
-    if data is None or rows >= QUANTIZED_MAX_ROWS:
-        panels = weights.get(f"{name}.panels") if rows >= QUANTIZED_MAX_ROWS else None
+    if rows >= QUANTIZED_MAX_ROWS:
+        panels = weights.get(f"{name}.panels")
         return weights[name] if panels is None else unpanel(panels)
+    data = weights.get(f"{name}.data")
+    if data is None:
+        return weights[name]
     mins = weights.get(f"{name}.mins")
     shape = ir.RankedTensorType(data.type).shape
     fmt = "q8_0" if shape[2] == 32 else ("q4_1" if mins is not None else "q4_0")

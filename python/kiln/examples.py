@@ -15,7 +15,7 @@ from mlir.dialects import arith, func
 
 from . import reference as ref
 from .dialects import transformer
-from .models.graph import PANEL, to_panels, unpanel
+from .models.graph import PANEL, panel_shape, to_panels, unpanel
 
 
 @dataclass(frozen=True)
@@ -76,9 +76,7 @@ def build_llama_stack(cfg: LlamaStackConfig, panels: bool = False) -> ir.Module:
 
 
 def _stored_shape(shape: tuple, panels: bool) -> tuple:
-    if panels and len(shape) == 2 and shape[0] % PANEL == 0:
-        return (shape[0] // PANEL, shape[1], PANEL)
-    return shape
+    return (panels and panel_shape(shape)) or shape
 
 
 def _decoder_block(cfg, x, positions, attn_norm, wq, wk, wv, wo, mlp_norm, w_gate, w_up, w_down):
@@ -124,7 +122,11 @@ def random_stack_inputs(cfg: LlamaStackConfig, rng: np.random.Generator):
 
 
 def flat_weights(layers: list, panels: bool = False) -> list:
-    """The weight arguments of @forward, layer by layer (as panels where `build_llama_stack(cfg,
-    panels=True)` takes them)."""
-    return [to_panels(w, PANEL, name) if len(_stored_shape(w.shape, panels)) == 3 else w
-            for layer in layers for name, w in layer.items()]
+    """The weight arguments of @forward, layer by layer (see `stored_weights`)."""
+    return stored_weights([w for layer in layers for w in layer.values()], panels)
+
+
+def stored_weights(weights: list, panels: bool) -> list:
+    """@forward's weight arguments as `build_llama_stack(cfg, panels)` takes them: with `panels`, the
+    linear weights it reads as panels packed once here."""
+    return [to_panels(w, PANEL, "weight") if panels and panel_shape(w.shape) else w for w in weights]

@@ -166,12 +166,10 @@ def llama_block(num_layers=4, hidden=512, heads=8, kv_heads=8, ffn=1376, seq=128
         return text.replace("@forward", "@f")
 
     def kiln_inputs(inputs):
-        from ..examples import flat_weights
+        from ..examples import stored_weights
 
         x, positions, *weights = inputs
-        names = list(cfg.weight_shapes())
-        layers = [dict(zip(names, weights[i * len(names):(i + 1) * len(names)])) for i in range(cfg.num_layers)]
-        return [x, positions, *flat_weights(layers, panels=panels)]
+        return [x, positions, *stored_weights(weights, panels)]
 
     per_layer = 2 * seq * (2 * hidden * hidden + 2 * hidden * kv_heads * (hidden // heads) + 3 * hidden * ffn)
     return Workload(f"llama_block_{num_layers}L_h{hidden}_s{seq}", "block", float(num_layers * per_layer),

@@ -146,13 +146,8 @@ def make_loops(module: ir.Module) -> None:
         "loops",
     )
     dynamic = ir.Attribute.parse("#omp<schedulekind dynamic>", context=module.context)
-
-    def schedule(op):
-        if op.name == "omp.wsloop":
-            op.attributes["schedule_kind"] = dynamic
-        return ir.WalkResult.ADVANCE
-
-    module.operation.walk(schedule)
+    for op in _ops(module, lambda op: op.name == "omp.wsloop"):
+        op.attributes["schedule_kind"] = dynamic
 
 
 def _strided_copies_to_loops(module: ir.Module) -> None:
@@ -163,18 +158,24 @@ def _strided_copies_to_loops(module: ir.Module) -> None:
     stay memcpy)."""
     from mlir.dialects import linalg
 
-    copies = []
-
-    def collect(op):
-        if op.name == "memref.copy" and not all(_contiguous(v.type) for v in op.operands):
-            copies.append(op)
-        return ir.WalkResult.ADVANCE
-
-    module.operation.walk(collect)
-    for op in copies:
+    for op in _ops(module, lambda op: op.name == "memref.copy"
+                   and not all(_contiguous(v.type) for v in op.operands)):
         with ir.InsertionPoint(op), op.location:
             linalg.copy(op.operands[0], outs=[op.operands[1]])
         op.erase()
+
+
+def _ops(module: ir.Module, predicate) -> list:
+    """The ops of `module` for which `predicate(op)` holds, collected before any is rewritten."""
+    found = []
+
+    def collect(op):
+        if predicate(op):
+            found.append(op)
+        return ir.WalkResult.ADVANCE
+
+    module.operation.walk(collect)
+    return found
 
 
 def _contiguous(memref_type) -> bool:
@@ -233,15 +234,7 @@ def inline_exp(module: ir.Module) -> None:
     """
     from mlir.dialects import arith, math as math_d
 
-    exps = []
-
-    def collect(op):
-        if op.name == "math.exp" and _is_f32(op.results[0].type):
-            exps.append(op)
-        return ir.WalkResult.ADVANCE
-
-    module.operation.walk(collect)
-    for op in exps:
+    for op in _ops(module, lambda op: op.name == "math.exp" and _is_f32(op.results[0].type)):
         x = op.operands[0]
         ft = x.type
         if isinstance(ft, ir.VectorType):
