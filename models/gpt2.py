@@ -26,6 +26,7 @@ from mlir.dialects import arith, func, tensor
 
 from kiln.dialects import transformer
 from kiln.errors import KilnError
+from kiln.params import Conv1DColumns
 
 from .graph import (DECODER_INPUTS, ModelGraph, Param, config_int, decoder_arg_types, decoder_graph, f32_tensor,
                     i64_tensor, linear_weight, panel_params, set_cache_aliases, split_decoder_args)
@@ -102,22 +103,6 @@ def build(config: dict, max_seq_len: int, chunks=(1, 128), logits_chunk: int = 1
         lambda name, chunk, rows: _entry_point(name, shape, params, cache_shape, chunk, rows))
 
 
-def _conv1d(source: str, rows: int, cols: int, start: int, stop: int, transpose: bool):
-    """prepare(): columns [start, stop) of the Conv1D tensor `source` (`[rows, cols]`, or `[cols]` for a
-    bias), transposed to a linear `[out, in]` weight. The full shape is checked before slicing, so a
-    config that disagrees with the checkpoint is named rather than silently sliced."""
-    want = (rows, cols) if transpose else (cols,)
-
-    def prepare(array):
-        array = np.asarray(array)
-        if tuple(array.shape) != want:
-            got, need = "x".join(map(str, array.shape)), "x".join(map(str, want))
-            raise KilnError(f"tensor '{source}' has shape {got}, the model's config needs {need}")
-        return np.ascontiguousarray(array[:, start:stop].T) if transpose else array[start:stop]
-
-    return prepare
-
-
 def _params(s: GPT2Shape) -> list:
     h, f = s.hidden, s.ffn
     params = [Param("embed", "transformer.wte.weight", (s.vocab, h)),
@@ -127,7 +112,7 @@ def _params(s: GPT2Shape) -> list:
 
         def conv(name, src, rows, cols, start, stop, transpose=True):
             shape = (stop - start, rows) if transpose else (stop - start,)
-            return Param(f"layers.{i}.{name}", p + src, shape, _conv1d(p + src, rows, cols, start, stop, transpose))
+            return Param(f"layers.{i}.{name}", p + src, shape, Conv1DColumns(p + src, rows, cols, start, stop, transpose))
 
         def plain(name, src, shape):
             return Param(f"layers.{i}.{name}", p + src, shape)

@@ -7,8 +7,7 @@ the weights mmapped from the checkpoint.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 from mlir import ir
@@ -16,83 +15,7 @@ from mlir.dialects import linalg, tensor
 
 from kiln.dialects import transformer
 from kiln.errors import KilnError
-
-
-# What a Param's `part` binds: the whole float32 tensor, or one array of its quantized blocks
-# (see transformer.dequantize and loaders.gguf.QuantizedBlocks).
-PART_DTYPES = {"": np.float32, "data": np.int8, "scales": np.float16, "mins": np.float16}
-
-
-@dataclass(frozen=True)
-class Param:
-    """One parameter argument: the checkpoint tensor `source` (HF name), its shape in the IR, and an
-    optional `prepare(array) -> array` for layouts that differ from the checkpoint's (e.g. GPT-2's
-    fused, transposed Conv1D weights). With a `part` ("data", "scales" or "mins") it is that array
-    of the tensor's stored quantized blocks instead of the float32 tensor. With a `panel` width w,
-    the float32 weight W[N, K] is stored as [N/w, K, w] panels (see `panel_params`)."""
-
-    name: str
-    source: str
-    shape: tuple
-    prepare: Optional[Callable[[np.ndarray], np.ndarray]] = None
-    part: str = ""
-    panel: int = 0
-
-    @property
-    def dtype(self):
-        return PART_DTYPES[self.part]
-
-    def bind(self, tensor: Callable[[str], np.ndarray], blocks: Optional[Callable] = None) -> np.ndarray:
-        if self.part:
-            stored = blocks(self.source) if blocks is not None else None
-            if stored is None:
-                raise KilnError(f"tensor '{self.source}' is not stored in quantized blocks; the model was "
-                                "built to read them (compile it again from this checkpoint)")
-            array = getattr(stored, self.part)
-        else:
-            array = tensor(self.source)
-        if self.prepare is not None:
-            array = self.prepare(array)
-        array = np.asarray(array)
-        if array.dtype != self.dtype:
-            array = array.astype(self.dtype)
-        if self.panel:
-            array = to_panels(array, self.panel, self.source)
-        if tuple(array.shape) != tuple(self.shape):
-            got = "x".join(map(str, array.shape))
-            want = "x".join(map(str, self.shape))
-            what = f"tensor '{self.source}'" + (f" ({self.part} of its quantized blocks)" if self.part else "")
-            raise KilnError(f"{what} has shape {got}, the model's config needs {want}")
-        return np.ascontiguousarray(array)
-
-
-@dataclass
-class ModelGraph:
-    """The IR of a model and the parameters its entry points take.
-
-    kind "decoder": entry points `prefill_<C>` (one per chunk size C), `decode` and `logits_<C>`, each
-    `(ids[1,C] i64, positions[C] i64, start: index, rows[R] i64, *params, *caches) -> (logits[R,V], *caches)`,
-    where `rows` picks the chunk rows whose logits are computed and each cache is updated in place.
-    kind "encoder": `encode_<S>(ids[1,S] i64, token_types[1,S] i64, mask[1,S] f32, *params) -> hidden[1,S,H]`.
-    """
-
-    kind: str
-    module: ir.Module
-    params: list
-    cache_shapes: list = field(default_factory=list)
-    entry_points: dict = field(default_factory=dict)  # name -> chunk (or sequence) length
-    max_seq_len: int = 0
-    vocab_size: int = 0
-    hidden_size: int = 0
-
-    def bind(self, tensor: Callable[[str], np.ndarray], blocks: Optional[Callable] = None) -> list:
-        """The parameter arrays in argument order, read through `tensor(name)` (float32) and
-        `blocks(name)` (quantized blocks, for parameters with a `part`)."""
-        return [p.bind(tensor, blocks) for p in self.params]
-
-
-# Linears over fewer rows than this read quantized weights (transformer.dequantize fuses into them).
-QUANTIZED_MAX_ROWS = 16
+from kiln.params import PANEL, QUANTIZED_MAX_ROWS, ModelGraph, Param, panel_shape
 
 
 def quantized_params(params: list, formats: dict) -> list:
@@ -114,18 +37,6 @@ def quantized_params(params: list, formats: dict) -> list:
     return quantized
 
 
-# The panel width of weights stored pre-packed: the N register tile of the CPU GEMM schedule
-# (pipelines/schedules.py, packed_gemm), whose packing of such a weight folds away.
-PANEL = 32
-
-
-def panel_shape(shape) -> Optional[tuple]:
-    """[N/PANEL, K, PANEL] for a weight W[N, K] with a whole number of PANEL-row panels, else None."""
-    if len(shape) != 2 or shape[0] % PANEL:
-        return None
-    return (shape[0] // PANEL, shape[1], PANEL)
-
-
 def panel_params(params: list) -> list:
     """For each 2-D parameter with a whole number of PANEL-row panels: the same weight stored as
     panels, parameter "<name>.panels" of shape [N/PANEL, K, PANEL] (panel[j, k, i] = W[j*PANEL + i, k]),
@@ -133,15 +44,6 @@ def panel_params(params: list) -> list:
     packing happens once, when the weights are bound, instead of in every call."""
     return [Param(f"{p.name}.panels", p.source, panel_shape(p.shape), prepare=p.prepare, panel=PANEL)
             for p in params if not p.part and not p.panel and panel_shape(p.shape)]
-
-
-def to_panels(weight: np.ndarray, width: int, source: str) -> np.ndarray:
-    """W[N, K] -> [N/width, K, width] (see `panel_params`)."""
-    if weight.ndim != 2 or weight.shape[0] % width:
-        raise KilnError(f"tensor '{source}' has shape {'x'.join(map(str, weight.shape))}; "
-                        f"the model stores it as panels of {width} rows")
-    n, k = weight.shape
-    return np.ascontiguousarray(weight.reshape(n // width, width, k).transpose(0, 2, 1))
 
 
 def without_unused(params: list) -> list:

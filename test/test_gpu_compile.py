@@ -23,6 +23,7 @@ from mlir import ir
 import kiln
 from kiln import artifact, reference as ref
 from kiln.bench import workloads
+from kiln.bench.kernel_classes import CASES, random_f32 as _f32, tensor_type as _t
 from kiln.errors import KilnError
 from kiln.pipelines.common import run_passes
 from kiln.pipelines import cuda as cuda_pipeline, gpu as gpu_pipeline, gpu_mma, rocm as rocm_pipeline
@@ -31,79 +32,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 from gpu_emulation import emulated_device  # noqa: E402
 from mma_emulation import WarpLevelKernel  # noqa: E402
 
-
-def _t(shape, dtype="f32"):
-    return "tensor<" + "x".join(map(str, shape)) + "x" + dtype + ">"
-
-
-def _unary(op, shape, attrs=""):
-    t = _t(shape)
-    return f"func.func @f(%x: {t}) -> {t} {{\n  %y = transformer.{op} %x{attrs} : {t}\n  return %y : {t}\n}}"
-
-
-def _split_heads(shape, heads):
-    b, s, f = shape
-    x, y = _t(shape), _t((b, heads, s, f // heads))
-    return (f"func.func @f(%x: {x}) -> {y} {{\n  %y = transformer.split_heads %x {{num_heads = {heads} : i64}} "
-            f": {x} -> {y}\n  return %y : {y}\n}}")
-
-
-def _rope(shape):
-    x, p = _t(shape), _t((shape[2],), "i64")
-    return (f"func.func @f(%x: {x}, %p: {p}) -> {x} {{\n  %y = transformer.rope %x, %p : ({x}, {p}) -> {x}\n"
-            f"  return %y : {x}\n}}")
-
-
-def _argmax(shape):
-    x, y = _t(shape), _t(shape[:-1], "i64")
-    return f"func.func @f(%x: {x}) -> {y} {{\n  %y = transformer.argmax %x : {x} -> {y}\n  return %y : {y}\n}}"
-
-
-def _attention_ref(heads, kv_heads, q_len, kv_len):
-    def run(q, k, v):
-        g = heads // kv_heads
-        return ref.attention(q, np.repeat(k, g, axis=1), np.repeat(v, g, axis=1), causal=True,
-                             offset=kv_len - q_len)
-    return run
-
-
-def _f32(rng, *shape, scale=1.0):
-    return (rng.standard_normal(shape) * scale).astype(np.float32)
-
-
-# name -> (a kernel class it must produce, IR, inputs(rng), float64 reference(*inputs)); attention is
-# lowered to contractions (QKᵀ, PV), reductions (max, sum) and elementwise kernels
-CASES = {
-    "matmul": ("contraction", workloads.gemm(64, 96, 80).kiln_ir(),
-               lambda r: [_f32(r, 64, 80), _f32(r, 80, 96)], lambda a, b: ref.matmul(a, b)),
-    "linear": ("contraction", workloads.linear(32, 48, 64).kiln_ir(),
-               lambda r: [_f32(r, 32, 64), _f32(r, 48, 64, scale=0.1)], ref.linear),
-    "matvec": ("contraction", workloads.linear(1, 256, 128).kiln_ir(),
-               lambda r: [_f32(r, 1, 128), _f32(r, 256, 128, scale=0.1)], ref.linear),
-    "rms_norm": ("reduction", workloads.rms_norm(8, 128).kiln_ir(),
-                 lambda r: [_f32(r, 8, 128), _f32(r, 128)], lambda x, w: ref.rms_norm(x, w, eps=1e-5)),
-    "softmax": ("reduction", _unary("softmax", (2, 4, 16, 24), " {axis = -1 : i64}"),
-                lambda r: [_f32(r, 2, 4, 16, 24, scale=3.0)], ref.softmax),
-    "argmax": ("reduction", _argmax((3, 5, 40)), lambda r: [_f32(r, 3, 5, 40)], ref.argmax),
-    "attention_prefill": ("contraction", workloads.attention(4, 2, 16, 16, 32).kiln_ir(),
-                          lambda r: [_f32(r, 1, 4, 16, 32), _f32(r, 1, 2, 16, 32), _f32(r, 1, 2, 16, 32)],
-                          _attention_ref(4, 2, 16, 16)),
-    "attention_decode": ("contraction", workloads.attention(4, 2, 1, 24, 32).kiln_ir(),
-                         lambda r: [_f32(r, 1, 4, 1, 32), _f32(r, 1, 2, 24, 32), _f32(r, 1, 2, 24, 32)],
-                         _attention_ref(4, 2, 1, 24)),
-    "silu": ("elementwise", _unary("silu", (4, 7, 96)), lambda r: [_f32(r, 4, 7, 96, scale=3.0)], ref.silu),
-    "gelu": ("elementwise", _unary("gelu", (4, 7, 96)), lambda r: [_f32(r, 4, 7, 96, scale=3.0)], ref.gelu),
-    "rope": ("elementwise", _rope((1, 4, 12, 32)),
-             lambda r: [_f32(r, 1, 4, 12, 32), r.permutation(64)[:12].astype(np.int64)],
-             lambda x, p: ref.rope(x, p)),
-    # extents with no power-of-two tile: edge blocks and threads are guarded
-    "ragged_linear": ("contraction", workloads.linear(13, 100, 70).kiln_ir(),
-                      lambda r: [_f32(r, 13, 70), _f32(r, 100, 70, scale=0.1)], ref.linear),
-    "ragged_softmax": ("reduction", _unary("softmax", (7, 3, 131), " {axis = -1 : i64}"),
-                       lambda r: [_f32(r, 7, 3, 131, scale=3.0)], ref.softmax),
-    "split_heads": ("transpose", _split_heads((2, 12, 96), 3), lambda r: [_f32(r, 2, 12, 96)],
-                    lambda x: ref.split_heads(x, 3)),
-}
 
 CHIPS = [("cuda", "sm_80"), ("cuda", "sm_90"), ("rocm", "gfx942"), ("rocm", "gfx1100")]
 # ELF e_flags machine codes (EF_AMDGPU_MACH_AMDGCN_*) of the AMD chips tested

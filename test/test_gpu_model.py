@@ -8,6 +8,7 @@ error.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -159,3 +160,26 @@ def test_decode_attention_stops_at_the_position(rng):
         o, _, _ = program.decode(q, k, v, bk, bv, pos)
         want = ref.attention(q, np.repeat(kc, 2, axis=1), np.repeat(vc, 2, axis=1), causal=True, offset=pos)
         np.testing.assert_allclose(o, want, rtol=2e-5, atol=2e-6)
+
+
+def test_cross_compiled_model_loads_from_moved_weights_without_the_compiler(tiny_llama, gpu_model, tmp_path,
+                                                                            monkeypatch, rng):
+    """compile_model_to_file needs no device; kiln.load(checkpoint=...) binds the moved weights from the
+    saved parameter list (no IR is rebuilt) and refuses weights whose content differs."""
+    directory, _ = tiny_llama
+    compiled, device, _ = gpu_model
+    path = str(tmp_path / "tiny.kiln")
+    kiln_model.compile_model_to_file(directory, path, target="cuda", chip="sm_80", max_seq_len=MAX_SEQ_LEN,
+                                     prefill_chunk=CHUNK, progress=False)
+    moved = tmp_path / "moved"
+    shutil.copytree(directory, moved)
+    monkeypatch.setattr(kiln_model, "_build_graph", _no_compile)
+    prompt = rng.integers(3, VOCAB, size=9)
+    loaded = kiln.load(path, device=device, checkpoint=str(moved))
+    assert loaded.generate(prompt, max_new_tokens=6).ids == compiled.generate(prompt, max_new_tokens=6).ids
+    weights = next(moved.glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x40  # one bit of the last weight
+    weights.write_bytes(bytes(data))
+    with pytest.raises(KilnError, match="compiled from other weights than .*moved"):
+        kiln.load(path, device=device, checkpoint=str(moved))

@@ -17,10 +17,10 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import kiln  # noqa: E402
+from kiln.bench.tiny_models import VOCAB, save_tiny_model  # noqa: E402
 from kiln.errors import KilnError  # noqa: E402
 
-VOCAB = 301
-MAX_SEQ = 64
+MAX_SEQ = 64  # GPT-2's n_positions in kiln.bench.tiny_models
 CHUNK = 16
 
 
@@ -45,13 +45,7 @@ def gpt2(tmp_path_factory):
     """(HF GPT2LMHeadModel, Kiln CompiledModel): hidden 72, 3 heads, 2 layers, odd vocab; no eos in the
     vocabulary, so every comparison covers all requested tokens."""
     directory = tmp_path_factory.mktemp("gpt2")
-    config = transformers.GPT2Config(vocab_size=VOCAB, n_embd=72, n_layer=2, n_head=3, n_positions=MAX_SEQ,
-                                     n_inner=100, activation_function="gelu_new", layer_norm_epsilon=1e-5,
-                                     initializer_range=0.1, bos_token_id=None, eos_token_id=None)
-    torch.manual_seed(11)
-    hf = transformers.GPT2LMHeadModel(config).eval()
-    _randomize(hf)
-    hf.save_pretrained(directory)
+    hf = save_tiny_model("gpt2", directory, seed=11)
     return hf, _compile(directory)
 
 

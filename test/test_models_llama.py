@@ -14,41 +14,16 @@ transformers = pytest.importorskip("transformers")
 import kiln  # noqa: E402
 from kiln.errors import KilnError  # noqa: E402
 
-VOCAB = 301
-COMMON = dict(vocab_size=VOCAB, hidden_size=72, intermediate_size=100, num_hidden_layers=2,
-              num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=128,
-              rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2)
+from kiln.bench.tiny_models import MODELS, VOCAB, save_tiny_model  # noqa: E402
 
-CONFIGS = {
-    "llama": ("LlamaConfig", "LlamaForCausalLM", dict(rope_theta=10000.0, tie_word_embeddings=False)),
-    "llama-tied-llama3-rope": ("LlamaConfig", "LlamaForCausalLM", dict(
-        tie_word_embeddings=True, num_key_value_heads=3,
-        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                      "original_max_position_embeddings": 16, "rope_theta": 500000.0})),
-    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(rope_theta=1000000.0, tie_word_embeddings=False)),
-    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(head_dim=16, num_key_value_heads=3,
-                                                       tie_word_embeddings=True)),
-}
+LLAMA_FAMILY = [name for name in MODELS if name != "gpt2"]
 
 
-def _make_model(name: str, directory, seed: int):
-    config_cls, model_cls, extra = CONFIGS[name]
-    config = getattr(transformers, config_cls)(**{**COMMON, **extra})
-    torch.manual_seed(seed)
-    model = getattr(transformers, model_cls)(config).eval()
-    with torch.no_grad():  # biases and norm weights start at 0/1: make them random too
-        for pname, p in model.named_parameters():
-            if pname.endswith("bias") or "norm" in pname:
-                p.add_(0.1 * torch.randn_like(p))
-    model.save_pretrained(directory)
-    return model
-
-
-@pytest.fixture(scope="module", params=list(CONFIGS))
+@pytest.fixture(scope="module", params=LLAMA_FAMILY)
 def pair(request, tmp_path_factory):
     """(HF model, Kiln CompiledModel) for one tiny architecture."""
     directory = tmp_path_factory.mktemp(request.param)
-    hf = _make_model(request.param, directory, seed=len(request.param))
+    hf = save_tiny_model(request.param, directory, seed=len(request.param))
     compiled = kiln.compile_model(str(directory), max_seq_len=64, cache=False, prefill_chunk=16,
                                   progress=False)
     return hf, compiled
@@ -131,7 +106,7 @@ def _rewrite_config(directory, **changes):
 
 
 def test_bad_models_are_refused_before_compiling(tmp_path):
-    _make_model("llama", tmp_path, seed=3)
+    save_tiny_model("llama", tmp_path, seed=3)
     with pytest.raises(KilnError, match="dtype 'bfloat16' is not supported yet"):
         kiln.compile_model(str(tmp_path), dtype="bfloat16", cache=False)
     with pytest.raises(KilnError, match="unknown target 'tpu'"):
@@ -153,7 +128,7 @@ def test_bad_models_are_refused_before_compiling(tmp_path):
 def test_prompt_tails_run_in_quarter_size_chunks(tmp_path, rng):
     """With prefill_chunk 32 a prompt runs as whole 32-token chunks, then a tail of at most 16 tokens
     as 8-token chunks (and a last single token as a decode step); generation still matches HF."""
-    hf = _make_model("qwen2", tmp_path, seed=5)
+    hf = save_tiny_model("qwen2", tmp_path, seed=5)
     compiled = kiln.compile_model(str(tmp_path), max_seq_len=96, cache=False, prefill_chunk=32, progress=False)
     assert set(compiled.graph.entry_points) == {"decode", "prefill_8", "prefill_32", "logits_32"}
     for length in (41, 17, 9, 33):  # 32 + 8 + 1, 8 + 8 + 1, 8 + 1, 32 + 1

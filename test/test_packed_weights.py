@@ -13,7 +13,8 @@ import sys
 
 import kiln
 from kiln.errors import KilnError
-from kiln.models.graph import PANEL, Param, panel_params, to_panels, without_unused
+from kiln.models.graph import panel_params, without_unused
+from kiln.params import PANEL, Param, to_panels
 
 
 def test_panels_are_the_gemm_packing_layout(rng):

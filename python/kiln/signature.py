@@ -2,6 +2,7 @@
 
 Shared by the JIT, the compiler (which records them in the artifact manifest) and the runtime (which
 checks every call against them, so a wrong array gives an error naming the argument, not a crash).
+MLIR is imported only to read signatures off IR: the runtime reads them from manifests.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from mlir import ir
 
 from .errors import KilnError
 
@@ -33,7 +33,9 @@ class TensorSpec:
     dtype: type
 
     @staticmethod
-    def of(t: ir.Type) -> "TensorSpec":
+    def of(t) -> "TensorSpec":
+        from mlir import ir
+
         if isinstance(t, ir.RankedTensorType):
             shape = tuple(None if t.is_dynamic_dim(i) else t.shape[i] for i in range(t.rank))
             return TensorSpec(shape, numpy_dtype(t.element_type))
@@ -88,6 +90,8 @@ class Signature:
 
     @staticmethod
     def of_func(func) -> "Signature":
+        from mlir import ir
+
         ftype = ir.FunctionType(ir.TypeAttr(func.attributes["function_type"]).value)
         name = ir.StringAttr(func.attributes["sym_name"]).value
         sig = Signature(
@@ -127,6 +131,8 @@ class Signature:
 
 def updated_args(func) -> dict:
     """result index -> argument index, from the results' `kiln.updates_arg` attributes."""
+    from mlir import ir
+
     if "res_attrs" not in func.attributes:
         return {}
     updates = {}
@@ -137,7 +143,7 @@ def updated_args(func) -> dict:
     return updates
 
 
-def numpy_dtype(t: ir.Type):
+def numpy_dtype(t):
     key = str(t)
     if key not in _NUMPY_DTYPES:
         raise KilnError(f"no numpy dtype for element type {t}")

@@ -1,12 +1,20 @@
 """`kiln bench --target cuda`: Kiln's GPU kernels and an LLM's decode against PyTorch on the same GPU.
 
-    kiln bench --target cuda [--suite full|smoke|model] [--model DIR] [--rounds 4] [--reps 5]
+    kiln bench --target cuda [--suite full|smoke|model|check] [--model DIR] [--rounds 4] [--reps 5]
+    kiln bench --target cuda --artifacts DIR --compile-only [--chip sm_90]   # on any machine, then
+    kiln bench --target cuda --artifacts DIR                                 # on the GPU: no compiler needed
 
 Kernels: GEMM 4096³ in f32 against torch.matmul with TF32 off (cuBLAS SIMT f32) and with
 `precision="bf16"` against torch.matmul on bf16 tensors (cuBLAS tensor cores; Kiln's tensors stay f32,
 rounded on the way into the tensor cores), decode-shaped linears (the matvec schedule) against
 F.linear, causal GQA attention against scaled_dot_product_attention. Model: greedy decode tok/s of
 SmolLM2 (or `--model`), Kiln's `compile_model(target="cuda")` against HF transformers eager in fp32.
+Check (`gpu_check.py`): every kernel class and tiny models of every decoder family against PyTorch
+and HF transformers on the GPU, on fresh random inputs.
+
+`--artifacts DIR` cross-compiles: with `--compile-only` it compiles every program (and the model) of
+the suite for `--chip` into DIR on a machine without a GPU; without it, programs found there are
+loaded instead of compiled, so the GPU machine needs Kiln's runtime only.
 
 Everything runs in this process on one GPU (Kiln's driver and torch share the device's primary
 context), in interleaved rounds; every timed call runs to completion (Kiln: a bound entry point, one
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
+import os
 import time
 
 import numpy as np
@@ -39,7 +48,7 @@ def kernel_suite(name: str) -> list:
         return [(wl.gemm(4096, 4096, 4096), "f32"), (wl.gemm(4096, 4096, 4096), "bf16"),
                 (wl.linear(1, 4096, 4096), "f32"), (wl.linear(1, 1536, 576), "f32"), (wl.linear(1, 49152, 576), "f32"),
                 (wl.attention(9, 3, 512, 512, 64), "f32"), (wl.attention(9, 3, 1, 1024, 64), "f32")]
-    raise KilnError(f"unknown GPU benchmark suite '{name}'; suites: full, smoke, model")
+    raise KilnError(f"unknown GPU benchmark suite '{name}'; suites: full, smoke, model, check")
 
 
 def require_cuda():
@@ -60,13 +69,20 @@ def require_cuda():
     return device, torch
 
 
-def kiln_call(workload, precision: str, device):
-    """(call, output buffer, inputs): the workload compiled for `device`'s chip, bound to device
-    buffers holding its seeded inputs."""
+def _artifact(folder: str, workload, precision: str) -> str:
+    return os.path.join(folder, f"{workload.name}-{precision}.kiln")
+
+
+def kiln_call(workload, precision: str, device, artifacts: str | None = None):
+    """(call, output buffer, inputs): the workload compiled for `device`'s chip (or loaded from the
+    `artifacts` folder), bound to device buffers holding its seeded inputs."""
     import kiln
 
-    program = kiln.compile(workload.kiln_ir(), target="cuda", chip=device.gpu.chip, device=device,
-                           precision=precision)
+    if artifacts and os.path.exists(_artifact(artifacts, workload, precision)):
+        program = kiln.load(_artifact(artifacts, workload, precision), device)
+    else:
+        program = kiln.compile(workload.kiln_ir(), target="cuda", chip=device.gpu.chip, device=device,
+                               precision=precision)
     inputs = workload.make_inputs(np.random.default_rng(0))
     entry = program.entry_point("f")
     (result,) = [entry.signature.results[j] for j in entry.signature.returned_results]
@@ -101,13 +117,13 @@ def torch_call(torch, workload, precision: str, inputs):
     return call, lambda: result["y"].float().cpu().numpy()
 
 
-def run_kernels(device, torch, suite: str, rounds: int, reps: int) -> list:
+def run_kernels(device, torch, suite: str, rounds: int, reps: int, artifacts: str | None = None) -> list:
     rows = []
     cases = kernel_suite(suite)
     with Progress(len(cases) * (1 + rounds), "GPU kernels", always=True) as bar:
         prepared = []
         for w, precision in cases:
-            call, out, inputs = kiln_call(w, precision, device)
+            call, out, inputs = kiln_call(w, precision, device, artifacts)
             peer, peer_out = torch_call(torch, w, precision, inputs)
             prepared.append((w, precision, call, out, peer, peer_out))
             bar.advance(f"compiled {w.name} {precision}")
@@ -129,17 +145,32 @@ def run_kernels(device, torch, suite: str, rounds: int, reps: int) -> list:
     return rows
 
 
-def run_model(device, torch, path: str, rounds: int, prompt_len: int = 128, new_tokens: int = 128) -> dict:
+PROMPT_TOKENS, NEW_TOKENS = 128, 128
+MODEL_MAX_SEQ_LEN = PROMPT_TOKENS + NEW_TOKENS + 1
+
+
+def load_or_compile_model(device, path: str, artifacts: str | None):
+    """The model at `path` for `device`: loaded from `artifacts`/model.kiln when it was compiled ahead."""
+    import kiln
+
+    saved = os.path.join(artifacts, "model.kiln") if artifacts else None
+    if saved and os.path.exists(saved):
+        return kiln.load(saved, device, checkpoint=path)
+    return kiln.compile_model(path, target="cuda", device=device, max_seq_len=MODEL_MAX_SEQ_LEN)
+
+
+def run_model(device, torch, path: str, rounds: int, artifacts: str | None = None) -> dict:
     """Greedy decode tok/s of Kiln (cuda) and HF transformers eager (fp32, cuda) on the same prompt ids."""
     import transformers
 
-    import kiln
-
     from .model import _kiln_run, _matching_prefix
 
-    model = kiln.compile_model(path, target="cuda", device=device, max_seq_len=prompt_len + new_tokens + 1)
+    prompt_len, new_tokens = PROMPT_TOKENS, NEW_TOKENS
+    model = load_or_compile_model(device, path, artifacts)
     ids = [int(i) for i in np.random.default_rng(0).integers(100, model.graph.vocab_size - 100, size=prompt_len)]
-    hf = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).cuda().eval()
+    hf_path, gguf = (os.path.dirname(path), {"gguf_file": os.path.basename(path)}) if path.endswith(".gguf") \
+        else (path, {})
+    hf = transformers.AutoModelForCausalLM.from_pretrained(hf_path, dtype=torch.float32, **gguf).cuda().eval()
     samples = {"kiln": {"prefill_s": [], "decode_s": []}, "hf": {"prefill_s": [], "decode_s": []}}
     same = 0
     with Progress(rounds, f"decoding {path}", always=True) as bar:
@@ -178,38 +209,77 @@ def _hf_run(torch, model, ids, new_tokens) -> dict:
     return {"prefill_s": prefill, "step_s": steps, "tokens": tokens}
 
 
-def versions(device, torch) -> dict:
+def versions(device, torch, artifacts: str | None = None) -> dict:
+    """Versions of everything in the comparison; MLIR's is the one that compiled the programs (read
+    from an artifact where they were compiled ahead on another machine)."""
     import ctypes
 
     import kiln
 
     driver = ctypes.c_int()
     device.gpu.lib.cuDriverGetVersion(ctypes.byref(driver))
-    info = {"kiln": kiln.__version__, "mlir": importlib.metadata.version("xtc-mlir-python-bindings"),
-            "torch": torch.__version__, "torch_cuda": torch.version.cuda,
+    info = {"kiln": kiln.__version__, "torch": torch.__version__, "torch_cuda": torch.version.cuda,
             "cuda_driver": f"{driver.value // 1000}.{driver.value % 1000 // 10}"}
-    try:
-        info["transformers"] = importlib.metadata.version("transformers")
-    except importlib.metadata.PackageNotFoundError:
-        pass
+    compiled = sorted(f for f in os.listdir(artifacts) if f.endswith(".kiln")) if artifacts else []
+    if compiled:
+        from .. import artifact
+
+        info["mlir"] = artifact.read(os.path.join(artifacts, compiled[0])).manifest["mlir_version"]
+    for key, package in (("mlir", "xtc-mlir-python-bindings"), ("transformers", "transformers")):
+        try:
+            info.setdefault(key, importlib.metadata.version(package))
+        except importlib.metadata.PackageNotFoundError:
+            pass
     return info
 
 
+def compile_ahead(suite: str, folder: str, chip: str, model_path: str | None = None) -> None:
+    """`--compile-only`: every program of `suite` compiled for `chip` into `folder` (see the module
+    docstring); the GPU run then loads them."""
+    import kiln
+
+    from ..model import compile_model_to_file
+
+    os.makedirs(folder, exist_ok=True)
+    if suite == "check":
+        from . import gpu_check
+
+        gpu_check.prepare(folder, chip)
+    elif suite != "model":
+        cases = kernel_suite(suite)
+        with Progress(len(cases), f"compiling for {chip}", always=True) as bar:
+            for w, precision in cases:
+                kiln.compile(w.kiln_ir(), target="cuda", chip=chip, precision=precision,
+                             output=_artifact(folder, w, precision))
+                bar.advance(f"{w.name} {precision}")
+    if suite in ("full", "model") or model_path:
+        from .. import default_model
+
+        compile_model_to_file(model_path or default_model.path(), os.path.join(folder, "model.kiln"), "cuda", chip,
+                              max_seq_len=MODEL_MAX_SEQ_LEN)
+
+
 def run(suite: str = "full", model_path: str | None = None, rounds: int = 4, reps: int = 5,
-        output: str | None = "bench-gpu.json", plot: str | None = "bench-gpu.png") -> dict:
+        output: str | None = "bench-gpu.json", plot: str | None = "bench-gpu.png",
+        artifacts: str | None = None) -> dict:
     device, torch = require_cuda()
     rep = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "device": {"name": device.gpu.device_name, "chip": device.gpu.chip,
                       "torch_name": torch.cuda.get_device_name()},
-           "versions": versions(device, torch), "machine": report_io.machine(),
+           "versions": versions(device, torch, artifacts), "machine": report_io.machine(),
            "settings": {"suite": suite, "rounds": rounds, "reps_per_round": reps, "tf32": False},
            "kernels": [], "model": None}
-    if suite != "model":
-        rep["kernels"] = run_kernels(device, torch, suite, rounds, reps)
+    if suite == "check":
+        from . import gpu_check
+
+        rep["check"] = gpu_check.run(device, torch, artifacts, model_path)
+        plot = None  # a table of errors, not a picture
+    elif suite != "model":
+        rep["kernels"] = run_kernels(device, torch, suite, rounds, reps, artifacts)
     if suite in ("full", "model"):
         from .. import default_model
 
-        rep["model"] = run_model(device, torch, model_path or default_model.path(), max(1, rounds // 2))
+        rep["model"] = run_model(device, torch, model_path or default_model.path(), max(1, rounds // 2), artifacts)
     if output:
         report_io.write_json(output, rep)
     if plot:
@@ -247,7 +317,7 @@ def plot_report(path: str, rep: dict) -> None:
         right.axis("off")
     v = rep["versions"]
     fig.suptitle(f"{rep['device']['name']} ({rep['device']['chip']}), driver {v['cuda_driver']}: Kiln {v['kiln']} "
-                 f"(MLIR {v['mlir']}) vs torch {v['torch']} (CUDA {v['torch_cuda']})"
+                 f"(MLIR {v.get('mlir', '?')}) vs torch {v['torch']} (CUDA {v['torch_cuda']})"
                  + (f", transformers {v['transformers']}" if "transformers" in v else ""), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -255,10 +325,19 @@ def plot_report(path: str, rep: dict) -> None:
 
 
 def main(args) -> int:
+    if args.compile_only:
+        if not args.artifacts:
+            raise KilnError("--compile-only writes the compiled programs to --artifacts DIR: name one")
+        compile_ahead(args.suite, args.artifacts, args.chip or "sm_90", args.model)
+        print(f"compiled the '{args.suite}' suite for {args.chip or 'sm_90'} into {args.artifacts}")
+        return 0
     output = args.output if args.output != "bench.json" else "bench-gpu.json"
     plot = args.plot if args.plot != "bench.png" else "bench-gpu.png"
-    rep = run(args.suite, args.model, args.rounds, args.reps, output, plot or None)
+    rep = run(args.suite, args.model, args.rounds, args.reps, output, plot or None, args.artifacts)
     print(f"{rep['device']['name']} ({rep['device']['chip']})")
+    check = rep.get("check")
+    if check:
+        _print_check(check)
     print(f"{'workload':<44} {'prec':>5} {'kiln ms':>9} {'torch ms':>9} {'ratio':>6} {'kiln TF/s':>9} {'rel diff':>9}")
     for r in rep["kernels"]:
         print(f"{r['workload']:<44} {r['precision']:>5} {r['median_ms']['kiln']:>9.3f} {r['median_ms']['torch']:>9.3f} "
@@ -270,3 +349,15 @@ def main(args) -> int:
     if output:
         print(f"report: {output}" + (f", plot: {plot}" if plot else ""))
     return 0
+
+
+def _print_check(check: dict) -> None:
+    print(f"inputs seed {check['seed']}")
+    print(f"{'kernel class case':<20} {'class':<12} {'vs torch f64':>13} {'vs numpy f64':>13} ok")
+    for r in check["kernels"]:
+        err = [r.get(f"rel_err_vs_{w}", r.get(f"mismatches_vs_{w}")) for w in ("torch", "numpy")]
+        print(f"{r['case']:<20} {r['class']:<12} {err[0]:>13.2e} {err[1]:>13.2e} {'yes' if r['ok'] else 'NO'}")
+    for r in check["models"]:
+        what = f"logits rel err {r['logits_rel_err']:.1e}" if "logits_rel_err" in r else repr(r["prompt"])
+        print(f"{r['model']:<24} greedy {r['tokens_identical']}/{r['new_tokens']} tokens identical, "
+              f"{what} {'yes' if r['ok'] else 'NO'}")

@@ -55,7 +55,7 @@ def linear(m: int, out_features: int, in_features: int, panels: bool = False) ->
     """y[m, n] = x[m, k] · W[n, k]ᵀ (transformer.linear, HF weight layout); m = 1 is a decode matvec.
     With `panels` (CPU suites), GEMM-shaped ones (m >= 16, N a multiple of 32) take W as the [N/32, K, 32]
     panels compile_model binds at load."""
-    from ..models.graph import PANEL, QUANTIZED_MAX_ROWS, to_panels
+    from ..params import PANEL, QUANTIZED_MAX_ROWS, to_panels
 
     panels = panels and m >= QUANTIZED_MAX_ROWS and out_features % PANEL == 0
 
@@ -142,7 +142,7 @@ def rms_norm(rows: int, hidden: int, eps: float = 1e-5) -> Workload:
 def llama_block(num_layers=4, hidden=512, heads=8, kv_heads=8, ffn=1376, seq=128, panels: bool = False) -> Workload:
     """A Llama-style decoder stack (kiln.examples) vs the same blocks in PyTorch eager."""
     from ..examples import LlamaStackConfig
-    from ..models.graph import QUANTIZED_MAX_ROWS
+    from ..params import QUANTIZED_MAX_ROWS
 
     cfg = LlamaStackConfig(hidden=hidden, num_heads=heads, num_kv_heads=kv_heads, ffn=ffn, seq=seq,
                            num_layers=num_layers)

