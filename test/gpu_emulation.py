@@ -226,6 +226,7 @@ class EmulatedDriver(GpuDriver):
         self.launches = []  # (kernel, grid, block) in launch order
         self.copies = 0
         self.graph_launches = 0
+        self.node_updates = 0
 
     def activate(self) -> None:
         pass
@@ -332,6 +333,19 @@ class EmulatedDriver(GpuDriver):
             return list(self._captured)
         previous[:] = self._captured
         return previous
+
+    def graph_nodes(self, graph, kinds):
+        """Node i is the graph's i-th captured call, as a one-stream capture's chain is."""
+        captured = ["launch" if fn == self._launch else "copy" for fn, _ in graph]
+        return list(range(len(graph))) if captured == kinds else None
+
+    def set_kernel_node(self, graph, node, function, grid, block, params) -> None:
+        self.node_updates += 1
+        graph[node] = (self._launch, (function, grid, block, self._copy_params(function, params)))
+
+    def set_copy_node(self, graph, node, dst, src, nbytes) -> None:
+        self.node_updates += 1
+        graph[node] = (self._copy, (dst, src, nbytes))
 
     def graph_launch(self, graph) -> None:
         self.graph_launches += 1

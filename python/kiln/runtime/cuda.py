@@ -16,6 +16,26 @@ LIBRARY = "libcuda.so.1"
 _CC_MAJOR, _CC_MINOR = 75, 76  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR / _MINOR
 _CAPTURE_MODE_THREAD_LOCAL = 1
 _STREAM_NON_BLOCKING = 1  # CU_STREAM_NON_BLOCKING
+_NODE_TYPES = {"launch": 0, "copy": 1}  # CU_GRAPH_NODE_TYPE_KERNEL, _MEMCPY
+_MEMORYTYPE_DEVICE = 2
+
+
+class _KernelNodeParams(ctypes.Structure):  # CUDA_KERNEL_NODE_PARAMS_v2
+    _fields_ = [("func", ctypes.c_void_p), ("grid", ctypes.c_uint * 3), ("block", ctypes.c_uint * 3),
+                ("sharedMemBytes", ctypes.c_uint), ("kernelParams", ctypes.c_void_p), ("extra", ctypes.c_void_p),
+                ("kern", ctypes.c_void_p), ("ctx", ctypes.c_void_p)]
+
+
+def _memcpy3d_side(prefix: str) -> list:
+    return [(f"{prefix}XInBytes", ctypes.c_size_t), (f"{prefix}Y", ctypes.c_size_t), (f"{prefix}Z", ctypes.c_size_t),
+            (f"{prefix}LOD", ctypes.c_size_t), (f"{prefix}MemoryType", ctypes.c_int), (f"{prefix}Host", ctypes.c_void_p),
+            (f"{prefix}Device", ctypes.c_uint64), (f"{prefix}Array", ctypes.c_void_p), (f"{prefix}Reserved", ctypes.c_void_p),
+            (f"{prefix}Pitch", ctypes.c_size_t), (f"{prefix}Height", ctypes.c_size_t)]
+
+
+class _Memcpy3D(ctypes.Structure):  # CUDA_MEMCPY3D
+    _fields_ = _memcpy3d_side("src") + _memcpy3d_side("dst") + [
+        ("WidthInBytes", ctypes.c_size_t), ("Height", ctypes.c_size_t), ("Depth", ctypes.c_size_t)]
 
 
 class CudaDriver(GpuDriver):
@@ -47,6 +67,7 @@ class CudaDriver(GpuDriver):
         self.context = ctypes.c_void_p()
         self._call("cuDevicePrimaryCtxRetain", ctypes.byref(self.context), self.device)
         self.activate()
+        self._graphs = {}  # graph exec -> the captured graph it was made from (its nodes name the exec's)
         self.stream = ctypes.c_void_p()
         # Non-blocking: work others queue on the legacy default stream (PyTorch's, in the same process)
         # neither waits for Kiln's nor invalidates a graph capture under way on it.
@@ -130,12 +151,57 @@ class CudaDriver(GpuDriver):
                     return previous
                 self.graph_destroy(previous)
             self._call("cuGraphInstantiateWithFlags", ctypes.byref(exec_), graph, ctypes.c_ulonglong(0))
+            self._graphs[exec_.value], graph = graph, None  # kept: graph_nodes names the exec's nodes by it
             return exec_
         finally:
-            self._call("cuGraphDestroy", graph)
+            if graph is not None:
+                self._call("cuGraphDestroy", graph)
+
+    def graph_nodes(self, graph_exec, kinds: list):
+        """The captured graph's nodes in capture order (a one-stream capture is a chain: follow its
+        edges from the root), or None if they do not match `kinds` one to one."""
+        graph = self._graphs[graph_exec.value]
+        count = ctypes.c_size_t(0)
+        self._call("cuGraphGetNodes", graph, None, ctypes.byref(count))
+        if count.value != len(kinds):
+            return None
+        edges = ctypes.c_size_t(0)
+        self._call("cuGraphGetEdges", graph, None, None, ctypes.byref(edges))
+        sources, targets = (ctypes.c_void_p * max(1, edges.value))(), (ctypes.c_void_p * max(1, edges.value))()
+        self._call("cuGraphGetEdges", graph, sources, targets, ctypes.byref(edges))
+        nodes = (ctypes.c_void_p * max(1, count.value))()
+        self._call("cuGraphGetNodes", graph, nodes, ctypes.byref(count))
+        following = dict(zip(sources[:edges.value], targets[:edges.value]))
+        if len(following) != edges.value or edges.value != count.value - 1:
+            return None  # not a chain
+        node = (set(nodes[:count.value]) - set(targets[:edges.value])).pop()
+        chain = [node]
+        while node in following:
+            node = following[node]
+            chain.append(node)
+        node_type = ctypes.c_int()
+        for node, kind in zip(chain, kinds):
+            self._call("cuGraphNodeGetType", ctypes.c_void_p(node), ctypes.byref(node_type))
+            if node_type.value != _NODE_TYPES[kind]:
+                return None
+        return [ctypes.c_void_p(n) for n in chain]
+
+    def set_kernel_node(self, graph_exec, node, function, grid, block, params) -> None:
+        p = _KernelNodeParams(func=function, grid=(ctypes.c_uint * 3)(*grid), block=(ctypes.c_uint * 3)(*block),
+                              sharedMemBytes=0, kernelParams=ctypes.cast(params, ctypes.c_void_p))
+        self._call("cuGraphExecKernelNodeSetParams_v2", graph_exec, node, ctypes.byref(p))
+
+    def set_copy_node(self, graph_exec, node, dst: int, src: int, nbytes: int) -> None:
+        p = _Memcpy3D(srcMemoryType=_MEMORYTYPE_DEVICE, srcDevice=src, srcPitch=nbytes, srcHeight=1,
+                      dstMemoryType=_MEMORYTYPE_DEVICE, dstDevice=dst, dstPitch=nbytes, dstHeight=1,
+                      WidthInBytes=nbytes, Height=1, Depth=1)
+        self._call("cuGraphExecMemcpyNodeSetParams", graph_exec, node, ctypes.byref(p), self.context)
 
     def graph_launch(self, graph_exec) -> None:
         self._call("cuGraphLaunch", graph_exec, self.stream)
 
     def graph_destroy(self, graph_exec) -> None:
         self._call("cuGraphExecDestroy", graph_exec)
+        graph = self._graphs.pop(graph_exec.value, None)
+        if graph is not None:
+            self._call("cuGraphDestroy", graph)

@@ -43,6 +43,19 @@ class GpuDriver:
         if code != 0:
             raise KilnError(f"{self.name} driver: {fn} failed with {self.error_name(code)}")
 
+    # Updating single nodes of an instantiated graph (optional; without it a bound call whose scalars
+    # change captures its whole plan again).
+    def graph_nodes(self, graph_exec, kinds: list):
+        """The nodes of `graph_exec`'s graph in capture order, one per command ("launch" or "copy" in
+        `kinds`), or None where this driver cannot update nodes."""
+        return None
+
+    def set_kernel_node(self, graph_exec, node, function, grid, block, params) -> None:
+        raise NotImplementedError
+
+    def set_copy_node(self, graph_exec, node, dst: int, src: int, nbytes: int) -> None:
+        raise NotImplementedError
+
 
 def open_driver(name: str, ordinal: int = 0) -> GpuDriver:
     """The driver named `name` ("cuda" or "hip") for GPU number `ordinal`; a KilnError names what is
@@ -255,6 +268,9 @@ class PreparedPlan:
         self._copy_addresses(self._copy_deps, args, results)
         self._copy_deps = [(c, cmd) for c, cmd in self._copy_deps
                            if _depends_on_scalars(cmd["dst"]) or _depends_on_scalars(cmd["src"])]
+        # the commands a change of scalars touches
+        self.dependent = [i for i, (c, cmd) in enumerate(zip(self.commands, entry.plan["commands"]))
+                          if any(_depends_on_scalars(r) for r in cmd.get("args", [cmd.get("dst"), cmd.get("src")]))]
 
     def _copy_addresses(self, copies, args, results) -> None:
         for command, cmd in copies:
@@ -266,6 +282,16 @@ class PreparedPlan:
         for value, ref in self._launch_deps:
             value.value = self.entry._argument(ref, args, results).value
         self._copy_addresses(self._copy_deps, args, results)
+
+    def set_graph_nodes(self, graph_exec, nodes: list) -> None:
+        """Sets the parameters of the dependent commands' nodes of `graph_exec` (captured from this plan)."""
+        gpu = self.entry.program.device.gpu
+        for i in self.dependent:
+            command = self.commands[i]
+            if command[0] == "launch":
+                gpu.set_kernel_node(graph_exec, nodes[i], command[1], command[2], command[3], command[4])
+            else:
+                gpu.set_copy_node(graph_exec, nodes[i], command[1], command[2], command[3])
 
     def enqueue(self) -> None:
         gpu = self.entry.program.device.gpu
@@ -281,8 +307,9 @@ class GpuBoundCall:
     """An entry-point call on device Buffers bound once; scalar arguments can change between calls.
 
     Each call is one CUDA/HIP graph launch. Scalars (a decode position) are baked into kernel
-    parameters and copy addresses, so a call with new scalars captures the plan again and updates the
-    graph in place (what llama.cpp does per token): still one launch, no per-kernel launch gaps."""
+    parameters and copy addresses: a call with new scalars sets the parameters of just the graph nodes
+    that read them (where the driver can; else it captures the plan again and updates the graph in
+    place, as llama.cpp does per token). Either way a call is one launch, with no per-kernel gaps."""
 
     def __init__(self, entry: GpuEntryPoint, args, out):
         for i, a in enumerate(list(args) + list(out or [])):
@@ -293,7 +320,7 @@ class GpuBoundCall:
         self._args, self._results = entry._buffers(args, out)
         self._plan = PreparedPlan(entry, self._args, self._results)
         self._planned = self._scalars()  # the scalars the plan's parameters hold
-        self._graph, self._captured = None, None
+        self._graph, self._captured, self._nodes = None, None, None
         self.captures = 0  # how many times the plan was captured (a graph made or updated)
 
     def _scalars(self) -> list:
@@ -308,15 +335,19 @@ class GpuBoundCall:
         gpu = self.entry.program.device.gpu
         gpu.activate()
         scalars = self._scalars()
+        if scalars != self._planned:
+            self._plan.update(self._args, self._results)
+            self._planned = scalars
+        if self._graph is not None and scalars != self._captured and self._nodes is not None:
+            self._plan.set_graph_nodes(self._graph, self._nodes)
+            self._captured = scalars
         if self._graph is None or scalars != self._captured:
-            if scalars != self._planned:
-                self._plan.update(self._args, self._results)
-                self._planned = scalars
             gpu.begin_capture()
             try:
                 self._plan.enqueue()  # parameters are copied into the graph
             finally:
                 self._graph = gpu.end_capture(self._graph)
+            self._nodes = gpu.graph_nodes(self._graph, [c[0] for c in self._plan.commands])
             self._captured = scalars
             self.captures += 1
         gpu.graph_launch(self._graph)
