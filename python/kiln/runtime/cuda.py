@@ -68,6 +68,7 @@ class CudaDriver(GpuDriver):
         self._call("cuDevicePrimaryCtxRetain", ctypes.byref(self.context), self.device)
         self.activate()
         self._graphs = {}  # graph exec -> the captured graph it was made from (its nodes name the exec's)
+        self._node_params = {}  # graph exec -> node -> its parameter struct (set_kernel_node, set_copy_node)
         self.stream = ctypes.c_void_p()
         # Non-blocking: work others queue on the legacy default stream (PyTorch's, in the same process)
         # neither waits for Kiln's nor invalidates a graph capture under way on it.
@@ -165,15 +166,18 @@ class CudaDriver(GpuDriver):
         self._call("cuGraphGetNodes", graph, None, ctypes.byref(count))
         if count.value != len(kinds):
             return None
-        edges = ctypes.c_size_t(0)
-        self._call("cuGraphGetEdges", graph, None, None, ctypes.byref(edges))
-        sources, targets = (ctypes.c_void_p * max(1, edges.value))(), (ctypes.c_void_p * max(1, edges.value))()
-        self._call("cuGraphGetEdges", graph, sources, targets, ctypes.byref(edges))
         nodes = (ctypes.c_void_p * max(1, count.value))()
         self._call("cuGraphGetNodes", graph, nodes, ctypes.byref(count))
-        following = dict(zip(sources[:edges.value], targets[:edges.value]))
-        if len(following) != edges.value or edges.value != count.value - 1:
+        edges = ctypes.c_size_t(0)
+        self._call("cuGraphGetEdges", graph, None, None, ctypes.byref(edges))
+        if edges.value != count.value - 1:
             return None  # not a chain
+        sources, targets = (ctypes.c_void_p * max(1, edges.value))(), (ctypes.c_void_p * max(1, edges.value))()
+        if edges.value:
+            self._call("cuGraphGetEdges", graph, sources, targets, ctypes.byref(edges))
+        following = dict(zip(sources[:edges.value], targets[:edges.value]))
+        if len(following) != edges.value:
+            return None  # a node with two successors: not a chain
         node = (set(nodes[:count.value]) - set(targets[:edges.value])).pop()
         chain = [node]
         while node in following:
@@ -186,15 +190,24 @@ class CudaDriver(GpuDriver):
                 return None
         return [ctypes.c_void_p(n) for n in chain]
 
+    # The parameter structs are made once per node and reused: a decode step sets ~240 nodes.
     def set_kernel_node(self, graph_exec, node, function, grid, block, params) -> None:
-        p = _KernelNodeParams(func=function, grid=(ctypes.c_uint * 3)(*grid), block=(ctypes.c_uint * 3)(*block),
-                              sharedMemBytes=0, kernelParams=ctypes.cast(params, ctypes.c_void_p))
+        cached = self._node_params.setdefault(graph_exec.value, {})
+        p = cached.get(node.value)
+        if p is None or p.kernelParams != ctypes.addressof(params):
+            p = cached[node.value] = _KernelNodeParams(
+                func=function, grid=(ctypes.c_uint * 3)(*grid), block=(ctypes.c_uint * 3)(*block), sharedMemBytes=0,
+                kernelParams=ctypes.addressof(params))
         self._call("cuGraphExecKernelNodeSetParams_v2", graph_exec, node, ctypes.byref(p))
 
     def set_copy_node(self, graph_exec, node, dst: int, src: int, nbytes: int) -> None:
-        p = _Memcpy3D(srcMemoryType=_MEMORYTYPE_DEVICE, srcDevice=src, srcPitch=nbytes, srcHeight=1,
-                      dstMemoryType=_MEMORYTYPE_DEVICE, dstDevice=dst, dstPitch=nbytes, dstHeight=1,
-                      WidthInBytes=nbytes, Height=1, Depth=1)
+        cached = self._node_params.setdefault(graph_exec.value, {})
+        p = cached.get(node.value)
+        if p is None:
+            p = cached[node.value] = _Memcpy3D(srcMemoryType=_MEMORYTYPE_DEVICE, dstMemoryType=_MEMORYTYPE_DEVICE,
+                                               Height=1, Depth=1, srcHeight=1, dstHeight=1)
+        p.srcDevice, p.dstDevice = src, dst
+        p.srcPitch = p.dstPitch = p.WidthInBytes = nbytes
         self._call("cuGraphExecMemcpyNodeSetParams", graph_exec, node, ctypes.byref(p), self.context)
 
     def graph_launch(self, graph_exec) -> None:
@@ -202,6 +215,7 @@ class CudaDriver(GpuDriver):
 
     def graph_destroy(self, graph_exec) -> None:
         self._call("cuGraphExecDestroy", graph_exec)
+        self._node_params.pop(graph_exec.value, None)
         graph = self._graphs.pop(graph_exec.value, None)
         if graph is not None:
             self._call("cuGraphDestroy", graph)
