@@ -52,6 +52,29 @@ def test_kiln_side_runs_bound_on_device_buffers(rng):
     np.testing.assert_allclose(out.to_numpy(), inputs[0] @ inputs[1].T, rtol=1e-5, atol=1e-5)
 
 
+def test_compiled_ahead_programs_are_loaded_not_compiled(tmp_path, monkeypatch, capsys, rng):
+    """--compile-only writes the suite's programs for the chip; a run with --artifacts loads them."""
+    folder = str(tmp_path / "art")
+    assert cli.main(["bench", "--target", "cuda", "--suite", "smoke", "--artifacts", folder, "--compile-only",
+                     "--chip", "sm_80"]) == 0
+    assert "compiled the 'smoke' suite for sm_80" in capsys.readouterr().out
+    w = workloads.linear(1, 512, 256)
+    path = os.path.join(folder, "linear_1x512x256-f32.kiln")
+    assert kiln.artifact.read(path).manifest["target"]["chip"] == "sm_80"
+    device = emulated_device(kiln.compile(w.kiln_ir(), target="cuda", compile_to="loops"))
+    monkeypatch.setattr(kiln, "compile", lambda *a, **k: pytest.fail("compiled a program it was given"))
+    call, out, inputs = gpu_bench.kiln_call(w, "f32", device, folder)
+    call()
+    np.testing.assert_allclose(out.to_numpy(), inputs[0] @ inputs[1].T, rtol=1e-5, atol=1e-5)
+
+
+def test_cross_compiling_options_are_checked(capsys):
+    assert cli.main(["bench", "--target", "cuda", "--compile-only"]) == 1
+    assert "--compile-only writes the compiled programs to --artifacts DIR" in capsys.readouterr().err
+    assert cli.main(["bench", "--suite", "check"]) == 1
+    assert "--suite check, --artifacts and --compile-only are for --target cuda" in capsys.readouterr().err
+
+
 def test_unknown_suite_is_refused():
     with pytest.raises(KilnError, match="unknown GPU benchmark suite 'huge'"):
         gpu_bench.kernel_suite("huge")
