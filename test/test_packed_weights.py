@@ -12,6 +12,7 @@ import os
 import sys
 
 import kiln
+import kiln.cli
 from kiln.errors import KilnError
 from kiln.models.graph import panel_params, without_unused
 from kiln.params import PANEL, Param, to_panels
@@ -105,3 +106,16 @@ def test_llama_with_panels_matches_hf(tmp_path, rng):
     with torch.no_grad():
         ref = hf.generate(torch.tensor(prompt[None]), max_new_tokens=32, do_sample=False, min_new_tokens=32)
     assert model.generate(prompt, max_new_tokens=32, stop=[]).ids == ref[0, len(prompt):].tolist()
+
+
+def test_imported_ir_has_each_targets_weight_layout(tmp_path, capsys):
+    """`kiln import --target`: panels (linalg.unpack) for the CPU's GEMMs, plain weights for GPUs (whose
+    schedules refuse panels), so the imported IR compiles for the target it names."""
+    save_tiny_llama(tmp_path, seed=4)
+    for target, panels in (("cpu", True), ("cuda", False)):
+        out = tmp_path / f"{target}.mlir"
+        assert kiln.cli.main(["import", str(tmp_path), "--prefill-chunk", "16", "--target", target,
+                              "-o", str(out)]) == 0
+        assert ("linalg.unpack" in out.read_text()) == panels
+    program = kiln.compile(out.read_text(), target="cuda", chip="sm_90")
+    assert program.manifest["kernels"]

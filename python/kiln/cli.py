@@ -124,7 +124,7 @@ def _import(args) -> int:
     from .model import model_ir
 
     text = model_ir(args.model or default_model.path(), max_seq_len=args.max_seq_len,
-                    prefill_chunk=args.prefill_chunk, quantized_weights=not args.float32_weights)
+                    prefill_chunk=args.prefill_chunk, quantized_weights=not args.float32_weights, target=args.target)
     if args.output:
         with open(args.output, "w") as f:
             f.write(text)
@@ -192,8 +192,10 @@ def main(argv=None) -> int:
     im.add_argument("model", nargs="?", help="a Hugging Face directory, a .gguf file or a config.json")
     im.add_argument("--max-seq-len", type=int)
     im.add_argument("--prefill-chunk", type=int, default=128)
+    im.add_argument("--target", default="cpu", choices=TARGETS,
+                    help="the weight layout compile_model uses for this target (GPUs: plain float32 weights)")
     im.add_argument("--float32-weights", action="store_true",
-                    help="GGUF: float32 weight arguments only (what compile_model compiles for GPU targets)")
+                    help="GGUF on the cpu target: float32 weight arguments instead of quantized blocks")
     im.add_argument("-o", "--output", help="write the IR here instead of stdout")
     im.set_defaults(run=_import)
     b = sub.add_parser("bench", help="benchmark Kiln against numpy, PyTorch and (if installed) onnxruntime "

@@ -73,10 +73,7 @@ def compile_model(
 
     checkpoint = load_checkpoint(model)
     options = _options(checkpoint.config, target, dtype, max_seq_len, prefill_chunk)
-    # GPU schedules for the dequantizing kernels are not written yet: GPUs get float32 weights.
-    options["quantized_weights"] = bool(quantized_weights) and target == "cpu"
-    # The CPU GEMM schedule reads weights packed once at load (models.graph.panel_params).
-    options["panel_weights"] = target == "cpu"
+    options.update(_weight_layout(target, quantized_weights))
     if chip is not None:
         options["chip"] = chip  # in the cache key: an artifact for another chip is never reused
     graph = _build_graph(checkpoint, options)
@@ -109,8 +106,7 @@ def compile_model_to_file(model, path: str, target: str = "cuda", chip: Optional
                         f"for '{target}' use compile_model(...).save(path)")
     checkpoint = load_checkpoint(model)
     options = _options(checkpoint.config, target, "float32", max_seq_len, prefill_chunk)
-    options.update(quantized_weights=False, panel_weights=False,
-                   chip=chip or (cuda if target == "cuda" else rocm).DEFAULT_CHIP)
+    options.update(_weight_layout(target, False), chip=chip or (cuda if target == "cuda" else rocm).DEFAULT_CHIP)
     graph = _build_graph(checkpoint, options)
     graph.bind(checkpoint.tensor, checkpoint.blocks)  # a bad tensor fails before compiling
     label = f"compiling {os.path.basename(os.path.normpath(str(model)))} for {options['chip']}"
@@ -118,8 +114,8 @@ def compile_model_to_file(model, path: str, target: str = "cuda", chip: Optional
 
 
 def model_ir(model: str, max_seq_len: Optional[int] = None, prefill_chunk: int = 128,
-             quantized_weights: bool = True) -> str:
-    """The transformer-dialect IR `compile_model` would compile for a checkpoint on the CPU, or for a
+             quantized_weights: bool = True, target: str = "cpu") -> str:
+    """The transformer-dialect IR `compile_model` would compile for a checkpoint for `target`, or for a
     bare config.json (no weights needed: parameters are entry-point arguments)."""
     if str(model).endswith(".json"):
         try:
@@ -131,11 +127,17 @@ def model_ir(model: str, max_seq_len: Optional[int] = None, prefill_chunk: int =
         from .loaders import load_checkpoint
 
         config = load_checkpoint(model)
-    options = _options(config if isinstance(config, dict) else config.config, "cpu", "float32", max_seq_len,
+    options = _options(config if isinstance(config, dict) else config.config, target, "float32", max_seq_len,
                        prefill_chunk)
-    options["quantized_weights"] = bool(quantized_weights)
-    options["panel_weights"] = True
+    options.update(_weight_layout(target, quantized_weights))
     return str(_build_graph(config, options).module)
+
+
+def _weight_layout(target: str, quantized_weights: bool) -> dict:
+    """How a target's kernels read linear weights: on the CPU, GGUF blocks as stored (decode) and
+    panels packed once at load (prefill GEMMs, see models.graph.panel_params); GPUs, whose schedules
+    for either are not written yet, read plain float32 weights."""
+    return {"quantized_weights": bool(quantized_weights) and target == "cpu", "panel_weights": target == "cpu"}
 
 
 def load(path: str, device=None, checkpoint: Optional[str] = None):
