@@ -28,8 +28,8 @@ from kiln.dialects import transformer
 from kiln.errors import KilnError
 from kiln.params import Conv1DColumns
 
-from .graph import (DECODER_INPUTS, ModelGraph, Param, config_int, decoder_arg_types, decoder_graph, f32_tensor,
-                    i64_tensor, linear_weight, panel_params, set_cache_aliases, split_decoder_args)
+from .graph import (DECODER_INPUTS, ModelGraph, Param, cache_rows, config_int, decoder_arg_types, decoder_graph,
+                    f32_tensor, i64_tensor, linear_weight, panel_params, set_cache_aliases, split_decoder_args)
 
 MODEL_TYPES = ("gpt2",)
 
@@ -97,7 +97,7 @@ def build(config: dict, max_seq_len: int, chunks=(1, 128), logits_chunk: int = 1
     params = _params(shape)
     if panels:
         params += panel_params([p for p in params if p.name not in ("embed", "pos_embed")])
-    cache_shape = (1, shape.heads, max_seq_len, shape.head_dim)
+    cache_shape = (1, shape.heads, cache_rows(max_seq_len), shape.head_dim)
     return decoder_graph(
         params, cache_shape, shape.layers, max_seq_len, shape.vocab, shape.hidden, chunks, logits_chunk,
         lambda name, chunk, rows: _entry_point(name, shape, params, cache_shape, chunk, rows))
@@ -112,7 +112,8 @@ def _params(s: GPT2Shape) -> list:
 
         def conv(name, src, rows, cols, start, stop, transpose=True):
             shape = (stop - start, rows) if transpose else (stop - start,)
-            return Param(f"layers.{i}.{name}", p + src, shape, Conv1DColumns(p + src, rows, cols, start, stop, transpose))
+            prepare = Conv1DColumns(p + src, rows, cols, start, stop, transpose)
+            return Param(f"layers.{i}.{name}", p + src, shape, prepare)
 
         def plain(name, src, shape):
             return Param(f"layers.{i}.{name}", p + src, shape)

@@ -87,6 +87,16 @@ def config_int(config: dict, *names: str) -> int:
     raise KilnError(f"{config.get('model_type')} config lacks '{names[0]}'")
 
 
+# KV caches hold max_seq_len rows rounded up to a multiple of this, so attention's reductions over the
+# cache split into vectors of 8 (a prime length such as 257 runs one element at a time on GPUs). Rows
+# past max_seq_len are never written; attention masks them like any unwritten row.
+CACHE_ROWS_MULTIPLE = 8
+
+
+def cache_rows(max_seq_len: int) -> int:
+    return -(-max_seq_len // CACHE_ROWS_MULTIPLE) * CACHE_ROWS_MULTIPLE
+
+
 def decoder_graph(params: list, cache_shape: tuple, layers: int, max_seq_len: int, vocab: int, hidden: int,
                   chunks, logits_chunk: int, entry_point: Callable) -> ModelGraph:
     """The ModelGraph every decoder family shares: entry points `decode`, `prefill_<C>` per chunk size

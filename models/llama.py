@@ -17,8 +17,8 @@ from kiln.dialects import transformer
 from kiln.errors import KilnError
 
 from . import rope
-from .graph import (DECODER_INPUTS, ModelGraph, Param, config_int, decoder_arg_types, decoder_graph, f32_tensor,
-                    linear_weight, panel_params, quantized_params, set_cache_aliases, split_decoder_args,
+from .graph import (DECODER_INPUTS, ModelGraph, Param, cache_rows, config_int, decoder_arg_types, decoder_graph,
+                    f32_tensor, linear_weight, panel_params, quantized_params, set_cache_aliases, split_decoder_args,
                     without_unused)
 
 MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
@@ -85,7 +85,7 @@ def build(config: dict, max_seq_len: int, chunks=(1, 128), logits_chunk: int = 1
     params += quantized_params(linears, quantized or {})
     if panels:
         params = without_unused(params + panel_params(linears))
-    cache_shape = (1, shape.kv_heads, max_seq_len, shape.head_dim)
+    cache_shape = (1, shape.kv_heads, cache_rows(max_seq_len), shape.head_dim)
     inv_freq = rope.inv_freq(config, shape.rotary_dim, max_seq_len)
     return decoder_graph(
         params, cache_shape, shape.layers, max_seq_len, shape.vocab, shape.hidden, chunks, logits_chunk,
