@@ -2,7 +2,8 @@
 //
 // IREE-style dispatch formation on linalg-on-tensors IR. Every linalg op of a
 // host function becomes one kernel (a "dispatch"): it is outlined, together
-// with the linalg.fill ops that only initialize it and the linalg.unpack ops
+// with the linalg.fill ops that only initialize it (a fill shared by several
+// ops is first cloned for each) and the linalg.unpack ops
 // that unpack its inputs (weights stored pre-packed in the layout the GEMM
 // schedule packs them to, so the schedule's pack folds them away), into a
 // private function marked `kiln.dispatch`, which the host calls. Elementwise
@@ -76,7 +77,37 @@ struct FormDispatches : kiln::impl::FormDispatchesBase<FormDispatches> {
         return signalPassFailure();
   }
 
+  /// A fill that initializes several ops (CSE merged identical fills) is cloned, with its
+  /// tensor.empty, for each of them: every kernel then initializes its own output, where one
+  /// shared fill would be a kernel of its own plus a host copy of its result for each consumer.
+  static void splitSharedInitFills(func::FuncOp host) {
+    SmallVector<linalg::FillOp> shared;
+    for (auto fill : host.getOps<linalg::FillOp>())
+      if (!fill->hasOneUse() && !fill->use_empty())
+        shared.push_back(fill);
+    for (linalg::FillOp fill : shared) {
+      SmallVector<OpOperand *> inits;
+      for (OpOperand &use : fill->getUses())
+        if (auto consumer = dyn_cast<linalg::LinalgOp>(use.getOwner());
+            consumer && consumer->getParentOp() == host.getOperation() && consumer.isDpsInit(&use))
+          inits.push_back(&use);
+      auto empty = fill.getOutputs()[0].getDefiningOp<tensor::EmptyOp>();
+      for (OpOperand *use : inits) {
+        OpBuilder b(use->getOwner());
+        Operation *clone = b.clone(*fill);
+        if (empty)
+          clone->setOperand(fill.getNumDpsInputs(), b.clone(*empty)->getResult(0));
+        use->set(clone->getResult(0));
+      }
+      if (fill->use_empty())
+        fill->erase();
+      if (empty && empty->use_empty())
+        empty->erase();
+    }
+  }
+
   LogicalResult formDispatches(func::FuncOp host, SymbolTable &symbols) {
+    splitSharedInitFills(host);
     SmallVector<linalg::LinalgOp> roots;
     host.walk([&](linalg::LinalgOp op) {
       if (op->getParentOp() != host.getOperation())

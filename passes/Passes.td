@@ -64,7 +64,9 @@ def FormDispatches : Pass<"kiln-form-dispatches", "::mlir::ModuleOp"> {
   let summary = "Partition host functions into kernels (IREE-style dispatch regions)";
   let description = [{
     Outlines every top-level linalg op of each host function, together with
-    the `linalg.fill` ops that only initialize it, into a private
+    the `linalg.fill` ops that only initialize it (a fill that initializes
+    several ops is cloned for each, so no kernel's output starts as a host
+    copy of a shared fill), into a private
     `func.func` marked `kiln.dispatch`, and calls it from the host. Kernels
     are destination-passing: the `tensor.empty` a kernel writes stays in the
     host and is passed in, so after bufferization the host owns (and can

@@ -57,24 +57,21 @@ func.func @dynamic(%a: tensor<?x16xf32>, %b: tensor<16x32xf32>) -> tensor<?x32xf
 
 // -----
 
-// A fill with several uses initializes no single kernel: it is a kernel of its own (elementwise),
-// and both matmuls take its result as their init.
-// CHECK-LABEL: func.func private @shared_fill_dispatch_0_elementwise
-// CHECK-SAME: (%[[INIT:.+]]: tensor<8x32xf32>) -> tensor<8x32xf32>
-// CHECK-SAME: kiln.iterator_types = "pp", kiln.kernel_class = "elementwise", kiln.loop_ranges = array<i64: 8, 32>
-// CHECK: linalg.fill {kiln.root} ins(%{{.+}} : f32) outs(%[[INIT]] : tensor<8x32xf32>)
+// A fill that initializes several ops (as CSE leaves identical fills) is cloned for each, with its
+// tensor.empty: each kernel zeroes its own output, with no fill kernel and no shared host buffer.
+// CHECK-LABEL: func.func private @shared_fill_dispatch_0_contraction
+// CHECK-SAME: (%[[INIT1:.+]]: tensor<8x32xf32>, %{{.+}}: tensor<8x16xf32>, %{{.+}}: tensor<16x32xf32>)
+// CHECK: %[[F1:.+]] = linalg.fill ins(%{{.+}} : f32) outs(%[[INIT1]] : tensor<8x32xf32>)
+// CHECK: linalg.matmul {kiln.root} ins({{.+}}) outs(%[[F1]] : tensor<8x32xf32>)
 // CHECK-LABEL: func.func private @shared_fill_dispatch_1_contraction
-// CHECK-NOT: linalg.fill
-// CHECK: linalg.matmul {kiln.root}
-// CHECK-LABEL: func.func private @shared_fill_dispatch_2_contraction
-// CHECK-NOT: linalg.fill
+// CHECK: linalg.fill
 // CHECK: linalg.matmul {kiln.root}
 // CHECK-LABEL: func.func @shared_fill
 // CHECK-SAME: (%[[A:.+]]: tensor<8x16xf32>, %[[B:.+]]: tensor<16x32xf32>, %[[C:.+]]: tensor<16x32xf32>)
-// CHECK: %[[E:.+]] = tensor.empty()
-// CHECK: %[[F:.+]] = call @shared_fill_dispatch_0_elementwise(%[[E]])
-// CHECK: %[[R1:.+]] = call @shared_fill_dispatch_1_contraction(%[[A]], %[[B]], %[[F]])
-// CHECK: %[[R2:.+]] = call @shared_fill_dispatch_2_contraction(%[[A]], %[[C]], %[[F]])
+// CHECK: %[[E1:.+]] = tensor.empty()
+// CHECK: %[[R1:.+]] = call @shared_fill_dispatch_0_contraction(%[[E1]], %[[A]], %[[B]])
+// CHECK: %[[E2:.+]] = tensor.empty()
+// CHECK: %[[R2:.+]] = call @shared_fill_dispatch_1_contraction(%[[E2]], %[[A]], %[[C]])
 // CHECK: return %[[R1]], %[[R2]]
 func.func @shared_fill(%a: tensor<8x16xf32>, %b: tensor<16x32xf32>, %c: tensor<16x32xf32>) -> (tensor<8x32xf32>, tensor<8x32xf32>) {
   %cst = arith.constant 0.0 : f32
@@ -87,19 +84,23 @@ func.func @shared_fill(%a: tensor<8x16xf32>, %b: tensor<16x32xf32>, %c: tensor<1
 
 // -----
 
-// A fill used as an input (not as the init) is a kernel of its own too.
+// A fill used as an input (not as the init) is a kernel of its own; an op it also initializes gets
+// a clone of it.
 // CHECK-LABEL: func.func private @fill_as_input_dispatch_0_elementwise
 // CHECK: linalg.fill {kiln.root}
 // CHECK-LABEL: func.func private @fill_as_input_dispatch_1_elementwise
 // CHECK-SAME: (%{{.+}}: tensor<8x16xf32>, %[[ONES:.+]]: tensor<8x16xf32>, %[[OUT:.+]]: tensor<8x16xf32>)
 // CHECK-NOT: linalg.fill
 // CHECK: linalg.generic {{.+}} ins(%{{.+}}, %[[ONES]] : {{.+}}) outs(%[[OUT]] : tensor<8x16xf32>) attrs = {kiln.root}
+// CHECK-LABEL: func.func private @fill_as_input_dispatch_2_reduction
+// CHECK: %[[F:.+]] = linalg.fill
+// CHECK: linalg.generic {{.+}} outs(%[[F]] : tensor<8xf32>) attrs = {kiln.root}
 // CHECK-LABEL: func.func @fill_as_input
 // CHECK: %[[E:.+]] = tensor.empty()
 // CHECK: %[[ONES:.+]] = call @fill_as_input_dispatch_0_elementwise(%[[E]])
 // CHECK: call @fill_as_input_dispatch_1_elementwise(%{{.+}}, %[[ONES]], %[[E]])
 #id2 = affine_map<(d0, d1) -> (d0, d1)>
-func.func @fill_as_input(%x: tensor<8x16xf32>) -> tensor<8x16xf32> {
+func.func @fill_as_input(%x: tensor<8x16xf32>) -> (tensor<8x16xf32>, tensor<8xf32>) {
   %one = arith.constant 1.0 : f32
   %e = tensor.empty() : tensor<8x16xf32>
   %ones = linalg.fill ins(%one : f32) outs(%e : tensor<8x16xf32>) -> tensor<8x16xf32>
@@ -109,7 +110,15 @@ func.func @fill_as_input(%x: tensor<8x16xf32>) -> tensor<8x16xf32> {
     %s = arith.addf %a, %b : f32
     linalg.yield %s : f32
   } -> tensor<8x16xf32>
-  return %r : tensor<8x16xf32>
+  %e1 = tensor.empty() : tensor<8xf32>
+  %ones1 = linalg.fill ins(%one : f32) outs(%e1 : tensor<8xf32>) -> tensor<8xf32>
+  %s = linalg.generic {indexing_maps = [#id2, affine_map<(d0, d1) -> (d0)>], iterator_types = ["parallel", "reduction"]}
+      ins(%r : tensor<8x16xf32>) outs(%ones1 : tensor<8xf32>) {
+  ^bb0(%a: f32, %o: f32):
+    %t = arith.addf %a, %o : f32
+    linalg.yield %t : f32
+  } -> tensor<8xf32>
+  return %r, %s : tensor<8x16xf32>, tensor<8xf32>
 }
 
 // -----
