@@ -272,13 +272,6 @@ class EmulatedDriver(GpuDriver):
         self.copies += 1
         ctypes.memmove(dst, src, nbytes)
 
-    def copy_dtod_rows(self, dst, src, nbytes, rows, src_pitch, dst_pitch):
-        for r in range(rows):
-            self._check_range(src + r * src_pitch, nbytes, "device copy source")
-            self._check_range(dst + r * dst_pitch, nbytes, "device copy destination")
-            ctypes.memmove(dst + r * dst_pitch, src + r * src_pitch, nbytes)
-        self.copies += 1
-
     def launch(self, function, grid, block, params) -> None:
         types = self.signatures[function]
         call, keep = [], []
@@ -323,8 +316,6 @@ class EmulatedDriver(GpuDriver):
         self.launch = lambda f, grid, block, params: self._captured.append(
             (self._launch, (f, grid, block, self._copy_params(f, params))))
         self.copy_dtod = lambda *a: self._captured.append((self._copy, a))
-        self._copy_rows = self.copy_dtod_rows
-        self.copy_dtod_rows = lambda *a: self._captured.append((self._copy_rows, a))
 
     def _copy_params(self, function, params):
         """The launch's parameter values copied, as a graph captures them (the caller's go away)."""
@@ -337,7 +328,7 @@ class EmulatedDriver(GpuDriver):
     def end_capture(self, previous=None):
         """The captured calls; `previous` (an earlier capture) is updated in place, as the drivers'
         graph-exec update does."""
-        del self.launch, self.copy_dtod, self.copy_dtod_rows  # back to the class's methods
+        del self.launch, self.copy_dtod  # back to the class's methods
         if previous is None:
             return list(self._captured)
         previous[:] = self._captured
@@ -352,9 +343,9 @@ class EmulatedDriver(GpuDriver):
         self.node_updates += 1
         graph[node] = (self._launch, (function, grid, block, self._copy_params(function, params)))
 
-    def set_copy_node(self, graph, node, dst, src, nbytes, rows, src_pitch, dst_pitch) -> None:
+    def set_copy_node(self, graph, node, dst, src, nbytes) -> None:
         self.node_updates += 1
-        graph[node] = (self._copy_rows, (dst, src, nbytes, rows, src_pitch, dst_pitch))
+        graph[node] = (self._copy, (dst, src, nbytes))
 
     def graph_launch(self, graph) -> None:
         self.graph_launches += 1

@@ -1,7 +1,7 @@
 // A decode step on the GPU targets: causal attention with a runtime offset gets an explicit zero mask
 // at the linalg stage, so its kernels keep the cache's static length; the new K/V rows are written
-// into the caches (updated in place: no out-param) by 2-D copies whose destination offset is the
-// position argument times the row size, added at run time.
+// into the caches (updated in place: no out-param) by copies whose destination offset is the position
+// argument times the row size, added at run time.
 //
 // RUN: kiln compile %s --target cuda --compile-to=linalg | FileCheck %s --check-prefix=LINALG
 // RUN: kiln compile %s --target rocm -o %t.kiln
@@ -12,10 +12,10 @@
 // LINALG:         return
 
 // CHECK:      entry decode allocations
-// One 2-D copy per cache writes the new row of every KV head (rows 64 bytes apart in the new K/V,
-// a head's whole cache, 512 bytes, apart in the cache).
-// CHECK-NEXT: copy 64 bytes x 2 rows (pitch 64 -> 512) arg1+0 -> arg3+0+arg5*64
-// CHECK-NEXT: copy 64 bytes x 2 rows (pitch 64 -> 512) arg2+0 -> arg4+0+arg5*64
+// CHECK-NEXT: copy 64 bytes arg1+0 -> arg3+0+arg5*64
+// CHECK-NEXT: copy 64 bytes arg1+64 -> arg3+512+arg5*64
+// CHECK-NEXT: copy 64 bytes arg2+0 -> arg4+0+arg5*64
+// CHECK-NEXT: copy 64 bytes arg2+64 -> arg4+512+arg5*64
 // CHECK-NEXT: launch decode_dispatch_0_contraction_kernel {{.*}} args arg0+0 arg3+0 alloc0+{{[0-9]+}}
 // The causal bound reads the position: a scalar kernel operand.
 // CHECK:      launch {{.*}} args {{.*}} arg:5

@@ -31,8 +31,7 @@ if what == "plan":
                 def where(r):
                     dyn = "".join(f"+arg{i}*{m}" for i, m in r.get("scalars", []))
                     return f"{r['buffer']}{r.get('index', r.get('name', ''))}+{r['offset']}{dyn}"
-                rows = f" x {c['rows']} rows (pitch {c['src_pitch']} -> {c['dst_pitch']})" if "rows" in c else ""
-                print("copy", c["bytes"], "bytes" + rows, where(c["src"]), "->", where(c["dst"]))
+                print("copy", c["bytes"], "bytes", where(c["src"]), "->", where(c["dst"]))
     sys.exit(0)
 for k in sorted(kernels, key=lambda k: k["name"]):
     if what not in k["blobs"]:

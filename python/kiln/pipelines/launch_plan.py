@@ -44,10 +44,8 @@ def _copy_ref(refs: dict, value, where: str) -> tuple:
 def _copy_commands(src: dict, src_type, src_elements, src_terms, dst: dict, dst_type, dst_elements,
                    dst_terms, where: str) -> list:
     """A memref.copy as byte-range copies: one per run of elements contiguous in both memrefs (one in
-    all for identity layouts; a strided view gives a run per row). Runs along a single strided dim
-    form one 2-D copy ("rows" runs, "src_pitch"/"dst_pitch" bytes apart): a decode step writes a
-    token's K (or V) rows for all heads with one command. A runtime offset (entry scalars) goes into
-    the refs as "scalars": [[argument index, bytes per unit], ...]."""
+    all for identity layouts; a strided view gives a run per row). A runtime offset (entry scalars)
+    goes into the refs as "scalars": [[argument index, bytes per unit], ...]."""
     st, dt = ir.MemRefType(src_type), ir.MemRefType(dst_type)
     _memref_bytes(src_type, where)
     esize = _ELEMENT_BYTES[str(st.element_type)]
@@ -72,12 +70,6 @@ def _copy_commands(src: dict, src_type, src_elements, src_terms, dst: dict, dst_
     if count > _MAX_COPY_RUNS:
         raise KilnError(f"{where}: a strided copy of {count} runs ({src_type} -> {dst_type}); at most "
                         f"{_MAX_COPY_RUNS} are supported")
-    wide = [d for d, n in enumerate(outer) if n > 1]
-    if len(wide) == 1:
-        (d,) = wide
-        return [{"op": "copy", "src": dict(src, offset=src["offset"] + so * esize),
-                 "dst": dict(dst, offset=dst["offset"] + do * esize), "bytes": run * esize, "rows": outer[d],
-                 "src_pitch": ss[d] * esize, "dst_pitch": ds[d] * esize}]
     commands = []
     for idx in np.ndindex(*outer) if outer else [()]:
         s_off = so + sum(i * x for i, x in zip(idx, ss))
@@ -99,8 +91,7 @@ def launch_plan(module: ir.Module, signatures: dict) -> tuple:
 
     plans: {entry: {"num_args": n, "num_results": r, "allocations": [bytes, ...], "commands": [...]}}
     where a command is {"op": "launch", "kernel", "grid": [x, y, z], "block": [x, y, z], "args": [ref]}
-    or {"op": "copy", "src": ref, "dst": ref, "bytes": n} (with "rows", "src_pitch", "dst_pitch": n
-    bytes from each of `rows` rows, pitch bytes apart), and a ref is {"buffer": kind, "index": i,
+    or {"op": "copy", "src": ref, "dst": ref, "bytes": n}, and a ref is {"buffer": kind, "index": i,
     "offset": bytes, "scalars" (copies only, optional): [[entry scalar i, bytes per unit], ...] added to
     the offset at run time}: kind "arg" (entry argument i), "result" (out-param i: the i-th result that
     does not update an argument in place), "alloc"

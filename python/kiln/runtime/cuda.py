@@ -38,13 +38,6 @@ class _Memcpy3D(ctypes.Structure):  # CUDA_MEMCPY3D
         ("WidthInBytes", ctypes.c_size_t), ("Height", ctypes.c_size_t), ("Depth", ctypes.c_size_t)]
 
 
-def _memcpy3d(dst: int, src: int, nbytes: int, rows: int, src_pitch: int, dst_pitch: int) -> _Memcpy3D:
-    """A device-to-device copy of `rows` rows of `nbytes` (one 2-D slice of a CUDA_MEMCPY3D)."""
-    return _Memcpy3D(srcMemoryType=_MEMORYTYPE_DEVICE, srcDevice=src, srcPitch=src_pitch, srcHeight=rows,
-                     dstMemoryType=_MEMORYTYPE_DEVICE, dstDevice=dst, dstPitch=dst_pitch, dstHeight=rows,
-                     WidthInBytes=nbytes, Height=rows, Depth=1)
-
-
 class CudaDriver(GpuDriver):
     """One CUDA device (its primary context) and a stream that kernels and copies are queued on."""
 
@@ -136,10 +129,6 @@ class CudaDriver(GpuDriver):
         self._call("cuMemcpyDtoDAsync_v2", ctypes.c_uint64(dst), ctypes.c_uint64(src),
                    ctypes.c_size_t(nbytes), self.stream)
 
-    def copy_dtod_rows(self, dst: int, src: int, nbytes: int, rows: int, src_pitch: int, dst_pitch: int) -> None:
-        p = _memcpy3d(dst, src, nbytes, rows, src_pitch, dst_pitch)
-        self._call("cuMemcpy3DAsync_v2", ctypes.byref(p), self.stream)
-
     def launch(self, function, grid, block, params) -> None:
         self._call("cuLaunchKernel", function, *(ctypes.c_uint(v) for v in grid),
                    *(ctypes.c_uint(v) for v in block), ctypes.c_uint(0), self.stream, params, None)
@@ -211,13 +200,14 @@ class CudaDriver(GpuDriver):
                 kernelParams=ctypes.addressof(params))
         self._call("cuGraphExecKernelNodeSetParams_v2", graph_exec, node, ctypes.byref(p))
 
-    def set_copy_node(self, graph_exec, node, dst: int, src: int, nbytes: int, rows: int, src_pitch: int,
-                      dst_pitch: int) -> None:
+    def set_copy_node(self, graph_exec, node, dst: int, src: int, nbytes: int) -> None:
         cached = self._node_params.setdefault(graph_exec.value, {})
         p = cached.get(node.value)
         if p is None:
-            p = cached[node.value] = _memcpy3d(dst, src, nbytes, rows, src_pitch, dst_pitch)
+            p = cached[node.value] = _Memcpy3D(srcMemoryType=_MEMORYTYPE_DEVICE, dstMemoryType=_MEMORYTYPE_DEVICE,
+                                               Height=1, Depth=1, srcHeight=1, dstHeight=1)
         p.srcDevice, p.dstDevice = src, dst
+        p.srcPitch = p.dstPitch = p.WidthInBytes = nbytes
         self._call("cuGraphExecMemcpyNodeSetParams", graph_exec, node, ctypes.byref(p), self.context)
 
     def graph_launch(self, graph_exec) -> None:

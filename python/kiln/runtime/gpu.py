@@ -45,12 +45,6 @@ class GpuDriver:
 
     # Updating single nodes of an instantiated graph (optional; without it a bound call whose scalars
     # change captures its whole plan again).
-    def copy_dtod_rows(self, dst: int, src: int, nbytes: int, rows: int, src_pitch: int, dst_pitch: int) -> None:
-        """`rows` copies of `nbytes`, `src_pitch` / `dst_pitch` bytes apart, queued on the stream as one
-        2-D copy (one graph node) where the driver has it."""
-        for r in range(rows):
-            self.copy_dtod(dst + r * dst_pitch, src + r * src_pitch, nbytes)
-
     def graph_nodes(self, graph_exec, kinds: list):
         """The nodes of `graph_exec`'s graph in capture order, one per command ("launch" or "copy" in
         `kinds`), or None where this driver cannot update nodes."""
@@ -59,8 +53,7 @@ class GpuDriver:
     def set_kernel_node(self, graph_exec, node, function, grid, block, params) -> None:
         raise NotImplementedError
 
-    def set_copy_node(self, graph_exec, node, dst: int, src: int, nbytes: int, rows: int, src_pitch: int,
-                      dst_pitch: int) -> None:
+    def set_copy_node(self, graph_exec, node, dst: int, src: int, nbytes: int) -> None:
         raise NotImplementedError
 
 
@@ -267,9 +260,8 @@ class PreparedPlan:
                 self._launch_deps += [(v, r) for v, r in zip(values, cmd["args"]) if _depends_on_scalars(r)]
                 self.commands.append(["launch", functions[cmd["kernel"]], tuple(cmd["grid"]), tuple(cmd["block"]),
                                       params, values])
-            elif cmd["op"] == "copy":  # rows of bytes, pitches apart (one row: a plain copy)
-                self.commands.append(["copy", 0, 0, cmd["bytes"], cmd.get("rows", 1),
-                                      cmd.get("src_pitch", cmd["bytes"]), cmd.get("dst_pitch", cmd["bytes"])])
+            elif cmd["op"] == "copy":
+                self.commands.append(["copy", 0, 0, cmd["bytes"]])
                 self._copy_deps.append((self.commands[-1], cmd))
             else:
                 raise KilnError(f"the launch plan of '{entry.signature.name}' has an unknown command {cmd['op']!r}")
@@ -282,9 +274,8 @@ class PreparedPlan:
 
     def _copy_addresses(self, copies, args, results) -> None:
         for command, cmd in copies:
-            nbytes, rows, src_pitch, dst_pitch = command[3:]
-            command[1] = self.entry._copy_address(cmd["dst"], (rows - 1) * dst_pitch + nbytes, args, results)
-            command[2] = self.entry._copy_address(cmd["src"], (rows - 1) * src_pitch + nbytes, args, results)
+            command[1] = self.entry._copy_address(cmd["dst"], cmd["bytes"], args, results)
+            command[2] = self.entry._copy_address(cmd["src"], cmd["bytes"], args, results)
 
     def update(self, args, results) -> None:
         """Recomputes what depends on the scalar arguments in `args`."""
@@ -300,18 +291,16 @@ class PreparedPlan:
             if command[0] == "launch":
                 gpu.set_kernel_node(graph_exec, nodes[i], command[1], command[2], command[3], command[4])
             else:
-                gpu.set_copy_node(graph_exec, nodes[i], *command[1:])
+                gpu.set_copy_node(graph_exec, nodes[i], command[1], command[2], command[3])
 
     def enqueue(self) -> None:
         gpu = self.entry.program.device.gpu
-        launch, copy, copy_rows = gpu.launch, gpu.copy_dtod, gpu.copy_dtod_rows
+        launch, copy = gpu.launch, gpu.copy_dtod
         for command in self.commands:
             if command[0] == "launch":
                 launch(command[1], command[2], command[3], command[4])
-            elif command[4] == 1:
-                copy(command[1], command[2], command[3])
             else:
-                copy_rows(*command[1:])
+                copy(command[1], command[2], command[3])
 
 
 class GpuBoundCall:

@@ -12,7 +12,6 @@ from .gpu import GpuDriver
 
 LIBRARIES = ("libamdhip64.so", "libamdhip64.so.6", "libamdhip64.so.7", "/opt/rocm/lib/libamdhip64.so")
 _CAPTURE_MODE_THREAD_LOCAL = 1
-_MEMCPY_DEVICE_TO_DEVICE = 3  # hipMemcpyDeviceToDevice
 
 
 class HipDriver(GpuDriver):
@@ -87,11 +86,6 @@ class HipDriver(GpuDriver):
     def copy_dtod(self, dst: int, src: int, nbytes: int) -> None:
         self._call("hipMemcpyDtoDAsync", ctypes.c_void_p(dst), ctypes.c_void_p(src),
                    ctypes.c_size_t(nbytes), self.stream)
-
-    def copy_dtod_rows(self, dst: int, src: int, nbytes: int, rows: int, src_pitch: int, dst_pitch: int) -> None:
-        self._call("hipMemcpy2DAsync", ctypes.c_void_p(dst), ctypes.c_size_t(dst_pitch), ctypes.c_void_p(src),
-                   ctypes.c_size_t(src_pitch), ctypes.c_size_t(nbytes), ctypes.c_size_t(rows),
-                   ctypes.c_int(_MEMCPY_DEVICE_TO_DEVICE), self.stream)
 
     def launch(self, function, grid, block, params) -> None:
         self._call("hipModuleLaunchKernel", function, *(ctypes.c_uint(v) for v in grid),
