@@ -100,12 +100,7 @@ def torch_call(torch, workload, precision: str, inputs):
     elif workload.name.startswith("linear"):
         fn = lambda: torch.nn.functional.linear(t[0], t[1])  # noqa: E731
     elif workload.group == "attention":
-        q, k, v = t
-        q_len, kv_len = q.shape[2], k.shape[2]
-        offset = kv_len - q_len
-        mask = (torch.arange(kv_len, device="cuda")[None, :] <= torch.arange(q_len, device="cuda")[:, None] + offset)
-        sdpa = torch.nn.functional.scaled_dot_product_attention
-        fn = lambda: sdpa(q, k, v, attn_mask=mask, enable_gqa=True)  # noqa: E731
+        fn = lambda: causal_sdpa(torch, *t)  # noqa: E731
     else:
         raise KilnError(f"no GPU peer for workload {workload.name}")
     result = {}
@@ -115,6 +110,15 @@ def torch_call(torch, workload, precision: str, inputs):
         torch.cuda.synchronize()
 
     return call, lambda: result["y"].float().cpu().numpy()
+
+
+def causal_sdpa(torch, q, k, v):
+    """Causal GQA attention by PyTorch, the query rows being the last of the keys' (Kiln's
+    `transformer.attention {causal}` with offset kv_len - q_len)."""
+    q_len, kv_len = q.shape[2], k.shape[2]
+    rows, cols = torch.arange(q_len, device=q.device), torch.arange(kv_len, device=q.device)
+    mask = cols[None, :] <= rows[:, None] + kv_len - q_len
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
 
 
 def run_kernels(device, torch, suite: str, rounds: int, reps: int, artifacts: str | None = None) -> list:
@@ -163,14 +167,13 @@ def run_model(device, torch, path: str, rounds: int, artifacts: str | None = Non
     """Greedy decode tok/s of Kiln (cuda) and HF transformers eager (fp32, cuda) on the same prompt ids."""
     import transformers
 
-    from .model import _kiln_run, _matching_prefix
+    from .model import _kiln_run, hf_source, matching_prefix
 
     prompt_len, new_tokens = PROMPT_TOKENS, NEW_TOKENS
     model = load_or_compile_model(device, path, artifacts)
     ids = [int(i) for i in np.random.default_rng(0).integers(100, model.graph.vocab_size - 100, size=prompt_len)]
-    hf_path, gguf = (os.path.dirname(path), {"gguf_file": os.path.basename(path)}) if path.endswith(".gguf") \
-        else (path, {})
-    hf = transformers.AutoModelForCausalLM.from_pretrained(hf_path, dtype=torch.float32, **gguf).cuda().eval()
+    folder, gguf = hf_source(path)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **gguf).cuda().eval()
     samples = {"kiln": {"prefill_s": [], "decode_s": []}, "hf": {"prefill_s": [], "decode_s": []}}
     same = 0
     with Progress(rounds, f"decoding {path}", always=True) as bar:
@@ -179,7 +182,7 @@ def run_model(device, torch, path: str, rounds: int, artifacts: str | None = Non
             for who, r in (("kiln", k), ("hf", h)):
                 samples[who]["prefill_s"].append(r["prefill_s"])
                 samples[who]["decode_s"] += r["step_s"]
-            same = _matching_prefix(k["tokens"], h["tokens"])
+            same = matching_prefix(k["tokens"], h["tokens"])
             bar.advance("round")
     row = {"model": path, "prompt_tokens": prompt_len, "new_tokens": new_tokens, "tokens_identical": same,
            "weight_bytes_per_token": model.weight_bytes_per_token}

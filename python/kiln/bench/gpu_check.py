@@ -23,6 +23,8 @@ import numpy as np
 from ..errors import KilnError
 from ..progress import Progress
 from . import kernel_classes, tiny_models
+from .gpu import causal_sdpa
+from .model import hf_source, matching_prefix
 
 TOLERANCE = 1e-4  # max |Kiln - reference| over max |reference|, as the emulated-GPU tests allow
 LOGITS_TOLERANCE = 2e-5  # the model tests' bound on logits against HF's fp32 forward
@@ -110,10 +112,7 @@ def torch_reference(torch, name: str, inputs) -> np.ndarray:
     elif name == "argmax":
         y = torch.argmax(t[0], dim=-1)
     elif name.startswith("attention"):
-        q, k, v = t
-        offset = k.shape[2] - q.shape[2]
-        mask = torch.arange(k.shape[2], device="cuda")[None, :] <= torch.arange(q.shape[2], device="cuda")[:, None] + offset
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        y = causal_sdpa(torch, *t)
     elif name == "silu":
         y = F.silu(t[0])
     elif name == "gelu":
@@ -155,7 +154,7 @@ def _check_model(device, torch, name: str, folder: str, compile_here: bool, rng)
                            pad_token_id=0)[0, len(prompt):].tolist()
         logits_want = hf(torch.tensor(ids[None], device="cuda")).logits[0].double().cpu().numpy()
     got = compiled.generate(prompt, max_new_tokens=NEW_TOKENS).ids
-    same = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+    same = matching_prefix(got, want)
     err = float(np.abs(compiled.forward(ids) - logits_want).max() / np.abs(logits_want).max())
     return {"model": name, "new_tokens": len(want), "tokens_identical": same, "kiln_tokens": len(got),
             "logits_rel_err": err, "ok": got == want and err <= LOGITS_TOLERANCE}
@@ -170,8 +169,7 @@ def _check_chat_model(device, torch, path: str, folder) -> list:
     from .gpu import load_or_compile_model
 
     compiled = load_or_compile_model(device, path, folder)
-    where, gguf = (os.path.dirname(path), {"gguf_file": os.path.basename(path)}) if path.endswith(".gguf") \
-        else (path, {})
+    where, gguf = hf_source(path)
     hf = transformers.AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **gguf).cuda().eval()
     tok = transformers.AutoTokenizer.from_pretrained(where, **gguf)
     rows = []
@@ -182,7 +180,7 @@ def _check_chat_model(device, torch, path: str, folder) -> list:
         with torch.no_grad():
             want = hf.generate(ids, max_new_tokens=PARITY_NEW_TOKENS, do_sample=False)[0, ids.shape[1]:].tolist()
         got = compiled.generate(prompt, max_new_tokens=PARITY_NEW_TOKENS)
-        same = next((i for i, (a, b) in enumerate(zip(got.ids, want)) if a != b), min(len(got.ids), len(want)))
+        same = matching_prefix(got.ids, want)
         rows.append({"model": os.path.basename(path), "prompt": prompt, "new_tokens": len(want),
                      "tokens_identical": same, "same_prompt_ids": got.prompt_ids == ids[0].tolist(),
                      "text": got.text, "ok": got.ids == want and got.prompt_ids == ids[0].tolist()})

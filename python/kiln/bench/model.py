@@ -63,8 +63,8 @@ def run(model_path: str | None = None, threads=(1, 2), rounds: int = 3, prompt_l
                                                   quantized_weights=False)
     vocab = systems["kiln"].graph.vocab_size
     ids = [int(i) for i in np.random.default_rng(seed).integers(100, vocab - 100, size=prompt_len)]
-    hf_path, gguf = (os.path.dirname(path), os.path.basename(path)) if path.endswith(".gguf") else (path, None)
-    workers = {t: _HFWorker(t, hf_path, gguf, ids, new_tokens) for t in threads}
+    folder, gguf = hf_source(path)
+    workers = {t: _HFWorker(t, folder, gguf.get("gguf_file"), ids, new_tokens) for t in threads}
     samples = {t: {who: {"prefill_s": [], "decode_s": []} for who in (*systems, "hf")} for t in threads}
     agree = {t: {} for t in threads}
     try:
@@ -79,7 +79,7 @@ def run(model_path: str | None = None, threads=(1, 2), rounds: int = 3, prompt_l
                         samples[t][who]["prefill_s"].append(r["prefill_s"])
                         samples[t][who]["decode_s"] += r["step_s"]
                     for who in systems:
-                        agree[t][who] = _matching_prefix(runs[who]["tokens"], runs["hf"]["tokens"])
+                        agree[t][who] = matching_prefix(runs[who]["tokens"], runs["hf"]["tokens"])
                     bar.advance(f"{t} threads")
         # Measured now, beside the runs (not a cached figure from another moment of a shared machine).
         limit = {t: bandwidth.measured_bandwidth(_with_threads(device, t), refresh=True) for t in threads}
@@ -143,7 +143,16 @@ def _kiln_run(model, ids, new_tokens) -> dict:
     return {"prefill_s": prefill, "step_s": steps, "tokens": tokens}
 
 
-def _matching_prefix(a, b) -> int:
+def hf_source(path: str) -> tuple:
+    """(folder, extra from_pretrained arguments) from which HF transformers loads the model at `path`:
+    a Hugging Face directory as it is, a .gguf file as its folder plus `gguf_file`."""
+    if path.endswith(".gguf"):
+        return os.path.dirname(path), {"gguf_file": os.path.basename(path)}
+    return path, {}
+
+
+def matching_prefix(a, b) -> int:
+    """How many leading tokens two sequences share."""
     n = 0
     while n < min(len(a), len(b)) and a[n] == b[n]:
         n += 1

@@ -27,10 +27,10 @@ class _KernelNodeParams(ctypes.Structure):  # CUDA_KERNEL_NODE_PARAMS_v2
 
 
 def _memcpy3d_side(prefix: str) -> list:
-    return [(f"{prefix}XInBytes", ctypes.c_size_t), (f"{prefix}Y", ctypes.c_size_t), (f"{prefix}Z", ctypes.c_size_t),
-            (f"{prefix}LOD", ctypes.c_size_t), (f"{prefix}MemoryType", ctypes.c_int), (f"{prefix}Host", ctypes.c_void_p),
-            (f"{prefix}Device", ctypes.c_uint64), (f"{prefix}Array", ctypes.c_void_p), (f"{prefix}Reserved", ctypes.c_void_p),
-            (f"{prefix}Pitch", ctypes.c_size_t), (f"{prefix}Height", ctypes.c_size_t)]
+    size_t, ptr = ctypes.c_size_t, ctypes.c_void_p
+    return [(f"{prefix}XInBytes", size_t), (f"{prefix}Y", size_t), (f"{prefix}Z", size_t), (f"{prefix}LOD", size_t),
+            (f"{prefix}MemoryType", ctypes.c_int), (f"{prefix}Host", ptr), (f"{prefix}Device", ctypes.c_uint64),
+            (f"{prefix}Array", ptr), (f"{prefix}Reserved", ptr), (f"{prefix}Pitch", size_t), (f"{prefix}Height", size_t)]
 
 
 class _Memcpy3D(ctypes.Structure):  # CUDA_MEMCPY3D
