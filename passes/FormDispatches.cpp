@@ -7,7 +7,9 @@
 // that unpack its inputs (weights stored pre-packed in the layout the GEMM
 // schedule packs them to, so the schedule's pack folds them away), into a
 // private function marked `kiln.dispatch`, which the host calls. Elementwise
-// producers are already fused into their consumers by the linalg stage.
+// producers are already fused into their consumers by the linalg stage. An
+// op that a lowering already formed into a kernel (an `scf.forall` tagged
+// `kiln.kernel_class`, e.g. flash attention) is outlined as it is.
 //
 // Kernels are destination-passing: the tensor.empty that a kernel writes
 // stays in the host and is passed in, so after bufferization the host owns
@@ -26,6 +28,7 @@
 #include "mlir/Dialect/Linalg/IR/LinalgInterfaces.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/Dialect/Linalg/Utils/Utils.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/IR/IRMapping.h"
 #include "mlir/IR/SymbolTable.h"
 
@@ -108,28 +111,56 @@ struct FormDispatches : kiln::impl::FormDispatchesBase<FormDispatches> {
 
   LogicalResult formDispatches(func::FuncOp host, SymbolTable &symbols) {
     splitSharedInitFills(host);
-    SmallVector<linalg::LinalgOp> roots;
-    host.walk([&](linalg::LinalgOp op) {
-      if (op->getParentOp() != host.getOperation())
-        return; // only top-level ops of the host body
-      if (llvm::any_of(op->getUsers(), [&](Operation *user) {
+    SmallVector<Operation *> roots;
+    for (Operation &op : host.getBody().getOps()) { // only top-level ops of the host body
+      if (op.hasAttr("kiln.kernel_class")) {
+        roots.push_back(&op);
+        continue;
+      }
+      if (!isa<linalg::LinalgOp>(op))
+        continue;
+      if (llvm::any_of(op.getUsers(), [&](Operation *user) {
             auto consumer = dyn_cast<linalg::LinalgOp>(user);
-            return consumer && isInitFillOf(op, consumer);
+            return consumer && isInitFillOf(&op, consumer);
           }))
-        return; // an init fill: outlined with its consumer
-      roots.push_back(op);
-    });
+        continue; // an init fill: outlined with its consumer
+      roots.push_back(&op);
+    }
     unsigned index = 0;
-    for (linalg::LinalgOp root : roots)
+    for (Operation *root : roots)
       outline(host, root, index++, symbols);
     return success();
   }
 
-  void outline(func::FuncOp host, linalg::LinalgOp root, unsigned index, SymbolTable &symbols) {
+  /// Class, trip counts (-1: dynamic) and loop kinds of a root: a linalg op's, or a formed
+  /// kernel's (its class attribute and the parallel grid of its scf.forall).
+  static std::tuple<std::string, SmallVector<int64_t>, std::string> describe(Operation *root) {
+    if (auto cls = root->getAttrOfType<StringAttr>("kiln.kernel_class")) {
+      SmallVector<int64_t> ranges;
+      if (auto forall = dyn_cast<scf::ForallOp>(root))
+        ranges = llvm::to_vector(forall.getStaticUpperBound());
+      for (int64_t &r : ranges)
+        if (ShapedType::isDynamic(r))
+          r = -1;
+      return {cls.str(), ranges, std::string(ranges.size(), 'p')};
+    }
+    auto op = cast<linalg::LinalgOp>(root);
+    SmallVector<int64_t> ranges = op.getStaticLoopRanges();
+    for (int64_t &r : ranges)
+      if (ShapedType::isDynamic(r))
+        r = -1;
+    std::string kinds;
+    for (utils::IteratorType it : op.getIteratorTypesArray())
+      kinds += it == utils::IteratorType::parallel ? 'p' : 'r';
+    return {kernelClass(op).str(), ranges, kinds};
+  }
+
+  void outline(func::FuncOp host, Operation *rootOp, unsigned index, SymbolTable &symbols) {
     // The kernel: the root, the unpacks of its inputs and the fills that initialize it. An
     // unpack used by several kernels is cloned into each.
     SmallVector<Operation *> group;
-    for (OpOperand *input : root.getDpsInputOperands())
+    auto root = dyn_cast<linalg::LinalgOp>(rootOp);
+    for (OpOperand *input : root ? root.getDpsInputOperands() : SmallVector<OpOperand *>{})
       if (auto unpack = input->get().getDefiningOp<linalg::UnPackOp>();
           unpack && unpack->getParentOp() == host.getOperation() && !llvm::is_contained(group, unpack)) {
         if (auto empty = unpack.getDest().getDefiningOp<tensor::EmptyOp>();
@@ -137,10 +168,11 @@ struct FormDispatches : kiln::impl::FormDispatchesBase<FormDispatches> {
           group.push_back(empty); // the unpacked weight is never a host buffer
         group.push_back(unpack);
       }
-    for (OpOperand &init : root.getDpsInitsMutable())
-      if (Operation *def = init.get().getDefiningOp(); def && isInitFillOf(def, root))
-        group.push_back(def);
-    group.push_back(root);
+    if (root)
+      for (OpOperand &init : root.getDpsInitsMutable())
+        if (Operation *def = init.get().getDefiningOp(); def && isInitFillOf(def, root))
+          group.push_back(def);
+    group.push_back(rootOp);
     llvm::SmallPtrSet<Operation *, 4> inGroup(group.begin(), group.end());
 
     // Its arguments: every value used in the group and defined outside it, except small
@@ -160,23 +192,17 @@ struct FormDispatches : kiln::impl::FormDispatchesBase<FormDispatches> {
       });
 
     OpBuilder b(host);
-    Location loc = root.getLoc();
+    Location loc = rootOp->getLoc();
     SmallVector<Type> argTypes = llvm::map_to_vector(captures, [](Value v) { return v.getType(); });
-    auto kernelType = b.getFunctionType(argTypes, root->getResultTypes());
-    std::string name = (host.getSymName() + "_dispatch_" + Twine(index) + "_" + kernelClass(root)).str();
+    auto kernelType = b.getFunctionType(argTypes, rootOp->getResultTypes());
+    auto [cls, ranges, kinds] = describe(rootOp);
+    std::string name = (host.getSymName() + "_dispatch_" + Twine(index) + "_" + cls).str();
     auto kernel = func::FuncOp::create(b, loc, name, kernelType);
     kernel.setPrivate();
     kernel->setAttr("kiln.dispatch", b.getUnitAttr());
-    kernel->setAttr("kiln.kernel_class", b.getStringAttr(kernelClass(root)));
+    kernel->setAttr("kiln.kernel_class", b.getStringAttr(cls));
     // What the tiled stage needs to choose a schedule: trip counts (-1: dynamic) and loop kinds.
-    SmallVector<int64_t> ranges = root.getStaticLoopRanges();
-    for (int64_t &r : ranges)
-      if (ShapedType::isDynamic(r))
-        r = -1;
     kernel->setAttr("kiln.loop_ranges", b.getDenseI64ArrayAttr(ranges));
-    std::string kinds;
-    for (utils::IteratorType it : root.getIteratorTypesArray())
-      kinds += it == utils::IteratorType::parallel ? 'p' : 'r';
     kernel->setAttr("kiln.iterator_types", b.getStringAttr(kinds));
     symbols.insert(kernel);
 
@@ -193,9 +219,9 @@ struct FormDispatches : kiln::impl::FormDispatchesBase<FormDispatches> {
     clonedRoot->setAttr("kiln.root", b.getUnitAttr());
     func::ReturnOp::create(kb, loc, clonedRoot->getResults());
 
-    OpBuilder hb(root);
+    OpBuilder hb(rootOp);
     auto call = func::CallOp::create(hb, loc, kernel, captures.getArrayRef());
-    root->replaceAllUsesWith(call.getResults());
+    rootOp->replaceAllUsesWith(call.getResults());
     for (Operation *op : llvm::reverse(group))
       if (op->use_empty())
         op->erase();

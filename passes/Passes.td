@@ -34,12 +34,30 @@ def TransformerToLinalg : Pass<"transformer-to-linalg"> {
     Operands narrower than f32 are accumulated in f32. The pass fails, naming
     the op, if anything of the dialect is left.
 
-    Example: `kiln-opt --transformer-to-linalg input.mlir`.
+    With `flash-kv-tile=N` (the CPU pipeline), f32 `attention` without a mask
+    becomes flash attention instead: one `scf.forall` over (batch, kv head,
+    query tile) marked `kiln.kernel_class = "attention"`, which dispatch
+    formation outlines as one kernel. Each workgroup holds the queries of the
+    heads that share a kv head (about `flash-query-rows` rows), walks the
+    keys N at a time with an online softmax (running max, sum and output,
+    rescaled per tile), never materializes the scores, and with `causal`
+    stops at the last key its queries see. The tile body's linalg ops carry
+    `kiln.flash` roles for the attention schedule.
+
+    Example: `kiln-opt --transformer-to-linalg input.mlir`,
+    `kiln-opt --pass-pipeline='builtin.module(func.func(transformer-to-linalg{flash-kv-tile=32}))'`.
   }];
+  let options = [
+    Option<"flashKvTile", "flash-kv-tile", "int64_t", /*default=*/"0",
+           "Keys per tile of flash attention (0: attention stays decomposed)">,
+    Option<"flashQueryRows", "flash-query-rows", "int64_t", /*default=*/"32",
+           "Query rows per flash-attention workgroup (heads sharing a kv head x positions)">,
+  ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect",
     "::mlir::linalg::LinalgDialect",
     "::mlir::math::MathDialect",
+    "::mlir::scf::SCFDialect",
     "::mlir::tensor::TensorDialect",
   ];
 }

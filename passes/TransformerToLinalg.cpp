@@ -12,6 +12,7 @@
 #include "dialect/TransformerDialect.h"
 
 #include "mlir/Dialect/Arith/Utils/Utils.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Utils/StructuredOpsUtils.h"
 #include "mlir/IR/AffineMap.h"
 #include "mlir/Transforms/DialectConversion.h"
@@ -740,24 +741,32 @@ struct RoPELowering : OpConversionPattern<RoPEOp> {
   }
 };
 
+/// [b, H, s, d] -> [b, Hkv, G, s, d] (query head h = kv_head * G + g).
+Value splitGroups(OpBuilder &b, Location loc, Value t, int64_t kvHeads, int64_t group) {
+  RankedTensorType type = tensorType(t);
+  SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(b, loc, t);
+  SmallVector<OpFoldResult> outSizes{sizes[0], b.getIndexAttr(kvHeads), b.getIndexAttr(group),
+                                     sizes[2], sizes[3]};
+  if (ShapedType::isDynamic(kvHeads))
+    outSizes[1] = sizes[1];
+  SmallVector<int64_t> shape{type.getDimSize(0), kvHeads, group, type.getDimSize(2),
+                             type.getDimSize(3)};
+  auto resultType = RankedTensorType::get(shape, type.getElementType());
+  return tensor::ExpandShapeOp::create(b, loc, resultType, t,
+                                       SmallVector<ReassociationIndices>{{0}, {1, 2}, {3}, {4}},
+                                       outSizes);
+}
+
+/// The attention scale: the op's, else 1/sqrt(head_dim) (the verifier requires an explicit scale
+/// when head_dim is dynamic).
+double attentionScale(AttentionOp op, int64_t headDim) {
+  if (std::optional<APFloat> s = op.getScale())
+    return s->convertToDouble();
+  return 1.0 / std::sqrt(static_cast<double>(headDim));
+}
+
 struct AttentionLowering : OpConversionPattern<AttentionOp> {
   using OpConversionPattern::OpConversionPattern;
-
-  /// [b, H, s, d] -> [b, Hkv, G, s, d] (query head h = kv_head * G + g).
-  static Value splitGroups(OpBuilder &b, Location loc, Value t, int64_t kvHeads, int64_t group) {
-    RankedTensorType type = tensorType(t);
-    SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(b, loc, t);
-    SmallVector<OpFoldResult> outSizes{sizes[0], b.getIndexAttr(kvHeads), b.getIndexAttr(group),
-                                       sizes[2], sizes[3]};
-    if (ShapedType::isDynamic(kvHeads))
-      outSizes[1] = sizes[1];
-    SmallVector<int64_t> shape{type.getDimSize(0), kvHeads, group, type.getDimSize(2),
-                               type.getDimSize(3)};
-    auto resultType = RankedTensorType::get(shape, type.getElementType());
-    return tensor::ExpandShapeOp::create(b, loc, resultType, t,
-                                         SmallVector<ReassociationIndices>{{0}, {1, 2}, {3}, {4}},
-                                         outSizes);
-  }
 
   LogicalResult matchAndRewrite(AttentionOp op, OpAdaptor adaptor,
                                 ConversionPatternRewriter &rewriter) const override {
@@ -770,11 +779,7 @@ struct AttentionLowering : OpConversionPattern<AttentionOp> {
     int64_t heads = qType.getDimSize(1), kvHeads = tensorType(k).getDimSize(1);
     int64_t group = ShapedType::isDynamic(heads) ? 1 : heads / kvHeads;
     int64_t headDim = qType.getDimSize(3);
-    double scale;
-    if (std::optional<APFloat> s = op.getScale())
-      scale = s->convertToDouble();
-    else // the verifier requires an explicit scale when head_dim is dynamic
-      scale = 1.0 / std::sqrt(static_cast<double>(headDim));
+    double scale = attentionScale(op, headDim);
 
     // Causal attention over a key sequence that may extend past the last query (a KV cache):
     // those keys never contribute, so they are not read at all. K and V are sliced to
@@ -897,6 +902,264 @@ struct AttentionLowering : OpConversionPattern<AttentionOp> {
         rewriter, loc, op.getType(), out5,
         SmallVector<ReassociationIndices>{{0}, {1, 2}, {3}, {4}});
     rewriter.replaceOp(op, out);
+    return success();
+  }
+};
+
+/// Flash attention (the CPU pipeline's form, `flash-kv-tile` > 0): f32 attention without a mask
+/// becomes one kernel, an `scf.forall` over (batch, kv head, query tile) marked
+/// `kiln.kernel_class = "attention"`, that never materializes the scores. A workgroup takes the
+/// queries of all G heads that share its kv head (GQA: each key and value tile is read once for
+/// G heads), `rows` = G x `positions` query rows, and walks the keys in tiles of `kvTile`
+/// carrying the running row maximum m, row sum l and unnormalized output acc (online softmax):
+///
+///   S = Q Kᵀ * scale (masked: -inf)   m' = max(m, rowmax S)   P = exp(S - m')
+///   l' = l e^(m - m') + rowsum P       acc' = acc e^(m - m') + P V        out = acc / l
+///
+/// Causal attention stops at the last key the tile's last query sees, so fully masked tiles are
+/// never computed. Key tiles are full, static-shaped tiles, then at most one tail tile padded with
+/// zeros and masked; query tiles past the end are padded too and never written. Every linalg op
+/// of the tile body is tagged `kiln.flash` (queries, keys, scores, mask, row_max, rescale, probs,
+/// row_sum, sum_update, acc_scale, pv, normalize, init) for the attention schedule of the `tiled`
+/// stage, and the forall carries the tile shape (`kiln.flash_tile` = [rows, keys, head_dim]).
+/// Decode-shaped attention (fewer than 8 query rows per kv head) stays decomposed.
+struct FlashAttentionLowering : OpConversionPattern<AttentionOp> {
+  FlashAttentionLowering(MLIRContext *ctx, int64_t kvTile, int64_t queryRows)
+      : OpConversionPattern(ctx, /*benefit=*/2), kvTile(kvTile), queryRows(queryRows) {}
+
+  int64_t kvTile, queryRows;
+
+  /// Query positions per tile: all of them when G x q_len fits in `queryRows`, else the most that
+  /// fit with G x positions a multiple of 8 (whole register tiles), at least 1.
+  int64_t positionsPerTile(int64_t qLen, int64_t group) const {
+    if (!ShapedType::isDynamic(qLen) && qLen * group <= queryRows)
+      return qLen;
+    int64_t most = std::max<int64_t>(1, queryRows / group);
+    for (int64_t t = most; t >= 1; --t)
+      if ((group * t) % 8 == 0)
+        return t;
+    return most;
+  }
+
+  LogicalResult matchAndRewrite(AttentionOp op, OpAdaptor adaptor,
+                                ConversionPatternRewriter &rewriter) const override {
+    Value q = adaptor.getQuery(), k = adaptor.getKey(), v = adaptor.getValue();
+    Value offset = adaptor.getOffset();
+    RankedTensorType qType = tensorType(q), kType = tensorType(k), vType = tensorType(v);
+    Type f32 = rewriter.getF32Type();
+    if (kvTile <= 0 || adaptor.getMask() || qType.getElementType() != f32 ||
+        kType.getElementType() != f32 || vType.getElementType() != f32)
+      return failure();
+    int64_t heads = qType.getDimSize(1), kvHeads = kType.getDimSize(1), headDim = qType.getDimSize(3);
+    int64_t qLen = qType.getDimSize(2);
+    if (ShapedType::isDynamic(heads) || ShapedType::isDynamic(kvHeads) ||
+        ShapedType::isDynamic(headDim) || vType.getDimSize(3) != headDim || heads % kvHeads != 0 ||
+        qLen == 0)
+      return failure();
+    int64_t group = heads / kvHeads;
+    int64_t positions = positionsPerTile(qLen, group), rows = group * positions;
+    if (rows < 8)
+      return failure(); // decode-shaped: a few query rows per kv head fill no vector
+    bool paddedQueries = ShapedType::isDynamic(qLen) || qLen % positions != 0;
+    bool causal = op.getCausal();
+    double scale = attentionScale(op, headDim);
+
+    Location loc = op.getLoc();
+    MLIRContext *ctx = getContext();
+    auto idx = [&](OpBuilder &b, int64_t n) -> Value { return arith::ConstantIndexOp::create(b, loc, n); };
+    auto tag = [&](Value v, StringRef role) {
+      v.getDefiningOp()->setAttr("kiln.flash", StringAttr::get(ctx, role));
+      return v;
+    };
+    auto fill = [&](OpBuilder &b, ArrayRef<int64_t> shape, Value value) {
+      return tag(filledTensor(b, loc, getAsIndexOpFoldResult(ctx, shape), value), "init");
+    };
+    Value zero = floatConst(rewriter, loc, f32, 0.0), ninf = negInf(rewriter, loc, f32);
+    Value scaleV = floatConst(rewriter, loc, f32, scale);
+
+    Value q5 = splitGroups(rewriter, loc, q, kvHeads, group);
+    SmallVector<OpFoldResult> q5Sizes = tensor::getMixedSizes(rewriter, loc, q5);
+    Value out5 = emptyTensor(rewriter, loc, q5Sizes, f32);
+    Value qLenV = tensor::DimOp::create(rewriter, loc, q, 2);
+    Value kvLenV = tensor::DimOp::create(rewriter, loc, k, 2);
+    Value tiles = arith::CeilDivUIOp::create(rewriter, loc, qLenV, idx(rewriter, positions));
+    SmallVector<OpFoldResult> grid{q5Sizes[0], rewriter.getIndexAttr(kvHeads), tiles};
+    auto forall = scf::ForallOp::create(rewriter, loc, grid, ValueRange{out5}, std::nullopt);
+    forall->setAttr("kiln.kernel_class", StringAttr::get(ctx, "attention"));
+    // The tile shape, for the schedule: query rows, keys per tile, head_dim.
+    forall->setAttr("kiln.flash_tile", rewriter.getDenseI64ArrayAttr({rows, kvTile, headDim}));
+
+    OpBuilder b = OpBuilder::atBlockBegin(forall.getBody());
+    Value bI = forall.getInductionVars()[0], hI = forall.getInductionVars()[1];
+    Value q0 = arith::MulIOp::create(b, loc, forall.getInductionVars()[2], idx(b, positions));
+    // Valid query positions in this tile.
+    OpFoldResult qValid = b.getIndexAttr(positions);
+    if (paddedQueries)
+      qValid = arith::MinUIOp::create(b, loc, idx(b, positions),
+                                      arith::SubIOp::create(b, loc, qLenV, q0)).getResult();
+    auto one = b.getIndexAttr(1), zeroIdx = b.getIndexAttr(0);
+    SmallVector<OpFoldResult> ones(5, one);
+    Value qTile = tensor::ExtractSliceOp::create(
+        b, loc, RankedTensorType::get({group, paddedQueries ? ShapedType::kDynamic : positions, headDim}, f32),
+        q5, SmallVector<OpFoldResult>{bI, hI, zeroIdx, q0, zeroIdx},
+        SmallVector<OpFoldResult>{one, one, b.getIndexAttr(group), qValid, b.getIndexAttr(headDim)}, ones);
+    if (paddedQueries)
+      qTile = tensor::InsertSliceOp::create(
+          b, loc, qTile, fill(b, {group, positions, headDim}, zero), SmallVector<OpFoldResult>(3, zeroIdx),
+          SmallVector<OpFoldResult>{b.getIndexAttr(group), qValid, b.getIndexAttr(headDim)},
+          SmallVector<OpFoldResult>(3, one));
+    qTile = tensor::CollapseShapeOp::create(b, loc, RankedTensorType::get({rows, headDim}, f32), qTile,
+                                            SmallVector<ReassociationIndices>{{0, 1}, {2}});
+    auto transposed = [&](OpBuilder &b, Value t, int64_t r, int64_t c, StringRef role) {
+      return tag(linalg::TransposeOp::create(b, loc, t,
+                                             emptyTensor(b, loc, getAsIndexOpFoldResult(ctx, {c, r}), f32),
+                                             ArrayRef<int64_t>{1, 0})->getResult(0),
+                 role);
+    };
+    Value queriesT = transposed(b, qTile, rows, headDim, "queries");
+
+    // Keys past the last one this tile's last query sees are never read.
+    Value kvEnd = kvLenV;
+    if (causal) {
+      Value last = arith::AddIOp::create(b, loc, q0, idx(b, positions));
+      if (offset)
+        last = arith::AddIOp::create(b, loc, last, offset);
+      kvEnd = arith::MinUIOp::create(b, loc, last, kvLenV);
+    }
+    Value fullEnd = arith::MulIOp::create(
+        b, loc, arith::DivUIOp::create(b, loc, kvEnd, idx(b, kvTile)), idx(b, kvTile));
+
+    // Tiles are [keys, rows] (Sᵀ, Pᵀ): both products are then outer products of contiguous rows
+    // (Kᵀ[d, :] with Qᵀ[d, :], Pᵀ[j, :] with V[j, :]) and the row max and sum reduce over the
+    // outer dimension, elementwise across vectors.
+    AffineMap id2 = AffineMap::getMultiDimIdentityMap(2, ctx), row2 = dimsMap(ctx, 2, {0}),
+              col2 = dimsMap(ctx, 2, {1});
+    AffineMap id1 = AffineMap::getMultiDimIdentityMap(1, ctx);
+    // One key tile: K and V rows [j0, j0 + kvTile) as [kvTile, headDim] (zero-padded in the tail).
+    auto step = [&](OpBuilder &b, Value kTile, Value vTile, Value j0, ValueRange carried,
+                    bool tail) -> SmallVector<Value> {
+      Value m = carried[0], l = carried[1], acc = carried[2];
+      Value keysT = transposed(b, kTile, kvTile, headDim, "keys");
+      // Sᵀ[j, i] = sum_d Kᵀ[d, j] Qᵀ[d, i]
+      Value scores = tag(contract(b, loc, keysT, queriesT, fill(b, {kvTile, rows}, zero), 3, 1, {2, 0}, {2, 1},
+                                  {0, 1}),
+                         "scores");
+      // Scale; -inf where key j0 + j is padding or in the future of query q0 + i mod positions.
+      scores = tag(generic(b, loc, ValueRange{}, scores, {id2}, iterators(2),
+                           [&](OpBuilder &nb, Location l, ValueRange a) {
+                             Value s = arith::MulFOp::create(nb, l, a[0], scaleV);
+                             Value key = arith::AddIOp::create(nb, l, j0, linalg::IndexOp::create(nb, l, 0));
+                             Value masked;
+                             if (tail)
+                               masked = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::uge, key, kvEnd);
+                             if (causal) {
+                               Value pos = linalg::IndexOp::create(nb, l, 1);
+                               if (group > 1)
+                                 pos = arith::RemUIOp::create(nb, l, pos, idx(nb, positions));
+                               pos = arith::AddIOp::create(nb, l, pos, q0);
+                               if (offset)
+                                 pos = arith::AddIOp::create(nb, l, pos, offset);
+                               Value future = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::ugt, key, pos);
+                               masked = masked ? arith::OrIOp::create(nb, l, masked, future).getResult() : future;
+                             }
+                             yieldValue(nb, l, masked ? arith::SelectOp::create(nb, l, masked, ninf, s).getResult() : s);
+                           }),
+                   "mask");
+      auto columnReduction = SmallVector<utils::IteratorType>{utils::IteratorType::reduction,
+                                                              utils::IteratorType::parallel};
+      Value tileMax = tag(generic(b, loc, scores, fill(b, {rows}, ninf), {id2, col2}, columnReduction,
+                                  [&](OpBuilder &nb, Location l, ValueRange a) {
+                                    yieldValue(nb, l, arith::MaximumFOp::create(nb, l, a[1], a[0]));
+                                  }),
+                          "row_max");
+      // m' = max(m, rowmax S), written over m (every carried value is updated in place), and
+      // alpha = e^(m - m').
+      auto rescale = linalg::GenericOp::create(
+          b, loc, TypeRange{m.getType(), m.getType()}, ValueRange{tileMax},
+          ValueRange{m, emptyTensor(b, loc, getAsIndexOpFoldResult(ctx, {rows}), f32)},
+          ArrayRef<AffineMap>{id1, id1, id1}, iterators(1), [&](OpBuilder &nb, Location l, ValueRange a) {
+            Value newMax = arith::MaximumFOp::create(nb, l, a[1], a[0]);
+            Value alpha = math::ExpOp::create(nb, l, arith::SubFOp::create(nb, l, a[1], newMax));
+            linalg::YieldOp::create(nb, l, ValueRange{newMax, alpha});
+          });
+      rescale->setAttr("kiln.flash", StringAttr::get(ctx, "rescale"));
+      Value newMax = rescale.getResult(0), alpha = rescale.getResult(1);
+      Value probs = tag(generic(b, loc, newMax, scores, {col2, id2}, iterators(2),
+                                [&](OpBuilder &nb, Location l, ValueRange a) {
+                                  yieldValue(nb, l, math::ExpOp::create(nb, l, arith::SubFOp::create(nb, l, a[1], a[0])));
+                                }),
+                        "probs");
+      Value tileSum = tag(generic(b, loc, probs, fill(b, {rows}, zero), {id2, col2}, columnReduction,
+                                  [&](OpBuilder &nb, Location l, ValueRange a) {
+                                    yieldValue(nb, l, arith::AddFOp::create(nb, l, a[1], a[0]));
+                                  }),
+                          "row_sum");
+      Value newSum = tag(generic(b, loc, ValueRange{alpha, tileSum}, l, {id1, id1, id1}, iterators(1),
+                                 [&](OpBuilder &nb, Location lc, ValueRange a) {
+                                   yieldValue(nb, lc, arith::AddFOp::create(
+                                                          nb, lc, arith::MulFOp::create(nb, lc, a[2], a[0]), a[1]));
+                                 }),
+                         "sum_update");
+      Value scaled = tag(generic(b, loc, alpha, acc, {row2, id2}, iterators(2),
+                                 [&](OpBuilder &nb, Location l, ValueRange a) {
+                                   yieldValue(nb, l, arith::MulFOp::create(nb, l, a[1], a[0]));
+                                 }),
+                         "acc_scale");
+      // acc[i, e] += sum_j Pᵀ[j, i] V[j, e]
+      Value newAcc = tag(contract(b, loc, probs, vTile, scaled, 3, 1, {2, 0}, {2, 1}, {0, 1}), "pv");
+      return {newMax, newSum, newAcc};
+    };
+
+    auto keyTile = [&](OpBuilder &b, Value t, Value j0, OpFoldResult count, bool tail) -> Value {
+      Value tile = tensor::ExtractSliceOp::create(
+          b, loc, RankedTensorType::get({tail ? ShapedType::kDynamic : kvTile, headDim}, f32), t,
+          SmallVector<OpFoldResult>{bI, hI, j0, zeroIdx},
+          SmallVector<OpFoldResult>{one, one, count, b.getIndexAttr(headDim)},
+          SmallVector<OpFoldResult>(4, one));
+      if (!tail)
+        return tile;
+      return tensor::InsertSliceOp::create(b, loc, tile, fill(b, {kvTile, headDim}, zero),
+                                           SmallVector<OpFoldResult>(2, zeroIdx),
+                                           SmallVector<OpFoldResult>{count, b.getIndexAttr(headDim)},
+                                           SmallVector<OpFoldResult>(2, one));
+    };
+    SmallVector<Value> carried{fill(b, {rows}, ninf), fill(b, {rows}, zero), fill(b, {rows, headDim}, zero)};
+    auto full = scf::ForOp::create(
+        b, loc, idx(b, 0), fullEnd, idx(b, kvTile), carried,
+        [&](OpBuilder &nb, Location l, Value j0, ValueRange iters) {
+          OpFoldResult count = nb.getIndexAttr(kvTile);
+          scf::YieldOp::create(nb, l, step(nb, keyTile(nb, k, j0, count, false),
+                                           keyTile(nb, v, j0, count, false), j0, iters, false));
+        });
+    auto tail = scf::ForOp::create(
+        b, loc, fullEnd, kvEnd, idx(b, kvTile), full.getResults(),
+        [&](OpBuilder &nb, Location l, Value j0, ValueRange iters) {
+          OpFoldResult count = arith::SubIOp::create(nb, l, kvEnd, j0).getResult();
+          scf::YieldOp::create(nb, l, step(nb, keyTile(nb, k, j0, count, true),
+                                           keyTile(nb, v, j0, count, true), j0, iters, true));
+        });
+    Value acc = tail.getResult(2), sum = tail.getResult(1);
+    Value out = tag(generic(b, loc, sum, acc, {row2, id2}, iterators(2),
+                            [&](OpBuilder &nb, Location l, ValueRange a) {
+                              yieldValue(nb, l, arith::DivFOp::create(nb, l, a[1], a[0]));
+                            }),
+                    "normalize");
+    out = tensor::ExpandShapeOp::create(b, loc, RankedTensorType::get({group, positions, headDim}, f32), out,
+                                        SmallVector<ReassociationIndices>{{0, 1}, {2}});
+    if (paddedQueries)
+      out = tensor::ExtractSliceOp::create(
+          b, loc, RankedTensorType::get({group, ShapedType::kDynamic, headDim}, f32), out,
+          SmallVector<OpFoldResult>(3, zeroIdx),
+          SmallVector<OpFoldResult>{b.getIndexAttr(group), qValid, b.getIndexAttr(headDim)},
+          SmallVector<OpFoldResult>(3, one));
+    b.setInsertionPointToStart(forall.getTerminator().getBody());
+    tensor::ParallelInsertSliceOp::create(
+        b, loc, out, forall.getRegionIterArgs()[0], SmallVector<OpFoldResult>{bI, hI, zeroIdx, q0, zeroIdx},
+        SmallVector<OpFoldResult>{one, one, b.getIndexAttr(group), qValid, b.getIndexAttr(headDim)}, ones);
+
+    rewriter.setInsertionPointAfter(forall);
+    rewriter.replaceOpWithNewOp<tensor::CollapseShapeOp>(
+        op, op.getType(), forall.getResult(0), SmallVector<ReassociationIndices>{{0}, {1, 2}, {3}, {4}});
     return success();
   }
 };
@@ -1060,13 +1323,14 @@ struct ArgMaxLowering : OpConversionPattern<ArgMaxOp> {
 };
 
 struct TransformerToLinalg : kiln::impl::TransformerToLinalgBase<TransformerToLinalg> {
+  using TransformerToLinalgBase::TransformerToLinalgBase;
   void runOnOperation() override {
     MLIRContext *ctx = &getContext();
     ConversionTarget target(*ctx);
     target.addIllegalDialect<TransformerDialect>();
     target.markUnknownOpDynamicallyLegal([](Operation *) { return true; });
     RewritePatternSet patterns(ctx);
-    kiln::populateTransformerToLinalgPatterns(patterns);
+    kiln::populateTransformerToLinalgPatterns(patterns, flashKvTile, flashQueryRows);
     if (failed(applyPartialConversion(getOperation(), target, std::move(patterns))))
       signalPassFailure();
   }
@@ -1074,7 +1338,10 @@ struct TransformerToLinalg : kiln::impl::TransformerToLinalgBase<TransformerToLi
 
 } // namespace
 
-void kiln::populateTransformerToLinalgPatterns(RewritePatternSet &patterns) {
+void kiln::populateTransformerToLinalgPatterns(RewritePatternSet &patterns, int64_t flashKvTile,
+                                              int64_t flashQueryRows) {
+  if (flashKvTile > 0)
+    patterns.add<FlashAttentionLowering>(patterns.getContext(), flashKvTile, flashQueryRows);
   patterns.add<EmbeddingLowering, DequantizeLowering, LinearLowering, MatmulLowering, RMSNormLowering,
                LayerNormLowering, RoPELowering, AttentionLowering, KVCacheUpdateLowering,
                SplitHeadsLowering, MergeHeadsLowering, SoftmaxLowering, SiLULowering,

@@ -31,7 +31,7 @@ print(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=Tr
 print("TEST: parse_and_run")
 with ir.Context():
     pm = PassManager.parse(PIPELINE)
-    # CHECK: builtin.module(func.func(transformer-to-linalg))
+    # CHECK: builtin.module(func.func(transformer-to-linalg{flash-kv-tile=0 flash-query-rows=32}))
     print(pm)
     module = ir.Module.parse(
         """

@@ -32,7 +32,7 @@ def stage_functions(target: str) -> dict:
         }
     return {
         "transformer": common.make_transformer,
-        "linalg": common.make_linalg,
+        "linalg": cpu.make_linalg,
         "dispatch": common.make_dispatch,
         "tiled": cpu.make_tiled,
         "bufferized": cpu.make_bufferized,

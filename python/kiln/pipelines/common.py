@@ -22,12 +22,13 @@ def make_transformer(module: ir.Module) -> None:
     run_passes(module, "canonicalize,cse", "transformer")
 
 
-def make_linalg(module: ir.Module) -> None:
+def make_linalg(module: ir.Module, to_linalg: str = "transformer-to-linalg") -> None:
     """transformer ops (and elementwise arith on tensors) -> linalg on tensors; elementwise producers
-    fused into consumers where that adds no work (kiln-fuse-elementwise)."""
+    fused into consumers where that adds no work (kiln-fuse-elementwise). `to_linalg`: the
+    transformer-to-linalg pass with a target's options."""
     run_passes(
         module,
-        "func.func(transformer-to-linalg,convert-elementwise-to-linalg),canonicalize,cse,"
+        f"func.func({to_linalg},convert-elementwise-to-linalg),canonicalize,cse,"
         "func.func(kiln-fuse-elementwise),canonicalize,cse",
         "linalg",
     )

@@ -15,8 +15,19 @@ from mlir.dialects.transform import interpreter
 
 from ..errors import KilnError
 from ..signature import updated_args
-from . import schedules
+from . import common, schedules
 from .common import public_funcs, run_passes
+
+
+# Flash attention's tile: keys per step and query rows per workgroup (transformer-to-linalg options).
+FLASH_KV_TILE, FLASH_QUERY_ROWS = 32, 32
+
+
+def make_linalg(module: ir.Module) -> None:
+    """The shared linalg stage, with f32 attention in flash form: one kernel per attention that
+    never materializes the scores (online softmax over key tiles, see transformer-to-linalg)."""
+    common.make_linalg(module, "transformer-to-linalg{"
+                       f"flash-kv-tile={FLASH_KV_TILE} flash-query-rows={FLASH_QUERY_ROWS}}}")
 
 
 def make_tiled(module: ir.Module) -> None:

@@ -9,8 +9,9 @@ register-tiled, vectorized schedule (`packed_gemm`, see `Schedule`); decode-shap
 16 rows, static N and K) get `matvec`, which streams each row of W once through vector FMAs. Every
 other kernel gets a `grid`:
 its parallel loops are tiled into a workgroup grid (`scf.forall`, run on the device's thread pool)
-and the fills that initialize it are fused into each workgroup. Further class-specific schedules
-(flash attention) plug in here.
+and the fills that initialize it are fused into each workgroup. Attention kernels arrive already
+in flash form (a workgroup grid over query tiles, transformer-to-linalg) and get `flash_attention`,
+which register-tiles and vectorizes the tile body.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class Kernel:
     quantized: bool = False  # the root reads integer data (a linear over dequantized blocks)
     # The panel width of a weight stored pre-packed (rhs = linalg.unpack of [N/w, K, w] panels), else 0.
     packed_rhs: int = 0
+    # Flash attention: (query rows, keys, head_dim) of a tile (`kiln.flash_tile`), else ().
+    tile_shape: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,11 @@ class Schedule:
       * register tile: `register_tile` = (mr, nr) accumulators, nr a multiple of `vector_width`;
         `k_unroll` outer products per inner-loop iteration (vector.contract -> outerproduct -> FMA).
 
+    `flash_attention` schedules (attention kernels in flash form, tiles Sᵀ[keys, rows]):
+    `register_tile` = (keys per register tile of the scores product Sᵀ += Kᵀ[d]ᵀ Qᵀ[d], query rows
+    per register tile of the output product acc += Pᵀ[j]ᵀ V[j]); every op of the tile body is
+    vectorized, transposes in 16x16 shuffle blocks.
+
     `matvec` schedules (f32 x[b.., m, K]·W[N, K]ᵀ, m < 16: decode steps, bandwidth-bound) read each
     row of W once, contiguously: `workgroup_tiles` = (nc,) rows of W per workgroup; `register_tile`
     = (mr, nr): nr rows of W and mr rows of x per register tile; `k_tile` = kv partial sums per
@@ -69,7 +77,7 @@ class Schedule:
     """
 
     workgroup_tiles: tuple  # grid: per loop (0 = not tiled); packed_gemm: (mc, nc); matvec: (nc,)
-    kind: str = "grid"  # "grid" | "packed_gemm" | "matvec"
+    kind: str = "grid"  # "grid" | "packed_gemm" | "matvec" | "dequantized_matvec" | "flash_attention"
     register_tile: tuple = ()  # (mr, nr)
     k_tile: int = 0  # kc
     k_unroll: int = 1
@@ -103,6 +111,8 @@ def kernels_of(module: ir.Module) -> list:
                 rhs_batch=rhs_batch,
                 quantized=quantized,
                 packed_rhs=packed_rhs,
+                tile_shape=tuple(ir.DenseI64ArrayAttr(root.attributes["kiln.flash_tile"]))
+                if root is not None and "kiln.flash_tile" in root.attributes else (),
             )
         )
     return kernels
@@ -174,7 +184,22 @@ def default_schedule(kernel: Kernel, target_workgroups: int = 64) -> Schedule:
             return matvec_schedule(kernel)
     if is_dequantized_matvec(kernel):
         return dequantized_matvec_schedule(kernel)
+    if kernel.kernel_class == "attention" and kernel.tile_shape:
+        return flash_attention_schedule(kernel)
     return grid_schedule(kernel, target_workgroups)
+
+
+def flash_attention_schedule(kernel: Kernel, accumulators: int = 16) -> Schedule:
+    """Register tiles of about `accumulators` vector registers for both products of a flash tile:
+    keys x ceil(rows / 16) for the scores, rows x ceil(head_dim / 16) for the output (each a divisor
+    of its dimension, so every register tile is full)."""
+    rows, keys, head_dim = kernel.tile_shape
+
+    def within(extent, vectors):
+        limit = max(1, accumulators // max(1, math.ceil(vectors / 16)))
+        return max(d for d in range(1, min(extent, limit) + 1) if extent % d == 0)
+
+    return Schedule((), kind="flash_attention", register_tile=(within(keys, rows), within(rows, head_dim)))
 
 
 def packed_gemm_schedule(kernel: Kernel, max_k_tile: int = 256) -> Schedule:
@@ -280,6 +305,9 @@ def candidates(kernel: Kernel) -> list:
     elif default.kind == "dequantized_matvec":
         for rows, target in ((8, 16), (8, 256), (4, 64), (16, 64), (2, 64)):
             found.append(dequantized_matvec_schedule(kernel, rows, target))
+    elif default.kind == "flash_attention":
+        for accumulators in (8, 12, 24):
+            found.append(flash_attention_schedule(kernel, accumulators))
     else:
         for target in (8, 16, 32, 128, 256):
             found.append(grid_schedule(kernel, target))
@@ -358,6 +386,9 @@ def transform_script(plan: list) -> str:
             continue
         if schedule.kind == "dequantized_matvec":
             lines += _dequantized_matvec_lines(i, kernel, schedule)
+            continue
+        if schedule.kind == "flash_attention":
+            lines += _flash_attention_lines(i, kernel, schedule)
             continue
         if not any(schedule.workgroup_tiles):
             continue
@@ -668,3 +699,59 @@ def _dequantized_matvec_lines(i: int, kernel: Kernel, s: Schedule) -> list:
         "      transform.apply_patterns.canonicalization",
         f"    }} : {any_op}",
     ]
+
+
+def _flash_attention_lines(i: int, kernel: Kernel, s: Schedule) -> list:
+    """Transform IR for a `flash_attention` schedule of kernel number `i` (see `Schedule`): the ops
+    of the flash tile body are found by their `kiln.flash` role. Both products are register-tiled
+    (scores over keys, the output over query rows) and lowered to outer products of contiguous
+    rows; the transposes (Qᵀ once per workgroup, Kᵀ per key tile) in 16x16 blocks by shuffles; the
+    row max and sum reduce across vectors (the reduced dimension is the outer one)."""
+    any_op = "!transform.any_op"
+    rows, keys, head_dim = kernel.tile_shape
+    score_keys, out_rows = s.register_tile
+    f = f"%f{i}"
+
+    def role(name):
+        return (f'    %{name}{i} = transform.structured.match attributes{{kiln.flash = "{name}"}} in {f} '
+                f": ({any_op}) -> {any_op}")
+
+    lines = [
+        f'    {f} = transform.structured.match ops{{["func.func"]}} '
+        f'attributes{{sym_name = "{kernel.name}"}} in %root : ({any_op}) -> {any_op}',
+    ]
+    for name, extents in (("queries", (head_dim, rows)), ("keys", (head_dim, keys))):
+        lines.append(role(name))
+        if all(e % 16 == 0 for e in extents):
+            lines += [
+                f"    %{name}t{i}, %{name}l{i}:2 = transform.structured.tile_using_for %{name}{i} tile_sizes [16, 16] "
+                f": ({any_op}) -> ({any_op}, {any_op}, {any_op})",
+                f"    transform.structured.vectorize %{name}t{i} : {any_op}",
+            ]
+        else:
+            lines.append(f"    transform.structured.vectorize %{name}{i} : {any_op}")
+    for name, tile in (("scores", score_keys), ("pv", out_rows)):
+        lines += [
+            role(name),
+            f"    %{name}t{i}, %{name}l{i} = transform.structured.tile_using_for %{name}{i} tile_sizes [{tile}, 0, 0] "
+            f": ({any_op}) -> ({any_op}, {any_op})",
+            f"    transform.structured.vectorize %{name}t{i} : {any_op}",
+        ]
+    for name in ("init", "mask", "row_max", "rescale", "probs", "row_sum", "sum_update", "acc_scale", "normalize"):
+        lines += [role(name), f"    transform.structured.vectorize %{name}{i} : {any_op}"]
+    lines += [
+        f"    transform.apply_patterns to {f} {{",
+        "      transform.apply_patterns.vector.transfer_permutation_patterns",
+        "      transform.apply_patterns.vector.reduction_to_contract",
+        f"    }} : {any_op}",
+        f"    transform.apply_patterns to {f} {{",
+        '      transform.apply_patterns.vector.lower_contraction lowering_strategy = "outerproduct"',
+        "      transform.apply_patterns.vector.lower_outerproduct",
+        '      transform.apply_patterns.vector.lower_multi_reduction lowering_strategy = "innerparallel"',
+        '      transform.apply_patterns.vector.lower_transpose lowering_strategy = "shuffle_16x16"',
+        "      transform.apply_patterns.vector.transfer_permutation_patterns",
+        "      transform.apply_patterns.vector.lower_transfer max_transfer_rank = 1",
+        "      transform.apply_patterns.canonicalization",
+        f"    }} : {any_op}",
+    ]
+    return lines
