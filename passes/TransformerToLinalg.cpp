@@ -1018,10 +1018,11 @@ struct FlashAttentionLowering : OpConversionPattern<AttentionOp> {
     };
     Value queriesT = transposed(b, qTile, rows, headDim, "queries");
 
-    // Keys past the last one this tile's last query sees are never read.
+    // Keys past the last one this tile's last (valid) query sees are never read: they may be
+    // unwritten cache rows (NaN, inf), and 0 * NaN would reach the result.
     Value kvEnd = kvLenV;
     if (causal) {
-      Value last = arith::AddIOp::create(b, loc, q0, idx(b, positions));
+      Value last = arith::AddIOp::create(b, loc, q0, getValueOrCreateConstantIndexOp(b, loc, qValid));
       if (offset)
         last = arith::AddIOp::create(b, loc, last, offset);
       kvEnd = arith::MinUIOp::create(b, loc, last, kvLenV);

@@ -254,3 +254,94 @@ def test_attention_all_dims_dynamic(rng):
     q, k, v = qkv(rng, b, h, h, lq, lk, d)
     for offset in [0, 4]:
         check(run(jm, q, k, v, offset), ref.attention(q, k, v, causal=True, offset=offset, scale=0.25))
+
+
+# ----------------------------------------------------------------------------------------------
+# Flash attention (the CPU form of f32 attention without a mask: one kernel, online softmax)
+# ----------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def flash_fn(q_spec, kv_spec, offset, causal, static=None):
+    """Like attention_fn (no mask), and checks that the CPU pipeline made the attention one flash
+    kernel (an `attention`-class dispatch) rather than the decomposed scores/softmax/product."""
+    from kiln.jit import jit_compile
+    from reference import build_module
+
+    specs = [T(q_spec, "f32"), T(kv_spec, "f32"), T(kv_spec, "f32")] + ([INDEX] if offset else [])
+
+    def body(q, k, v, *off):
+        return transformer.attention(q, k, v, offset=off[0] if off else None, causal=causal)
+
+    stages = {}
+    jm = jit_compile(build_module(specs, body, [static] if static else None),
+                     on_stage=lambda name, m: stages.setdefault(name, str(m)))
+    assert 'kiln.kernel_class = "attention"' in stages["dispatch"]
+    assert "_softmax" not in stages["dispatch"] and "_contraction" not in stages["dispatch"]
+    return jm
+
+
+# name: (b, heads, kv_heads, q_len, kv_len, head_dim, causal): query tiles of 32 rows (G x positions),
+# key tiles of 32 (cpu.FLASH_*), so these cover whole and partial tiles of both.
+FLASH = {
+    "gqa_9_3_causal_five_query_tiles": (1, 9, 3, 40, 40, 16, True),
+    "mha_whole_tiles": (2, 4, 4, 64, 64, 16, True),
+    "gqa_noncausal_cross_q19_kv77": (1, 6, 2, 19, 77, 8, False),
+    "mqa_8_1_partial_query_tile": (1, 8, 1, 5, 50, 32, True),
+    "odd_head_dim_13": (2, 6, 3, 21, 21, 13, True),
+    "smollm2_heads_prefill": (1, 9, 3, 128, 128, 64, True),
+}
+
+
+@pytest.mark.parametrize("case", list(FLASH))
+def test_flash_attention(rng, case):
+    b, h, hkv, lq, lk, d, causal = FLASH[case]
+    jm = flash_fn((b, h, lq, d), (b, hkv, lk, d), False, causal)
+    q, k, v = qkv(rng, b, h, hkv, lq, lk, d)
+    check(run(jm, q, k, v), ref.attention(q, k, v, causal=causal))
+
+
+def test_flash_attention_large_scores_are_stable(rng):
+    """Scores of ~1e3 across many key tiles: each tile's rescaling by e^(m - m') must keep the
+    running sums finite and exact."""
+    b, h, hkv, l, d = 1, 4, 2, 100, 16
+    jm = flash_fn((b, h, l, d), (b, hkv, l, d), False, True)
+    q, k, v = qkv(rng, b, h, hkv, l, l, d, magnitude=8.0)
+    out = run(jm, q, k, v)
+    assert np.all(np.isfinite(out))
+    check(out, ref.attention(q, k, v, causal=True), scale=64.0)
+
+
+@pytest.mark.parametrize("garbage", [np.nan, np.inf])
+def test_flash_attention_chunk_at_cache_offset(rng, garbage):
+    """A chunk of 10 queries (partial query tile) at runtime offsets into a 100-row cache whose rows
+    past the chunk are unwritten: never read, so nothing non-finite reaches the result."""
+    b, h, hkv, q_len, kv_len, d = 1, 9, 3, 10, 100, 16
+    jm = flash_fn((b, h, q_len, d), (b, hkv, kv_len, d), True, True)
+    q, k, v = qkv(rng, b, h, hkv, q_len, kv_len, d)
+    for offset in [0, 13, 31, 54, 90]:
+        k2, v2 = k.copy(), v.copy()
+        k2[:, :, offset + q_len:] = garbage
+        v2[:, :, offset + q_len:] = garbage
+        out = run(jm, q, k2, v2, offset)
+        assert np.all(np.isfinite(out)), f"offset {offset}"
+        check(out, ref.attention(q, k, v, causal=True, offset=offset), err_msg=f"offset {offset}")
+
+
+def test_flash_attention_dynamic_lengths(rng):
+    """q_len and kv_len dynamic (a prefill of any length): one compiled program, tiles padded at
+    runtime, results into caller-provided buffers."""
+    import kiln
+
+    b, h, hkv, d = 1, 6, 2, 16
+    q_t, kv_t = f"tensor<{b}x{h}x?x{d}xf32>", f"tensor<{b}x{hkv}x?x{d}xf32>"
+    text = (f"func.func @f(%q: {q_t}, %k: {kv_t}, %v: {kv_t}) -> {q_t} {{\n"
+            f"  %o = transformer.attention %q, %k, %v {{causal}} : ({q_t}, {kv_t}, {kv_t}) -> {q_t}\n"
+            f"  return %o : {q_t}\n}}")
+    assert 'kiln.kernel_class = "attention"' in kiln.compile(text, compile_to="dispatch")
+    program = kiln.compile(text)
+    for length in (1, 9, 32, 33, 70):
+        q, k, v = qkv(rng, b, h, hkv, length, length, d)
+        out = np.empty_like(q)
+        program.f(q, k, v, out=[out])
+        check(out, ref.attention(q, k, v, causal=True), err_msg=f"length {length}")

@@ -248,11 +248,11 @@ def inline_exp(module: ir.Module) -> None:
     for op in _ops(module, lambda op: op.name == "math.exp" and _is_f32(op.results[0].type)):
         x = op.operands[0]
         ft = x.type
-        if isinstance(ft, ir.VectorType):
-            it = ir.VectorType.get(ft.shape, ir.IntegerType.get_signless(32))
-        else:
-            it = ir.IntegerType.get_signless(32)
         with ir.InsertionPoint(op), op.location:
+            if isinstance(ft, ir.VectorType):
+                it = ir.VectorType.get(ft.shape, ir.IntegerType.get_signless(32))
+            else:
+                it = ir.IntegerType.get_signless(32)
             def f(v, t=ft):
                 if isinstance(t, ir.VectorType):
                     el = ir.FloatAttr.get_f32(v) if _is_f32(t) else ir.IntegerAttr.get(t.element_type, v)
