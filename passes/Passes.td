@@ -91,8 +91,13 @@ def FormDispatches : Pass<"kiln-form-dispatches", "::mlir::ModuleOp"> {
     plan) every buffer and kernels write their outputs in place. Small
     constants are cloned into kernels rather than passed.
 
+    An op that a lowering already formed into a kernel (a top-level op tagged
+    `kiln.kernel_class`, e.g. the `scf.forall` of flash attention) is
+    outlined as it is, with everything nested in it; its loop ranges are its
+    forall's grid.
+
     Each kernel is tagged for the `tiled` stage: `kiln.kernel_class`
-    (contraction, reduction, elementwise, transpose, generic),
+    (contraction, reduction, elementwise, transpose, generic, attention),
     `kiln.loop_ranges` (static trip counts, -1 if dynamic),
     `kiln.iterator_types` (p/r per loop), and `kiln.root` on its root op.
 

@@ -326,3 +326,42 @@ func.func @panels(%x: tensor<8x16xf32>, %p: tensor<2x16x32xf32>) -> (tensor<8x64
       ins(%x, %w : tensor<8x16xf32>, tensor<64x16xf32>) outs(%f2 : tensor<8x64xf32>) -> tensor<8x64xf32>
   return %a, %b : tensor<8x64xf32>, tensor<8x64xf32>
 }
+
+// -----
+
+// An op a lowering already formed into a kernel (an scf.forall tagged `kiln.kernel_class`, here
+// the shape of flash attention's) is outlined as it is, with everything nested in it: its class
+// from the tag, its grid as the loop ranges (-1 where dynamic), all parallel. The tensor.empty it
+// writes stays in the host; the small constant it uses is cloned into the kernel.
+// CHECK-LABEL: func.func private @formed_dispatch_0_attention(
+// CHECK-SAME: %[[X:.+]]: tensor<2x?x16xf32>, %[[N:.+]]: index, %[[OUT:.+]]: tensor<2x?x16xf32>) -> tensor<2x?x16xf32>
+// CHECK-SAME: attributes {kiln.dispatch, kiln.iterator_types = "pp", kiln.kernel_class = "attention", kiln.loop_ranges = array<i64: 2, -1>}
+// CHECK: %[[TWO:.+]] = arith.constant 2.000000e+00 : f32
+// CHECK: %[[R:.+]] = scf.forall (%{{.+}}, %{{.+}}) in (2, %[[N]]) shared_outs(%{{.+}} = %[[OUT]])
+// CHECK: arith.mulf %{{.+}}, %[[TWO]]
+// CHECK: } {kiln.kernel_class = "attention", kiln.root}
+// CHECK: return %[[R]]
+// CHECK-LABEL: func.func @formed(
+// CHECK: %[[E:.+]] = tensor.empty(%{{.+}}) : tensor<2x?x16xf32>
+// CHECK-NEXT: %[[C:.+]] = call @formed_dispatch_0_attention(%arg0, %{{.+}}, %[[E]])
+// CHECK-NEXT: return %[[C]]
+func.func @formed(%x: tensor<2x?x16xf32>) -> tensor<2x?x16xf32> {
+  %c1 = arith.constant 1 : index
+  %two = arith.constant 2.0 : f32
+  %n = tensor.dim %x, %c1 : tensor<2x?x16xf32>
+  %e = tensor.empty(%n) : tensor<2x?x16xf32>
+  %r = scf.forall (%b, %i) in (2, %n) shared_outs(%o = %e) -> (tensor<2x?x16xf32>) {
+    %row = tensor.extract_slice %x[%b, %i, 0] [1, 1, 16] [1, 1, 1] : tensor<2x?x16xf32> to tensor<16xf32>
+    %d = tensor.empty() : tensor<16xf32>
+    %y = linalg.generic {indexing_maps = [affine_map<(j) -> (j)>, affine_map<(j) -> (j)>], iterator_types = ["parallel"]}
+        ins(%row : tensor<16xf32>) outs(%d : tensor<16xf32>) {
+    ^bb0(%a: f32, %unused: f32):
+      %m = arith.mulf %a, %two : f32
+      linalg.yield %m : f32
+    } -> tensor<16xf32>
+    scf.forall.in_parallel {
+      tensor.parallel_insert_slice %y into %o[%b, %i, 0] [1, 1, 16] [1, 1, 1] : tensor<16xf32> into tensor<2x?x16xf32>
+    }
+  } {kiln.kernel_class = "attention"}
+  return %r : tensor<2x?x16xf32>
+}
