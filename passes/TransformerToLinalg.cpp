@@ -929,12 +929,20 @@ struct FlashAttentionLowering : OpConversionPattern<AttentionOp> {
 
   int64_t kvTile, queryRows;
 
-  /// Query positions per tile: all of them when G x q_len fits in `queryRows`, else the most that
-  /// fit with G x positions a multiple of 8 (whole register tiles), at least 1.
+  /// Query positions per tile: all of them when G x q_len fits in `queryRows`; else rows
+  /// (G x positions) in whole 16-lane vectors, the most within `queryRows` or failing that the
+  /// fewest within twice that (GQA groups of 3: 48 rows); else the most rows within `queryRows`
+  /// that are a multiple of 8; at least one position.
   int64_t positionsPerTile(int64_t qLen, int64_t group) const {
     if (!ShapedType::isDynamic(qLen) && qLen * group <= queryRows)
       return qLen;
     int64_t most = std::max<int64_t>(1, queryRows / group);
+    for (int64_t t = most; t >= 1; --t)
+      if ((group * t) % 16 == 0)
+        return t;
+    for (int64_t t = most + 1; group * t <= 2 * queryRows; ++t)
+      if ((group * t) % 16 == 0)
+        return t;
     for (int64_t t = most; t >= 1; --t)
       if ((group * t) % 8 == 0)
         return t;

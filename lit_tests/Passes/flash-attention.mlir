@@ -8,8 +8,9 @@
 // loop over at most one zero-padded tail tile carry the row max, row sum and output (online softmax).
 // Tiles are [keys, rows]: Sᵀ = Kᵀᵀ Qᵀ, Pᵀ, and the row max and sum reduce over dimension 0.
 
-// SmolLM2's heads (9 query heads on 3 kv heads), causal, a prompt of any length: 8 positions x 3
-// heads = 24 rows per tile, the last query tile padded; the keys stop at the last valid query's.
+// SmolLM2's heads (9 query heads on 3 kv heads), causal, a prompt of any length: 16 positions x 3
+// heads = 48 rows per tile (whole 16-lane vectors), the last query tile padded; the keys stop at
+// the last valid query's.
 // CHECK-LABEL: func.func @causal_gqa_prefill
 // CHECK: %[[Q5:.+]] = tensor.expand_shape %arg0 {{\[}}[0], [1, 2], [3], [4]] {{.+}} into tensor<1x3x3x?x64xf32>
 // CHECK: %[[OUT:.+]] = tensor.empty(%{{.+}}) : tensor<1x3x3x?x64xf32>
@@ -18,17 +19,17 @@
 // CHECK: %[[Q0:.+]] = arith.muli %[[T]], %{{.+}} : index
 // CHECK: %[[QN:.+]] = arith.minui
 // CHECK: %[[QS:.+]] = tensor.extract_slice %[[Q5]][%[[B]], %[[H]], 0, %[[Q0]], 0] [1, 1, 3, %[[QN]], 64]
-// CHECK: %[[QP:.+]] = tensor.insert_slice %[[QS]] into %{{.+}}[0, 0, 0] [3, %[[QN]], 64] {{.+}} into tensor<3x8x64xf32>
-// CHECK: %[[QR:.+]] = tensor.collapse_shape %[[QP]] {{.+}} into tensor<24x64xf32>
-// CHECK: linalg.transpose ins(%[[QR]] : tensor<24x64xf32>) outs(%{{.+}} : tensor<64x24xf32>) permutation = [1, 0] {kiln.flash = "queries"}
+// CHECK: %[[QP:.+]] = tensor.insert_slice %[[QS]] into %{{.+}}[0, 0, 0] [3, %[[QN]], 64] {{.+}} into tensor<3x16x64xf32>
+// CHECK: %[[QR:.+]] = tensor.collapse_shape %[[QP]] {{.+}} into tensor<48x64xf32>
+// CHECK: linalg.transpose ins(%[[QR]] : tensor<48x64xf32>) outs(%{{.+}} : tensor<64x48xf32>) permutation = [1, 0] {kiln.flash = "queries"}
 // CHECK: %[[LAST:.+]] = arith.addi %[[Q0]], %[[QN]] : index
 // CHECK: %[[END:.+]] = arith.minui %[[LAST]], %{{.+}} : index
-// CHECK: %[[FULL:.+]]:3 = scf.for %[[J:.+]] = %{{.+}} to %{{.+}} step %{{.+}} iter_args({{.+}}) -> (tensor<24xf32>, tensor<24xf32>, tensor<24x64xf32>)
+// CHECK: %[[FULL:.+]]:3 = scf.for %[[J:.+]] = %{{.+}} to %{{.+}} step %{{.+}} iter_args({{.+}}) -> (tensor<48xf32>, tensor<48xf32>, tensor<48x64xf32>)
 // CHECK: tensor.extract_slice %arg2[%[[B]], %[[H]], %[[J]], 0] [1, 1, 32, 64]
 // CHECK: tensor.extract_slice %arg1[%[[B]], %[[H]], %[[J]], 0] [1, 1, 32, 64]
 // CHECK: linalg.transpose {{.+}} outs(%{{.+}} : tensor<64x32xf32>) {{.+}} {kiln.flash = "keys"}
-// CHECK: linalg.generic {{.+}} iterator_types = ["parallel", "parallel", "reduction"]} ins({{.+}} : tensor<64x32xf32>, tensor<64x24xf32>) outs({{.+}} : tensor<32x24xf32>) attrs = {kiln.flash = "scores"}
-// CHECK: linalg.generic {{.+}} outs(%{{.+}} : tensor<32x24xf32>) attrs = {kiln.flash = "mask"}
+// CHECK: linalg.generic {{.+}} iterator_types = ["parallel", "parallel", "reduction"]} ins({{.+}} : tensor<64x32xf32>, tensor<64x48xf32>) outs({{.+}} : tensor<32x48xf32>) attrs = {kiln.flash = "scores"}
+// CHECK: linalg.generic {{.+}} outs(%{{.+}} : tensor<32x48xf32>) attrs = {kiln.flash = "mask"}
 // CHECK: arith.cmpi ugt
 // CHECK: linalg.generic {{.+}} iterator_types = ["reduction", "parallel"]} {{.+}} attrs = {kiln.flash = "row_max"}
 // CHECK: arith.maximumf
@@ -38,20 +39,20 @@
 // CHECK: linalg.generic {{.+}} iterator_types = ["reduction", "parallel"]} {{.+}} attrs = {kiln.flash = "row_sum"}
 // CHECK: linalg.generic {{.+}} attrs = {kiln.flash = "sum_update"}
 // CHECK: linalg.generic {{.+}} attrs = {kiln.flash = "acc_scale"}
-// CHECK: linalg.generic {{.+}} ins(%{{.+}}, %{{.+}} : tensor<32x24xf32>, tensor<32x64xf32>) outs(%{{.+}} : tensor<24x64xf32>) attrs = {kiln.flash = "pv"}
+// CHECK: linalg.generic {{.+}} ins(%{{.+}}, %{{.+}} : tensor<32x48xf32>, tensor<32x64xf32>) outs(%{{.+}} : tensor<48x64xf32>) attrs = {kiln.flash = "pv"}
 // CHECK: scf.yield
 // The tail: at most one tile, from the last whole tile to the end, zero-padded and masked past it.
 // CHECK: %[[TAIL:.+]]:3 = scf.for %[[TJ:.+]] = %{{.+}} to %[[END]] step %{{.+}} iter_args(%{{.+}} = %[[FULL]]#0, %{{.+}} = %[[FULL]]#1, %{{.+}} = %[[FULL]]#2)
 // CHECK: %[[TN:.+]] = arith.subi %[[END]], %[[TJ]] : index
 // CHECK: tensor.insert_slice %{{.+}} into %{{.+}}[0, 0] [%[[TN]], 64] [1, 1] : tensor<?x64xf32> into tensor<32x64xf32>
 // CHECK: arith.cmpi uge, %{{.+}}, %[[END]] : index
-// CHECK: linalg.generic {{.+}} ins(%[[TAIL]]#1 : tensor<24xf32>) outs(%[[TAIL]]#2 : tensor<24x64xf32>) attrs = {kiln.flash = "normalize"}
+// CHECK: linalg.generic {{.+}} ins(%[[TAIL]]#1 : tensor<48xf32>) outs(%[[TAIL]]#2 : tensor<48x64xf32>) attrs = {kiln.flash = "normalize"}
 // CHECK: arith.divf
-// CHECK: tensor.expand_shape {{.+}} into tensor<3x8x64xf32>
+// CHECK: tensor.expand_shape {{.+}} into tensor<3x16x64xf32>
 // CHECK: %[[VALID:.+]] = tensor.extract_slice %{{.+}}[0, 0, 0] [3, %[[QN]], 64]
 // CHECK: scf.forall.in_parallel
 // CHECK-NEXT: tensor.parallel_insert_slice %[[VALID]] into %[[O]][%[[B]], %[[H]], 0, %[[Q0]], 0] [1, 1, 3, %[[QN]], 64]
-// CHECK: } {kiln.flash_tile = array<i64: 24, 32, 64>, kiln.kernel_class = "attention"}
+// CHECK: } {kiln.flash_tile = array<i64: 48, 32, 64>, kiln.kernel_class = "attention"}
 // CHECK: tensor.collapse_shape %[[R]] {{\[}}[0], [1, 2], [3], [4]] : tensor<1x3x3x?x64xf32> into tensor<1x9x?x64xf32>
 func.func @causal_gqa_prefill(%q: tensor<1x9x?x64xf32>, %k: tensor<1x3x?x64xf32>, %v: tensor<1x3x?x64xf32>) -> tensor<1x9x?x64xf32> {
   %o = transformer.attention %q, %k, %v {causal} : (tensor<1x9x?x64xf32>, tensor<1x3x?x64xf32>, tensor<1x3x?x64xf32>) -> tensor<1x9x?x64xf32>
