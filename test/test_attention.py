@@ -345,3 +345,35 @@ def test_flash_attention_dynamic_lengths(rng):
         out = np.empty_like(q)
         program.f(q, k, v, out=[out])
         check(out, ref.attention(q, k, v, causal=True), err_msg=f"length {length}")
+
+
+def test_flash_attention_every_tuning_candidate_is_correct(rng):
+    """`kiln tune` may pick any candidate register tiling of the flash schedule: each must be exact."""
+    import dataclasses
+    import json
+
+    import kiln
+    from mlir import ir
+    from kiln.pipelines import schedules
+
+    b, h, hkv, l, d = 1, 6, 2, 40, 16
+    q_t, kv_t = f"tensor<{b}x{h}x{l}x{d}xf32>", f"tensor<{b}x{hkv}x{l}x{d}xf32>"
+    text = (f"func.func @f(%q: {q_t}, %k: {kv_t}, %v: {kv_t}) -> {q_t} {{\n"
+            f"  %o = transformer.attention %q, %k, %v {{causal}} : ({q_t}, {kv_t}, {kv_t}) -> {q_t}\n"
+            f"  return %o : {q_t}\n}}")
+    dispatch = kiln.compile(text, compile_to="dispatch")
+    with ir.Context():
+        (kernel,) = [k for k in schedules.kernels_of(ir.Module.parse(dispatch)) if k.kernel_class == "attention"]
+    assert kernel.tile_shape == (48, 32, 16)  # 16 positions x 3 heads per kv head
+    candidates = schedules.candidates(kernel)
+    assert candidates[0] == schedules.default_schedule(kernel) and len(candidates) > 1
+    assert all(c.kind == "flash_attention" for c in candidates)
+    q, k, v = qkv(rng, b, h, hkv, l, l, d)
+    for sched in candidates:
+        with ir.Context():
+            module = ir.Module.parse(dispatch)
+            func = next(op for op in module.body.operations if op.operation.name == "func.func"
+                        and ir.StringAttr(op.attributes["sym_name"]).value == kernel.name)
+            func.attributes["kiln.schedule"] = ir.StringAttr.get(json.dumps(dataclasses.asdict(sched)))
+            program = kiln.compile(module, compile_from="dispatch")
+        check(program.f(q, k, v)[0], ref.attention(q, k, v, causal=True), err_msg=str(sched))
