@@ -5,10 +5,11 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from kiln import bench
-from kiln.bench import onnx_peer
+from kiln import KilnError, bench
+from kiln.bench import iree_peer, onnx_peer
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +64,43 @@ def test_onnxruntime_is_optional(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "onnxruntime" else find_spec(name, *a))
     assert "onnxruntime" not in bench.available_peers()
+    assert "numpy" in bench.available_peers()
+
+
+def _skip_without_iree():
+    # Not importorskip: iree.compiler's MLIR bindings fail to load next to Kiln's, which would skip silently.
+    if "iree" not in bench.available_peers():
+        pytest.skip("IREE is not installed (pip install iree-base-compiler iree-base-runtime)")
+
+
+def test_iree_times_every_workload_and_agrees(report):
+    _skip_without_iree()
+    rep, _, _ = report
+    assert "iree" in rep["settings"]["peers"]
+    assert {r["workload"] for r in rep["results"] if "iree" in r["median_ms"]} == \
+        {w.name for w in bench.make_suite("smoke")}
+    for r in rep["results"]:
+        assert len(r["samples_ms"]["iree"]) == 2
+        assert r["output_check"]["iree"] < 1e-3, r["workload"]
+
+
+def test_iree_compile_errors_name_the_stage(monkeypatch):
+    _skip_without_iree()
+    monkeypatch.setattr(iree_peer, "COMPILE_FLAGS", (*iree_peer.COMPILE_FLAGS, "--no-such-flag"))
+    gemm = bench.make_suite("smoke")[0]
+    with pytest.raises(KilnError, match=r"compiling the model \(iree-compile\) failed: .*no-such-flag"):
+        gemm.peers["iree"](gemm.make_inputs(np.random.default_rng(0)))
+
+
+def test_iree_is_optional(monkeypatch):
+    def find_spec(name, *a):  # as with no `iree` package at all: its submodules' parent is missing
+        if name.startswith("iree."):
+            raise ModuleNotFoundError("No module named 'iree'")
+        return real_find_spec(name, *a)
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    assert "iree" not in bench.available_peers()
     assert "numpy" in bench.available_peers()
 
 

@@ -199,7 +199,7 @@ def main(argv=None) -> int:
     im.add_argument("-o", "--output", help="write the IR here instead of stdout")
     im.set_defaults(run=_import)
     b = sub.add_parser("bench", help="benchmark Kiln against numpy, PyTorch and (if installed) onnxruntime "
-                                     "(JSON report + PNG plot)")
+                                     "and IREE (JSON report + PNG plot)")
     b.add_argument("--suite", default="full", choices=("full", "smoke", "model", "check"),
                    help="kernels and a decoder stack (full, smoke), or an LLM's prefill and decode "
                    "against Hugging Face transformers (model); --target cuda: also check (every kernel "

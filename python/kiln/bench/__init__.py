@@ -1,5 +1,5 @@
 """`kiln bench`: Kiln's kernels and a decoder stack against numpy, PyTorch eager and (when installed)
-onnxruntime, side by side.
+onnxruntime and IREE, side by side.
 
 For each workload Kiln's compiled program (in this process) and the peers (in a worker process per
 thread count, see peers.py) are timed in interleaved rounds; the report keeps every sample and the

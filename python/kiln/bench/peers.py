@@ -1,9 +1,9 @@
-"""The peer worker: times numpy, PyTorch and onnxruntime on a workload in a separate process.
+"""The peer worker: times numpy, PyTorch, onnxruntime and IREE on a workload in a separate process.
 
 A separate process lets the peers run with their own thread settings and with OPENBLAS_CORETYPE and
 OPENBLAS_L2_SIZE unset (they force numpy's OpenBLAS onto an older, ~2x slower kernel), without touching
 Kiln's process. Protocol: one JSON request per stdin line, one JSON reply per stdout line.
-PyTorch and onnxruntime are optional: a peer is listed only when its libraries are installed.
+PyTorch, onnxruntime and IREE are optional: a peer is listed only when its libraries are installed.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import subprocess
 import sys
 
 from ..errors import KilnError
+from .iree_peer import REQUIRED as _IREE_NEEDS
 from .onnx_peer import REQUIRED as _ONNXRUNTIME_NEEDS
 from .timing import SETTLE_S, time_calls
 
@@ -23,10 +24,13 @@ _SLOW_BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 def available_peers() -> list:
     def installed(*modules):
-        return all(importlib.util.find_spec(m) is not None for m in modules)
+        try:
+            return all(importlib.util.find_spec(m) is not None for m in modules)
+        except ModuleNotFoundError:  # find_spec("iree.compiler") raises when there is no `iree` at all
+            return False
 
-    return ["numpy"] + [p for p, needs in (("torch", ("torch",)), ("onnxruntime", _ONNXRUNTIME_NEEDS))
-                        if installed(*needs)]
+    return ["numpy"] + [p for p, needs in (("torch", ("torch",)), ("onnxruntime", _ONNXRUNTIME_NEEDS),
+                                           ("iree", _IREE_NEEDS)) if installed(*needs)]
 
 
 class PeerWorker:
@@ -72,7 +76,7 @@ def serve(threads: int) -> None:
         torch.set_num_threads(threads)
     except ImportError:
         pass
-    cache = {}  # every workload's peers are built once: exporting a model to ONNX takes seconds
+    cache = {}  # every workload's peers are built once: exporting (and compiling) a model takes seconds
     for line in sys.stdin:
         req = json.loads(line)
         try:
@@ -86,7 +90,7 @@ def serve(threads: int) -> None:
             reply = {p: time_calls(fn, req["reps"], settle=SETTLE_S) for p, fn in runs.items()}
             reply["outputs"] = {p: fingerprint(np.asarray(fn())) for p, fn in runs.items()}
         except Exception as e:  # reported to the parent, which raises a KilnError
-            reply = {"error": f"{type(e).__name__}: {e}"}
+            reply = {"error": f"{req['workload']}: {type(e).__name__}: {e}"}
         print(json.dumps(reply), flush=True)
 
 

@@ -6,6 +6,10 @@ import json
 import os
 import platform
 
+# A colour per peer, the same whichever peers a machine has (C0-C2: what numpy, onnxruntime and torch got
+# before IREE, as the first three peers in sorted order).
+PEER_COLORS = {"numpy": "C0", "onnxruntime": "C1", "torch": "C2", "iree": "C3"}
+
 
 def machine() -> dict:
     info = {"python": platform.python_version(), "cpus": len(os.sched_getaffinity(0))}
@@ -43,7 +47,7 @@ def plot(path: str, report: dict) -> None:
         for j, peer in enumerate(peers):
             xs = [i + (j - (len(peers) - 1) / 2) * width for i in range(len(sel))]
             ys = [r["speedup"].get(peer, 0.0) for r in sel]
-            ax.bar(xs, ys, width, label=f"vs {peer}")
+            ax.bar(xs, ys, width, label=f"vs {peer}", color=PEER_COLORS.get(peer))
             for x, y in zip(xs, ys):
                 if y:
                     ax.text(x, y, f"{y:.2f}", ha="center", va="bottom", fontsize=7)

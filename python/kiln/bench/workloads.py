@@ -1,5 +1,5 @@
 """The benchmark workloads: each one a Kiln program (transformer IR) plus the same computation for the
-peers (numpy, PyTorch eager, onnxruntime). Inputs are made from a seed, so every process builds identical
+peers (numpy, PyTorch eager, onnxruntime, IREE). Inputs are made from a seed, so every process builds identical
 ones.
 """
 
@@ -12,6 +12,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from .iree_peer import iree_peer
 from .onnx_peer import onnxruntime_peer
 
 
@@ -213,10 +214,10 @@ def _torch_llama(torch, cfg, weights):
 
 
 def _torch_peers(make, feeds):
-    """The PyTorch eager peer and the onnxruntime peer (the same computation, exported to ONNX).
+    """The PyTorch eager peer and the onnxruntime and IREE peers (the same computation, exported to ONNX).
 
     make(torch, tensors) -> forward(*activations): the computation over the inputs at `feeds`, with the
-    other inputs (weights, which onnxruntime holds as initializers) closed over.
+    other inputs (weights, which onnxruntime and IREE hold as initializers) closed over.
     """
 
     def torch_peer(inputs):
@@ -225,7 +226,7 @@ def _torch_peers(make, feeds):
         tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in inputs]
         return functools.partial(make(torch, tensors), *[tensors[i] for i in feeds])
 
-    return {"torch": torch_peer, "onnxruntime": onnxruntime_peer(make, feeds)}
+    return {"torch": torch_peer, "onnxruntime": onnxruntime_peer(make, feeds), "iree": iree_peer(make, feeds)}
 
 
 def suite(name: str) -> list:
