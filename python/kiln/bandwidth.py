@@ -65,4 +65,6 @@ func.func @triad(%b: tensor<{n}xf32>, %c: tensor<{n}xf32>) -> tensor<{n}xf32> {{
         t = time.perf_counter()
         call()
         times.append(time.perf_counter() - t)
-    return 3 * n * 4 / float(np.median(times))
+    # The fastest call: a limit is what the machine reached at best (on a shared machine a median
+    # measured while others load it would put decode above 100% of it).
+    return 3 * n * 4 / float(np.min(times))
