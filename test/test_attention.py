@@ -193,8 +193,14 @@ def test_attention_never_reads_future_cache_rows(rng, garbage):
     b, h, hkv, q_len, kv_len, d = 1, 9, 3, 2, 16, 8
     jm = attention_fn((b, h, q_len, d), (b, hkv, kv_len, d), (b, hkv, kv_len, d), None, True, True,
                       None, "f32")
-    q, k, v = qkv(rng, b, h, hkv, q_len, kv_len, d)
-    for offset in [0, 4, 9]:
+    check_future_rows_unread(jm, *qkv(rng, b, h, hkv, q_len, kv_len, d), [0, 4, 9], garbage)
+
+
+def check_future_rows_unread(jm, q, k, v, offsets, garbage):
+    """Causal attention of q at each offset into k, v whose rows past the queries hold `garbage`:
+    finite, and equal to the reference on the clean k, v."""
+    q_len = q.shape[2]
+    for offset in offsets:
         k2, v2 = k.copy(), v.copy()
         k2[:, :, offset + q_len :] = garbage
         v2[:, :, offset + q_len :] = garbage
@@ -318,14 +324,7 @@ def test_flash_attention_chunk_at_cache_offset(rng, garbage):
     past the chunk are unwritten: never read, so nothing non-finite reaches the result."""
     b, h, hkv, q_len, kv_len, d = 1, 9, 3, 10, 100, 16
     jm = flash_fn((b, h, q_len, d), (b, hkv, kv_len, d), True, True)
-    q, k, v = qkv(rng, b, h, hkv, q_len, kv_len, d)
-    for offset in [0, 13, 31, 54, 90]:
-        k2, v2 = k.copy(), v.copy()
-        k2[:, :, offset + q_len:] = garbage
-        v2[:, :, offset + q_len:] = garbage
-        out = run(jm, q, k2, v2, offset)
-        assert np.all(np.isfinite(out)), f"offset {offset}"
-        check(out, ref.attention(q, k, v, causal=True, offset=offset), err_msg=f"offset {offset}")
+    check_future_rows_unread(jm, *qkv(rng, b, h, hkv, q_len, kv_len, d), [0, 13, 31, 54, 90], garbage)
 
 
 def test_flash_attention_dynamic_lengths(rng):

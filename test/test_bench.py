@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kiln import KilnError, bench
-from kiln.bench import iree_peer, onnx_peer
+from kiln.bench import iree_peer
 
 
 @pytest.fixture(scope="module")
@@ -47,16 +47,18 @@ def test_outputs_agree_with_the_peers(report):
     assert any(r["output_check"] for r in rep["results"])  # numpy is always there
 
 
-def test_onnxruntime_times_every_workload_and_agrees(report):
-    for module in onnx_peer.REQUIRED:
-        pytest.importorskip(module)
+@pytest.mark.parametrize("peer", ["onnxruntime", "iree"])
+def test_optional_peer_times_every_workload_and_agrees(report, peer):
+    # Not importorskip: iree.compiler's MLIR bindings fail to load next to Kiln's, which would skip silently.
+    if peer not in bench.available_peers():
+        pytest.skip(f"{peer} is not installed (see benchmarks/README.md)")
     rep, _, _ = report
-    assert "onnxruntime" in rep["settings"]["peers"]
-    assert {r["workload"] for r in rep["results"] if "onnxruntime" in r["median_ms"]} == \
+    assert peer in rep["settings"]["peers"]
+    assert {r["workload"] for r in rep["results"] if peer in r["median_ms"]} == \
         {w.name for w in bench.make_suite("smoke")}
     for r in rep["results"]:
-        assert len(r["samples_ms"]["onnxruntime"]) == 2
-        assert r["output_check"]["onnxruntime"] < 1e-3, r["workload"]
+        assert len(r["samples_ms"][peer]) == 2
+        assert r["output_check"][peer] < 1e-3, r["workload"]
 
 
 def test_onnxruntime_is_optional(monkeypatch):
@@ -67,25 +69,9 @@ def test_onnxruntime_is_optional(monkeypatch):
     assert "numpy" in bench.available_peers()
 
 
-def _skip_without_iree():
-    # Not importorskip: iree.compiler's MLIR bindings fail to load next to Kiln's, which would skip silently.
-    if "iree" not in bench.available_peers():
-        pytest.skip("IREE is not installed (pip install iree-base-compiler iree-base-runtime)")
-
-
-def test_iree_times_every_workload_and_agrees(report):
-    _skip_without_iree()
-    rep, _, _ = report
-    assert "iree" in rep["settings"]["peers"]
-    assert {r["workload"] for r in rep["results"] if "iree" in r["median_ms"]} == \
-        {w.name for w in bench.make_suite("smoke")}
-    for r in rep["results"]:
-        assert len(r["samples_ms"]["iree"]) == 2
-        assert r["output_check"]["iree"] < 1e-3, r["workload"]
-
-
 def test_iree_compile_errors_name_the_stage(monkeypatch):
-    _skip_without_iree()
+    if "iree" not in bench.available_peers():
+        pytest.skip("IREE is not installed (see benchmarks/README.md)")
     monkeypatch.setattr(iree_peer, "COMPILE_FLAGS", (*iree_peer.COMPILE_FLAGS, "--no-such-flag"))
     gemm = bench.make_suite("smoke")[0]
     with pytest.raises(KilnError, match=r"compiling the model \(iree-compile\) failed: .*no-such-flag"):
