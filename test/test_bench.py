@@ -103,3 +103,27 @@ def test_cli_rejects_bad_threads():
                           capture_output=True, text=True)
     assert proc.returncode == 1
     assert "kiln: error: --threads must be positive" in proc.stderr
+
+
+def test_a_peer_that_cannot_run_a_workload_leaves_the_others(monkeypatch, capsys):
+    """The peer worker reports a peer's failure (IREE cannot compile some workloads) and still times
+    the other peers, so one peer never aborts a whole benchmark."""
+    import io
+
+    import torch
+
+    from kiln.bench import peers, workloads
+
+    w = workloads.suite("smoke")[0]
+
+    def broken(inputs):
+        raise RuntimeError("cannot compile this workload")
+
+    w.peers = {"numpy": w.peers["numpy"], "iree": broken}
+    monkeypatch.setattr(workloads, "suite", lambda name: [w])
+    request = {"suite": "smoke", "workload": w.name, "seed": 0, "reps": 2, "peers": ["numpy", "iree"]}
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(request) + "\n"))
+    peers.serve(torch.get_num_threads())
+    reply = json.loads(capsys.readouterr().out)
+    assert len(reply["numpy"]) == 2 and "iree" not in reply and "error" not in reply
+    assert reply["failed"] == {"iree": "RuntimeError: cannot compile this workload"}

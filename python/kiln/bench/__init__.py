@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
+import sys
 
 import numpy as np
 
@@ -40,6 +41,7 @@ def run(suite: str = "full", threads=(1, 2), rounds: int = 4, reps: int = 5, see
     kiln_inputs = {w.name: w.kiln_inputs(inputs[w.name]) if w.kiln_inputs else inputs[w.name] for w in workloads}
     samples = {}  # (workload, threads) -> {"kiln": [...], peer: [...]}
     checks = {}
+    failed = {}  # workload -> {peer: why it could not run it}
     workers = {t: PeerWorker(t) for t in threads}
     try:
         with Progress(rounds * len(threads) * len(workloads), "benchmarking", always=True) as bar:
@@ -56,11 +58,15 @@ def run(suite: str = "full", threads=(1, 2), rounds: int = 4, reps: int = 5, see
                             if p in reply:
                                 s.setdefault(p, []).extend(reply[p])
                         checks[w.name] = (fingerprint(fn(*args)[0]), reply.get("outputs", {}))
+                        for p, why in reply.get("failed", {}).items():
+                            if p not in failed.setdefault(w.name, {}):
+                                print(f"warning: {p} cannot run {w.name}: {why}", file=sys.stderr)
+                            failed[w.name][p] = why
                         bar.advance(f"{w.name} @{t}t")
     finally:
         for worker in workers.values():
             worker.close()
-    report = _report(workloads, samples, checks, suite, threads, rounds, reps, peers)
+    report = _report(workloads, samples, checks, failed, suite, threads, rounds, reps, peers)
     if output:
         report_io.write_json(output, report)
     if plot:
@@ -68,7 +74,7 @@ def run(suite: str = "full", threads=(1, 2), rounds: int = 4, reps: int = 5, see
     return report
 
 
-def _report(workloads, samples, checks, suite, threads, rounds, reps, peers) -> dict:
+def _report(workloads, samples, checks, failed, suite, threads, rounds, reps, peers) -> dict:
     import kiln
 
     results = []
@@ -82,6 +88,7 @@ def _report(workloads, samples, checks, suite, threads, rounds, reps, peers) -> 
             "speedup": {p: med[p] / med["kiln"] for p in med if p != "kiln"},
             "kiln_gflops": by_name[name].flops / (med["kiln"] * 1e6),
             "output_check": {p: _agreement(kiln_out, o) for p, o in peer_outs.items()},
+            "peer_errors": failed.get(name, {}),
         })
     return {
         "kiln_version": kiln.__version__,
@@ -104,12 +111,14 @@ def main(args) -> int:
     if any(t < 1 for t in threads):
         raise KilnError(f"--threads must be positive integers, got {args.threads}")
     rep = run(args.suite, threads, args.rounds, args.reps, args.seed, args.output, args.plot)
-    print(f"{'workload':<44} {'thr':>3} {'kiln ms':>9} " + " ".join(f"{p + ' ms':>10} {'ratio':>6}"
-                                                               for p in rep["settings"]["peers"]))
+    peers = rep["settings"]["peers"]
+    widths = {p: max(10, len(p) + 3) for p in peers}
+    print(f"{'workload':<44} {'thr':>3} {'kiln ms':>9} " + " ".join(f"{p + ' ms':>{widths[p]}} {'ratio':>6}"
+                                                               for p in peers))
     for r in rep["results"]:
         cols = " ".join(
-            f"{r['median_ms'].get(p, float('nan')):>10.3f} {r['speedup'].get(p, float('nan')):>6.2f}"
-            for p in rep["settings"]["peers"])
+            f"{r['median_ms'].get(p, float('nan')):>{widths[p]}.3f} {r['speedup'].get(p, float('nan')):>6.2f}"
+            for p in peers)
         print(f"{r['workload']:<44} {r['threads']:>3} {r['median_ms']['kiln']:>9.3f} {cols}")
     if args.output:
         print(f"report: {args.output}" + (f", plot: {args.plot}" if args.plot else ""))

@@ -84,11 +84,20 @@ def serve(threads: int) -> None:
             if key not in cache:
                 workload = {w.name: w for w in suite(req["suite"])}[req["workload"]]
                 inputs = workload.make_inputs(np.random.default_rng(req["seed"]))
-                cache[key] = (workload, {p: workload.peers[p](inputs) for p in req["peers"]
-                                         if p in workload.peers})
-            workload, runs = cache[key]
+                # A peer that cannot run a workload (IREE fails to compile some) is reported, and
+                # the others are still timed.
+                runs, failed = {}, {}
+                for p in req["peers"]:
+                    if p in workload.peers:
+                        try:
+                            runs[p] = workload.peers[p](inputs)
+                        except Exception as e:
+                            failed[p] = f"{type(e).__name__}: {e}"
+                cache[key] = (runs, failed)
+            runs, failed = cache[key]
             reply = {p: time_calls(fn, req["reps"], settle=SETTLE_S) for p, fn in runs.items()}
             reply["outputs"] = {p: fingerprint(np.asarray(fn())) for p, fn in runs.items()}
+            reply["failed"] = failed
         except Exception as e:  # reported to the parent, which raises a KilnError
             reply = {"error": f"{req['workload']}: {type(e).__name__}: {e}"}
         print(json.dumps(reply), flush=True)
