@@ -79,17 +79,20 @@ func.func @noncausal_whole_query_tiles(%q: tensor<2x4x64x16xf32>, %k: tensor<2x4
 
 // -----
 
-// A decode step (one query per head, 3 rows per kv head: no full vector), an additive mask, and
-// f16 operands keep the decomposed form.
-// CHECK-LABEL: func.func @decode_stays_decomposed
-// CHECK-NOT: scf.forall
-// CHECK: linalg.generic {{.+}} iterator_types = ["parallel", "parallel", "parallel", "parallel", "parallel", "reduction"]
-// CHECK-NOT: kiln.flash
-func.func @decode_stays_decomposed(%q: tensor<1x9x1x64xf32>, %k: tensor<1x3x?x64xf32>, %v: tensor<1x3x?x64xf32>, %pos: index) -> tensor<1x9x1x64xf32> {
+// A decode step: one query per head, so a tile is the G = 3 heads of a kv head at one position,
+// at a runtime offset into the cache; the keys stop at offset + 1.
+// CHECK-LABEL: func.func @decode
+// CHECK: scf.forall (%{{.+}}, %{{.+}}, %{{.+}}) in (1, 3, %{{.+}})
+// CHECK: %[[LAST:.+]] = arith.addi %{{.+}}, %{{.+}} : index
+// CHECK: %[[OFF:.+]] = arith.addi %[[LAST]], %arg3 : index
+// CHECK: arith.minui %[[OFF]], %{{.+}} : index
+// CHECK: } {kiln.flash_tile = array<i64: 3, 32, 64>, kiln.kernel_class = "attention"}
+func.func @decode(%q: tensor<1x9x1x64xf32>, %k: tensor<1x3x?x64xf32>, %v: tensor<1x3x?x64xf32>, %pos: index) -> tensor<1x9x1x64xf32> {
   %o = transformer.attention %q, %k, %v offset(%pos) {causal} : (tensor<1x9x1x64xf32>, tensor<1x3x?x64xf32>, tensor<1x3x?x64xf32>, index) -> tensor<1x9x1x64xf32>
   return %o : tensor<1x9x1x64xf32>
 }
 
+// An additive mask and f16 operands keep the decomposed form.
 // CHECK-LABEL: func.func @masked_stays_decomposed
 // CHECK-NOT: scf.forall
 // CHECK-NOT: kiln.flash

@@ -112,16 +112,15 @@ func.func @zero_bias(%x: tensor<4x32xf32>, %w: tensor<16x32xf32>) -> tensor<4x16
 // DISPATCH: func.func private @block_dispatch_{{[0-9]+}}_transpose(
 // DISPATCH-SAME: kiln.kernel_class = "transpose"
 // DISPATCH: linalg.transpose {{.+}} {kiln.root}
-// Attention scores: a batched contraction with its zero fill, over the filled rows of the cache
-// only (offset + 4 of its 8 rows: a runtime extent).
-// DISPATCH: func.func private @block_dispatch_{{[0-9]+}}_contraction({{.+}}) -> tensor<1x2x1x4x?xf32>
-// DISPATCH-SAME: kiln.iterator_types = "pppppr", kiln.kernel_class = "contraction", kiln.loop_ranges = array<i64: 1, 2, 1, 4, -1, 16>
-// DISPATCH: linalg.fill
-// DISPATCH: {kiln.root}
-// The runtime offset is a kernel argument of the causal mask.
-// DISPATCH: func.func private @block_dispatch_{{[0-9]+}}_elementwise(%arg0: index,
-// DISPATCH: arith.addi %{{.+}}, %arg0 : index
+// Attention: one flash-attention kernel, a workgroup per kv head; the runtime offset is a kernel
+// argument that bounds the keys read (offset + 4 of the cache's 8 rows) and masks the future ones.
+// DISPATCH: func.func private @block_dispatch_{{[0-9]+}}_attention(%arg0: tensor<1x2x1x4x16xf32>, %arg1: index, %arg2: tensor<1x2x8x16xf32>, %arg3: tensor<1x2x8x16xf32>, %arg4: tensor<1x2x1x4x16xf32>) -> tensor<1x2x1x4x16xf32>
+// DISPATCH-SAME: kiln.iterator_types = "p", kiln.kernel_class = "attention", kiln.loop_ranges = array<i64: 2>
+// DISPATCH: scf.forall
+// DISPATCH: %[[END:.+]] = arith.addi %arg1, %c4 : index
+// DISPATCH: arith.minui %[[END]], %c8 : index
 // DISPATCH: math.exp
+// DISPATCH: {kiln.flash_tile = array<i64: 4, 32, 16>, kiln.kernel_class = "attention", kiln.root}
 // Both fills of argmax are in its kernel.
 // DISPATCH-LABEL: func.func private @block_dispatch_{{[0-9]+}}_reduction(%arg0: tensor<1x4xf32>, %arg1: tensor<1x4xi64>, %arg2: tensor<1x4x32xf32>) -> (tensor<1x4xf32>, tensor<1x4xi64>)
 // DISPATCH-SAME: kiln.iterator_types = "ppr", kiln.kernel_class = "reduction", kiln.loop_ranges = array<i64: 1, 4, 32>
@@ -141,14 +140,7 @@ func.func @zero_bias(%x: tensor<4x32xf32>, %w: tensor<16x32xf32>) -> tensor<4x16
 // DISPATCH-NOT: linalg.
 // DISPATCH: call @block_dispatch_{{[0-9]+}}_transpose(
 // DISPATCH-NOT: linalg.
-// DISPATCH: %[[ROWS:.+]] = arith.minui
-// DISPATCH: %[[KEYS:.+]] = tensor.extract_slice %arg4[0, 0, 0, 0] [1, 2, %[[ROWS]], 16] [1, 1, 1, 1]
-// DISPATCH-NOT: linalg.
-// DISPATCH: call @block_dispatch_{{[0-9]+}}_contraction(%{{.+}}, %{{.+}}, %[[KEYS]])
-// DISPATCH-NOT: linalg.
-// DISPATCH: call @block_dispatch_{{[0-9]+}}_elementwise(%arg6,
-// DISPATCH-NOT: linalg.
-// DISPATCH: call @block_dispatch_{{[0-9]+}}_contraction(
+// DISPATCH: call @block_dispatch_{{[0-9]+}}_attention(%{{.+}}, %arg6, %arg5, %arg4, %{{.+}})
 // DISPATCH-NOT: linalg.
 // DISPATCH: %[[ARGMAX:.+]]:2 = call @block_dispatch_{{[0-9]+}}_reduction(
 // DISPATCH-NOT: linalg.
