@@ -29,6 +29,18 @@ def test_panels_are_the_gemm_packing_layout(rng):
         to_panels(w[:90], 32, "model.layers.0.mlp.up_proj.weight")
 
 
+def test_bound_copies_start_on_a_cache_line(rng):
+    """GEMM micro-kernels load whole 64-byte panel rows: a panel, and any parameter bind converts,
+    starts on a cache line (numpy's own large arrays start 16 bytes into one)."""
+    w = rng.standard_normal((1024, 96)).astype(np.float64)
+    panels = Param("w.panels", "w", (32, 96, 32), panel=32).bind(lambda name: w)
+    converted = Param("w", "w", (1024, 96)).bind(lambda name: w)
+    for array in (panels, converted):
+        assert array.ctypes.data % 64 == 0 and array.flags.c_contiguous and array.dtype == np.float32
+    np.testing.assert_array_equal(converted, w.astype(np.float32))
+    np.testing.assert_array_equal(panels, to_panels(w.astype(np.float32), 32, "w"))
+
+
 def test_panel_params_and_unused_float32_weights():
     params = [Param("embed", "e", (100, 64)), Param("wq", "q", (64, 64)), Param("wk", "k", (24, 64)),
               Param("norm", "n", (64,))]

@@ -1,6 +1,7 @@
 // A linear over a weight stored as [N/32, K, 32] panels (models.graph.panel_params): the packed
-// GEMM schedule packs x and unpacks the result as usual, but its pack of the weight folds into the
-// weight's unpack, so the kernel reads the panels in place: no copy of the weight per call.
+// GEMM schedule packs x as usual, but its pack of the weight folds into the weight's unpack, so the
+// kernel reads the panels in place: no copy of the weight per call. The result's whole 8x32 tiles
+// are copied from the packed C straight into the result, as vector rows.
 //
 // RUN: kiln compile %s --compile-to=tiled | FileCheck %s --check-prefix=TILED
 // RUN: kiln compile %s --compile-to=loops | FileCheck %s --check-prefix=LOOPS
@@ -22,6 +23,11 @@
 // LOOPS-NOT: memref.alloc() {{.*}}x64x32xf32>
 // LOOPS: memref.subview %[[P]]
 // LOOPS: vector.fma
+// LOOPS: } {kiln.gemm_panel_loop}
+// LOOPS: omp.loop_nest
+// LOOPS: vector.transfer_write {{.*}} : vector<32xf32>, memref<1x8x32xf32, strided<[16384, 128, 1]
+// LOOPS-NOT: memref.copy
+// LOOPS-NOT: linalg.copy
 // LOOPS-LABEL: func.func @panels(
 
 func.func @panels(%x: tensor<1x128x64xf32>, %p: tensor<4x64x32xf32>) -> tensor<1x128x128xf32> {

@@ -17,6 +17,7 @@ from ..errors import KilnError
 from ..signature import updated_args
 from . import common, schedules
 from .common import public_funcs, run_passes
+from .panel_prefetch import prefetch_next_panels
 
 
 # Flash attention's tile: keys per step and query rows per workgroup (transformer-to-linalg options).
@@ -144,12 +145,14 @@ def _tensor_dim(value, d: int):
 
 def make_loops(module: ir.Module) -> None:
     """linalg -> scf loops; each workgroup grid becomes an OpenMP parallel loop on the thread pool.
-    Vector transfers left by vectorized schedules are unrolled into 1-D loads and stores.
+    Vector transfers left by vectorized schedules are unrolled into 1-D loads and stores. Packed GEMM
+    micro-kernels prefetch the next weight panel (panel_prefetch).
 
     Workgroups are handed out dynamically (one at a time, to whichever thread is free) rather than
     split statically: on a shared machine a thread that loses its core would otherwise hold up every
     kernel at its closing barrier."""
     _strided_copies_to_loops(module)
+    prefetch_next_panels(module)
     run_passes(
         module,
         "func.func(convert-vector-to-scf{full-unroll},convert-linalg-to-loops),"

@@ -56,11 +56,12 @@ class Schedule:
       * packing: A[.., M, K] -> [.., M/mr, K, mr], B -> [.., N/nr, K, nr] (from W[N, K] or B[K, N]),
         C -> [.., M/mr, N/nr, mr, nr], zero-padded to whole panels so every tile is full and no
         vector is masked. Done inside the kernel on every call (an O(MK + NK + MN) copy, in parallel
-        workgroups) -- cheap next to the O(MNK) product for prefill shapes; packing weights once at
-        load time is the next step.
+        workgroups), except for weights stored as panels at load (`packed_rhs`), whose packing
+        folds away. Whole-tile C is copied back tile by tile into the result.
       * workgroups: `workgroup_tiles` = (mc, nc) elements of C per workgroup (scf.forall, OpenMP).
-      * cache tile: `k_tile` elements of K per step (the A block mc x kc stays in L2, a B panel
-        kc x nr in L1).
+      * cache tile: `k_tile` elements of K per step; within a step, each B panel (kc x nr, then in
+        L1) meets every A row tile of the workgroup (the A block mc x kc stays in L2) while the
+        next panel is prefetched (pipelines/panel_prefetch.py).
       * register tile: `register_tile` = (mr, nr) accumulators, nr a multiple of `vector_width`;
         `k_unroll` outer products per inner-loop iteration (vector.contract -> outerproduct -> FMA).
 
@@ -438,11 +439,12 @@ def _packed_gemm_lines(i: int, kernel: Kernel, s: Schedule) -> list:
     def lst(xs):
         return "[" + ", ".join(map(str, xs)) + "]"
 
-    def tile_for(res, target, sizes):
+    def tile_for(res, target, sizes, interchange=()):
         loops = sum(1 for x in sizes if x)
         handles = ", ".join([any_op] * (loops + 1))
+        order = f" interchange = {lst(interchange)}" if interchange else ""
         return (f"    {res}, %l{res[1:]}:{loops} = transform.structured.tile_using_for {target} "
-                f"tile_sizes {lst(sizes)} : ({any_op}) -> ({handles})")
+                f"tile_sizes {lst(sizes)}{order} : ({any_op}) -> ({handles})")
 
     f = f"%f{i}"
     lines = [
@@ -491,7 +493,14 @@ def _packed_gemm_lines(i: int, kernel: Kernel, s: Schedule) -> list:
         ]
     lines += [
         tile_for(f"%k{i}", f"%t{i}", z + [0, 0, 0, 0, s.k_tile]),
-        tile_for(f"%u{i}", f"%k{i}", z + [1, 1, 0, 0, s.k_unroll]),
+        # Per K block: each B panel of the workgroup (outer), then each A row tile (inner), so a
+        # panel is read from memory once and from L1 by the other row tiles (BLIS's loop order);
+        # the loops are tagged for the panel prefetch (pipelines/panel_prefetch.py).
+        tile_for(f"%u{i}", f"%k{i}", z + [1, 1, 0, 0, s.k_unroll],
+                 list(range(nb)) + [nb + 1, nb] + list(range(nb + 2, nb + 5))),
+        f'    transform.annotate %lu{i}#0 "kiln.gemm_panel_loop" : {any_op}',
+        f'    transform.annotate %lu{i}#1 "kiln.gemm_row_loop" : {any_op}',
+        f'    transform.annotate %lu{i}#2 "kiln.gemm_k_loop" : {any_op}',
         # The micro-kernel: C[mr, nr] += A[ku, mr]ᵀ · B[ku, nr] on unit-dim-free slices.
         f"    transform.apply_patterns to {f} {{",
         "      transform.apply_patterns.linalg.fold_unit_extent_dims_via_slices",
@@ -529,17 +538,36 @@ def _packed_gemm_lines(i: int, kernel: Kernel, s: Schedule) -> list:
             "      transform.apply_patterns.vector.lower_transfer max_transfer_rank = 1",
             f"    }} : {any_op}",
         ]
+    m = kernel.loop_ranges[-3]
+    if m > 0 and n > 0 and m % mr == 0 and n % nr == 0:
+        # C is whole register tiles: each [mr, nr] tile is copied from the packed C straight into
+        # the result, as vector rows (no transposed copy of C, no copy of that into the result).
+        # Workgroups of whole register tiles that divide C, so every tile is static.
+        def dividing(extent, limit, unit):
+            return max(d for d in range(unit, max(limit, unit) + 1, unit) if extent % d == 0)
+
+        lines += [
+            f'    %up{i} = transform.structured.match ops{{["linalg.unpack"]}} in {f} : ({any_op}) -> {any_op}',
+            f"    %upt{i}, %upw{i} = transform.structured.tile_using_forall %up{i} tile_sizes "
+            f"{lst([1] * nb + [dividing(m, mc, mr), dividing(n, nc, nr)])} : ({any_op}) -> ({any_op}, {any_op})",
+            tile_for(f"%upv{i}", f"%upt{i}", [1] * nb + [mr, nr]),
+            f"    transform.structured.vectorize %upv{i} : {any_op}",
+        ]
+    else:
+        lines += [
+            f'    %up{i} = transform.structured.match ops{{["linalg.unpack"]}} in {f} : ({any_op}) -> !transform.op<"linalg.unpack">',
+            f"    %up{i}a, %up{i}b, %up{i}c, %up{i}d = transform.structured.lower_unpack %up{i} : "
+            f'(!transform.op<"linalg.unpack">) -> (!transform.op<"tensor.empty">, '
+            f'!transform.op<"linalg.transpose">, !transform.op<"tensor.collapse_shape">, '
+            f'!transform.op<"tensor.extract_slice">)',
+        ]
     lines += [
-        # Packs and unpacks -> pad + reshape + transpose; the transposes run as parallel workgroups.
+        # Packs (and unpacks of partial tiles) -> pad + reshape + transpose; the transposes run as
+        # parallel workgroups.
         f'    %pk{i} = transform.structured.match ops{{["linalg.pack"]}} in {f} : ({any_op}) -> !transform.op<"linalg.pack">',
         f"    %pk{i}a, %pk{i}b, %pk{i}c = transform.structured.lower_pack %pk{i} : "
         f'(!transform.op<"linalg.pack">) -> (!transform.op<"tensor.pad">, '
         f'!transform.op<"tensor.expand_shape">, !transform.op<"linalg.transpose">)',
-        f'    %up{i} = transform.structured.match ops{{["linalg.unpack"]}} in {f} : ({any_op}) -> !transform.op<"linalg.unpack">',
-        f"    %up{i}a, %up{i}b, %up{i}c, %up{i}d = transform.structured.lower_unpack %up{i} : "
-        f'(!transform.op<"linalg.unpack">) -> (!transform.op<"tensor.empty">, '
-        f'!transform.op<"linalg.transpose">, !transform.op<"tensor.collapse_shape">, '
-        f'!transform.op<"tensor.extract_slice">)',
         f'    %tr{i} = transform.structured.match ops{{["linalg.transpose"]}} in {f} : ({any_op}) -> {any_op}',
         f"    %trt{i}, %trw{i} = transform.structured.tile_using_forall %tr{i} num_threads [16] "
         f": ({any_op}) -> ({any_op}, {any_op})",

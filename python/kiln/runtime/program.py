@@ -19,7 +19,7 @@ from .. import artifact as artifact_format
 from ..errors import KilnError
 from ..signature import Signature
 from . import cpu
-from .device import Buffer, Device, _aligned_empty
+from .device import Buffer, Device, aligned_empty
 from .memref import byte_range, descriptor
 
 _SCALAR_CTYPES = {
@@ -111,7 +111,7 @@ class EntryPoint:
             for j, spec in returned:
                 if any(dim is None for dim in spec.shape):
                     raise KilnError(f"result {j} of '{sig.name}' ({spec.describe()}) has no static shape")
-                results.append(_aligned_empty(spec.shape, np.dtype(spec.dtype)))
+                results.append(aligned_empty(spec.shape, spec.dtype))
         else:
             if not isinstance(out, (list, tuple)):
                 raise KilnError(f"out= of '{sig.name}' takes a list of {len(sig.results)} buffers, "
