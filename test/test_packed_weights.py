@@ -39,6 +39,9 @@ def test_bound_copies_start_on_a_cache_line(rng):
         assert array.ctypes.data % 64 == 0 and array.flags.c_contiguous and array.dtype == np.float32
     np.testing.assert_array_equal(converted, w.astype(np.float32))
     np.testing.assert_array_equal(panels, to_panels(w.astype(np.float32), 32, "w"))
+    # Weights of 2 MiB or more start on a (transparent) huge page.
+    big = rng.standard_normal((1024, 576)).astype(np.float32)
+    assert to_panels(big, 32, "w").ctypes.data % (2 << 20) == 0
 
 
 def test_panel_params_and_unused_float32_weights():

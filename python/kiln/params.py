@@ -115,9 +115,10 @@ def to_panels(weight: np.ndarray, width: int, source: str) -> np.ndarray:
 
 
 def aligned_copy(array: np.ndarray, dtype=None) -> np.ndarray:
-    """A C-contiguous, cache-line-aligned copy of `array` (as `dtype`): the layout kernels read fastest.
-    Parameters that bind has to copy anyway get it; mmapped checkpoint tensors stay where they are."""
-    out = aligned_empty(array.shape, dtype or array.dtype)
+    """A C-contiguous, cache-line-aligned copy of `array` (as `dtype`), in huge pages when large: the
+    layout kernels read fastest. Parameters that bind has to copy anyway get it; mmapped checkpoint
+    tensors stay where they are."""
+    out = aligned_empty(array.shape, dtype or array.dtype, huge_pages=True)
     out[...] = array
     return out
 
