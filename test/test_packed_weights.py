@@ -134,3 +134,16 @@ def test_imported_ir_has_each_targets_weight_layout(tmp_path, capsys):
         assert ("linalg.unpack" in out.read_text()) == panels
     program = kiln.compile(out.read_text(), target="cuda", chip="sm_90")
     assert program.manifest["kernels"]
+
+
+@pytest.mark.parametrize("m,n,k", [(128, 576, 576), (128, 1536, 576), (128, 192, 576), (128, 576, 1536),
+                                   (1024, 1024, 1024), (40, 96, 48)])
+def test_gemm_workgroups_of_whole_tiles_in_an_even_number(m, n, k):
+    """Prefill-sized GEMMs get at least 8 workgroups of whole register tiles, an even number of
+    them where C has more than one: an odd count leaves one of two threads idle at the end."""
+    from kiln.pipelines.schedules import Kernel, gemm_workgroups
+
+    kernel = Kernel("f", "contraction", (1, m, n, k), "pppr", True, gemm_rhs="nk", f32=True)
+    mc, nc = gemm_workgroups(kernel)
+    count = -(-m // mc) * -(-n // nc)
+    assert mc % 8 == 0 and nc % 32 == 0 and count >= min(8, m // 8 * (n // 32)) and count % 2 == 0

@@ -83,12 +83,37 @@ def make_bufferized(module: ir.Module) -> None:
     )
     for func in public_funcs(module):
         _drop_updated_results(func, updates[_name(func)])
+    run_passes(module, "buffer-results-to-out-params{hoist-static-allocs modify-public-functions}", "bufferized")
+    for func in public_funcs(module):
+        _write_results_in_place(func)
     run_passes(
         module,
-        "buffer-results-to-out-params{hoist-static-allocs modify-public-functions},"
         "buffer-deallocation-pipeline,canonicalize,func.func(kiln-plan-buffers),canonicalize",
         "bufferized",
     )
+
+
+def _write_results_in_place(func) -> None:
+    """A result computed into a buffer of its own and then copied into its out-param is computed in
+    the out-param instead (what upstream's hoist-static-allocs does where memref.alloc has its
+    allocation interface registered): no copy of every result at the end of a call."""
+    block = func.regions[0].blocks[0]
+    out_params = set(block.arguments)
+    ops = list(block.operations)
+    for i, op in enumerate(ops):
+        # Only the copies at the very end: nothing may touch the buffer after its copy.
+        if op.operation.name != "memref.copy" or any(
+                o.operation.name not in ("memref.copy", "func.return") for o in ops[i + 1:]):
+            continue
+        source, target = op.operation.operands
+        alloc = getattr(source.owner, "operation", source.owner)
+        if (target not in out_params or source.type != target.type or not isinstance(alloc, ir.Operation)
+                or alloc.name != "memref.alloc" or len(alloc.operands) or alloc.parent != func.operation
+                or len(list(target.uses)) != 1):
+            continue
+        source.replace_all_uses_with(target)
+        op.operation.erase()
+        alloc.erase()
 
 
 def _drop_updated_results(func, updates: dict) -> None:

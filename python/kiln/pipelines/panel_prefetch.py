@@ -66,29 +66,34 @@ def _offsets(subview) -> list:
             for o in ir.DenseI64ArrayAttr(subview.attributes["static_offsets"])]
 
 
+def _same(a, b) -> bool:
+    """Two offsets (Value or int) are the same."""
+    if isinstance(a, int) or isinstance(b, int):
+        return isinstance(a, int) and isinstance(b, int) and a == b
+    return a == b
+
+
 def _panel_read(k_loop, panel_iv, k_iv):
     """The subview of the B block that the micro-kernel reads, offsets [.., panel, k, 0] of a source
-    [.., panels, kc, nr], and those offsets."""
+    [.., panels, kc, nr], and those offsets (panel 0 where a workgroup has one panel: no loop)."""
     for op in k_loop.regions[0].blocks[0].operations:
         if op.operation.name != "memref.subview":
             continue
         offsets = _offsets(op.operation)
-        if len(offsets) >= 3 and offsets[-3] == panel_iv and offsets[-2] == k_iv and offsets[-1] == 0:
+        if len(offsets) >= 3 and _same(offsets[-3], panel_iv) and _same(offsets[-2], k_iv) and _same(offsets[-1], 0):
             return op.operation, offsets
     return None, None
 
 
 def _prefetch_in(k_loop) -> None:
+    # The panel and row loops fold away where a workgroup has a single panel or row tile.
     panel_loop = _enclosing(k_loop, "kiln.gemm_panel_loop")
-    if panel_loop is None:
-        return
     row_loop = _enclosing(k_loop, "kiln.gemm_row_loop")
     body = k_loop.regions[0].blocks[0]
-    panel_iv, k_iv = panel_loop.regions[0].blocks[0].arguments[0], body.arguments[0]
-    read, offsets = _panel_read(k_loop, panel_iv, k_iv)
-    if read is None or any(_constant(loop.operands[0]) != 0 for loop in (panel_loop, row_loop) if loop):
-        return
-    if (row_loop is not None and _constant(row_loop.operands[2]) != 1) or _constant(panel_loop.operands[2]) != 1:
+    panel_iv = 0 if panel_loop is None else panel_loop.regions[0].blocks[0].arguments[0]
+    read, offsets = _panel_read(k_loop, panel_iv, body.arguments[0])
+    loops = [loop for loop in (panel_loop, row_loop) if loop is not None]
+    if read is None or any(_constant(loop.operands[0]) != 0 or _constant(loop.operands[2]) != 1 for loop in loops):
         return
     source = read.operands[0]
     panels, kc, width = ir.MemRefType(source.type).shape[-3:]
@@ -106,6 +111,8 @@ def _prefetch_in(k_loop) -> None:
             return arith.constant(index, v)
 
         lead = [const(o) if isinstance(o, int) else o for o in offsets[:-3]]  # batch offsets, as read
+        if panel_loop is None:
+            panel_iv = const(0)
         last = const(panels - 1)
         if k_block is None:
             # The next panel of the block; the last one prefetches itself (a no-op, and in bounds).
@@ -118,7 +125,7 @@ def _prefetch_in(k_loop) -> None:
             panel = arith.select(wrap, const(0), arith.addi(panel_iv, const(1)))
             k_base = arith.select(wrap, arith.minsi(arith.addi(k0, const(kc)), const(depth - kc)), k0)
         row = const(0) if row_loop is None else row_loop.regions[0].blocks[0].arguments[0]
-        step = arith.divui(k_iv, const(k_unroll))
+        step = arith.divui(body.arguments[0], const(k_unroll))
         first = arith.muli(arith.addi(arith.muli(row, const(k_steps)), step), const(per_step))
         for t in range(per_step):
             line = arith.minsi(arith.addi(first, const(t)), const(lines - 1))

@@ -227,7 +227,7 @@ def packed_gemm_schedule(kernel: Kernel, max_k_tile: int = 256) -> Schedule:
 def gemm_workgroups(kernel: Kernel, min_workgroups: int = 8) -> tuple:
     """(mc, nc): 128x256 tiles of C, halved (N first, then M; whole register tiles) until there are
     `min_workgroups` of them, so a prefill-sized GEMM (M = 128, N = 192..1536) keeps every thread busy
-    instead of leaving one or two workgroups to a single thread."""
+    instead of leaving one or two workgroups to a single thread; then an even number of them."""
     m, n = kernel.loop_ranges[-3:-1]
     batch = math.prod(e for e in kernel.loop_ranges[:-3] if e > 0)
     mc, nc = 128, 256
@@ -241,6 +241,8 @@ def gemm_workgroups(kernel: Kernel, min_workgroups: int = 8) -> tuple:
         nc //= 2
     while count() < min_workgroups and mc > 32:
         mc //= 2
+    if count() % 2 and count() > 1 and nc > 32:
+        nc //= 2  # an odd count leaves a thread of two idle while the last workgroup runs
     return mc, nc
 
 
