@@ -95,8 +95,8 @@ def make_bufferized(module: ir.Module) -> None:
 
 def _write_results_in_place(func) -> None:
     """A result computed into a buffer of its own and then copied into its out-param is computed in
-    the out-param instead (what upstream's hoist-static-allocs does where memref.alloc has its
-    allocation interface registered): no copy of every result at the end of a call."""
+    the out-param instead: no copy of every result at the end of a call (upstream's
+    hoist-static-allocs leaves these copies in place here)."""
     block = func.regions[0].blocks[0]
     out_params = set(block.arguments)
     ops = list(block.operations)
