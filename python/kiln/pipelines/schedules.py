@@ -484,14 +484,29 @@ def _packed_gemm_lines(i: int, kernel: Kernel, s: Schedule) -> list:
         # Loops -> [b.., M/mr, N/nr, mr, nr, K]: the reduction innermost, as outer products want it.
         f"    %pi{i} = transform.structured.interchange {packed} iterator_interchange = "
         f"{lst(list(range(nb)) + [nb, nb + 1, nb + 3, nb + 4, nb + 2])} : ({any_op}) -> {any_op}",
-        f"    %t{i}, %wg{i} = transform.structured.tile_using_forall %pi{i} tile_sizes "
-        f"{lst([1] * nb + [max(1, mc // mr), max(1, nc // nr), 0, 0, 0])} : ({any_op}) -> ({any_op}, {any_op})",
     ]
+    m = kernel.loop_ranges[-3]
+    whole_tiles = (m > 0 and n > 0 and m % mc == 0 and n % nc == 0 and mc % mr == 0 and nc % nr == 0
+                   and kernel.packed_rhs in (0, nr))  # (C's unpack is then the kernel's only one)
+    if whole_tiles:
+        # Each workgroup computes its tile of the packed C and copies it into the result while it
+        # is in cache: the unpack's workgroups are the GEMM's (one parallel region, not two).
+        lines += [
+            f'    %up{i} = transform.structured.match ops{{["linalg.unpack"]}} in {f} : ({any_op}) -> {any_op}',
+            f"    %upt{i}, %wg{i} = transform.structured.tile_using_forall %up{i} tile_sizes "
+            f"{lst([1] * nb + [mc, nc])} : ({any_op}) -> ({any_op}, {any_op})",
+            f"    %t{i}, %wg{i}a = transform.structured.fuse_into_containing_op %pi{i} into %wg{i} "
+            f": ({any_op}, {any_op}) -> ({any_op}, {any_op})",
+        ]
+    else:
+        lines.append(
+            f"    %t{i}, %wg{i} = transform.structured.tile_using_forall %pi{i} tile_sizes "
+            f"{lst([1] * nb + [max(1, mc // mr), max(1, nc // nr), 0, 0, 0])} : ({any_op}) -> ({any_op}, {any_op})")
     if kernel.has_init_fill:
         lines += [
             f'    %fill{i} = transform.structured.match ops{{["linalg.fill"]}} in {f} : ({any_op}) -> {any_op}',
-            f"    %fused{i}, %wg{i}b = transform.structured.fuse_into_containing_op %fill{i} into %wg{i} "
-            f": ({any_op}, {any_op}) -> ({any_op}, {any_op})",
+            f"    %fused{i}, %wg{i}b = transform.structured.fuse_into_containing_op %fill{i} into "
+            f"{'%wg' + str(i) + ('a' if whole_tiles else '')} : ({any_op}, {any_op}) -> ({any_op}, {any_op})",
         ]
     lines += [
         tile_for(f"%k{i}", f"%t{i}", z + [0, 0, 0, 0, s.k_tile]),
@@ -540,8 +555,14 @@ def _packed_gemm_lines(i: int, kernel: Kernel, s: Schedule) -> list:
             "      transform.apply_patterns.vector.lower_transfer max_transfer_rank = 1",
             f"    }} : {any_op}",
         ]
-    m = kernel.loop_ranges[-3]
-    if m > 0 and n > 0 and m % mr == 0 and n % nr == 0:
+    if whole_tiles:
+        # (matched again: the rewrites since may have replaced the op the fusion handle tracked)
+        lines += [
+            f'    %upf{i} = transform.structured.match ops{{["linalg.unpack"]}} in {f} : ({any_op}) -> {any_op}',
+            tile_for(f"%upv{i}", f"%upf{i}", [1] * nb + [mr, nr]),
+            f"    transform.structured.vectorize %upv{i} : {any_op}",
+        ]
+    elif m > 0 and n > 0 and m % mr == 0 and n % nr == 0:
         # C is whole register tiles: each [mr, nr] tile is copied from the packed C straight into
         # the result, as vector rows (no transposed copy of C, no copy of that into the result).
         # Workgroups of whole register tiles that divide C, so every tile is static.
