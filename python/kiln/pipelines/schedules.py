@@ -486,14 +486,15 @@ def _packed_gemm_lines(i: int, kernel: Kernel, s: Schedule) -> list:
         f"{lst(list(range(nb)) + [nb, nb + 1, nb + 3, nb + 4, nb + 2])} : ({any_op}) -> {any_op}",
     ]
     m = kernel.loop_ranges[-3]
-    whole_tiles = (m > 0 and n > 0 and m % mc == 0 and n % nc == 0 and mc % mr == 0 and nc % nr == 0
+    whole_c = m > 0 and n > 0 and m % mr == 0 and n % nr == 0  # C is whole register tiles
+    whole_tiles = (whole_c and m % mc == 0 and n % nc == 0 and mc % mr == 0 and nc % nr == 0
                    and kernel.packed_rhs in (0, nr))  # (C's unpack is then the kernel's only one)
     if whole_tiles:
         # Each workgroup computes its tile of the packed C and copies it into the result while it
         # is in cache: the unpack's workgroups are the GEMM's (one parallel region, not two).
         lines += [
             f'    %up{i} = transform.structured.match ops{{["linalg.unpack"]}} in {f} : ({any_op}) -> {any_op}',
-            f"    %upt{i}, %wg{i} = transform.structured.tile_using_forall %up{i} tile_sizes "
+            f"    %upw{i}, %wg{i} = transform.structured.tile_using_forall %up{i} tile_sizes "
             f"{lst([1] * nb + [mc, nc])} : ({any_op}) -> ({any_op}, {any_op})",
             f"    %t{i}, %wg{i}a = transform.structured.fuse_into_containing_op %pi{i} into %wg{i} "
             f": ({any_op}, {any_op}) -> ({any_op}, {any_op})",
@@ -557,15 +558,11 @@ def _packed_gemm_lines(i: int, kernel: Kernel, s: Schedule) -> list:
         ]
     if whole_tiles:
         # (matched again: the rewrites since may have replaced the op the fusion handle tracked)
-        lines += [
-            f'    %upf{i} = transform.structured.match ops{{["linalg.unpack"]}} in {f} : ({any_op}) -> {any_op}',
-            tile_for(f"%upv{i}", f"%upf{i}", [1] * nb + [mr, nr]),
-            f"    transform.structured.vectorize %upv{i} : {any_op}",
-        ]
-    elif m > 0 and n > 0 and m % mr == 0 and n % nr == 0:
-        # C is whole register tiles: each [mr, nr] tile is copied from the packed C straight into
-        # the result, as vector rows (no transposed copy of C, no copy of that into the result).
-        # Workgroups of whole register tiles that divide C, so every tile is static.
+        lines.append(f'    %upt{i} = transform.structured.match ops{{["linalg.unpack"]}} in {f} : ({any_op}) -> {any_op}')
+    elif whole_c:
+        # Each [mr, nr] tile is copied from the packed C straight into the result, as vector rows
+        # (no transposed copy of C, no copy of that into the result), in workgroups of their own:
+        # whole register tiles that divide C, so every tile is static.
         def dividing(extent, limit, unit):
             return max(d for d in range(unit, max(limit, unit) + 1, unit) if extent % d == 0)
 
@@ -573,6 +570,9 @@ def _packed_gemm_lines(i: int, kernel: Kernel, s: Schedule) -> list:
             f'    %up{i} = transform.structured.match ops{{["linalg.unpack"]}} in {f} : ({any_op}) -> {any_op}',
             f"    %upt{i}, %upw{i} = transform.structured.tile_using_forall %up{i} tile_sizes "
             f"{lst([1] * nb + [dividing(m, mc, mr), dividing(n, nc, nr)])} : ({any_op}) -> ({any_op}, {any_op})",
+        ]
+    if whole_c:
+        lines += [
             tile_for(f"%upv{i}", f"%upt{i}", [1] * nb + [mr, nr]),
             f"    transform.structured.vectorize %upv{i} : {any_op}",
         ]
