@@ -10,8 +10,11 @@
 // TILED-SAME: %[[P:[a-z0-9]+]]: tensor<4x64x32xf32>
 // TILED-NOT: linalg.unpack
 // TILED-NOT: linalg.pack
-// The activation's panels: [M/8, K, 8] by a parallel transpose.
-// TILED: linalg.transpose {{.*}} outs({{.*}} : tensor<?x16x64x8xf32>)
+// The activation's panels: [M/8, K, 8] by [8, 16]-block transposes in 16 workgroups over M/8 (not
+// over the batch dim of one).
+// TILED: scf.forall (%[[T:.*]]) in (16) {{.*}} -> (tensor<1x16x64x8xf32>)
+// TILED: tensor.extract_slice {{.*}}[0, %[[T]], 0, 0] [1, 1, 8, 64]
+// TILED: vector.shuffle {{.*}} : vector<128xf32>, vector<128xf32>
 // TILED-NOT: linalg.transpose
 // The micro-kernel's weight slices come straight from the argument.
 // TILED: tensor.extract_slice %[[P]][

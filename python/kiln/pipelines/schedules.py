@@ -458,15 +458,25 @@ def _packed_gemm_lines(i: int, kernel: Kernel, s: Schedule) -> list:
         f": ({any_op}) -> {any_op}",
     ]
     packed = f"%p{i}"
-    n, k = kernel.loop_ranges[-2:]
-    # A weight W[N, K] (a linear's, no batch dims) packs to [N/nr, K, nr] by a transpose of 16x16
-    # register blocks (AVX-512 shuffles) when the panels need no padding; otherwise element by element.
-    # A weight stored in [N/nr, K, nr] panels (kernel.packed_rhs == nr) needs no packing at all: the
-    # pack of its unpack folds away (canonicalization below).
-    shuffle_pack_b = (kernel.gemm_rhs == "nk" and kernel.rhs_batch == 0 and n > 0 and k > 0
-                      and n % nr == 0 and nr % 16 == 0 and k % 16 == 0 and kernel.packed_rhs != nr)
-    if shuffle_pack_b:
+    m, n, k = kernel.loop_ranges[-3:]
+    # Packs that need no padding run as vector code (below): A[b.., M, K] -> [b.., M/mr, K, mr] by
+    # transposes of [mr, 16] blocks; a weight W[N, K] (a linear's, no batch dims) -> [N/nr, K, nr] by
+    # transposes of 16x16 register blocks (AVX-512 shuffles); B[.., K, N] -> [.., N/nr, K, nr] by row
+    # copies. Other packs go element by element. A weight stored in [N/nr, K, nr] panels
+    # (kernel.packed_rhs == nr) needs no packing at all: the pack of its unpack folds away
+    # (canonicalization below).
+    # (handle of the linalg.pack, its batch dims, vector tile of its transpose, transpose lowering)
+    vector_packs = []
+    if m > 0 and k > 0 and m % mr == 0 and k % 16 == 0:
+        lines.append(f"    %apk{i} = transform.get_producer_of_operand %p{i}[0] : ({any_op}) -> {any_op}")
+        vector_packs.append((f"%apk{i}", nb, [1] * nb + [1, 16, mr], "shuffle_1d"))
+    if (kernel.gemm_rhs == "nk" and kernel.rhs_batch == 0 and n > 0 and k > 0 and n % nr == 0
+            and nr % 16 == 0 and k % 16 == 0 and kernel.packed_rhs != nr):
         lines.append(f"    %bpk{i} = transform.get_producer_of_operand %p{i}[1] : ({any_op}) -> {any_op}")
+        vector_packs.append((f"%bpk{i}", 0, [1, 16, 16], "shuffle_16x16"))
+    elif kernel.gemm_rhs == "kn" and n > 0 and k > 0 and n % nr == 0:
+        vector_packs.append((f"%bpt{i}", kernel.rhs_batch, [1] * kernel.rhs_batch + [1, math.gcd(k, 8), nr],
+                             "eltwise"))
     if kernel.gemm_rhs == "kn":
         # B[.., K, N] packs to [.., K, N/nr, nr]: make it [.., N/nr, K, nr] so a panel is contiguous.
         rb = kernel.rhs_batch
@@ -485,7 +495,6 @@ def _packed_gemm_lines(i: int, kernel: Kernel, s: Schedule) -> list:
         f"    %pi{i} = transform.structured.interchange {packed} iterator_interchange = "
         f"{lst(list(range(nb)) + [nb, nb + 1, nb + 3, nb + 4, nb + 2])} : ({any_op}) -> {any_op}",
     ]
-    m = kernel.loop_ranges[-3]
     whole_c = m > 0 and n > 0 and m % mr == 0 and n % nr == 0  # C is whole register tiles
     whole_tiles = (whole_c and m % mc == 0 and n % nc == 0 and mc % mr == 0 and nc % nr == 0
                    and kernel.packed_rhs in (0, nr))  # (C's unpack is then the kernel's only one)
@@ -540,18 +549,22 @@ def _packed_gemm_lines(i: int, kernel: Kernel, s: Schedule) -> list:
         "      transform.apply_patterns.canonicalization",
         f"    }} : {any_op}",
     ]
-    if shuffle_pack_b:
+    unit_batch = all(e == 1 for e in kernel.loop_ranges[:nb])
+    for j, (handle, batch_dims, vector_tile, strategy) in enumerate(vector_packs):
+        # Workgroups over the panels (past batch dims of one, which would leave one workgroup).
+        threads = [0] * batch_dims + [16] if unit_batch else [16]
         lines += [
-            f'    %bpc{i} = transform.cast %bpk{i} : {any_op} to !transform.op<"linalg.pack">',
-            f"    %bl{i}a, %bl{i}b, %bl{i}c = transform.structured.lower_pack %bpc{i} : "
+            f'    %vpc{i}_{j} = transform.cast {handle} : {any_op} to !transform.op<"linalg.pack">',
+            f"    %vl{i}_{j}a, %vl{i}_{j}b, %vl{i}_{j}c = transform.structured.lower_pack %vpc{i}_{j} : "
             f'(!transform.op<"linalg.pack">) -> (!transform.op<"tensor.pad">, '
             f'!transform.op<"tensor.expand_shape">, !transform.op<"linalg.transpose">)',
-            f"    %btt{i}, %btw{i} = transform.structured.tile_using_forall %bl{i}c num_threads [16] "
+            f"    %vpt{i}_{j}, %vpw{i}_{j} = transform.structured.tile_using_forall %vl{i}_{j}c num_threads {lst(threads)} "
             f': (!transform.op<"linalg.transpose">) -> ({any_op}, {any_op})',
-            tile_for(f"%btv{i}", f"%btt{i}", [1, 16, 16]),
-            f"    transform.structured.vectorize %btv{i} : {any_op}",
+            tile_for(f"%vpv{i}_{j}", f"%vpt{i}_{j}", vector_tile),
+            f"    transform.structured.vectorize %vpv{i}_{j} : {any_op}",
             f"    transform.apply_patterns to {f} {{",
-            '      transform.apply_patterns.vector.lower_transpose lowering_strategy = "shuffle_16x16"',
+            f'      transform.apply_patterns.vector.lower_transpose lowering_strategy = "{strategy}"',
+            "      transform.apply_patterns.vector.lower_shape_cast",
             "      transform.apply_patterns.vector.transfer_permutation_patterns",
             "      transform.apply_patterns.vector.lower_transfer max_transfer_rank = 1",
             f"    }} : {any_op}",
