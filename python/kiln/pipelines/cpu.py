@@ -17,6 +17,7 @@ from ..errors import KilnError
 from ..signature import updated_args
 from . import common, schedules
 from .common import public_funcs, run_passes
+from .packed_c_init import start_from_fill_value
 from .panel_prefetch import prefetch_next_panels
 
 
@@ -58,6 +59,7 @@ def make_tiled(module: ir.Module) -> None:
         "canonicalize,cse,func.func(loop-invariant-subset-hoisting),canonicalize,cse",
         "tiled",
     )
+    start_from_fill_value(module)
 
 
 def make_bufferized(module: ir.Module) -> None:

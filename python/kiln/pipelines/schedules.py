@@ -520,6 +520,7 @@ def _packed_gemm_lines(i: int, kernel: Kernel, s: Schedule) -> list:
         ]
     lines += [
         tile_for(f"%k{i}", f"%t{i}", z + [0, 0, 0, 0, s.k_tile]),
+        f'    transform.annotate %lk{i} "kiln.gemm_k_block_loop" : {any_op}',
         # Per K block: each B panel of the workgroup (outer), then each A row tile (inner), so a
         # panel is read from memory once and from L1 by the other row tiles (BLIS's loop order);
         # the loops are tagged for the panel prefetch (pipelines/panel_prefetch.py).
