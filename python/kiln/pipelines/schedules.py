@@ -465,8 +465,7 @@ def _packed_gemm_lines(i: int, kernel: Kernel, s: Schedule) -> list:
     # copies. Other packs go element by element. A weight stored in [N/nr, K, nr] panels
     # (kernel.packed_rhs == nr) needs no packing at all: the pack of its unpack folds away
     # (canonicalization below).
-    # (handle of the linalg.pack, its batch dims, vector tile of its transpose, transpose lowering)
-    vector_packs = []
+    vector_packs = []  # (linalg.pack handle, its batch dims, vector tile of its transpose, lowering)
     if m > 0 and k > 0 and m % mr == 0 and k % 16 == 0:
         lines.append(f"    %apk{i} = transform.get_producer_of_operand %p{i}[0] : ({any_op}) -> {any_op}")
         vector_packs.append((f"%apk{i}", nb, [1] * nb + [1, 16, mr], "shuffle_1d"))
@@ -559,8 +558,8 @@ def _packed_gemm_lines(i: int, kernel: Kernel, s: Schedule) -> list:
             f"    %vl{i}_{j}a, %vl{i}_{j}b, %vl{i}_{j}c = transform.structured.lower_pack %vpc{i}_{j} : "
             f'(!transform.op<"linalg.pack">) -> (!transform.op<"tensor.pad">, '
             f'!transform.op<"tensor.expand_shape">, !transform.op<"linalg.transpose">)',
-            f"    %vpt{i}_{j}, %vpw{i}_{j} = transform.structured.tile_using_forall %vl{i}_{j}c num_threads {lst(threads)} "
-            f': (!transform.op<"linalg.transpose">) -> ({any_op}, {any_op})',
+            f"    %vpt{i}_{j}, %vpw{i}_{j} = transform.structured.tile_using_forall %vl{i}_{j}c "
+            f'num_threads {lst(threads)} : (!transform.op<"linalg.transpose">) -> ({any_op}, {any_op})',
             tile_for(f"%vpv{i}_{j}", f"%vpt{i}_{j}", vector_tile),
             f"    transform.structured.vectorize %vpv{i}_{j} : {any_op}",
             f"    transform.apply_patterns to {f} {{",
