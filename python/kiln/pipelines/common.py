@@ -58,6 +58,24 @@ def _check_no_boolean_buffers(module: ir.Module) -> None:
                                 "Kiln's backends cannot store yet: use i8 (0/1) instead")
 
 
+def find_ops(module: ir.Module, predicate) -> list:
+    """The ops of `module` for which `predicate(op)` holds, collected before any is rewritten."""
+    found = []
+
+    def collect(op):
+        if predicate(op):
+            found.append(op)
+        return ir.WalkResult.ADVANCE
+
+    module.operation.walk(collect)
+    return found
+
+
+def micro_kernel_loops(module: ir.Module) -> list:
+    """The packed GEMM micro-kernels' K loops (`kiln.gemm_k_loop`, see schedules._packed_gemm_lines)."""
+    return find_ops(module, lambda op: op.name == "scf.for" and "kiln.gemm_k_loop" in op.attributes)
+
+
 def public_funcs(module: ir.Module):
     """The module's entry points: public func.func definitions."""
     for op in module.body.operations:

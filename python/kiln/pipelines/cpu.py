@@ -16,7 +16,7 @@ from mlir.dialects.transform import interpreter
 from ..errors import KilnError
 from ..signature import updated_args
 from . import common, schedules
-from .common import public_funcs, run_passes
+from .common import find_ops, public_funcs, run_passes
 from .packed_c_init import start_from_fill_value
 from .panel_prefetch import prefetch_next_panels
 
@@ -187,7 +187,7 @@ def make_loops(module: ir.Module) -> None:
         "loops",
     )
     dynamic = ir.Attribute.parse("#omp<schedulekind dynamic>", context=module.context)
-    for op in _ops(module, lambda op: op.name == "omp.wsloop"):
+    for op in find_ops(module, lambda op: op.name == "omp.wsloop"):
         op.attributes["schedule_kind"] = dynamic
 
 
@@ -199,24 +199,11 @@ def _strided_copies_to_loops(module: ir.Module) -> None:
     stay memcpy)."""
     from mlir.dialects import linalg
 
-    for op in _ops(module, lambda op: op.name == "memref.copy"
+    for op in find_ops(module, lambda op: op.name == "memref.copy"
                    and not all(_contiguous(v.type) for v in op.operands)):
         with ir.InsertionPoint(op), op.location:
             linalg.copy(op.operands[0], outs=[op.operands[1]])
         op.erase()
-
-
-def _ops(module: ir.Module, predicate) -> list:
-    """The ops of `module` for which `predicate(op)` holds, collected before any is rewritten."""
-    found = []
-
-    def collect(op):
-        if predicate(op):
-            found.append(op)
-        return ir.WalkResult.ADVANCE
-
-    module.operation.walk(collect)
-    return found
 
 
 def _contiguous(memref_type) -> bool:
@@ -275,7 +262,7 @@ def inline_exp(module: ir.Module) -> None:
     """
     from mlir.dialects import arith, math as math_d
 
-    for op in _ops(module, lambda op: op.name == "math.exp" and _is_f32(op.results[0].type)):
+    for op in find_ops(module, lambda op: op.name == "math.exp" and _is_f32(op.results[0].type)):
         x = op.operands[0]
         ft = x.type
         with ir.InsertionPoint(op), op.location:

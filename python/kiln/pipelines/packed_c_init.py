@@ -15,21 +15,15 @@ from __future__ import annotations
 from mlir import ir
 from mlir.dialects import arith, vector
 
+from .common import micro_kernel_loops
+
 
 def start_from_fill_value(module: ir.Module) -> None:
     """Rewrite every annotated packed GEMM of `module` (see module docstring). GEMMs whose loops do
     not have the expected form (no fill feeding the workgroup's loops, C read not a vector
     transfer) are left as they are."""
-    k_loops = []
-
-    def collect(op):
-        if op.name == "scf.for" and "kiln.gemm_k_loop" in op.attributes:
-            k_loops.append(op)
-        return ir.WalkResult.ADVANCE
-
-    module.operation.walk(collect)
     fills = {}
-    for k_loop in k_loops:
+    for k_loop in micro_kernel_loops(module):
         found = _fill_and_outer_loop(k_loop)
         if found is None:
             continue

@@ -18,6 +18,8 @@ import math
 from mlir import ir
 from mlir.dialects import arith, memref
 
+from .common import micro_kernel_loops
+
 CACHE_LINE_FLOATS = 16
 # Rows per workgroup assumed when the row loop's trip count is not static.
 _DEFAULT_ROW_TILES = 16
@@ -26,15 +28,7 @@ _DEFAULT_ROW_TILES = 16
 def prefetch_next_panels(module: ir.Module) -> None:
     """Insert the prefetches into every annotated micro-kernel loop of `module` (see module docstring).
     Loops whose panel read does not have the expected form are left as they are."""
-    loops = []
-
-    def collect(op):
-        if op.name == "scf.for" and "kiln.gemm_k_loop" in op.attributes:
-            loops.append(op)
-        return ir.WalkResult.ADVANCE
-
-    module.operation.walk(collect)
-    for loop in loops:
+    for loop in micro_kernel_loops(module):
         _prefetch_in(loop)
 
 
