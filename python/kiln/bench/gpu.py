@@ -180,7 +180,7 @@ def run_model(device, torch, path: str, rounds: int, artifacts: str | None = Non
         for _ in range(rounds):
             k, h = _kiln_run(model, ids, new_tokens), _hf_run(torch, hf, ids, new_tokens)
             for who, r in (("kiln", k), ("hf", h)):
-                samples[who]["prefill_s"].append(r["prefill_s"])
+                samples[who]["prefill_s"] += r["prefill_s"]
                 samples[who]["decode_s"] += r["step_s"]
             same = matching_prefix(k["tokens"], h["tokens"])
             bar.advance("round")
@@ -209,7 +209,7 @@ def _hf_run(torch, model, ids, new_tokens) -> dict:
             token = int(out.logits[0, -1].argmax())
             steps.append(time.perf_counter() - t)
             past = out.past_key_values
-    return {"prefill_s": prefill, "step_s": steps, "tokens": tokens}
+    return {"prefill_s": [prefill], "step_s": steps, "tokens": tokens}
 
 
 def versions(device, torch, artifacts: str | None = None) -> dict:

@@ -4,8 +4,9 @@ Both run the same fp32 weight values on the same prompt ids, in interleaved roun
 process, HF (torch eager, CPU) in a worker process per thread count. For a GGUF file whose weights
 are Q4_0/Q4_1/Q8_0 blocks, Kiln runs twice: "kiln" reads the blocks as stored in decode steps
 (dequantized in the kernels to the same fp32 values HF gets from its loader) and "kiln_fp32" reads
-fp32 copies, like HF. Prefill: one forward pass over the prompt that
-fills the KV cache. Decode: greedy steps of one token each with the cache (HF: `model(token,
+fp32 copies, like HF. Prefill: a forward pass over the prompt that
+fills the KV cache, timed PREFILL_REPS times per round (each a sample: on a shared machine one cold
+pass per round leaves medians of a handful of samples that swing by a third). Decode: greedy steps of one token each with the cache (HF: `model(token,
 past_key_values=...)` in a loop, i.e. `generate` without its Python overhead). The report also gives
 Kiln's decode bandwidth as a share of the measured memory bandwidth.
 """
@@ -28,16 +29,18 @@ from . import report as report_io
 _HF_WORKER = r"""
 import json, os, sys, time
 import torch, transformers
-threads, path, gguf, ids, new_tokens = json.loads(sys.argv[1])
+threads, path, gguf, ids, new_tokens, prefill_reps = json.loads(sys.argv[1])
 torch.set_num_threads(threads)
 kw = {"gguf_file": gguf} if gguf else {}
 model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kw).eval()
 prompt = torch.tensor([ids])
 for line in sys.stdin:
     with torch.no_grad():
-        t = time.perf_counter()
-        out = model(prompt, use_cache=True)
-        prefill = time.perf_counter() - t
+        prefill = []
+        for _ in range(prefill_reps):
+            t = time.perf_counter()
+            out = model(prompt, use_cache=True)
+            prefill.append(time.perf_counter() - t)
         past, token, tokens, steps = out.past_key_values, out.logits[0, -1].argmax(), [], []
         for _ in range(new_tokens):
             tokens.append(int(token))
@@ -76,7 +79,7 @@ def run(model_path: str | None = None, threads=(1, 2), rounds: int = 3, prompt_l
                     runs = {who: _kiln_run(model, ids, new_tokens) for who, model in systems.items()}
                     runs["hf"] = workers[t].run()
                     for who, r in runs.items():
-                        samples[t][who]["prefill_s"].append(r["prefill_s"])
+                        samples[t][who]["prefill_s"] += r["prefill_s"]
                         samples[t][who]["decode_s"] += r["step_s"]
                     for who in systems:
                         agree[t][who] = matching_prefix(runs[who]["tokens"], runs["hf"]["tokens"])
@@ -115,6 +118,7 @@ def run(model_path: str | None = None, threads=(1, 2), rounds: int = 3, prompt_l
         "machine": report_io.machine(),
         "model": path,
         "settings": {"prompt_tokens": prompt_len, "new_tokens": new_tokens, "rounds": rounds,
+                     "prefill_reps": PREFILL_REPS,
                      "dtype": "float32", "peer": f"transformers {transformers.__version__}, torch "
                      f"{torch.__version__} eager", "systems": {who: _LABELS[who] for who in systems}},
         "results": results,
@@ -127,12 +131,15 @@ def run(model_path: str | None = None, threads=(1, 2), rounds: int = 3, prompt_l
 
 
 _LABELS = {"kiln": "Kiln", "kiln_fp32": "Kiln, fp32 weights"}
+PREFILL_REPS = 3
 
 
 def _kiln_run(model, ids, new_tokens) -> dict:
-    t = time.perf_counter()
-    logits = model._prefill(ids)
-    prefill = time.perf_counter() - t
+    prefill = []
+    for _ in range(PREFILL_REPS):
+        t = time.perf_counter()
+        logits = model._prefill(ids)
+        prefill.append(time.perf_counter() - t)
     tokens, steps = [], []
     for i in range(new_tokens):
         token = int(np.argmax(logits))
@@ -168,7 +175,7 @@ class _HFWorker:
     def __init__(self, threads, path, gguf, ids, new_tokens):
         env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
         env["OMP_NUM_THREADS"] = str(threads)
-        args = json.dumps([threads, path, gguf, ids, new_tokens])
+        args = json.dumps([threads, path, gguf, ids, new_tokens, PREFILL_REPS])
         self.proc = subprocess.Popen([sys.executable, "-c", _HF_WORKER, args], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
 
