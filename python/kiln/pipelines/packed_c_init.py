@@ -28,14 +28,18 @@ def start_from_fill_value(module: ir.Module) -> None:
         if found is None:
             continue
         fill, outer = found
+        k_blocks = "kiln.gemm_k_block_loop" in outer.attributes
+        if not (k_blocks or "kiln.gemm_panel_loop" in outer.attributes or "kiln.gemm_row_loop" in outer.attributes):
+            continue  # (an untagged loop: it may run over K blocks, and its first step is not the only one)
         c_read = k_loop.operands[3]
         with ir.InsertionPoint(k_loop), k_loop.location:
             start = vector.broadcast(c_read.type, fill.operands[0])
-            if "kiln.gemm_k_block_loop" in outer.attributes:
+            if k_blocks:
                 first = arith.cmpi(arith.CmpIPredicate.eq, outer.regions[0].blocks[0].arguments[0],
                                    outer.operands[0])
                 start = arith.select(first, start, c_read)
-            # (else K is one block, whose loop was folded away: every step is the first)
+            # (else K is one block, whose loop was folded away: the panel or row loop carries the
+            # fill, and every K step starts from it)
             k_loop.operands[3] = start
         fills[fill] = outer
     for fill, outer in fills.items():
