@@ -4,11 +4,11 @@ Both run the same fp32 weight values on the same prompt ids, in interleaved roun
 process, HF (torch eager, CPU) in a worker process per thread count. For a GGUF file whose weights
 are Q4_0/Q4_1/Q8_0 blocks, Kiln runs twice: "kiln" reads the blocks as stored in decode steps
 (dequantized in the kernels to the same fp32 values HF gets from its loader) and "kiln_fp32" reads
-fp32 copies, like HF. Prefill: a forward pass over the prompt that
-fills the KV cache, timed PREFILL_REPS times per round (each a sample: on a shared machine one cold
-pass per round leaves medians of a handful of samples that swing by a third). Decode: greedy steps of one token each with the cache (HF: `model(token,
-past_key_values=...)` in a loop, i.e. `generate` without its Python overhead). The report also gives
-Kiln's decode bandwidth as a share of the measured memory bandwidth.
+fp32 copies, like HF. Prefill: a forward pass over the prompt that fills the KV cache, timed
+PREFILL_REPS times per round, each pass a sample (on a shared machine, one cold pass per round leaves
+a handful of samples whose median swings by a third). Decode: greedy steps of one token each with the
+cache (HF: `model(token, past_key_values=...)` in a loop, i.e. `generate` without its Python
+overhead). The report also gives Kiln's decode bandwidth as a share of the measured memory bandwidth.
 """
 
 from __future__ import annotations
