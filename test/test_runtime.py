@@ -156,6 +156,27 @@ def test_non_contiguous_inputs_are_accepted(program, rng):
     check(y, mlp_ref(xs, w, b), scale=4)
 
 
+def test_arrays_changed_in_place_and_views_of_one_address(program, rng):
+    """Entry points reuse what they built for an array seen before (its memref descriptor): an array
+    changed in place, views of one address with other shapes, and more arrays than are kept must
+    all still give their own results."""
+    x, w, b = mlp_inputs(rng)
+    for _ in range(3):
+        (y,) = program.mlp(x, w, b)
+        check(y, mlp_ref(x, w, b), scale=4)
+        x[...] = randn(rng, x.shape)
+    base, out = randn(rng, (40, 64)), np.zeros((40, 64), np.float32)
+    for n in (40, 3, 17, 1, 40):
+        out[...] = np.nan
+        (y,) = program.dyn(base[:n], out=[out[:n]])
+        assert y.shape == (n, 64)
+        check(y, ref.silu(base[:n]))
+        assert np.isnan(out[n:]).all()  # nothing written past the view
+    xs = [randn(rng, x.shape) for _ in range(80)]
+    for xi in xs + xs[:5]:
+        (y,) = program.mlp(xi, w, b)
+        check(y, mlp_ref(xi, w, b), scale=4)
+
 # ----------------------------------------------------------------------------------------------
 # Buffers
 # ----------------------------------------------------------------------------------------------

@@ -63,6 +63,10 @@ class TensorSpec:
 
     def check(self, value, where: str) -> np.ndarray:
         """Returns `value` as a C-contiguous array of this spec, or raises naming `where`."""
+        if (type(value) is np.ndarray and value.dtype == self.dtype and value.flags.c_contiguous
+                and len(value.shape) == len(self.shape)
+                and all(d is None or d == s for d, s in zip(self.shape, value.shape))):
+            return value  # the common case, checked without conversions
         array = np.asarray(value)
         if array.dtype != np.dtype(self.dtype):
             raise KilnError(f"{where} (expects {self.describe()}): got dtype {array.dtype}")

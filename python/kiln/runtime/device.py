@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import math
 import sys
 
 import numpy as np
@@ -146,7 +147,7 @@ def aligned_empty(shape: tuple, dtype, alignment: int = 64, huge_pages: bool = F
     starts on a huge page and asks for transparent huge pages: GEMMs stream hundreds of MB of
     weights, and with 4 KiB pages every 4 KiB costs a TLB miss."""
     dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize
     huge = huge_pages and nbytes >= _HUGE_PAGE
     if huge:
         alignment = _HUGE_PAGE

@@ -31,6 +31,26 @@ def descriptor(array: np.ndarray):
     return descriptor_type(rank)(ptr, ptr, 0, dims(*array.shape), dims(*[s // item for s in array.strides]))
 
 
+class DescriptorCache:
+    """Descriptors of the arrays an entry point has seen, by (address, shape, strides, itemsize): a
+    descriptor is a function of those alone, so an array passed again (a caller's reused inputs and
+    out buffers, or a result at an address malloc hands out again) costs a dict lookup instead of a
+    new ctypes struct. Bounded: when full it starts over."""
+
+    def __init__(self, limit: int = 64):
+        self._limit = limit
+        self._cache = {}
+
+    def get(self, array: np.ndarray):
+        key = (array.__array_interface__["data"][0], array.shape, array.strides, array.itemsize)
+        d = self._cache.get(key)
+        if d is None:
+            if len(self._cache) >= self._limit:
+                self._cache.clear()
+            d = self._cache[key] = descriptor(array)
+        return d
+
+
 def byte_range(array: np.ndarray) -> tuple:
     """[start, end) of a C-contiguous array's memory, to detect overlapping buffers cheaply."""
     start = array.__array_interface__["data"][0]

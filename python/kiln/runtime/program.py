@@ -20,7 +20,7 @@ from ..errors import KilnError
 from ..signature import Signature
 from . import cpu
 from .device import Buffer, Device, aligned_empty
-from .memref import byte_range, descriptor
+from .memref import DescriptorCache, byte_range
 
 _SCALAR_CTYPES = {
     np.dtype(np.int64): ctypes.c_int64,
@@ -76,6 +76,7 @@ class EntryPoint:
         self.program = program
         self.signature = signature
         self._fn = program.executable.function(signature.name, signature)
+        self._descriptors = DescriptorCache()
 
     def _marshal(self, args, out):
         sig = self.signature
@@ -98,7 +99,7 @@ class EntryPoint:
             else:
                 array = self._buffer_array(value, spec, where)
             inputs.append((i, array))
-            d = value.descriptor() if isinstance(value, Buffer) else descriptor(array)
+            d = value.descriptor() if isinstance(value, Buffer) else self._descriptors.get(array)
             keep += [array, d]
             call_args.append(ctypes.addressof(d))
         for j, spec in enumerate(sig.results):
@@ -132,7 +133,7 @@ class EntryPoint:
                 ranges.append((f"out buffer {j}", (lo, hi)))
         for j, r in enumerate(results):
             value = out[j] if out is not None else None
-            d = value.descriptor() if isinstance(value, Buffer) else descriptor(r)
+            d = value.descriptor() if isinstance(value, Buffer) else self._descriptors.get(r)
             keep += [r, d]
             call_args.append(ctypes.addressof(d))
         return keep, call_args, results
