@@ -10,6 +10,8 @@
 
 #include "dialect/TransformerDialect.h"
 
+#include <cmath>
+
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringSwitch.h"
 
@@ -326,6 +328,9 @@ LogicalResult RoPEOp::verify() {
                          << ")";
   if (!(getTheta().convertToDouble() > 0)) // NaN too
     return emitOpError() << "theta (" << getTheta().convertToDouble() << ") must be positive";
+  double scaling = getAttentionScaling().convertToDouble();
+  if (!(scaling > 0) || std::isinf(scaling))
+    return emitOpError() << "attention_scaling (" << scaling << ") must be positive and finite";
   int64_t headDim = input.getDimSize(3);
   if (std::optional<uint64_t> attr = getRotaryDim()) {
     int64_t rotaryDim = static_cast<int64_t>(*attr);

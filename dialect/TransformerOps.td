@@ -222,18 +222,23 @@ def Transformer_RoPEOp : Transformer_Op<"rope", [InferTypeOpAdaptor]> {
     optional: without it, `inv_freq[i] = theta^(-2i/rotary_dim)` computed in f32
     as Hugging Face does; with it, any rope-scaling variant (linear, llama3,
     yarn, ...) is expressed by the frequencies the frontend computes.
+    `attention_scaling` (default 1) multiplies the rotated features' cos and
+    sin: YaRN's attention factor, which Hugging Face applies to both tables.
 
     Example:
 
     ```mlir
     %qr = transformer.rope %q, %pos {theta = 1.0e+05 : f64}
         : (tensor<1x9x7x64xf32>, tensor<1x7xi64>) -> tensor<1x9x7x64xf32>
+    %kr = transformer.rope %k, %pos inv_freq(%freq) {attention_scaling = 1.2 : f64}
+        : (tensor<1x3x7x64xf32>, tensor<1x7xi64>, tensor<32xf32>) -> tensor<1x3x7x64xf32>
     ```
   }];
   let arguments = (ins Transformer_FloatTensor:$input, Transformer_IntTensor:$positions,
                        Optional<Transformer_FloatTensor>:$inv_freq,
                        DefaultValuedAttr<F64Attr, "10000.0">:$theta,
-                       OptionalAttr<I64Attr>:$rotary_dim);
+                       OptionalAttr<I64Attr>:$rotary_dim,
+                       DefaultValuedAttr<F64Attr, "1.0">:$attention_scaling);
   let results = (outs Transformer_FloatTensor:$result);
   let assemblyFormat = [{
     $input `,` $positions (`inv_freq` `(` $inv_freq^ `)`)? attr-dict

@@ -38,6 +38,7 @@ class LlamaShape:
     qkv_bias: bool
     qk_norm: bool
     tied: bool
+    rope_scaling: float = 1.0  # what RoPE's cos and sin are multiplied by (YaRN's attention factor)
 
     @staticmethod
     def of(config: dict) -> "LlamaShape":
@@ -65,6 +66,7 @@ class LlamaShape:
             qkv_bias=model_type == "qwen2" or bool(config.get("attention_bias", False)),
             qk_norm=model_type == "qwen3",
             tied=bool(config.get("tie_word_embeddings", False)),
+            rope_scaling=rope.attention_scaling(config),
         )
 
 
@@ -154,8 +156,9 @@ def _block(s: LlamaShape, x, positions, start, inv_freq, w, k_cache, v_cache, ro
         q = transformer.rms_norm(q, weight=w["q_norm"], eps=s.eps)
         k = transformer.rms_norm(k, weight=w["k_norm"], eps=s.eps)
     rotary = s.rotary_dim if s.rotary_dim != s.head_dim else None
-    q = transformer.rope(q, positions, inv_freq=inv_freq, rotary_dim=rotary)
-    k = transformer.rope(k, positions, inv_freq=inv_freq, rotary_dim=rotary)
+    scaling = {"attention_scaling": s.rope_scaling} if s.rope_scaling != 1.0 else {}
+    q = transformer.rope(q, positions, inv_freq=inv_freq, rotary_dim=rotary, **scaling)
+    k = transformer.rope(k, positions, inv_freq=inv_freq, rotary_dim=rotary, **scaling)
     k_cache = transformer.kv_cache_update(k_cache, k, start)
     v_cache = transformer.kv_cache_update(v_cache, v, start)
     o = transformer.attention(q, k_cache, v_cache, offset=start, causal=True)

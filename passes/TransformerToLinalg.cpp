@@ -677,6 +677,7 @@ struct RoPELowering : OpConversionPattern<RoPEOp> {
     Type elt = elementType(x);
     Type freqType = computeType(elt);
     int64_t rotaryDim = op.getRotaryDimOrHeadDim();
+    double scaling = op.getAttentionScaling().convertToDouble();
     Value invFreq = adaptor.getInvFreq();
     if (!invFreq)
       invFreq = invFreqConstant(rewriter, loc, op.getTheta().convertToDouble(), rotaryDim);
@@ -705,6 +706,8 @@ struct RoPELowering : OpConversionPattern<RoPEOp> {
             Value angle = arith::MulFOp::create(b, l, arith::SIToFPOp::create(b, l, freqType, a[0]), freq);
             Value value = isCos ? math::CosOp::create(b, l, angle).getResult()
                                 : math::SinOp::create(b, l, angle).getResult();
+            if (scaling != 1.0) // YaRN: cos and sin times the attention factor, in f32 as HF does
+              value = arith::MulFOp::create(b, l, value, floatConst(b, l, freqType, scaling));
             yieldValue(b, l, arith::SelectOp::create(b, l, rotated, castFloat(b, l, value, elt),
                                                      floatConst(b, l, elt, isCos ? 1.0 : 0.0)));
           });

@@ -1,5 +1,5 @@
 """Llama-family models end to end against Hugging Face transformers: tiny random Llama (GQA, separate
-and tied heads, llama3 rope scaling), Qwen2 (QKV bias) and Qwen3 (QK-norm, head_dim != hidden/heads),
+and tied heads, llama3 rope scaling), Qwen2 (QKV bias; YaRN rope scaling) and Qwen3 (QK-norm, head_dim != hidden/heads),
 saved as safetensors checkpoints and compiled with kiln.compile_model.
 
 Logits must match HF's fp32 forward closely, and greedy generation must give identical token ids.

@@ -11,7 +11,7 @@ from reference import NP_DTYPES, T, check, jit, randn, run
 
 
 @functools.lru_cache(maxsize=None)
-def rope_fn(shape, pos_rank, rotary_dim, theta, inv_freq, dtype, pos_dtype="i64", dynamic=None):
+def rope_fn(shape, pos_rank, rotary_dim, theta, inv_freq, dtype, pos_dtype="i64", dynamic=None, scaling=None):
     """`dynamic`: None, "seq" (seq dims dynamic) or "all" (every dim of input and positions)."""
     b, h, s, d = shape
     pos_shape = (s,) if pos_rank == 1 else (b, s)
@@ -28,6 +28,8 @@ def rope_fn(shape, pos_rank, rotary_dim, theta, inv_freq, dtype, pos_dtype="i64"
         kwargs["theta"] = theta
     if rotary_dim is not None:
         kwargs["rotary_dim"] = rotary_dim
+    if scaling is not None:
+        kwargs["attention_scaling"] = scaling
     return jit(specs,
                lambda x, p, *f: transformer.rope(x, p, inv_freq=f[0] if f else None, **kwargs),
                static=[shape] if dynamic else None)
@@ -110,6 +112,20 @@ def test_rope_explicit_inv_freq(rng, shape, pos_rank, rotary_dim, dtype, freq_dt
     assert not np.allclose(out, ref.rope(x, pos, rotary_dim), atol=1e-2)
 
 
+@pytest.mark.parametrize("shape,rotary_dim,dtype", [((2, 3, 7, 16), None, "f32"), ((1, 2, 5, 13), 6, "f32"),
+                                                    ((1, 4, 7, 32), 16, "f16")])
+def test_rope_attention_scaling(rng, shape, rotary_dim, dtype):
+    """YaRN's attention factor scales the rotated features' cos and sin; pass-through features stay."""
+    scaling = float(rng.uniform(0.5, 2.0))
+    jm = rope_fn(shape, 2, rotary_dim, None, "f32", dtype, scaling=scaling)
+    rd = rotary_dim or shape[-1]
+    x, pos = randn(rng, shape, dtype), positions_for(rng, shape, 2)
+    inv_freq = (ref.rope_inv_freq(10000.0, rd) / rng.uniform(1, 8, size=rd // 2)).astype(np.float32)
+    out = run(jm, x, pos, inv_freq)
+    check(out, ref.rope(x, pos, rotary_dim, inv_freq=inv_freq, attention_scaling=scaling), dtype)
+    np.testing.assert_array_equal(out[..., rd:], x[..., rd:])
+
+
 @pytest.mark.parametrize("pos_dtype", ["i32", "i64"])
 def test_rope_position_dtypes(rng, pos_dtype):
     shape = (2, 2, 5, 8)
@@ -133,3 +149,30 @@ def test_rope_dynamic(rng, shape, pos_rank, rotary_dim, dynamic):
     x = randn(rng, shape)
     pos = positions_for(rng, shape, pos_rank)
     check(run(jm, x, pos), ref.rope(x, pos, rotary_dim))
+
+
+@pytest.mark.parametrize("scaling", [
+    {"factor": 4.0, "original_max_position_embeddings": 64, "beta_fast": 4.0, "beta_slow": 0.25},
+    {"factor": 8.0, "original_max_position_embeddings": 512},  # default betas: a ramp of its own
+    {"factor": 4.0, "original_max_position_embeddings": 64, "mscale": 1.0, "mscale_all_dim": 0.707},
+    {"factor": 2.0, "original_max_position_embeddings": 64, "attention_factor": 0.9, "truncate": False},
+    {"factor": None, "original_max_position_embeddings": 128},  # DeepSeek style: the contexts' ratio
+])
+def test_yarn_frequencies_and_attention_factor_match_transformers(scaling):
+    """models/rope.py's YaRN against transformers' own: the frequencies to float32 rounding (numpy's
+    and torch's powf can differ by an ulp), the attention factor exactly."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    from kiln.models import rope
+
+    head_dim, theta, max_pos = 64, 500000.0, 1024
+    params = {"rope_type": "yarn", "rope_theta": theta, **scaling}
+    hf_config = transformers.LlamaConfig(hidden_size=4 * head_dim, num_attention_heads=4,
+                                         max_position_embeddings=max_pos, rope_parameters=dict(params))
+    want_freq, want_scaling = ROPE_INIT_FUNCTIONS["yarn"](hf_config, "cpu")
+    config = {"max_position_embeddings": max_pos, "rope_theta": theta, "rope_scaling": params}
+    got = rope.inv_freq(config, head_dim, 256)
+    np.testing.assert_allclose(got, want_freq.numpy(), rtol=3e-7, atol=0)
+    assert rope.attention_scaling(config) == want_scaling != 1.0

@@ -542,6 +542,22 @@ func.func @rope_theta_nan(%x: tensor<1x2x7x64xf32>, %p: tensor<7xi64>) -> tensor
 
 // -----
 
+func.func @rope_attention_scaling_negative(%x: tensor<1x2x7x64xf32>, %p: tensor<7xi64>) -> tensor<1x2x7x64xf32> {
+  // expected-error @+1 {{'transformer.rope' op attention_scaling (-1.200000e+00) must be positive and finite}}
+  %y = transformer.rope %x, %p {attention_scaling = -1.2 : f64} : (tensor<1x2x7x64xf32>, tensor<7xi64>) -> tensor<1x2x7x64xf32>
+  return %y : tensor<1x2x7x64xf32>
+}
+
+// -----
+
+func.func @rope_attention_scaling_inf(%x: tensor<1x2x7x64xf32>, %p: tensor<7xi64>) -> tensor<1x2x7x64xf32> {
+  // expected-error @+1 {{'transformer.rope' op attention_scaling (INF) must be positive and finite}}
+  %y = transformer.rope %x, %p {attention_scaling = 0x7FF0000000000000 : f64} : (tensor<1x2x7x64xf32>, tensor<7xi64>) -> tensor<1x2x7x64xf32>
+  return %y : tensor<1x2x7x64xf32>
+}
+
+// -----
+
 func.func @rope_rotary_dim_odd(%x: tensor<1x2x7x64xf32>, %p: tensor<7xi64>) -> tensor<1x2x7x64xf32> {
   // expected-error @+1 {{'transformer.rope' op rotary_dim (33) must be positive and even}}
   %y = transformer.rope %x, %p {rotary_dim = 33 : i64} : (tensor<1x2x7x64xf32>, tensor<7xi64>) -> tensor<1x2x7x64xf32>

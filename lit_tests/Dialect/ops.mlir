@@ -200,7 +200,7 @@ func.func @layer_norm_plain_dynamic(%x: tensor<?x?xf32>) -> tensor<?x?xf32> {
 // CHECK-SAME: (%[[X:[a-z0-9]+]]: tensor<1x9x7x64xf32>, %[[P:[a-z0-9]+]]: tensor<1x7xi64>)
 func.func @rope(%q: tensor<1x9x7x64xf32>, %pos: tensor<1x7xi64>) -> tensor<1x9x7x64xf32> {
   // CHECK: transformer.rope %[[X]], %[[P]] {theta = 1.000000e+05 : f64} : (tensor<1x9x7x64xf32>, tensor<1x7xi64>) -> tensor<1x9x7x64xf32>
-  // GENERIC: "transformer.rope"(%{{.*}}, %{{.*}}) <{theta = 1.000000e+05 : f64}>
+  // GENERIC: "transformer.rope"(%{{.*}}, %{{.*}}) <{attention_scaling = 1.000000e+00 : f64, theta = 1.000000e+05 : f64}>
   %r = transformer.rope %q, %pos {theta = 1.0e+05 : f64} : (tensor<1x9x7x64xf32>, tensor<1x7xi64>) -> tensor<1x9x7x64xf32>
   return %r : tensor<1x9x7x64xf32>
 }
@@ -208,7 +208,7 @@ func.func @rope(%q: tensor<1x9x7x64xf32>, %pos: tensor<1x7xi64>) -> tensor<1x9x7
 // CHECK-LABEL: func.func @rope_default_theta
 func.func @rope_default_theta(%q: tensor<1x9x7x64xf32>, %pos: tensor<7xi32>) -> tensor<1x9x7x64xf32> {
   // CHECK: transformer.rope %{{[a-z0-9]+}}, %{{[a-z0-9]+}} : (tensor<1x9x7x64xf32>, tensor<7xi32>) -> tensor<1x9x7x64xf32>
-  // GENERIC: "transformer.rope"(%{{.*}}, %{{.*}}) <{theta = 1.000000e+04 : f64}>
+  // GENERIC: "transformer.rope"(%{{.*}}, %{{.*}}) <{attention_scaling = 1.000000e+00 : f64, theta = 1.000000e+04 : f64}>
   %r = transformer.rope %q, %pos {theta = 10000.0 : f64} : (tensor<1x9x7x64xf32>, tensor<7xi32>) -> tensor<1x9x7x64xf32>
   return %r : tensor<1x9x7x64xf32>
 }
@@ -221,10 +221,18 @@ func.func @rope_inv_freq(%q: tensor<1x9x7x64xf32>, %pos: tensor<7xi64>, %f: tens
   return %r : tensor<1x9x7x64xf32>
 }
 
+// CHECK-LABEL: func.func @rope_attention_scaling
+func.func @rope_attention_scaling(%q: tensor<1x9x7x64xf32>, %pos: tensor<7xi64>, %f: tensor<32xf32>) -> tensor<1x9x7x64xf32> {
+  // CHECK: transformer.rope %{{[a-z0-9]+}}, %{{[a-z0-9]+}} inv_freq(%{{[a-z0-9]+}}) {attention_scaling = 1.250000e+00 : f64} : (tensor<1x9x7x64xf32>, tensor<7xi64>, tensor<32xf32>) -> tensor<1x9x7x64xf32>
+  // GENERIC: "transformer.rope"(%{{.*}}, %{{.*}}, %{{.*}}) <{attention_scaling = 1.250000e+00 : f64, theta = 1.000000e+04 : f64}>
+  %r = transformer.rope %q, %pos inv_freq(%f) {attention_scaling = 1.25 : f64} : (tensor<1x9x7x64xf32>, tensor<7xi64>, tensor<32xf32>) -> tensor<1x9x7x64xf32>
+  return %r : tensor<1x9x7x64xf32>
+}
+
 // CHECK-LABEL: func.func @rope_partial
 func.func @rope_partial(%q: tensor<1x4x7x80xf32>, %pos: tensor<7xi64>, %f: tensor<16xf32>) -> (tensor<1x4x7x80xf32>, tensor<1x4x7x80xf32>) {
   // CHECK: transformer.rope %{{.*}}, %{{.*}} {rotary_dim = 32 : i64} : (tensor<1x4x7x80xf32>, tensor<7xi64>) -> tensor<1x4x7x80xf32>
-  // GENERIC: "transformer.rope"(%{{.*}}, %{{.*}}) <{rotary_dim = 32 : i64, theta = 1.000000e+04 : f64}>
+  // GENERIC: "transformer.rope"(%{{.*}}, %{{.*}}) <{attention_scaling = 1.000000e+00 : f64, rotary_dim = 32 : i64, theta = 1.000000e+04 : f64}>
   %r = transformer.rope %q, %pos {rotary_dim = 32 : i64} : (tensor<1x4x7x80xf32>, tensor<7xi64>) -> tensor<1x4x7x80xf32>
   // CHECK: transformer.rope %{{.*}}, %{{.*}} inv_freq(%{{.*}}) {rotary_dim = 32 : i64, theta = 5.000000e+05 : f64} : (tensor<1x4x7x80xf32>, tensor<7xi64>, tensor<16xf32>) -> tensor<1x4x7x80xf32>
   %s = transformer.rope %q, %pos inv_freq(%f) {rotary_dim = 32 : i64, theta = 5.0e+05 : f64} : (tensor<1x4x7x80xf32>, tensor<7xi64>, tensor<16xf32>) -> tensor<1x4x7x80xf32>

@@ -622,6 +622,22 @@ func.func @rope_partial_inv_freq(%q: tensor<1x4x7x80xf32>, %pos: tensor<7xi32>, 
 
 // -----
 
+// YaRN's attention factor: each table value (f32) times the factor, before the cast to f16; the
+// default of 1 multiplies nothing (@rope above has no mulf past the angle's).
+// CHECK-LABEL: func.func @rope_attention_scaling_f16
+// CHECK: %[[COS:.+]] = math.cos %{{.+}} : f32
+// CHECK: %[[COSS:.+]] = arith.mulf %[[COS]], %{{.+}} : f32
+// CHECK: arith.truncf %[[COSS]] : f32 to f16
+// CHECK: %[[SIN:.+]] = math.sin %{{.+}} : f32
+// CHECK: %[[SINS:.+]] = arith.mulf %[[SIN]], %{{.+}} : f32
+// CHECK: arith.truncf %[[SINS]] : f32 to f16
+func.func @rope_attention_scaling_f16(%q: tensor<1x2x7x32xf16>, %pos: tensor<7xi64>) -> tensor<1x2x7x32xf16> {
+  %r = transformer.rope %q, %pos {attention_scaling = 1.125 : f64} : (tensor<1x2x7x32xf16>, tensor<7xi64>) -> tensor<1x2x7x32xf16>
+  return %r : tensor<1x2x7x32xf16>
+}
+
+// -----
+
 // CHECK-LABEL: func.func @rope_dynamic_f16
 // CHECK-SAME: (%[[X:[a-z0-9]+]]: tensor<?x?x?x?xf16>, %[[P:[a-z0-9]+]]: tensor<?x?xi64>)
 // CHECK: arith.constant dense<{{.+}}> : tensor<8xf32>

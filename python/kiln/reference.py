@@ -55,8 +55,9 @@ def rope_inv_freq(theta: float, rotary_dim: int) -> np.ndarray:
     return _f64(np.float32(1.0) / (np.float32(theta) ** exponent))
 
 
-def rope(x, positions, rotary_dim=None, theta=10000.0, inv_freq=None):
-    """x: [batch, heads, seq, head_dim]; positions: [seq] or [batch, seq]; partial rotary."""
+def rope(x, positions, rotary_dim=None, theta=10000.0, inv_freq=None, attention_scaling=1.0):
+    """x: [batch, heads, seq, head_dim]; positions: [seq] or [batch, seq]; partial rotary; cos and sin
+    of the rotated features times `attention_scaling` (YaRN)."""
     x = _f64(x)
     rotary_dim = x.shape[-1] if rotary_dim is None else rotary_dim
     freqs = rope_inv_freq(theta, rotary_dim) if inv_freq is None else _f64(inv_freq)
@@ -66,7 +67,8 @@ def rope(x, positions, rotary_dim=None, theta=10000.0, inv_freq=None):
     rot, rest = x[..., :rotary_dim], x[..., rotary_dim:]
     half = rotary_dim // 2
     rotated_half = np.concatenate([-rot[..., half:], rot[..., :half]], axis=-1)
-    return np.concatenate([rot * np.cos(angle) + rotated_half * np.sin(angle), rest], axis=-1)
+    cos, sin = np.cos(angle) * attention_scaling, np.sin(angle) * attention_scaling
+    return np.concatenate([rot * cos + rotated_half * sin, rest], axis=-1)
 
 
 def softmax(x, axis=-1):

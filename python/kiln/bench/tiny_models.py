@@ -1,5 +1,5 @@
 """Tiny random Hugging Face models of every decoder family Kiln supports (odd sizes, GQA, QKV bias,
-QK-norm, llama3 rope scaling, GPT-2's fused Conv1D), built from `transformers` config classes with
+QK-norm, llama3 and YaRN rope scaling, GPT-2's fused Conv1D), built from `transformers` config classes with
 fixed seeds and saved as safetensors checkpoints. The model tests compare Kiln with them on the CPU;
 `kiln bench --target cuda --suite check` on a GPU."""
 
@@ -18,6 +18,11 @@ MODELS = {
         rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                       "original_max_position_embeddings": 16, "rope_theta": 500000.0})),
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(LLAMA_COMMON, rope_theta=1000000.0, tie_word_embeddings=False)),
+    # YaRN with betas that put some frequencies on each side of the ramp and two inside it
+    "qwen2-yarn-rope": ("Qwen2Config", "Qwen2ForCausalLM", dict(
+        LLAMA_COMMON, max_position_embeddings=256, tie_word_embeddings=False,
+        rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64,
+                      "beta_fast": 4.0, "beta_slow": 0.25, "rope_theta": 10000.0})),
     "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(LLAMA_COMMON, head_dim=16, num_key_value_heads=3,
                                                        tie_word_embeddings=True)),
     # no eos in the vocabulary: every comparison covers all requested tokens
