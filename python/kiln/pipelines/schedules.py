@@ -36,7 +36,7 @@ class Kernel:
     # For a GEMM-shaped contraction (see `gemm_form`): "nk" when the rhs is indexed [.., n, k]
     # (linear: x·Wᵀ), "kn" when [.., k, n] (matmul); "" for anything else.
     gemm_rhs: str = ""
-    f32: bool = False  # every operand of the root is f32
+    f32: bool = False  # every operand of the root is an f32 tensor
     rhs_batch: int = 0  # batch loops that index the rhs (0 for a linear's weight)
     quantized: bool = False  # the root reads integer data (a linear over dequantized blocks)
     # The panel width of a weight stored pre-packed (rhs = linalg.unpack of [N/w, K, w] panels), else 0.
@@ -78,7 +78,7 @@ class Schedule:
     """
 
     workgroup_tiles: tuple  # grid: per loop (0 = not tiled); packed_gemm: (mc, nc); matvec: (nc,)
-    kind: str = "grid"  # "grid" | "packed_gemm" | "matvec" | "dequantized_matvec" | "flash_attention"
+    kind: str = "grid"  # "grid" | "row_reduction" | "packed_gemm" | "matvec" | "dequantized_matvec" | "flash_attention"
     register_tile: tuple = ()  # (mr, nr)
     k_tile: int = 0  # kc
     k_unroll: int = 1
@@ -95,7 +95,8 @@ def kernels_of(module: ir.Module) -> list:
         body_ops = [o.operation.name for o in ops]
         iterator_types = ir.StringAttr(attrs["kiln.iterator_types"]).value
         root = next((o for o in ops if "kiln.root" in o.attributes), None)
-        gemm_rhs, f32, rhs_batch = ("", False, 0) if root is None else gemm_form(root, iterator_types)
+        gemm_rhs, _, rhs_batch = ("", False, 0) if root is None else gemm_form(root, iterator_types)
+        f32 = root is not None and all_f32(root)
         quantized = root is not None and any(
             isinstance(ir.ShapedType(v.type).element_type, ir.IntegerType)
             for v in root.operation.operands if isinstance(v.type, ir.ShapedType))
@@ -168,10 +169,13 @@ def gemm_form(root, iterator_types: str):
     body = [o.operation.name for o in root.regions[0].blocks[0].operations]
     if body != ["arith.mulf", "arith.addf", "linalg.yield"]:
         return "", False, 0
-    f32 = all(
-        isinstance(ir.ShapedType(v.type).element_type, ir.F32Type) for v in root.operation.operands
-    )
-    return form, f32, len(rhs) - 2
+    return form, all_f32(root), len(rhs) - 2
+
+
+def all_f32(root) -> bool:
+    """Is every operand of the root op an f32 tensor?"""
+    return all(isinstance(v.type, ir.ShapedType) and isinstance(ir.ShapedType(v.type).element_type, ir.F32Type)
+               for v in root.operation.operands)
 
 
 def default_schedule(kernel: Kernel, target_workgroups: int = 64) -> Schedule:
@@ -187,7 +191,25 @@ def default_schedule(kernel: Kernel, target_workgroups: int = 64) -> Schedule:
         return dequantized_matvec_schedule(kernel)
     if kernel.kernel_class == "attention" and kernel.tile_shape:
         return flash_attention_schedule(kernel)
+    if is_row_reduction(kernel):
+        return row_reduction_schedule(kernel, target_workgroups)
     return grid_schedule(kernel, target_workgroups)
+
+
+def is_row_reduction(kernel: Kernel) -> bool:
+    """An f32 reduction over one innermost loop of static extent, a multiple of 16, past parallel
+    loops (RMSNorm's and LayerNorm's row sums, mean pooling). As a plain loop nest it is scalar, its
+    accumulator stored to memory after every element."""
+    its, ranges = kernel.iterator_types, kernel.loop_ranges
+    return (kernel.kernel_class == "reduction" and kernel.f32 and not kernel.quantized
+            and len(its) == len(ranges) >= 2 and its == "p" * (len(its) - 1) + "r"
+            and all(e > 0 for e in ranges) and ranges[-1] >= 64 and ranges[-1] % 16 == 0)
+
+
+def row_reduction_schedule(kernel: Kernel, target_workgroups: int = 64) -> Schedule:
+    """The grid's workgroups; in each, one row at a time reduced into `vector_width` partial sums
+    (vector registers), summed horizontally once per row. See `_row_reduction_lines`."""
+    return dataclasses.replace(grid_schedule(kernel, target_workgroups), kind="row_reduction")
 
 
 def flash_attention_schedule(kernel: Kernel, accumulators: int = 16) -> Schedule:
@@ -311,6 +333,9 @@ def candidates(kernel: Kernel) -> list:
     elif default.kind == "flash_attention":
         for accumulators in (8, 12, 24):
             found.append(flash_attention_schedule(kernel, accumulators))
+    elif default.kind == "row_reduction":
+        for target in (8, 16, 32, 128, 256):
+            found.append(row_reduction_schedule(kernel, target))
     else:
         for target in (8, 16, 32, 128, 256):
             found.append(grid_schedule(kernel, target))
@@ -392,6 +417,9 @@ def transform_script(plan: list) -> str:
             continue
         if schedule.kind == "flash_attention":
             lines += _flash_attention_lines(i, kernel, schedule)
+            continue
+        if schedule.kind == "row_reduction":
+            lines += _row_reduction_lines(i, kernel, schedule)
             continue
         if not any(schedule.workgroup_tiles):
             continue
@@ -748,6 +776,56 @@ def _dequantized_matvec_lines(i: int, kernel: Kernel, s: Schedule) -> list:
         f"{lst([1] * nb + [nr] + [0] * reductions)} : ({any_op}) -> ({', '.join([any_op] * (nb + 2))})",
         f"    %pf{i}, %pp{i}, %pc{i}, %pl{i} = transform.structured.tile_reduction_using_for %b{i} "
         f"by tile_sizes = {lst([0] * nb + [0] + steps)} "
+        f": ({any_op}) -> ({any_op}, {any_op}, {any_op}, {any_op})",
+        f"    transform.structured.vectorize %pf{i} : {any_op}",
+        f"    transform.structured.vectorize %pp{i} : {any_op}",
+        f"    transform.structured.vectorize %pc{i} : {any_op}",
+        f"    transform.apply_patterns to {f} {{",
+        "      transform.apply_patterns.vector.cast_away_vector_leading_one_dim",
+        "      transform.apply_patterns.canonicalization",
+        f"    }} : {any_op}",
+        f"    transform.apply_patterns to {f} {{",
+        "      transform.apply_patterns.vector.transfer_permutation_patterns",
+        '      transform.apply_patterns.vector.lower_multi_reduction lowering_strategy = "innerreduction"',
+        "      transform.apply_patterns.vector.lower_transfer max_transfer_rank = 1",
+        "      transform.apply_patterns.canonicalization",
+        f"    }} : {any_op}",
+    ]
+
+
+def _row_reduction_lines(i: int, kernel: Kernel, s: Schedule) -> list:
+    """Transform IR for a `row_reduction` schedule of kernel number `i`, loops [p.., r]: the grid's
+    workgroups (scf.forall, the initializing fill fused in, as for `grid`), then one row at a time,
+    its reduction tiled by `vector_width` (tile_reduction_using_for: a vector of partial results
+    updated element-wise along the row, then combined once), all of it vectorized."""
+    any_op = "!transform.any_op"
+    nb = len(kernel.loop_ranges) - 1
+    f = f"%f{i}"
+
+    def lst(xs):
+        return "[" + ", ".join(map(str, xs)) + "]"
+
+    lines = [
+        f'    {f} = transform.structured.match ops{{["func.func"]}} '
+        f'attributes{{sym_name = "{kernel.name}"}} in %root : ({any_op}) -> {any_op}',
+        f"    %r{i} = transform.structured.match attributes{{kiln.root}} in {f} : ({any_op}) -> {any_op}",
+    ]
+    root = f"%r{i}"
+    if any(s.workgroup_tiles):
+        lines.append(f"    %t{i}, %wg{i} = transform.structured.tile_using_forall %r{i} tile_sizes "
+                     f"{lst(s.workgroup_tiles)} : ({any_op}) -> ({any_op}, {any_op})")
+        root = f"%t{i}"
+        if kernel.has_init_fill:
+            lines += [
+                f'    %fill{i} = transform.structured.match ops{{["linalg.fill"]}} in {f} : ({any_op}) -> {any_op}',
+                f"    %fused{i}, %wg{i}b = transform.structured.fuse_into_containing_op %fill{i} into %wg{i} "
+                f": ({any_op}, {any_op}) -> ({any_op}, {any_op})",
+            ]
+    return lines + [
+        f"    %b{i}, %bl{i}:{nb} = transform.structured.tile_using_for {root} tile_sizes "
+        f"{lst([1] * nb + [0])} : ({any_op}) -> ({', '.join([any_op] * (nb + 1))})",
+        f"    %pf{i}, %pp{i}, %pc{i}, %pl{i} = transform.structured.tile_reduction_using_for %b{i} "
+        f"by tile_sizes = {lst([0] * nb + [s.vector_width])} "
         f": ({any_op}) -> ({any_op}, {any_op}, {any_op}, {any_op})",
         f"    transform.structured.vectorize %pf{i} : {any_op}",
         f"    transform.structured.vectorize %pp{i} : {any_op}",
