@@ -774,23 +774,7 @@ def _dequantized_matvec_lines(i: int, kernel: Kernel, s: Schedule) -> list:
         f"{lst([0] * nb + [nc] + [0] * reductions)} : ({any_op}) -> ({any_op}, {any_op})",
         f"    %b{i}, %bl{i}:{nb + 1} = transform.structured.tile_using_for %w{i} tile_sizes "
         f"{lst([1] * nb + [nr] + [0] * reductions)} : ({any_op}) -> ({', '.join([any_op] * (nb + 2))})",
-        f"    %pf{i}, %pp{i}, %pc{i}, %pl{i} = transform.structured.tile_reduction_using_for %b{i} "
-        f"by tile_sizes = {lst([0] * nb + [0] + steps)} "
-        f": ({any_op}) -> ({any_op}, {any_op}, {any_op}, {any_op})",
-        f"    transform.structured.vectorize %pf{i} : {any_op}",
-        f"    transform.structured.vectorize %pp{i} : {any_op}",
-        f"    transform.structured.vectorize %pc{i} : {any_op}",
-        f"    transform.apply_patterns to {f} {{",
-        "      transform.apply_patterns.vector.cast_away_vector_leading_one_dim",
-        "      transform.apply_patterns.canonicalization",
-        f"    }} : {any_op}",
-        f"    transform.apply_patterns to {f} {{",
-        "      transform.apply_patterns.vector.transfer_permutation_patterns",
-        '      transform.apply_patterns.vector.lower_multi_reduction lowering_strategy = "innerreduction"',
-        "      transform.apply_patterns.vector.lower_transfer max_transfer_rank = 1",
-        "      transform.apply_patterns.canonicalization",
-        f"    }} : {any_op}",
-    ]
+    ] + _partial_reduction_lines(i, f, f"%b{i}", [0] * nb + [0] + steps)
 
 
 def _row_reduction_lines(i: int, kernel: Kernel, s: Schedule) -> list:
@@ -824,17 +808,26 @@ def _row_reduction_lines(i: int, kernel: Kernel, s: Schedule) -> list:
     return lines + [
         f"    %b{i}, %bl{i}:{nb} = transform.structured.tile_using_for {root} tile_sizes "
         f"{lst([1] * nb + [0])} : ({any_op}) -> ({', '.join([any_op] * (nb + 1))})",
-        f"    %pf{i}, %pp{i}, %pc{i}, %pl{i} = transform.structured.tile_reduction_using_for %b{i} "
-        f"by tile_sizes = {lst([0] * nb + [s.vector_width])} "
+    ] + _partial_reduction_lines(i, f, f"%b{i}", [0] * nb + [s.vector_width])
+
+
+def _partial_reduction_lines(i: int, func: str, op: str, steps: list) -> list:
+    """`op`'s reduction tiled by `steps` into a vector of partial results (tile_reduction_using_for:
+    the partial results' init, the element-wise update along the reduction, the final combine), all
+    three vectorized; the combine lowers to one horizontal reduction per result."""
+    any_op = "!transform.any_op"
+    return [
+        f"    %pf{i}, %pp{i}, %pc{i}, %pl{i} = transform.structured.tile_reduction_using_for {op} "
+        f"by tile_sizes = [{', '.join(map(str, steps))}] "
         f": ({any_op}) -> ({any_op}, {any_op}, {any_op}, {any_op})",
         f"    transform.structured.vectorize %pf{i} : {any_op}",
         f"    transform.structured.vectorize %pp{i} : {any_op}",
         f"    transform.structured.vectorize %pc{i} : {any_op}",
-        f"    transform.apply_patterns to {f} {{",
+        f"    transform.apply_patterns to {func} {{",
         "      transform.apply_patterns.vector.cast_away_vector_leading_one_dim",
         "      transform.apply_patterns.canonicalization",
         f"    }} : {any_op}",
-        f"    transform.apply_patterns to {f} {{",
+        f"    transform.apply_patterns to {func} {{",
         "      transform.apply_patterns.vector.transfer_permutation_patterns",
         '      transform.apply_patterns.vector.lower_multi_reduction lowering_strategy = "innerreduction"',
         "      transform.apply_patterns.vector.lower_transfer max_transfer_rank = 1",
