@@ -6,8 +6,9 @@ symbol name and their root op by the `kiln.root` attribute that dispatch formati
 
 f32 GEMM-shaped contractions with 16 or more rows (linear, matmul, batched matmul) get a packed,
 register-tiled, vectorized schedule (`packed_gemm`, see `Schedule`); decode-shaped linears (fewer than
-16 rows, static N and K) get `matvec`, which streams each row of W once through vector FMAs. Every
-other kernel gets a `grid`:
+16 rows, static N and K) get `matvec`, which streams each row of W once through vector FMAs; f32 row
+reductions (norms' sums, pooling) get `row_reduction`, a grid whose rows each accumulate into a vector
+of partial sums. Every other kernel gets a `grid`:
 its parallel loops are tiled into a workgroup grid (`scf.forall`, run on the device's thread pool)
 and the fills that initialize it are fused into each workgroup. Attention kernels arrive already
 in flash form (a workgroup grid over query tiles, transformer-to-linalg) and get `flash_attention`,
@@ -50,7 +51,8 @@ class Schedule:
     """Explicit parameters of a kernel's schedule.
 
     `grid` schedules only tile the parallel loops into a workgroup grid (`workgroup_tiles`, one per
-    loop, 0 = not tiled). `packed_gemm` schedules (GEMM-shaped f32 contractions, loops
+    loop, 0 = not tiled); `row_reduction` schedules take the same grid and vectorize each row's
+    reduction into `vector_width` partial sums. `packed_gemm` schedules (GEMM-shaped f32 contractions, loops
     [batch.., m, n, k]) pack the operands into register-tile panels, then tile and vectorize:
 
       * packing: A[.., M, K] -> [.., M/mr, K, mr], B -> [.., N/nr, K, nr] (from W[N, K] or B[K, N]),
