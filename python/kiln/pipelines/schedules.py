@@ -44,6 +44,7 @@ class Kernel:
     packed_rhs: int = 0
     # Flash attention: (query rows, keys, head_dim) of a tile (`kiln.flash_tile`), else ().
     tile_shape: tuple = ()
+    results: int = 1  # of the root op (a fused multi-result reduction has several)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ def kernels_of(module: ir.Module) -> list:
                 packed_rhs=packed_rhs,
                 tile_shape=tuple(ir.DenseI64ArrayAttr(root.attributes["kiln.flash_tile"]))
                 if root is not None and "kiln.flash_tile" in root.attributes else (),
+                results=0 if root is None else len(root.results),
             )
         )
     return kernels
@@ -203,7 +205,7 @@ def is_row_reduction(kernel: Kernel) -> bool:
     loops (RMSNorm's and LayerNorm's row sums, mean pooling). As a plain loop nest it is scalar, its
     accumulator stored to memory after every element."""
     its, ranges = kernel.iterator_types, kernel.loop_ranges
-    return (kernel.kernel_class == "reduction" and kernel.f32 and not kernel.quantized
+    return (kernel.kernel_class == "reduction" and kernel.f32 and not kernel.quantized and kernel.results == 1
             and len(its) == len(ranges) >= 2 and its == "p" * (len(its) - 1) + "r"
             and all(e > 0 for e in ranges) and ranges[-1] >= 64 and ranges[-1] % 16 == 0)
 
