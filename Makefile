@@ -22,9 +22,13 @@ lit: $(BUILD_STAMP)
 pytest: $(BUILD_STAMP)
 	$(PY) -m pytest -q -n 2 test
 
-# Kernels and a 4-layer decoder stack vs numpy and PyTorch eager: bench.json + bench.png.
+# Kernels and a 4-layer decoder stack vs numpy, PyTorch eager, onnxruntime and IREE: bench.json +
+# bench.png. The two optional peers (not test dependencies) are installed here, at the versions the
+# committed reports used; without onnxscript neither runs.
+BENCH_PEERS := onnxruntime==1.32.0 onnx==1.23.2 onnxscript==0.7.2 iree-base-compiler==3.13.0 iree-base-runtime==3.13.0
+
 bench: $(BUILD_STAMP)
-	$(PY) -m pip install --quiet torch==2.13.0 matplotlib
+	$(PY) -m pip install --quiet torch==2.13.0 matplotlib $(BENCH_PEERS)
 	$(VENV)/bin/kiln bench
 
 build: $(BUILD_STAMP)
