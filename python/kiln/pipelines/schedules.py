@@ -425,25 +425,34 @@ def transform_script(plan: list) -> str:
         if schedule.kind == "row_reduction":
             lines += _row_reduction_lines(i, kernel, schedule)
             continue
-        if not any(schedule.workgroup_tiles):
-            continue
-        tiles = ", ".join(map(str, schedule.workgroup_tiles))
-        lines += [
-            f'    %f{i} = transform.structured.match ops{{["func.func"]}} '
-            f'attributes{{sym_name = "{kernel.name}"}} in %root : ({any_op}) -> {any_op}',
-            f"    %r{i} = transform.structured.match attributes{{kiln.root}} in %f{i} : ({any_op}) -> {any_op}",
-            f"    %t{i}, %wg{i} = transform.structured.tile_using_forall %r{i} tile_sizes [{tiles}] "
-            f": ({any_op}) -> ({any_op}, {any_op})",
-        ]
-        if kernel.has_init_fill:
-            lines += [
-                f'    %fill{i} = transform.structured.match ops{{["linalg.fill"]}} in %f{i} '
-                f": ({any_op}) -> {any_op}",
-                f"    %fused{i}, %wg{i}b = transform.structured.fuse_into_containing_op %fill{i} into %wg{i} "
-                f": ({any_op}, {any_op}) -> ({any_op}, {any_op})",
-            ]
+        if any(schedule.workgroup_tiles):
+            lines += _grid_lines(i, kernel, schedule)[0]
     lines += ["    transform.yield", "  }", "}"]
     return "\n".join(lines)
+
+
+def _grid_lines(i: int, kernel: Kernel, s: Schedule) -> tuple:
+    """(transform IR, handle of the root) for the workgroup grid of kernel number `i`: its root tiled
+    by `s.workgroup_tiles` into an scf.forall (if any is nonzero), the fill that initializes it fused
+    into each workgroup."""
+    any_op = "!transform.any_op"
+    f = f"%f{i}"
+    lines = [
+        f'    {f} = transform.structured.match ops{{["func.func"]}} '
+        f'attributes{{sym_name = "{kernel.name}"}} in %root : ({any_op}) -> {any_op}',
+        f"    %r{i} = transform.structured.match attributes{{kiln.root}} in {f} : ({any_op}) -> {any_op}",
+    ]
+    if not any(s.workgroup_tiles):
+        return lines, f"%r{i}"
+    lines.append(f"    %t{i}, %wg{i} = transform.structured.tile_using_forall %r{i} tile_sizes "
+                 f"[{', '.join(map(str, s.workgroup_tiles))}] : ({any_op}) -> ({any_op}, {any_op})")
+    if kernel.has_init_fill:
+        lines += [
+            f'    %fill{i} = transform.structured.match ops{{["linalg.fill"]}} in {f} : ({any_op}) -> {any_op}',
+            f"    %fused{i}, %wg{i}b = transform.structured.fuse_into_containing_op %fill{i} into %wg{i} "
+            f": ({any_op}, {any_op}) -> ({any_op}, {any_op})",
+        ]
+    return lines, f"%t{i}"
 
 
 def _unpack_weight_lines(i: int, kernel: Kernel) -> list:
@@ -788,31 +797,11 @@ def _row_reduction_lines(i: int, kernel: Kernel, s: Schedule) -> list:
     updated element-wise along the row, then combined once), all of it vectorized."""
     any_op = "!transform.any_op"
     nb = len(kernel.loop_ranges) - 1
-    f = f"%f{i}"
-
-    def lst(xs):
-        return "[" + ", ".join(map(str, xs)) + "]"
-
-    lines = [
-        f'    {f} = transform.structured.match ops{{["func.func"]}} '
-        f'attributes{{sym_name = "{kernel.name}"}} in %root : ({any_op}) -> {any_op}',
-        f"    %r{i} = transform.structured.match attributes{{kiln.root}} in {f} : ({any_op}) -> {any_op}",
-    ]
-    root = f"%r{i}"
-    if any(s.workgroup_tiles):
-        lines.append(f"    %t{i}, %wg{i} = transform.structured.tile_using_forall %r{i} tile_sizes "
-                     f"{lst(s.workgroup_tiles)} : ({any_op}) -> ({any_op}, {any_op})")
-        root = f"%t{i}"
-        if kernel.has_init_fill:
-            lines += [
-                f'    %fill{i} = transform.structured.match ops{{["linalg.fill"]}} in {f} : ({any_op}) -> {any_op}',
-                f"    %fused{i}, %wg{i}b = transform.structured.fuse_into_containing_op %fill{i} into %wg{i} "
-                f": ({any_op}, {any_op}) -> ({any_op}, {any_op})",
-            ]
+    lines, root = _grid_lines(i, kernel, s)
     return lines + [
         f"    %b{i}, %bl{i}:{nb} = transform.structured.tile_using_for {root} tile_sizes "
-        f"{lst([1] * nb + [0])} : ({any_op}) -> ({', '.join([any_op] * (nb + 1))})",
-    ] + _partial_reduction_lines(i, f, f"%b{i}", [0] * nb + [s.vector_width])
+        f"[{', '.join(['1'] * nb + ['0'])}] : ({any_op}) -> ({', '.join([any_op] * (nb + 1))})",
+    ] + _partial_reduction_lines(i, f"%f{i}", f"%b{i}", [0] * nb + [s.vector_width])
 
 
 def _partial_reduction_lines(i: int, func: str, op: str, steps: list) -> list:
