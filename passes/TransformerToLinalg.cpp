@@ -924,7 +924,9 @@ struct AttentionLowering : OpConversionPattern<AttentionOp> {
 /// zeros and masked; query tiles past the end are padded too and never written. Every linalg op
 /// of the tile body is tagged `kiln.flash` (queries, keys, scores, mask, row_max, rescale, probs,
 /// row_sum, sum_update, acc_scale, pv, normalize, init) for the attention schedule of the `tiled`
-/// stage, and the forall carries the tile shape (`kiln.flash_tile` = [rows, keys, head_dim]).
+/// stage, and the forall carries the tile shape (`kiln.flash_tile` = [rows, keys, head_dim]), the
+/// scale (`kiln.flash_scale`), a constant offset (`kiln.flash_offset`) and, for causal attention,
+/// `kiln.flash_causal`.
 /// A decode step is the same kernel with G rows (one position per tile): 4-5x faster than the
 /// decomposed form at 512 cached keys, although G-lane vectors fill little of a register.
 struct FlashAttentionLowering : OpConversionPattern<AttentionOp> {
@@ -998,6 +1000,14 @@ struct FlashAttentionLowering : OpConversionPattern<AttentionOp> {
     forall->setAttr("kiln.kernel_class", StringAttr::get(ctx, "attention"));
     // The tile shape, for the schedule: query rows, keys per tile, head_dim.
     forall->setAttr("kiln.flash_tile", rewriter.getDenseI64ArrayAttr({rows, kvTile, headDim}));
+    // What the body computes, for targets that write the kernel themselves (GPU): the scores'
+    // scale and whether keys past a query's position are masked.
+    forall->setAttr("kiln.flash_scale", rewriter.getF64FloatAttr(scale));
+    if (causal)
+      forall->setAttr("kiln.flash_causal", rewriter.getUnitAttr());
+    // A constant offset is folded into the body; a runtime one stays the kernel's index argument.
+    if (std::optional<int64_t> constOffset = offset ? getConstantIntValue(offset) : std::optional<int64_t>(0))
+      forall->setAttr("kiln.flash_offset", rewriter.getI64IntegerAttr(*constOffset));
 
     OpBuilder b = OpBuilder::atBlockBegin(forall.getBody());
     Value bI = forall.getInductionVars()[0], hI = forall.getInductionVars()[1];

@@ -150,15 +150,20 @@ def test_target_device_mismatches_are_refused(tiny_llama, gpu_model):
 
 
 def test_decode_attention_stops_at_the_position(rng):
-    """The softmax·V loop over cache rows is bounded by the decode position (gpu.skip_masked_iterations);
-    every position of the cache, first to last, still gives the float64 attention."""
+    """Decode attention is one flash kernel whose key loop ends at min(position + 1, cache rows)
+    (gpu_flash.py); every position of the cache, first to last, gives the float64 attention, and the
+    rows not yet written (NaN here) are never read."""
+    import re
+
     from kiln import reference as ref
 
     loops = kiln.compile(DECODE, target="cuda", compile_to="loops")
-    assert loops.count("arith.minui") == 1
+    assert loops.count("gpu.func") == 1
+    end = re.search(r"scf\.for %\w+ = %c0 to (%\w+) step %c8 iter_args", loops).group(1)
+    assert re.search(rf"{end} = arith\.minui %\w+, %c8 : index", loops)
     device = emulated_device(loops)
     program = kiln.runtime.load_artifact(kiln.compile(DECODE, target="cuda"), device)
-    kc, vc = np.zeros((1, 2, 8, 16), np.float32), np.zeros((1, 2, 8, 16), np.float32)
+    kc, vc = np.full((1, 2, 8, 16), np.nan, np.float32), np.full((1, 2, 8, 16), np.nan, np.float32)
     bk, bv = device.upload(kc), device.upload(vc)
     for pos in range(8):
         q, k, v = (rng.standard_normal(s).astype(np.float32) for s in ((1, 4, 1, 16), (1, 2, 1, 16), (1, 2, 1, 16)))

@@ -1,5 +1,6 @@
-// A decode step on the GPU targets: causal attention with a runtime offset gets an explicit zero mask
-// at the linalg stage, so its kernels keep the cache's static length; the new K/V rows are written
+// A decode step on the GPU targets: f32 causal attention with a runtime offset is one flash-attention
+// kernel over the whole (static) cache that reads the position as a scalar operand and stops at it;
+// no tensor of a runtime length appears. The new K/V rows are written
 // into the caches (updated in place: no out-param) by copies whose destination offset is the position
 // argument times the row size, added at run time.
 //
@@ -16,10 +17,9 @@
 // CHECK-NEXT: copy 64 bytes arg1+64 -> arg3+512+arg5*64
 // CHECK-NEXT: copy 64 bytes arg2+0 -> arg4+0+arg5*64
 // CHECK-NEXT: copy 64 bytes arg2+64 -> arg4+512+arg5*64
-// CHECK-NEXT: launch decode_dispatch_0_contraction_kernel {{.*}} args arg0+0 arg3+0 alloc0+{{[0-9]+}}
-// The causal bound reads the position: a scalar kernel operand.
-// CHECK:      launch {{.*}} args {{.*}} arg:5
-// CHECK:      copy 256 bytes alloc0+{{[0-9]+}} -> result0+0
+// The causal bound reads the position (arg:5), a scalar kernel operand; q, then both caches.
+// CHECK-NEXT: launch decode_dispatch_0_attention_kernel grid [2, 1, 1] block [32, 1, 1] args arg:5 arg0+0 arg3+0 arg4+0 alloc0+0
+// CHECK-NEXT: copy 256 bytes alloc0+0 -> result0+0
 
 func.func @decode(%q: tensor<1x4x1x16xf32>, %k: tensor<1x2x1x16xf32>, %v: tensor<1x2x1x16xf32>,
                   %kc: tensor<1x2x8x16xf32>, %vc: tensor<1x2x8x16xf32>, %pos: index)

@@ -1,4 +1,5 @@
-// GPU decode attention keeps the KV cache's static capacity (8 rows here), but its softmax·V kernel stops
+// Decomposed GPU decode attention (f16 here; f32 attention is one flash kernel, gpu-flash-attention.mlir)
+// keeps the KV cache's static capacity (8 rows here), but its softmax·V kernel stops
 // at the decode position: the loop over cache rows, whose iterations past the position store back what
 // they loaded (`select(row > pos, old, new)`), is bounded at min(pos + 1, 8), so only the filled rows of
 // V are read (gpu.skip_masked_iterations, at the end of the `loops` stage).
@@ -14,12 +15,12 @@
 // CHECK:           %[[KEEP:.*]] = arith.select %[[PAST]], %[[OLD]], %{{.*}} : f32
 // CHECK:           memref.store %[[KEEP]], %[[OUT]][%c0, %c0, %c0, %c0, %c0]
 
-func.func @decode(%q: tensor<1x4x1x16xf32>, %k: tensor<1x2x1x16xf32>, %v: tensor<1x2x1x16xf32>,
-                  %kc: tensor<1x2x8x16xf32>, %vc: tensor<1x2x8x16xf32>, %pos: index)
-    -> (tensor<1x4x1x16xf32>, tensor<1x2x8x16xf32> {kiln.updates_arg = 3 : i64},
-        tensor<1x2x8x16xf32> {kiln.updates_arg = 4 : i64}) {
-  %kc2 = transformer.kv_cache_update %kc, %k at %pos : tensor<1x2x8x16xf32>, tensor<1x2x1x16xf32> -> tensor<1x2x8x16xf32>
-  %vc2 = transformer.kv_cache_update %vc, %v at %pos : tensor<1x2x8x16xf32>, tensor<1x2x1x16xf32> -> tensor<1x2x8x16xf32>
-  %o = transformer.attention %q, %kc2, %vc2 offset(%pos) {causal} : (tensor<1x4x1x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, index) -> tensor<1x4x1x16xf32>
-  return %o, %kc2, %vc2 : tensor<1x4x1x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>
+func.func @decode(%q: tensor<1x4x1x16xf16>, %k: tensor<1x2x1x16xf16>, %v: tensor<1x2x1x16xf16>,
+                  %kc: tensor<1x2x8x16xf16>, %vc: tensor<1x2x8x16xf16>, %pos: index)
+    -> (tensor<1x4x1x16xf16>, tensor<1x2x8x16xf16> {kiln.updates_arg = 3 : i64},
+        tensor<1x2x8x16xf16> {kiln.updates_arg = 4 : i64}) {
+  %kc2 = transformer.kv_cache_update %kc, %k at %pos : tensor<1x2x8x16xf16>, tensor<1x2x1x16xf16> -> tensor<1x2x8x16xf16>
+  %vc2 = transformer.kv_cache_update %vc, %v at %pos : tensor<1x2x8x16xf16>, tensor<1x2x1x16xf16> -> tensor<1x2x8x16xf16>
+  %o = transformer.attention %q, %kc2, %vc2 offset(%pos) {causal} : (tensor<1x4x1x16xf16>, tensor<1x2x8x16xf16>, tensor<1x2x8x16xf16>, index) -> tensor<1x4x1x16xf16>
+  return %o, %kc2, %vc2 : tensor<1x4x1x16xf16>, tensor<1x2x8x16xf16>, tensor<1x2x8x16xf16>
 }

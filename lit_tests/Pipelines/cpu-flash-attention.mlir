@@ -20,7 +20,7 @@ func.func @prefill(%q: tensor<1x4x?x32xf32>, %k: tensor<1x2x?x32xf32>, %v: tenso
 // LINALG: scf.forall (%{{.+}}, %{{.+}}) in (2, %{{.+}})
 // LINALG: kiln.flash = "scores"
 // LINALG: kiln.flash = "pv"
-// LINALG: {kiln.flash_tile = array<i64: 32, 32, 32>, kiln.kernel_class = "attention"}
+// LINALG: kiln.flash_tile = array<i64: 32, 32, 32>, kiln.kernel_class = "attention"}
 
 // DISPATCH-LABEL: func.func private @prefill_dispatch_0_attention(
 // DISPATCH-SAME: kiln.iterator_types = "pp", kiln.kernel_class = "attention", kiln.loop_ranges = array<i64: 2, -1>

@@ -120,7 +120,7 @@ func.func @zero_bias(%x: tensor<4x32xf32>, %w: tensor<16x32xf32>) -> tensor<4x16
 // DISPATCH: %[[END:.+]] = arith.addi %arg1, %c4 : index
 // DISPATCH: arith.minui %[[END]], %c8 : index
 // DISPATCH: math.exp
-// DISPATCH: {kiln.flash_tile = array<i64: 4, 32, 16>, kiln.kernel_class = "attention", kiln.root}
+// DISPATCH: kiln.flash_tile = array<i64: 4, 32, 16>, kiln.kernel_class = "attention", kiln.root}
 // Both fills of argmax are in its kernel.
 // DISPATCH-LABEL: func.func private @block_dispatch_{{[0-9]+}}_reduction(%arg0: tensor<1x4xf32>, %arg1: tensor<1x4xi64>, %arg2: tensor<1x4x32xf32>) -> (tensor<1x4xf32>, tensor<1x4xi64>)
 // DISPATCH-SAME: kiln.iterator_types = "ppr", kiln.kernel_class = "reduction", kiln.loop_ranges = array<i64: 1, 4, 32>

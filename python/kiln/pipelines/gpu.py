@@ -24,7 +24,7 @@ from mlir import ir
 from mlir.dialects.transform import interpreter
 
 from ..errors import KilnError
-from . import cpu, gpu_matvec, gpu_mma, schedules
+from . import cpu, gpu_flash, gpu_matvec, gpu_mma, schedules
 from .common import run_passes
 
 MAX_THREADS = 256  # threads per block
@@ -120,15 +120,18 @@ def contraction_schedule(kernel: schedules.Kernel):
 
 
 def make_linalg(module: ir.Module) -> None:
-    """The shared `linalg` stage, after giving causal attention with a runtime KV offset an explicit
-    (zero) mask. Without a mask, the lowering reads only the first offset + q_len keys: a runtime
-    extent, which would make the attention kernels' shapes dynamic. With it, the kernels keep the
-    cache's static length and future keys are masked by the causal bound (they add exp(-inf) = 0);
-    the softmax·V kernel then stops at the position (`skip_masked_iterations`)."""
+    """The shared `linalg` stage with f32 attention in flash form, the CPU's (one kernel per
+    attention, written for GPUs at the loops stage: gpu_flash.py). Other causal attention with a
+    runtime KV offset (f16/bf16, or with a mask) gets an explicit (zero) mask first. Without a mask,
+    the decomposed lowering reads only the first offset + q_len keys: a runtime extent, which would
+    make the attention kernels' shapes dynamic. With it, the kernels keep the cache's static length
+    and future keys are masked by the causal bound (they add exp(-inf) = 0); the softmax·V kernel
+    then stops at the position (`skip_masked_iterations`)."""
     _mask_dynamic_causal_attention(module)
     from .common import make_linalg as shared
 
-    shared(module)
+    shared(module, "transformer-to-linalg{"
+           f"flash-kv-tile={cpu.FLASH_KV_TILE} flash-query-rows={cpu.FLASH_QUERY_ROWS}}}")
 
 
 def _mask_dynamic_causal_attention(module: ir.Module) -> None:
@@ -147,7 +150,7 @@ def _mask_dynamic_causal_attention(module: ir.Module) -> None:
         if not isinstance(offset.owner, ir.Block) and offset.owner.name == "arith.constant":
             continue  # a constant offset: the lowering's key slice is static
         qt, kt = ir.RankedTensorType(q.type), ir.RankedTensorType(k.type)
-        if not (qt.has_static_shape and kt.has_static_shape):
+        if not (qt.has_static_shape and kt.has_static_shape) or _takes_flash_form(op):
             continue
         mask_type = ir.RankedTensorType.get([1, 1, qt.shape[2], kt.shape[2]], qt.element_type)
         with ir.InsertionPoint(op), op.location:
@@ -161,6 +164,14 @@ def _mask_dynamic_causal_attention(module: ir.Module) -> None:
                                       operands=[q, k, v, mask, offset], attributes=attrs)
         op.result.replace_all_uses_with(new.result)
         op.operation.erase()
+
+
+def _takes_flash_form(op) -> bool:
+    """Does transformer-to-linalg give this (unmasked) attention its flash form: f32 q, k and v,
+    whole GQA groups, values as wide as the queries?"""
+    q, k, v = (ir.RankedTensorType(op.operands[i].type) for i in range(3))
+    f32 = all(isinstance(t.element_type, ir.F32Type) for t in (q, k, v))
+    return f32 and q.shape[1] % k.shape[1] == 0 and v.shape[3] == q.shape[3]
 
 
 def make_tiled(module: ir.Module) -> None:
@@ -179,6 +190,8 @@ def make_tiled(module: ir.Module) -> None:
             raise KilnError(f"kernel {kernel.name} reads a weight stored as [N/{kernel.packed_rhs}, K, "
                             f"{kernel.packed_rhs}] panels (linalg.unpack), the CPU GEMM's layout; GPU targets "
                             "take the weight as W[N, K]")
+        if gpu_flash.mark(kernel, funcs[kernel.name]):  # flash attention, written at `loops`
+            continue
         mma = gpu_mma.mma_schedule(kernel, funcs[kernel.name], precision, chip)
         if mma is not None:  # tensor cores: the kernel is written at the loops stage (gpu_mma.py)
             funcs[kernel.name].attributes[gpu_mma.MMA_ATTR] = ir.DenseI64ArrayAttr.get(
@@ -308,9 +321,11 @@ def make_bufferized(module: ir.Module) -> None:
 
 def make_loops(module: ir.Module) -> None:
     """Block and thread foralls -> gpu.launch; linalg -> scf loops in each thread; launches outlined
-    into kernels of one gpu.module (`kernels`). Tensor-core kernels are written first (gpu_mma.py)."""
+    into kernels of one gpu.module (`kernels`). Tensor-core, matvec and flash-attention kernels are
+    written first (gpu_mma.py, gpu_matvec.py, gpu_flash.py)."""
     gpu_mma.build_kernels(module)
     gpu_matvec.build_kernels(module)
+    gpu_flash.build_kernels(module)
     any_op = "!transform.any_op"
     lines = [
         "module attributes {transform.with_named_sequence} {",
