@@ -13,11 +13,11 @@
 // SM80-SAME:     [#nvvm.target<O = 3, chip = "sm_80", link = ["{{.*}}libdevice.10.bc"]>]
 // SM90-SAME:     [#nvvm.target<O = 3, chip = "sm_90", link = ["{{.*}}libdevice.10.bc"]>]
 // CHECK:         llvm.func @mlp_dispatch_0_reduction_kernel(%{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr)
-// CHECK-SAME:      nvvm.kernel, nvvm.maxntid = array<i32: 8, 1, 1>
+// CHECK-SAME:      nvvm.kernel, nvvm.maxntid = array<i32: 128, 1, 1>
 // CHECK:           nvvm.read.ptx.sreg.tid.x
-// CHECK:           llvm.load {{.*}} -> vector<8xf32>
-// CHECK:           llvm.intr.vector.reduce.fadd
-// CHECK:           llvm.store {{.*}} : vector<1xf32>, !llvm.ptr
+// CHECK:           llvm.load {{.*}} -> f32
+// CHECK:           nvvm.shfl.sync  bfly
+// CHECK:           llvm.store {{.*}} : f32, !llvm.ptr
 
 // CHECK-LABEL: gpu.module @mlp_dispatch_1_elementwise_kernel
 // CHECK:         llvm.func @__nv_rsqrtf(f32) -> f32

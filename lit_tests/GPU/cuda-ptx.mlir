@@ -8,10 +8,11 @@
 // RUN: %PYTHON %S/Inputs/kiln_blobs.py %t.sm90.kiln ptx | FileCheck %s --check-prefixes=CHECK,SM90
 
 // CHECK-LABEL: .visible .entry mlp_dispatch_0_reduction_kernel(
-// CHECK:       .maxntid 8, 1, 1
+// CHECK:       .maxntid 128, 1, 1
 // CHECK:       mov.u32 {{.*}}%tid.x
 // CHECK:       ld.global.b32
 // CHECK:       add.rn.f32
+// CHECK:       shfl.sync.bfly.b32
 // CHECK:       st.global.b32
 // CHECK:       ret;
 

@@ -6,7 +6,7 @@
 // RUN: %PYTHON %S/Inputs/kiln_blobs.py %t.kiln plan | FileCheck %s
 
 // CHECK:      entry mlp allocations [5120]
-// CHECK-NEXT: launch mlp_dispatch_0_reduction_kernel grid [1, 1, 1] block [8, 1, 1] args arg0+0 alloc0+0
+// CHECK-NEXT: launch mlp_dispatch_0_reduction_kernel grid [2, 1, 1] block [128, 1, 1] args arg0+0 alloc0+0
 // CHECK-NEXT: launch mlp_dispatch_1_elementwise_kernel grid [1, 2, 1] block [64, 4, 1] args arg0+0 alloc0+0 alloc0+3072 arg1+0
 // CHECK-NEXT: launch mlp_dispatch_2_contraction_kernel grid [3, 1, 1] block [32, 2, 1] args arg2+0 alloc0+0 alloc0+3072
 // CHECK-NEXT: launch mlp_dispatch_3_elementwise_kernel grid [3, 1, 1] block [32, 8, 1] args alloc0+0 result0+0

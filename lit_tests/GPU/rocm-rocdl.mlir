@@ -15,7 +15,7 @@
 // GFX942-SAME:   [#rocdl.target<O = 3, chip = "gfx942">]
 // GFX1100-SAME:  [#rocdl.target<O = 3, chip = "gfx1100">]
 // CHECK:         llvm.func @mlp_dispatch_0_reduction_kernel(%{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr)
-// CHECK-SAME:      rocdl.kernel, rocdl.reqd_work_group_size = array<i32: 8, 1, 1>
+// CHECK-SAME:      rocdl.kernel, rocdl.reqd_work_group_size = array<i32: 128, 1, 1>
 // CHECK:           rocdl.workitem.id.x
 
 // CHECK-LABEL: gpu.module @mlp_dispatch_1_elementwise_kernel

@@ -24,7 +24,7 @@ from mlir import ir
 from mlir.dialects.transform import interpreter
 
 from ..errors import KilnError
-from . import cpu, gpu_flash, gpu_matvec, gpu_mma, schedules
+from . import cpu, gpu_flash, gpu_matvec, gpu_mma, gpu_reduction, schedules
 from .common import run_passes
 
 MAX_THREADS = 256  # threads per block
@@ -200,6 +200,8 @@ def make_tiled(module: ir.Module) -> None:
             continue
         if gpu_matvec.mark(kernel, funcs[kernel.name], precision):  # a warp per row of W (gpu_matvec.py)
             continue
+        if gpu_reduction.mark(kernel, funcs[kernel.name], precision):  # a warp per output (gpu_reduction.py)
+            continue
         if precision != "f32" and kernel.gemm_rhs and kernel.f32:
             rounded.append((funcs[kernel.name], gpu_mma.operand_args(funcs[kernel.name])))
         register_tiled = contraction_schedule(kernel)
@@ -321,11 +323,12 @@ def make_bufferized(module: ir.Module) -> None:
 
 def make_loops(module: ir.Module) -> None:
     """Block and thread foralls -> gpu.launch; linalg -> scf loops in each thread; launches outlined
-    into kernels of one gpu.module (`kernels`). Tensor-core, matvec and flash-attention kernels are
-    written first (gpu_mma.py, gpu_matvec.py, gpu_flash.py)."""
+    into kernels of one gpu.module (`kernels`). Tensor-core, matvec, flash-attention and row-reduction
+    kernels are written first (gpu_mma.py, gpu_matvec.py, gpu_flash.py, gpu_reduction.py)."""
     gpu_mma.build_kernels(module)
     gpu_matvec.build_kernels(module)
     gpu_flash.build_kernels(module)
+    gpu_reduction.build_kernels(module)
     any_op = "!transform.any_op"
     lines = [
         "module attributes {transform.with_named_sequence} {",
