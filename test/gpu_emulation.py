@@ -38,7 +38,7 @@ from kiln.runtime.memref import descriptor_type
 
 _ID_OPS = {"block_id": "bid", "thread_id": "tid", "grid_dim": "gd", "block_dim": "bd"}
 _ID = re.compile(r"(%[\w.$-]+) = gpu\.(block_id|thread_id|grid_dim|block_dim)\s+([xyz])(?:\s+upper_bound\s+\d+)?")
-_SHUFFLE = re.compile(r"(%[\w.$-]+(?::2|, %[\w.$-]+)) = gpu\.shuffle\s+(\w+) (%[\w.$-]+), (%[\w.$-]+), "
+_SHUFFLE = re.compile(r"(%[\w.$-]+(?::2|, %[\w.$-]+)) = gpu\.shuffle\s+(\w+) (%[\w.$-]+(?:#\d+)?), (%[\w.$-]+), "
                       r"(%[\w.$-]+) : f32")
 _SHUFFLE_C = r"""
 #include <stdlib.h>

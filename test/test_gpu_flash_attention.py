@@ -1,5 +1,6 @@
 """GPU flash attention (pipelines/gpu_flash.py) without a GPU: f32 attention is one kernel whose warps
-walk the keys with an online softmax; run through the GPU runtime on the CPU emulation of the driver
+walk the keys with an online softmax (a decode step's few rows split the keys into phases merged at
+the end); run through the GPU runtime on the CPU emulation of the driver
 (test/gpu_emulation.py), it matches float64 references for GQA, MHA and MQA, causal and not, at
 runtime cache offsets (with NaN and inf in the cache rows no query sees), odd head dims and query
 counts that leave warps and slots idle.
@@ -8,6 +9,7 @@ counts that leave warps and slots idle.
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import numpy as np
@@ -41,6 +43,12 @@ def _program(text):
     return kiln.runtime.load_artifact(kiln.compile(text, target="cuda"), device), device, loops
 
 
+def _flash_params(text):
+    """The kernel's [lanes per slot, keys per step, warps, slots per row] (`kiln.gpu_flash`)."""
+    tiled = kiln.compile(text, target="cuda", compile_to="tiled")
+    return tuple(map(int, re.search(gpu_flash.FLASH_ATTR + r" = array<i64: ([\d, ]+)>", tiled).group(1).split(", ")))
+
+
 def _inputs(rng, batch, heads, kv_heads, q_len, keys, dim, scale=1.0):
     q = (rng.standard_normal((batch, heads, q_len, dim)) * scale).astype(np.float32)
     k = (rng.standard_normal((batch, kv_heads, keys, dim)) * scale).astype(np.float32)
@@ -52,20 +60,28 @@ def _check(out, expected):
     np.testing.assert_allclose(out, expected, rtol=2e-5, atol=2e-5 * max(1.0, np.abs(expected).max()))
 
 
-def test_lanes_per_row():
+def test_lanes_per_row_and_key_split():
     assert [gpu_flash.lanes_per_row(d) for d in (64, 128, 96, 32, 16, 13, 8, 256)] == [8, 16, 8, 4, 2, 1, 1, 32]
+    # (head_dim, rows per kv head) -> (lanes per slot, slots per row): rows that fill a warp keep one
+    # slot each; a decode step's few rows trade lanes (up to 32 dims per lane) for key phases
+    cases = {(64, 1536): (8, 1), (64, 15): (8, 1), (64, 3): (2, 4), (64, 1): (4, 8), (13, 3): (1, 8),
+             (128, 3): (16, 1), (16, 2): (2, 8)}
+    assert {k: gpu_flash.split(*k) for k in cases} == cases
 
 
 @pytest.mark.parametrize("batch,heads,kv_heads,q_len,keys,dim", [
-    (1, 9, 3, 1, 40, 64),    # SmolLM2's decode step: 3 rows, one warp of 4 slots
+    (1, 9, 3, 1, 40, 64),    # SmolLM2's decode step: 3 rows of 4 key phases (2 lanes each), merged
     (1, 9, 3, 5, 40, 64),    # a prefill chunk at an offset: 15 rows over 4 warps
     (2, 4, 1, 3, 24, 32),    # MQA, two batches: 12 rows, 8 slots per warp
-    (1, 2, 2, 2, 20, 16),    # MHA, head_dim 16: 2 lanes per row
+    (1, 2, 2, 2, 20, 16),    # MHA, head_dim 16: 2 rows of 8 key phases
 ])
 def test_kv_cache_attention_at_runtime_offsets(batch, heads, kv_heads, q_len, keys, dim, rng):
     """One program, several offsets; cache rows past offset + q_len hold NaN and inf, never read."""
-    program, device, loops = _program(_attention(batch, heads, kv_heads, q_len, keys, dim))
+    text = _attention(batch, heads, kv_heads, q_len, keys, dim)
+    program, device, loops = _program(text)
     assert loops.count("gpu.func") == 1 and "gpu.shuffle  xor" in loops
+    lanes, _, _, key_split = _flash_params(text)
+    assert (lanes, key_split) == gpu_flash.split(dim, heads // kv_heads * q_len)
     for offset in sorted({0, 3, keys // 2, keys - q_len}):
         q, k, v = _inputs(rng, batch, heads, kv_heads, q_len, keys, dim)
         k[:, :, offset + q_len:], v[:, :, offset + q_len:] = np.nan, np.inf

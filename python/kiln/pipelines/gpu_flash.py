@@ -12,6 +12,11 @@ the kernel is written here instead, on buffers at the `loops` stage, from what t
             [i·c, i·c + c) (c = head_dim / lanes) of q and of the output accumulator, so every K
             and V row is read as contiguous vectors, and the slots of a warp (rows of one kv head)
             read the same key at the same time
+    split   when a kv head has fewer rows than a warp has slots (decode: the G heads of one
+            position), each row gets `key_split` slots (fewer lanes per slot, more dims per lane),
+            and slot phase p takes key steps p, p + key_split, ... (every phase runs the same
+            number of steps, masked past the end: a shuffle needs the whole warp); the phases'
+            (max, sum, accumulator) are merged by shuffles after the loop, and phase 0 stores
     keys    a warp walks the keys `keys_per_step` at a time up to the last key its last row sees
             (offset + position + 1 when causal, the cache length otherwise): each key's dot product
             is the slot's partial sums added by a `gpu.shuffle xor` butterfly, then the running row
@@ -32,13 +37,15 @@ from mlir import ir
 from ..errors import KilnError
 from . import schedules
 
-FLASH_ATTR = "kiln.gpu_flash"  # [lanes per row, keys per step, warps per block]
+FLASH_ATTR = "kiln.gpu_flash"  # [lanes per slot, keys per step, warps per block, slots per row]
 OPERANDS_ATTR = "kiln.gpu_flash_operands"  # kernel argument numbers: [q, k, v, offset, out]; offset -1:
 # a constant (`kiln.flash_offset`)
 WARP = 32
 WARPS = 4  # per block, at most
 DIMS_PER_LANE = 8  # target head dims per lane (fewer lanes per row: fewer shuffles per key)
 KEYS_PER_STEP = 8  # keys per loop step (independent dot products in flight)
+MAX_DIMS_PER_LANE = 32  # when trading lanes for a key split (registers: q and the accumulator)
+MAX_KEY_SPLIT = 8  # slots per row (each merge round costs head_dim / lanes + 2 shuffles)
 
 
 def lanes_per_row(head_dim: int) -> int:
@@ -48,6 +55,21 @@ def lanes_per_row(head_dim: int) -> int:
     while lanes * 2 <= WARP and head_dim % (lanes * 2) == 0 and head_dim // (lanes * 2) >= DIMS_PER_LANE:
         lanes *= 2
     return lanes
+
+
+def split(head_dim: int, rows: int) -> tuple:
+    """(lanes per slot, slots per row) for `rows` query rows per kv head: `lanes_per_row` and one
+    slot per row when the rows fill a warp's slots (prefill); otherwise (decode) fewer lanes per slot (at most
+    MAX_DIMS_PER_LANE dims per lane), and each row gets the slots the warp has to spare (at most
+    MAX_KEY_SPLIT)."""
+    lanes = lanes_per_row(head_dim)
+    rows_per_warp = 1 << max(0, rows - 1).bit_length()  # rows rounded up to a power of two
+    if rows >= WARP // lanes:
+        return lanes, 1
+    while (lanes > 1 and head_dim // (lanes // 2) <= MAX_DIMS_PER_LANE
+           and (WARP // lanes) // rows_per_warp < MAX_KEY_SPLIT):
+        lanes //= 2
+    return lanes, min(MAX_KEY_SPLIT, (WARP // lanes) // rows_per_warp)
 
 
 def mark(kernel: schedules.Kernel, func) -> bool:
@@ -77,11 +99,11 @@ def mark(kernel: schedules.Kernel, func) -> bool:
     q_shape = ir.RankedTensorType(block.arguments[q].type).shape  # [batch, kv heads, group, q_len, d]
     if any(ir.ShapedType.is_dynamic_size(s) for s in q_shape):
         raise KilnError(f"kernel {kernel.name}: GPU targets need static shapes, the queries are {q_shape}")
-    lanes = lanes_per_row(q_shape[4])
     rows = q_shape[2] * q_shape[3]
-    warps = min(WARPS, -(-rows // (WARP // lanes)))
+    lanes, key_split = split(q_shape[4], rows)
+    warps = min(WARPS, -(-rows // (WARP // lanes // key_split)))
     func.attributes[OPERANDS_ATTR] = ir.DenseI64ArrayAttr.get([q, k, v, -1 if constant else indices[0], out])
-    func.attributes[FLASH_ATTR] = ir.DenseI64ArrayAttr.get([lanes, KEYS_PER_STEP, warps])
+    func.attributes[FLASH_ATTR] = ir.DenseI64ArrayAttr.get([lanes, KEYS_PER_STEP, warps, key_split])
     func.attributes[BLOCK_DIM_ATTR] = ir.DenseI64ArrayAttr.get([WARP * warps, 1, 1])
     for attr in ("kiln.flash_scale", "kiln.flash_causal", "kiln.flash_offset"):
         if attr in forall.attributes:
@@ -137,7 +159,7 @@ def _kernel_text(func, name: str) -> str:
 
     block = func.regions[0].blocks[0]
     q_arg, k_arg, v_arg, offset_arg, out_arg = ir.DenseI64ArrayAttr(func.attributes[OPERANDS_ATTR])
-    lanes, step, warps = ir.DenseI64ArrayAttr(func.attributes[FLASH_ATTR])
+    lanes, step, warps, key_split = ir.DenseI64ArrayAttr(func.attributes[FLASH_ATTR])
     scale = ir.FloatAttr(func.attributes["kiln.flash_scale"]).value
     causal = "kiln.flash_causal" in func.attributes
     types = [str(a.type) for a in block.arguments]
@@ -146,9 +168,10 @@ def _kernel_text(func, name: str) -> str:
     if ir.MemRefType(block.arguments[v_arg].type).shape[3] != dim:
         raise KilnError(f"kernel {name}: flash attention needs value rows as wide as the queries")
     c = dim // lanes  # head dims per lane
-    slots = WARP // lanes  # rows per warp
+    slots = WARP // lanes // key_split  # rows per warp
     rows = group * q_len  # rows per (batch, kv head)
     row_blocks = -(-rows // (slots * warps))
+    stride = step * key_split  # keys per loop step of the whole row
     vec = f"vector<{c}xf32>"
     align = {a: _alignment(block.arguments[a].type) for a in (q_arg, k_arg, v_arg, out_arg)}
     constants = {0, 1}
@@ -173,7 +196,9 @@ def _kernel_text(func, name: str) -> str:
         f"+ (d1 floordiv {WARP}) * {slots})>(%gid, %t)",
         f"    %active = arith.cmpi ult, %first, {ci(rows)} : index",
         "    scf.if %active {",
-        f"      %slot_row = affine.apply affine_map<(d0, d1) -> (d0 + (d1 mod {WARP}) floordiv {lanes})>(%first, %t)",
+        f"      %slot_row = affine.apply affine_map<(d0, d1) -> (d0 + (d1 mod {WARP}) floordiv {lanes * key_split})>"
+        "(%first, %t)",
+        f"      %phase = affine.apply affine_map<(d0) -> (((d0 mod {WARP}) floordiv {lanes}) mod {key_split})>(%t)",
         f"      %valid = arith.cmpi ult, %slot_row, {ci(rows)} : index",
         f"      %row = arith.minui %slot_row, {ci(rows - 1)} : index",
         f"      %last_row = affine.min affine_map<(d0) -> (d0 + {slots - 1}, {rows - 1})>(%first)",
@@ -195,9 +220,17 @@ def _kernel_text(func, name: str) -> str:
         f"      %last_key = arith.subi {warp_end}, {ci(1)} : index",
         "      " + load(q_arg, "%b, %h, %g, %p, %d0", "%q"),
         *[f"      %q_{i} = vector.extract %q[{i}] : f32 from {vec}" for i in range(c)],
-        f"      %res:3 = scf.for %key0 = {ci(0)} to {warp_end} step {ci(step)} "
-        f"iter_args(%m = %ninf, %l = %fzero, %acc = %vzero) -> (f32, f32, {vec}) {{",
     ]
+    if key_split == 1:
+        lines.append(f"      %res:3 = scf.for %key0 = {ci(0)} to {warp_end} step {ci(step)} "
+                     f"iter_args(%m = %ninf, %l = %fzero, %acc = %vzero) -> (f32, f32, {vec}) {{")
+    else:  # every phase runs the same number of steps (shuffles need the whole warp), masked past the end
+        lines += [
+            f"      %loop_end = affine.apply affine_map<(d0) -> ((d0 ceildiv {stride}) * {stride})>({warp_end})",
+            f"      %res:3 = scf.for %kb = {ci(0)} to %loop_end step {ci(stride)} "
+            f"iter_args(%m = %ninf, %l = %fzero, %acc = %vzero) -> (f32, f32, {vec}) {{",
+            f"        %key0 = affine.apply affine_map<(d0, d1) -> (d0 + d1 * {step})>(%kb, %phase)",
+        ]
     for u in range(step):
         lines += [
             f"        %j{u} = arith.addi %key0, {ci(u)} : index",
@@ -250,9 +283,47 @@ def _kernel_text(func, name: str) -> str:
     lines += [
         f"        scf.yield {tile_max}, {total}, {acc} : f32, f32, {vec}",
         "      }",
-        f"      %l_v = vector.broadcast %res#1 : f32 to {vec}",
-        f"      %o = arith.divf %res#2, %l_v : {vec}",
-        "      scf.if %valid {",
+    ]
+    m, l, acc = "%res#0", "%res#1", "%res#2"
+    merges = [lanes << i for i in range(key_split.bit_length() - 1)]  # lanes, 2·lanes, ...: other phases
+    for i, off in enumerate(merges):
+        lines += [
+            f"      %m_o{i}, %m_ok{i} = gpu.shuffle xor {m}, %o{off}, %width : f32",
+            f"      %l_o{i}, %l_ok{i} = gpu.shuffle xor {l}, %o{off}, %width : f32",
+        ]
+        for e in range(c):
+            lines += [
+                f"      %a{i}_{e} = vector.extract {acc}[{e}] : f32 from {vec}",
+                f"      %a_o{i}_{e}, %a_ok{i}_{e} = gpu.shuffle xor %a{i}_{e}, %o{off}, %width : f32",
+            ]
+        lines += [f"      %acc_o{i} = vector.from_elements {', '.join(f'%a_o{i}_{e}' for e in range(c))} : {vec}"]
+        lines += [  # the larger max rescales both; a phase that saw no key (max -inf) weighs 0
+            f"      %mm{i} = arith.maximumf {m}, %m_o{i} : f32",
+        ]
+        for side, mv in (("s", m), ("t", f"%m_o{i}")):
+            lines += [
+                f"      %w{side}d{i} = arith.subf {mv}, %mm{i} : f32",
+                f"      %w{side}e{i} = math.exp %w{side}d{i} : f32",
+                f"      %w{side}none{i} = arith.cmpf oeq, {mv}, %ninf : f32",
+                f"      %w{side}{i} = arith.select %w{side}none{i}, %fzero, %w{side}e{i} : f32",
+                f"      %w{side}v{i} = vector.broadcast %w{side}{i} : f32 to {vec}",
+            ]
+        lines += [
+            f"      %ls{i} = arith.mulf {l}, %ws{i} : f32",
+            f"      %lm{i} = math.fma %l_o{i}, %wt{i}, %ls{i} : f32",
+            f"      %as{i} = arith.mulf {acc}, %wsv{i} : {vec}",
+            f"      %am{i} = vector.fma %acc_o{i}, %wtv{i}, %as{i} : {vec}",
+        ]
+        m, l, acc = f"%mm{i}", f"%lm{i}", f"%am{i}"
+    store_if = "%valid"
+    if key_split > 1:
+        lines.append(f"      %phase0 = arith.cmpi eq, %phase, {ci(0)} : index")
+        lines.append("      %store = arith.andi %valid, %phase0 : i1")
+        store_if = "%store"
+    lines += [
+        f"      %l_v = vector.broadcast {l} : f32 to {vec}",
+        f"      %o = arith.divf {acc}, %l_v : {vec}",
+        f"      scf.if {store_if} {{",
         f"        vector.store %o, %arg{out_arg}[%b, %h, %g, %p, %d0] {{alignment = {align[out_arg]} : i64}} "
         f": {types[out_arg]}, {vec}",
         "      }",
@@ -262,7 +333,7 @@ def _kernel_text(func, name: str) -> str:
         "return",
     ]
     header = [f"%c{v} = arith.constant {v} : index" for v in sorted(constants)]
-    header += [f"%o{o} = arith.constant {o} : i32" for o in shuffle_steps]
+    header += [f"%o{o} = arith.constant {o} : i32" for o in sorted(set(shuffle_steps + merges))]
     header += [
         f"%width = arith.constant {WARP} : i32",
         "%ninf = arith.constant 0xFF800000 : f32",
