@@ -340,11 +340,12 @@ func.func @decode(%q: tensor<1x4x1x16xf32>, %k: tensor<1x2x1x16xf32>, %v: tensor
 
 def test_emulated_decode_steps_update_the_kv_cache_in_place(rng):
     """Decode steps: the new K/V row is written into the caches (device Buffers, updated in place) at the
-    runtime position by the launch plan's copies, and attention sees exactly the rows up to it."""
+    runtime position by cache-update kernels, and attention sees exactly the rows up to it; a
+    position past the cache is refused before any kernel runs."""
     device = emulated_device(kiln.compile(DECODE, target="cuda", compile_to="loops"))
     program = kiln.runtime.load_artifact(kiln.compile(DECODE, target="cuda"), device)
     plan = program.manifest["programs"]["decode"]
-    assert any("scalars" in c.get("dst", {}) for c in plan["commands"]), "no runtime-offset copy"
+    assert [c["bounds"] for c in plan["commands"] if c.get("bounds")] == [[[5, 7]], [[5, 7]]]
     kc, vc = np.zeros((1, 2, 8, 16), np.float32), np.zeros((1, 2, 8, 16), np.float32)
     bk, bv = device.upload(kc), device.upload(vc)
     for pos in range(5):
@@ -355,13 +356,17 @@ def test_emulated_decode_steps_update_the_kv_cache_in_place(rng):
         np.testing.assert_array_equal(bk.to_numpy(), kc)
         expected = ref.attention(q, np.repeat(kc, 2, axis=1), np.repeat(vc, 2, axis=1), causal=True, offset=pos)
         np.testing.assert_allclose(o, expected, rtol=2e-5, atol=2e-6)
-    with pytest.raises(KilnError, match="falls outside its arg buffer"):
+    launches = len(device.gpu.launches)
+    with pytest.raises(KilnError, match="argument 5 is 8, but kernel decode_cache_update_0_kernel writes "
+                                        "outside its buffer past 7"):
         program.decode(q, k, v, bk, bv, 8)
+    assert len(device.gpu.launches) == launches
 
 
 def test_smollm2_decode_graph_plans_without_dynamic_kernels():
     """A Llama-family decode graph (kiln.model.model_ir on a tiny config) compiles to cuda with every
-    kernel static and KV rows written by runtime-offset copies."""
+    kernel static and the new KV rows written by one cache-update kernel per cache (K and V of each
+    layer) that reads the position; no copy's address depends on it."""
     import json
     import tempfile
 
@@ -382,8 +387,13 @@ def test_smollm2_decode_graph_plans_without_dynamic_kernels():
     art = kiln.compile(text, target="cuda")
     plans = art.manifest["programs"]
     assert "decode" in plans
-    copies = [c for c in plans["decode"]["commands"] if c["op"] == "copy" and "scalars" in c["dst"]]
-    assert len(copies) >= 2 * config["num_hidden_layers"]
+    commands = plans["decode"]["commands"]
+    assert not [c for c in commands if c["op"] == "copy" and ("scalars" in c["dst"] or "scalars" in c["src"])]
+    updates = {k["name"] for k in art.manifest["kernels"] if k["class"] == "copy"}
+    launches = [c for c in commands if c["op"] == "launch" and c["kernel"] in updates]
+    assert len({c["kernel"] for c in launches}) == 1  # every layer's K and V update shares one kernel
+    assert len(launches) == 2 * config["num_hidden_layers"]
+    assert all(any(a.get("scalar") == "arg" for a in c["args"]) for c in launches)
 
 
 def test_emulated_tiny_llama_decode_matches_cpu(rng):

@@ -1,10 +1,13 @@
 // A decode step on the GPU targets: f32 causal attention with a runtime offset is one flash-attention
 // kernel over the whole (static) cache that reads the position as a scalar operand and stops at it;
-// no tensor of a runtime length appears. The new K/V rows are written
-// into the caches (updated in place: no out-param) by copies whose destination offset is the position
-// argument times the row size, added at run time.
+// no tensor of a runtime length appears. The new K/V rows are written into the caches (updated in
+// place: no out-param) by one cache-update kernel per cache (gpu_cache_update.py), shared by K and V,
+// which takes the position as a scalar operand and rebuilds the cache's view at it: no copy's address
+// depends on the position. The plan bounds the position (8 rows - 1) so the kernel cannot write
+// outside the cache.
 //
 // RUN: kiln compile %s --target cuda --compile-to=linalg | FileCheck %s --check-prefix=LINALG
+// RUN: kiln compile %s --target cuda --compile-to=loops | FileCheck %s --check-prefix=LOOPS
 // RUN: kiln compile %s --target rocm -o %t.kiln
 // RUN: %PYTHON %S/Inputs/kiln_blobs.py %t.kiln plan | FileCheck %s
 
@@ -12,14 +15,23 @@
 // LINALG-NOT:     tensor<1x2x?x16xf32>
 // LINALG:         return
 
+// LOOPS-LABEL: gpu.func @decode_cache_update_0_kernel(
+// LOOPS-SAME:    known_block_size = array<i32: 32, 1, 1>, known_grid_size = array<i32: 1, 1, 1>
+// LOOPS:         %[[VIEW:.*]] = memref.subview %{{.*}}[0, 0, %{{.*}}, 0] [1, 2, 1, 16] [1, 1, 1, 1]
+// LOOPS:         %[[V:.*]] = memref.load %{{.*}} : memref<1x2x1x16xf32>
+// LOOPS:         memref.store %[[V]], %[[VIEW]]
+// LOOPS-LABEL: func.func @decode(
+// LOOPS-NOT:     memref.copy %arg1
+// LOOPS:         call @decode_cache_update_0(%arg1, %arg3, %arg5)
+// LOOPS:         call @decode_cache_update_0(%arg2, %arg4, %arg5)
+
 // CHECK:      entry decode allocations
-// CHECK-NEXT: copy 64 bytes arg1+0 -> arg3+0+arg5*64
-// CHECK-NEXT: copy 64 bytes arg1+64 -> arg3+512+arg5*64
-// CHECK-NEXT: copy 64 bytes arg2+0 -> arg4+0+arg5*64
-// CHECK-NEXT: copy 64 bytes arg2+64 -> arg4+512+arg5*64
+// CHECK-NEXT: launch decode_cache_update_0_kernel grid [1, 1, 1] block [32, 1, 1] args arg3+0 arg:5 arg1+0 bound arg5<=7
+// CHECK-NEXT: launch decode_cache_update_0_kernel grid [1, 1, 1] block [32, 1, 1] args arg4+0 arg:5 arg2+0 bound arg5<=7
 // The causal bound reads the position (arg:5), a scalar kernel operand; q, then both caches.
 // CHECK-NEXT: launch decode_dispatch_0_attention_kernel grid [2, 1, 1] block [32, 1, 1] args arg:5 arg0+0 arg3+0 arg4+0 alloc0+0
 // CHECK-NEXT: copy 256 bytes alloc0+0 -> result0+0
+// CHECK-NOT:  copy
 
 func.func @decode(%q: tensor<1x4x1x16xf32>, %k: tensor<1x2x1x16xf32>, %v: tensor<1x2x1x16xf32>,
                   %kc: tensor<1x2x8x16xf32>, %vc: tensor<1x2x8x16xf32>, %pos: index)

@@ -26,7 +26,8 @@ if what == "plan":
             if c["op"] == "launch":
                 args = " ".join(f"{a['buffer']}{a.get('index', a.get('name', ''))}+{a['offset']}" if "buffer" in a
                                 else f"{a['scalar']}:{a.get('index', a.get('value'))}" for a in c["args"])
-                print("launch", c["kernel"], "grid", c["grid"], "block", c["block"], "args", args)
+                bounds = "".join(f" bound arg{i}<={hi}" for i, hi in c.get("bounds", ()))
+                print("launch", c["kernel"], "grid", c["grid"], "block", c["block"], "args", args + bounds)
             else:
                 def where(r):
                     dyn = "".join(f"+arg{i}*{m}" for i, m in r.get("scalars", []))

@@ -2,7 +2,7 @@
 
 After the `loops` stage, an entry point's host code is func/memref IR: the arena allocation and views
 into it, reshapes, calls to dispatch functions that each hold one `gpu.launch_func`, copies (results,
-KV-cache rows at a runtime position) and constants. `launch_plan()` interprets that IR once, at
+views at a runtime position) and constants. `launch_plan()` interprets that IR once, at
 compile time, into a list of launch and copy commands over symbolic buffers (entry arguments, out-
 params, allocations, constants) with byte offsets -- the form `kiln.runtime.gpu` replays, or captures
 into a CUDA/HIP graph. Host code that computes anything else (arithmetic on scalars, dynamic shapes)
@@ -190,6 +190,24 @@ def _ref(refs: dict, value, where: str) -> dict:
     return ref
 
 
+def _bound_scalars(func, call, refs, launched: list, here: str) -> None:
+    """A kernel's `kiln.scalar_bounds` ([argument, largest valid value] pairs: e.g. the position of a
+    KV-cache write) as "bounds" of its launch, [[entry argument, largest value]], which the runtime
+    checks before the kernel can write outside its buffer; a constant out of range is refused here."""
+    pairs = list(ir.DenseI64ArrayAttr(func.attributes["kiln.scalar_bounds"]))
+    bounds = []
+    for arg, hi in zip(pairs[::2], pairs[1::2]):
+        r = _scalar_ref(refs, call.operands[arg], here)
+        if r["scalar"] == "arg":
+            bounds.append([r["index"], hi])
+        elif not 0 <= r["value"] <= hi:
+            raise KilnError(f"{here}: operand {arg} of @{ir.StringAttr(func.attributes['sym_name']).value} is "
+                            f"{r['value']}, outside 0..{hi}")
+    for command in launched:
+        if command["op"] == "launch":
+            command["bounds"] = bounds
+
+
 def _interpret(block, refs, funcs, globals_, constants, allocations, commands, where) -> None:
     """Walks host code (func/memref/gpu.launch_func), following calls, into `commands`."""
     from mlir.dialects import gpu as gpu_d
@@ -212,8 +230,9 @@ def _interpret(block, refs, funcs, globals_, constants, allocations, commands, w
         elif name == "memref.subview":
             # A kernel receives the base pointer; the subview's offset and strides are static in its
             # memref type, and the bare-pointer convention applies them inside the kernel. A runtime
-            # offset (a KV cache row at the decode position) is tracked as entry scalars x element
-            # multipliers, for host copies (kernels cannot take such a view).
+            # offset (a row at the decode position) is tracked as entry scalars x element
+            # multipliers, for host copies (kernels cannot take such a view; KV-cache writes are
+            # kernels of their own, gpu_cache_update.py).
             rt = ir.MemRefType(op.result.type)
             strides, offset = rt.get_strides_and_offset()
             dynamic = ir.ShapedType.get_dynamic_stride_or_offset()
@@ -253,7 +272,10 @@ def _interpret(block, refs, funcs, globals_, constants, allocations, commands, w
                     r = _scalar_ref(refs, value, here)  # a constant: passed on as one
                     if r["scalar"] == "constant":
                         inner[arg] = ("constant-scalar", r["value"], r["type"])
+            start = len(commands)
             _interpret(body, inner, funcs, globals_, constants, allocations, commands, callee)
+            if "kiln.scalar_bounds" in funcs[callee].attributes:
+                _bound_scalars(funcs[callee], op, refs, commands[start:], here)
         elif name == "gpu.launch_func":
             launch = gpu_d.LaunchFuncOp(op) if not isinstance(op, gpu_d.LaunchFuncOp) else op
             grid = [_static_int(v, here) for v in (launch.gridSizeX, launch.gridSizeY, launch.gridSizeZ)]

@@ -199,6 +199,15 @@ class GpuEntryPoint:
                             f"falls outside its {ref['buffer']} buffer (a position argument out of range?)")
         return self._address(dict(ref, offset=0, scalars=()), args, results) + delta
 
+    def _check_bounds(self, cmd: dict, args) -> None:
+        """A launch's scalar arguments against the range its kernel may be given (`bounds`: a KV-cache
+        write at a position must stay inside the cache)."""
+        for i, hi in cmd.get("bounds", ()):
+            if not 0 <= int(args[i]) <= hi:
+                raise KilnError(f"entry point '{self.signature.name}': argument {i} is {int(args[i])}, but "
+                                f"kernel {cmd['kernel']} writes outside its buffer past {hi} (a position "
+                                "argument out of range?)")
+
     def _argument(self, ref: dict, args, results):
         """A kernel parameter as a ctypes value (its address goes into the launch's parameter array)."""
         if "scalar" in ref:
@@ -245,17 +254,19 @@ class PreparedPlan:
     """An entry point's commands with every kernel parameter and copy address computed once for one
     binding of its arguments. New scalar arguments (a decode position) patch only the values that
     depend on them (`dependent`: the commands they touch), so queueing the plan again is a tight loop
-    of driver calls: a decode step of a 30-layer model is ~800 launches and ~200 copies."""
+    of driver calls: a decode step of a 30-layer model is ~700 launches, 90 of them reading the position."""
 
     def __init__(self, entry: GpuEntryPoint, args, results):
         self.entry = entry
         self.commands = []  # [launch, function, grid, block, params, values] | [copy, dst, src, bytes]
         self._launch_deps = []  # (ctypes value, its ref)
+        self._bounded = [cmd for cmd in entry.plan["commands"] if cmd.get("bounds")]
         self._copy_deps = []  # (command, its plan entry)
         self.dependent = []  # indices of the commands that read a scalar argument
         functions = entry.program.functions
         for cmd in entry.plan["commands"]:
             if cmd["op"] == "launch":
+                entry._check_bounds(cmd, args)
                 values = [entry._argument(r, args, results) for r in cmd["args"]]
                 params = (ctypes.c_void_p * len(values))(*(ctypes.addressof(v) for v in values))
                 self._launch_deps += [(v, r) for v, r in zip(values, cmd["args"]) if _depends_on_scalars(r)]
@@ -279,6 +290,8 @@ class PreparedPlan:
 
     def update(self, args, results) -> None:
         """Recomputes what depends on the scalar arguments in `args`."""
+        for cmd in self._bounded:
+            self.entry._check_bounds(cmd, args)
         for value, ref in self._launch_deps:
             value.value = self.entry._argument(ref, args, results).value
         self._copy_addresses(self._copy_deps, args, results)
