@@ -39,7 +39,8 @@ def _layer_norm(shape):
 
 def _softmax(shape):
     x = _t(shape)
-    return f"func.func @f(%x: {x}) -> {x} {{\n  %y = transformer.softmax %x {{axis = -1 : i64}} : {x}\n  return %y : {x}\n}}"
+    return (f"func.func @f(%x: {x}) -> {x} {{\n  %y = transformer.softmax %x {{axis = -1 : i64}} : {x}\n"
+            f"  return %y : {x}\n}}")
 
 
 def _run(text, inputs):

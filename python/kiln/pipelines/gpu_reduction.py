@@ -34,6 +34,7 @@ WARP = 32
 WARPS = 4
 MIN_EXTENT = 64  # shorter rows keep the thread-per-output schedule
 _IDENTITY = {"arith.addf": 0.0, "arith.maximumf": -math.inf}
+_FUNC_OPS = {"arith.constant", "func.return", "linalg.fill", "linalg.generic"}
 
 
 def _root(func):
@@ -72,7 +73,7 @@ def warps_per_block(kernel: schedules.Kernel, func, precision: str) -> int:
     if not isinstance(out_type.element_type, ir.F32Type) or _combiner(root) is None:
         return 0
     ops = [o.operation.name for o in func.regions[0].blocks[0].operations]
-    if set(ops) - {"arith.constant", "func.return", "linalg.fill", "linalg.generic"} or ops.count("linalg.generic") != 1:
+    if set(ops) - _FUNC_OPS or ops.count("linalg.generic") != 1:
         return 0
     outputs = 1
     for r in ranges[:-1]:
@@ -189,7 +190,8 @@ def _skeleton(func, name: str) -> str:
         values.append((f"%x{i}", str(elt)))
     sig = ", ".join(t for _, t in values)
     lines += [
-        f"        %y = func.call @__kiln_body({', '.join(v for v, _ in values)}, %acc) : ({sig}{', ' if sig else ''}f32) -> f32",
+        f"        %y = func.call @__kiln_body({', '.join(v for v, _ in values)}, %acc) "
+        f": ({sig}{', ' if sig else ''}f32) -> f32",
         "        scf.yield %y : f32",
         "      }",
     ]
@@ -219,7 +221,8 @@ def _skeleton(func, name: str) -> str:
     header += [f"%o{o} = arith.constant {o} : i32" for o in (16, 8, 4, 2, 1)]
     header += [f"%width = arith.constant {WARP} : i32", f"%identity = arith.constant {identity} : f32"]
     if fill is not None:
-        header.append(f"%init = arith.constant {_f32(ir.FloatAttr(fill.operands[0].owner.attributes['value']).value)} : f32")
+        value = ir.FloatAttr(fill.operands[0].owner.attributes["value"]).value
+        header.append(f"%init = arith.constant {_f32(value)} : f32")
     arg_list = ", ".join(f"%arg{i}: {t}" for i, t in enumerate(types))
     return "\n".join([
         f"func.func private @__kiln_body({sig}{', ' if sig else ''}f32) -> f32",
