@@ -366,7 +366,8 @@ def test_emulated_decode_steps_update_the_kv_cache_in_place(rng):
 def test_smollm2_decode_graph_plans_without_dynamic_kernels():
     """A Llama-family decode graph (kiln.model.model_ir on a tiny config) compiles to cuda with every
     kernel static and the new KV rows written by one cache-update kernel per cache (K and V of each
-    layer) that reads the position; no copy's address depends on it."""
+    layer); the kernels read the position from the entry point's scalar buffer, and no launch
+    parameter or copy address depends on it."""
     import json
     import tempfile
 
@@ -393,7 +394,11 @@ def test_smollm2_decode_graph_plans_without_dynamic_kernels():
     launches = [c for c in commands if c["op"] == "launch" and c["kernel"] in updates]
     assert len({c["kernel"] for c in launches}) == 1  # every layer's K and V update shares one kernel
     assert len(launches) == 2 * config["num_hidden_layers"]
-    assert all(any(a.get("scalar") == "arg" for a in c["args"]) for c in launches)
+    position = 8 * [i for i, a in enumerate(art.manifest["entry_points"]["decode"]["args"])
+                    if a["shape"] is None][0]
+    assert all({"buffer": "scalars", "index": 0, "offset": position} in c["args"] for c in launches)
+    assert plans["decode"]["scalar_buffer"]
+    assert not [a for c in commands if c["op"] == "launch" for a in c["args"] if a.get("scalar") == "arg"]
 
 
 def test_emulated_tiny_llama_decode_matches_cpu(rng):

@@ -9,7 +9,8 @@
 // rows per kv head would leave a warp's slots idle: each row gets 4 slots of 2 lanes (32 dims each)
 // that take every 4th step of 8 keys (the loop runs to the end rounded up to 32 keys in every slot),
 // and the 4 phases' max, sum and accumulator are merged by shuffles across slots (2, 4) before phase 0
-// stores. The PTX has shfl.sync.bfly, ld.global.v4 and ex2, the ROCDL ds_bpermute.
+// stores. The position is read from device memory (gpu_scalars.py). The PTX has shfl.sync.bfly,
+// ld.global.v4 and ex2, the ROCDL ds_bpermute.
 //
 // RUN: kiln compile %s --target cuda --compile-to=tiled | FileCheck %s --check-prefix=TILED
 // RUN: kiln compile %s --target cuda --compile-to=loops | FileCheck %s --check-prefix=LOOPS
@@ -43,10 +44,12 @@
 // LOOPS-NEXT:      vector.store %{{.*}} : memref<1x3x3x1x64xf32>, vector<32xf32>
 
 // LOOPS-LABEL: gpu.func @prefill_dispatch_0_attention_kernel(
-// LOOPS-SAME:    %[[POS:arg0]]: index, %[[Q:arg1]]: memref<1x3x3x40x64xf32>, %[[K:arg2]]: memref<1x3x264x64xf32>, %[[V:arg3]]: memref<1x3x264x64xf32>, %[[OUT:arg4]]: memref<1x3x3x40x64xf32>)
+// LOOPS-SAME:    %[[SLOT:arg0]]: memref<1xi64>, %[[Q:arg1]]: memref<1x3x3x40x64xf32>, %[[K:arg2]]: memref<1x3x264x64xf32>, %[[V:arg3]]: memref<1x3x264x64xf32>, %[[OUT:arg4]]: memref<1x3x3x40x64xf32>)
 // LOOPS-SAME:    known_block_size = array<i32: 128, 1, 1>, known_grid_size = array<i32: 24, 1, 1>
 // LOOPS-DAG:     %[[NINF:.*]] = arith.constant 0xFF800000 : f32
 // LOOPS-DAG:     %[[SCALE:.*]] = arith.constant 1.250000e-01 : f32
+// LOOPS:         %[[WORD:.*]] = memref.load %[[SLOT]][%c0] : memref<1xi64>
+// LOOPS:         %[[POS:.*]] = arith.index_cast %[[WORD]] : i64 to index
 // LOOPS:         %[[SEE_LAST:.*]] = affine.apply #{{.*}}()[%[[POS]], %{{.*}}]
 // LOOPS:         %[[END:.*]] = arith.minui %[[SEE_LAST]], %c264 : index
 // LOOPS:         %[[LAST_KEY:.*]] = arith.subi %[[END]], %c1 : index

@@ -6,7 +6,10 @@
 //
 // RUN: kiln compile %s --target cuda --compile-to=loops | FileCheck %s
 
-// CHECK:       gpu.func @decode_dispatch_{{[0-9]+}}_reduction_kernel({{.*}}, %[[POS:arg[0-9]+]]: index)
+// The position comes from device memory (gpu_scalars.py).
+// CHECK:       gpu.func @decode_dispatch_{{[0-9]+}}_reduction_kernel(%[[SLOT:arg[0-9]+]]: memref<1xi64>, {{.*}})
+// CHECK:         %[[WORD:.*]] = memref.load %[[SLOT]][%c0] : memref<1xi64>
+// CHECK:         %[[POS:.*]] = arith.index_cast %[[WORD]] : i64 to index
 // CHECK:         %[[NEXT:.*]] = arith.addi %[[POS]], %{{.*}} : index
 // CHECK:         %[[END:.*]] = arith.minui %[[NEXT]], %c8 : index
 // CHECK-NEXT:    scf.for %[[ROW:.*]] = %c0 to %[[END]] step %c1 {

@@ -24,7 +24,7 @@ from mlir import ir
 from mlir.dialects.transform import interpreter
 
 from ..errors import KilnError
-from . import cpu, gpu_cache_update, gpu_flash, gpu_matvec, gpu_mma, gpu_reduction, schedules
+from . import cpu, gpu_cache_update, gpu_flash, gpu_matvec, gpu_mma, gpu_reduction, gpu_scalars, schedules
 from .common import run_passes
 
 MAX_THREADS = 256  # threads per block
@@ -325,12 +325,14 @@ def make_loops(module: ir.Module) -> None:
     """Block and thread foralls -> gpu.launch; linalg -> scf loops in each thread; launches outlined
     into kernels of one gpu.module (`kernels`). KV-cache writes become kernels, and tensor-core,
     matvec, flash-attention and row-reduction kernels are written first (gpu_cache_update.py,
-    gpu_mma.py, gpu_matvec.py, gpu_flash.py, gpu_reduction.py)."""
+    gpu_mma.py, gpu_matvec.py, gpu_flash.py, gpu_reduction.py); then integer kernel operands are
+    passed through device memory (gpu_scalars.py)."""
     gpu_cache_update.build_kernels(module)
     gpu_mma.build_kernels(module)
     gpu_matvec.build_kernels(module)
     gpu_flash.build_kernels(module)
     gpu_reduction.build_kernels(module)
+    gpu_scalars.pass_through_memory(module)
     any_op = "!transform.any_op"
     lines = [
         "module attributes {transform.with_named_sequence} {",

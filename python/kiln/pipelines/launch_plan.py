@@ -128,6 +128,8 @@ def launch_plan(module: ir.Module, signatures: dict) -> tuple:
         _interpret(block, refs, funcs, globals_, constants, allocations, commands, entry)
         plans[entry] = {"num_args": n_args, "num_results": n_results, "allocations": allocations,
                         "commands": commands}
+        if any(a.get("buffer") == "scalars" for c in commands if c["op"] == "launch" for a in c["args"]):
+            plans[entry]["scalar_buffer"] = True  # kernels read integer arguments from device memory
     return plans, constants
 
 
@@ -190,14 +192,20 @@ def _ref(refs: dict, value, where: str) -> dict:
     return ref
 
 
-def _bound_scalars(func, call, refs, launched: list, here: str) -> None:
+def _bound_scalars(func, call, refs, constants, launched: list, here: str) -> None:
     """A kernel's `kiln.scalar_bounds` ([argument, largest valid value] pairs: e.g. the position of a
     KV-cache write) as "bounds" of its launch, [[entry argument, largest value]], which the runtime
     checks before the kernel can write outside its buffer; a constant out of range is refused here."""
     pairs = list(ir.DenseI64ArrayAttr(func.attributes["kiln.scalar_bounds"]))
     bounds = []
     for arg, hi in zip(pairs[::2], pairs[1::2]):
-        r = _scalar_ref(refs, call.operands[arg], here)
+        operand = call.operands[arg]
+        if refs.get(operand, ("",))[0] == "scalars":  # a slot in device memory (gpu_scalars.py)
+            r = {"scalar": "arg", "index": refs[operand][2] // 8}
+        elif refs.get(operand, ("",))[0] == "constant":
+            r = {"scalar": "constant", "value": int(constants[refs[operand][1]][0][0])}
+        else:
+            r = _scalar_ref(refs, operand, here)
         if r["scalar"] == "arg":
             bounds.append([r["index"], hi])
         elif not 0 <= r["value"] <= hi:
@@ -219,7 +227,23 @@ def _interpret(block, refs, funcs, globals_, constants, allocations, commands, w
             if name == "func.return" and len(op.operands):
                 raise KilnError(f"{here}: a GPU entry point must return its results through out-params")
             continue
-        if name == "memref.alloc" or name == "memref.alloca":
+        if name == "memref.alloca" and "kiln.scalar_slot" in op.attributes:
+            refs[op.result] = ("slot",)  # a kernel scalar in device memory, set by the next store
+        elif name in ("arith.index_cast", "arith.extsi") and not isinstance(op.operands[0].type, ir.MemRefType):
+            r = _scalar_ref(refs, op.operands[0], here)
+            refs[op.result] = ("scalar", r["index"], "i64") if r["scalar"] == "arg" else \
+                ("constant-scalar", r["value"], "i64")
+        elif name == "memref.store" and refs.get(op.operands[1]) == ("slot",):
+            # an entry argument's slot is word i of the entry point's scalar buffer (the runtime
+            # writes it before each launch); a constant's is a constant of its own
+            r = _scalar_ref(refs, op.operands[0], here)
+            if r["scalar"] == "arg":
+                refs[op.operands[1]] = ("scalars", 0, 8 * r["index"])
+            else:
+                sym = f"__scalar_{int(r['value'])}"
+                constants.setdefault(sym, (np.array([int(r["value"])], np.int64), {"dtype": "i64", "shape": [1]}))
+                refs[op.operands[1]] = ("constant", sym, 0)
+        elif name == "memref.alloc" or name == "memref.alloca":
             allocations.append(_memref_bytes(op.result.type, here))
             refs[op.result] = ("alloc", len(allocations) - 1, 0)
         elif name == "memref.view":
@@ -275,7 +299,7 @@ def _interpret(block, refs, funcs, globals_, constants, allocations, commands, w
             start = len(commands)
             _interpret(body, inner, funcs, globals_, constants, allocations, commands, callee)
             if "kiln.scalar_bounds" in funcs[callee].attributes:
-                _bound_scalars(funcs[callee], op, refs, commands[start:], here)
+                _bound_scalars(funcs[callee], op, refs, constants, commands[start:], here)
         elif name == "gpu.launch_func":
             launch = gpu_d.LaunchFuncOp(op) if not isinstance(op, gpu_d.LaunchFuncOp) else op
             grid = [_static_int(v, here) for v in (launch.gridSizeX, launch.gridSizeY, launch.gridSizeZ)]

@@ -166,9 +166,11 @@ class GpuEntryPoint:
             results = list(out)
         return bufs, results
 
-    def _address(self, ref: dict, args, results) -> int:
+    def _address(self, ref: dict, args, results, scalars: int = 0) -> int:
         kind = ref["buffer"]
-        if kind == "arg":
+        if kind == "scalars":  # the entry's integer scalars in device memory (see PreparedPlan)
+            base = scalars
+        elif kind == "arg":
             base = args[ref["index"]].ptr
         elif kind == "result":
             base = results[ref["index"]].ptr
@@ -208,7 +210,7 @@ class GpuEntryPoint:
                                 f"kernel {cmd['kernel']} writes outside its buffer past {hi} (a position "
                                 "argument out of range?)")
 
-    def _argument(self, ref: dict, args, results):
+    def _argument(self, ref: dict, args, results, scalars: int = 0):
         """A kernel parameter as a ctypes value (its address goes into the launch's parameter array)."""
         if "scalar" in ref:
             ctype = _SCALARS[ref["type"]]
@@ -218,7 +220,7 @@ class GpuEntryPoint:
             except TypeError as e:
                 raise KilnError(f"argument {ref.get('index')} of '{self.signature.name}' (expects "
                                 f"{ref['type']}): got {type(value).__name__}") from e
-        return ctypes.c_uint64(self._address(ref, args, results))
+        return ctypes.c_uint64(self._address(ref, args, results, scalars))
 
     def enqueue(self, args, results) -> "PreparedPlan":
         """Queues the plan's commands on the stream; returns the prepared plan (the launches read its
@@ -252,12 +254,19 @@ def _depends_on_scalars(ref: dict) -> bool:
 
 class PreparedPlan:
     """An entry point's commands with every kernel parameter and copy address computed once for one
-    binding of its arguments. New scalar arguments (a decode position) patch only the values that
-    depend on them (`dependent`: the commands they touch), so queueing the plan again is a tight loop
-    of driver calls: a decode step of a 30-layer model is ~700 launches, 90 of them reading the position."""
+    binding of its arguments, so queueing the plan again is a tight loop of driver calls (a decode
+    step of a 30-layer model is ~700 launches). Kernels read the entry point's integer scalars (a
+    decode position) from a device buffer of the plan's own (`{"buffer": "scalars"}`: word i holds
+    argument i), written here whenever they change: a captured graph stays valid. Parameters that
+    still depend on scalars (by-value scalars, copies at a runtime offset) are patched instead
+    (`dependent`: the commands they touch)."""
 
     def __init__(self, entry: GpuEntryPoint, args, results):
         self.entry = entry
+        gpu = entry.program.device.gpu
+        self._words = np.zeros(len(entry.signature.args), np.int64)
+        self.scalars = gpu.mem_alloc(self._words.nbytes) if entry.plan.get("scalar_buffer") else 0
+        self.write_scalars(args)
         self.commands = []  # [launch, function, grid, block, params, values] | [copy, dst, src, bytes]
         self._launch_deps = []  # (ctypes value, its ref)
         self._bounded = [cmd for cmd in entry.plan["commands"] if cmd.get("bounds")]
@@ -267,7 +276,7 @@ class PreparedPlan:
         for cmd in entry.plan["commands"]:
             if cmd["op"] == "launch":
                 entry._check_bounds(cmd, args)
-                values = [entry._argument(r, args, results) for r in cmd["args"]]
+                values = [entry._argument(r, args, results, self.scalars) for r in cmd["args"]]
                 params = (ctypes.c_void_p * len(values))(*(ctypes.addressof(v) for v in values))
                 self._launch_deps += [(v, r) for v, r in zip(values, cmd["args"]) if _depends_on_scalars(r)]
                 self.commands.append(["launch", functions[cmd["kernel"]], tuple(cmd["grid"]), tuple(cmd["block"]),
@@ -288,12 +297,30 @@ class PreparedPlan:
             command[1] = self.entry._copy_address(cmd["dst"], cmd["bytes"], args, results)
             command[2] = self.entry._copy_address(cmd["src"], cmd["bytes"], args, results)
 
+    def write_scalars(self, args) -> None:
+        """The integer scalar arguments into the plan's scalar buffer (in stream order: launches queued
+        after this read the new values)."""
+        if not self.scalars:
+            return
+        for i, spec in enumerate(self.entry.signature.args):
+            if spec.is_scalar and np.issubdtype(np.dtype(spec.dtype), np.integer):
+                self._words[i] = int(args[i])
+        self.entry.program.device.gpu.copy_htod(self.scalars, self._words.ctypes.data, self._words.nbytes)
+
+    def __del__(self):
+        if getattr(self, "scalars", 0):
+            try:
+                self.entry.program.device.gpu.mem_free(self.scalars)
+            except Exception:  # interpreter shutdown or a lost context: nothing left to free
+                pass
+
     def update(self, args, results) -> None:
         """Recomputes what depends on the scalar arguments in `args`."""
         for cmd in self._bounded:
             self.entry._check_bounds(cmd, args)
+        self.write_scalars(args)
         for value, ref in self._launch_deps:
-            value.value = self.entry._argument(ref, args, results).value
+            value.value = self.entry._argument(ref, args, results, self.scalars).value
         self._copy_addresses(self._copy_deps, args, results)
 
     def set_graph_nodes(self, graph_exec, nodes: list) -> None:
@@ -319,10 +346,12 @@ class PreparedPlan:
 class GpuBoundCall:
     """An entry-point call on device Buffers bound once; scalar arguments can change between calls.
 
-    Each call is one CUDA/HIP graph launch. Scalars (a decode position) are baked into kernel
-    parameters and copy addresses: a call with new scalars sets the parameters of just the graph nodes
-    that read them (where the driver can; else it captures the plan again and updates the graph in
-    place, as llama.cpp does per token). Either way a call is one launch, with no per-kernel gaps."""
+    Each call is one CUDA/HIP graph launch. Integer scalars (a decode position) are read by the
+    kernels from the plan's scalar buffer, rewritten before the launch, so the graph is captured once.
+    Scalars baked into kernel parameters or copy addresses (by-value operands) make a call with new
+    scalars set the parameters of just the graph nodes that read them (where the driver can; else it
+    captures the plan again and updates the graph in place, as llama.cpp does per token). Either way a
+    call is one launch, with no per-kernel gaps."""
 
     def __init__(self, entry: GpuEntryPoint, args, out):
         for i, a in enumerate(list(args) + list(out or [])):
@@ -351,8 +380,9 @@ class GpuBoundCall:
         if scalars != self._planned:
             self._plan.update(self._args, self._results)
             self._planned = scalars
-        if self._graph is not None and scalars != self._captured and self._nodes is not None:
-            self._plan.set_graph_nodes(self._graph, self._nodes)
+        if self._graph is not None and scalars != self._captured and (self._nodes is not None
+                                                                     or not self._plan.dependent):
+            self._plan.set_graph_nodes(self._graph, self._nodes)  # none: scalars live in device memory
             self._captured = scalars
         if self._graph is None or scalars != self._captured:
             gpu.begin_capture()
