@@ -363,6 +363,30 @@ def test_emulated_decode_steps_update_the_kv_cache_in_place(rng):
     assert len(device.gpu.launches) == launches
 
 
+def test_recorded_decode_steps_keep_their_own_positions(rng):
+    """Two decode steps at different positions recorded in one command buffer and replayed as one
+    graph: each call's kernels read the position from that call's own scalar buffer."""
+    device = emulated_device(kiln.compile(DECODE, target="cuda", compile_to="loops"))
+    program = kiln.runtime.load_artifact(kiln.compile(DECODE, target="cuda"), device)
+    kc, vc = _f32(rng, 1, 2, 8, 16), _f32(rng, 1, 2, 8, 16)
+    bk, bv = device.upload(kc), device.upload(vc)
+    steps = [(pos, [_f32(rng, *s) for s in ((1, 4, 1, 16), (1, 2, 1, 16), (1, 2, 1, 16))]) for pos in (3, 4)]
+    cb, outs = program.command_buffer(), []
+    for pos, (q, k, v) in steps:
+        outs.append(device.allocate((1, 4, 1, 16), np.float32))
+        cb.call("decode", device.upload(q), device.upload(k), device.upload(v), bk, bv, pos, out=[outs[-1]])
+    for _ in range(2):  # the graph, captured once, replays with the same positions
+        bk.write(kc), bv.write(vc)
+        cb.submit()
+        want_k, want_v = kc.copy(), vc.copy()
+        for (pos, (q, k, v)), out in zip(steps, outs):
+            want_k[:, :, pos], want_v[:, :, pos] = k[:, :, 0], v[:, :, 0]
+            expected = ref.attention(q, np.repeat(want_k, 2, axis=1), np.repeat(want_v, 2, axis=1), causal=True,
+                                     offset=pos)
+            np.testing.assert_allclose(out.to_numpy(), expected, rtol=2e-5, atol=2e-6)
+        np.testing.assert_array_equal(bk.to_numpy(), want_k)
+
+
 def test_smollm2_decode_graph_plans_without_dynamic_kernels():
     """A Llama-family decode graph (kiln.model.model_ir on a tiny config) compiles to cuda with every
     kernel static and the new KV rows written by one cache-update kernel per cache (K and V of each

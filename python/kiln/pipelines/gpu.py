@@ -200,7 +200,7 @@ def make_tiled(module: ir.Module) -> None:
             continue
         if gpu_matvec.mark(kernel, funcs[kernel.name], precision):  # a warp per row of W (gpu_matvec.py)
             continue
-        if gpu_reduction.mark(kernel, funcs[kernel.name], precision):  # a warp per output (gpu_reduction.py)
+        if gpu_reduction.mark(kernel, funcs[kernel.name]):  # a warp per output (gpu_reduction.py)
             continue
         if precision != "f32" and kernel.gemm_rhs and kernel.f32:
             rounded.append((funcs[kernel.name], gpu_mma.operand_args(funcs[kernel.name])))

@@ -57,7 +57,7 @@ def _combiner(root):
     return combine
 
 
-def warps_per_block(kernel: schedules.Kernel, func, precision: str) -> int:
+def warps_per_block(kernel: schedules.Kernel, func) -> int:
     """Outputs per block when `kernel` gets this schedule, else 0 (see the module docstring)."""
     kinds, ranges = kernel.iterator_types, kernel.loop_ranges
     if (kernel.kernel_class != "reduction" or kernel.results != 1 or kinds.count("r") != 1
@@ -81,11 +81,11 @@ def warps_per_block(kernel: schedules.Kernel, func, precision: str) -> int:
     return WARPS if outputs >= WARPS else 1
 
 
-def mark(kernel: schedules.Kernel, func, precision: str) -> bool:
+def mark(kernel: schedules.Kernel, func) -> bool:
     """Gives `kernel` this schedule when it qualifies; True if it did."""
     from .gpu import BLOCK_DIM_ATTR
 
-    warps = warps_per_block(kernel, func, precision)
+    warps = warps_per_block(kernel, func)
     if warps:
         func.attributes[REDUCTION_ATTR] = ir.IntegerAttr.get(ir.IntegerType.get_signless(64), warps)
         func.attributes[BLOCK_DIM_ATTR] = ir.DenseI64ArrayAttr.get([WARP * warps, 1, 1])
