@@ -36,11 +36,12 @@ from mlir import ir
 
 from ..errors import KilnError
 from . import schedules
+from .common import find_ops
+from .written_kernels import WARP, constant_lines, marked_functions, replace_function
 
 FLASH_ATTR = "kiln.gpu_flash"  # [lanes per slot, keys per step, warps per block, slots per row]
 OPERANDS_ATTR = "kiln.gpu_flash_operands"  # kernel argument numbers: [q, k, v, offset, out]; offset -1:
 # a constant (`kiln.flash_offset`)
-WARP = 32
 WARPS = 4  # per block, at most
 DIMS_PER_LANE = 8  # target head dims per lane (fewer lanes per row: fewer shuffles per key)
 KEYS_PER_STEP = 8  # keys per loop step (independent dot products in flight)
@@ -85,8 +86,8 @@ def mark(kernel: schedules.Kernel, func) -> bool:
         raise KilnError(f"kernel {kernel.name}: a flash-attention form without `kiln.flash_scale`")
     block = func.regions[0].blocks[0]
     roles = {}
-    _walk(forall, lambda o: roles.setdefault(ir.StringAttr(o.attributes["kiln.flash"]).value, o)
-          if "kiln.flash" in o.attributes else None)
+    for o in find_ops(forall, lambda o: "kiln.flash" in o.attributes):
+        roles.setdefault(ir.StringAttr(o.attributes["kiln.flash"]).value, o)
     q = _argument(roles["queries"].operands[0], block, kernel.name)
     k = _argument(roles["keys"].operands[0], block, kernel.name)
     v = _argument(roles["pv"].operands[1], block, kernel.name)
@@ -115,28 +116,11 @@ def build_kernels(module: ir.Module) -> list:
     """Rewrites every kernel marked `kiln.gpu_flash` (on buffers) into block and thread foralls
     around each warp's key loop; returns the kernels' names."""
     done = []
-    for op in list(module.body.operations):
-        if op.operation.name != "func.func" or FLASH_ATTR not in op.attributes:
-            continue
+    for op in marked_functions(module, FLASH_ATTR):
         name = ir.StringAttr(op.attributes["sym_name"]).value
-        new = ir.Module.parse(_kernel_text(op, name), context=module.context)
-        (func,) = list(new.body.operations)
-        func.operation.move_before(op)
-        for attr in [op.attributes[i] for i in range(len(op.attributes))]:
-            if attr.name not in ("function_type", "sym_name", "sym_visibility"):
-                func.attributes[attr.name] = attr.attr
-        op.operation.erase()
+        replace_function(op, _kernel_text(op, name))
         done.append(name)
     return done
-
-
-def _walk(op, fn) -> None:
-    for region in op.regions:
-        for block in region.blocks:
-            for child in block.operations:
-                fn(child)
-                _walk(child, fn)
-
 
 _VIEWS = ("tensor.extract_slice", "tensor.insert_slice", "tensor.collapse_shape", "tensor.expand_shape",
           "tensor.cast")
@@ -332,10 +316,8 @@ def _kernel_text(func, name: str) -> str:
         "} {mapping = [#gpu.block<x>]}",
         "return",
     ]
-    header = [f"%c{v} = arith.constant {v} : index" for v in sorted(constants)]
-    header += [f"%o{o} = arith.constant {o} : i32" for o in sorted(set(shuffle_steps + merges))]
+    header = constant_lines(constants, shuffle_steps + merges)
     header += [
-        f"%width = arith.constant {WARP} : i32",
         "%ninf = arith.constant 0xFF800000 : f32",
         "%fzero = arith.constant 0.0 : f32",
         f"%scale = arith.constant {scale!r} : f32",

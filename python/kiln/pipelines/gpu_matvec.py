@@ -23,10 +23,10 @@ from mlir import ir
 
 from ..errors import KilnError
 from . import schedules
+from .written_kernels import WARP, constant_lines, kernel_argument, marked_functions, replace_function
 
 MAX_ROWS = 4  # rows of x (decode steps, small batches); more rows keep the register-tiled GEMM schedule
 MATVEC_ATTR = "kiln.matvec_warps"  # warps (rows of W) per block of a kernel with this schedule
-WARP = 32  # lanes sharing a row (a CUDA warp; half an AMD gfx9 wavefront)
 VECTOR = 4  # f32 per 16-byte load
 _BODY = ["arith.addf", "arith.mulf", "linalg.yield"]
 _FUNC = {"arith.constant", "func.return", "linalg.fill", "linalg.generic"}
@@ -70,18 +70,9 @@ def build_kernels(module: ir.Module) -> list:
     """Rewrites every kernel marked `kiln.matvec_warps` (on buffers) into block and thread foralls
     around its lanes' K loop and shuffle reduction; returns the kernels' names."""
     done = []
-    for op in list(module.body.operations):
-        if op.operation.name != "func.func" or MATVEC_ATTR not in op.attributes:
-            continue
+    for op in marked_functions(module, MATVEC_ATTR):
         name = ir.StringAttr(op.attributes["sym_name"]).value
-        warps = ir.IntegerAttr(op.attributes[MATVEC_ATTR]).value
-        new = ir.Module.parse(_kernel_text(op, name, warps), context=module.context)
-        (func,) = list(new.body.operations)
-        func.operation.move_before(op)
-        for attr in [op.attributes[i] for i in range(len(op.attributes))]:
-            if attr.name not in ("function_type", "sym_name", "sym_visibility"):
-                func.attributes[attr.name] = attr.attr
-        op.operation.erase()
+        replace_function(op, _kernel_text(op, name, ir.IntegerAttr(op.attributes[MATVEC_ATTR]).value))
         done.append(name)
     return done
 
@@ -95,13 +86,6 @@ def _dims(amap_attr):
             return None
         dims.append(e.position)
     return dims
-
-
-def _argument(value, block, name: str) -> int:
-    if not isinstance(value.owner, ir.Block) or ir.BlockArgument(value).owner != block:
-        raise KilnError(f"stage 'loops': kernel {name} has the matvec schedule but an operand of its "
-                        "linear is not a kernel argument after bufferization")
-    return ir.BlockArgument(value).arg_number
 
 
 def _alignment(memref_type) -> int:
@@ -118,8 +102,9 @@ def _kernel_text(func, name: str, warps: int) -> str:
     ops = list(block.operations)
     root = next(o for o in ops if "kiln.root" in o.attributes)
     fill = next((o for o in ops if o.operation.name == "linalg.fill"), None)
-    x_arg, w_arg, out_arg = (_argument(v, block, name) for v in root.operands[:3])
-    if fill is not None and _argument(fill.operands[1], block, name) != out_arg:
+    what = f"kernel {name} has the matvec schedule but an operand of its linear"
+    x_arg, w_arg, out_arg = (kernel_argument(v, block, what) for v in root.operands[:3])
+    if fill is not None and kernel_argument(fill.operands[1], block, what) != out_arg:
         raise KilnError(f"stage 'loops': kernel {name}: the fill does not initialize the linear's output")
     # The sum is added to the fill value, or to what the output holds (filled by an earlier kernel).
     init = None if fill is None else ir.FloatAttr(fill.operands[0].owner.attributes["value"]).value
@@ -191,9 +176,8 @@ def _kernel_text(func, name: str, warps: int) -> str:
         f"}} {{mapping = [{', '.join(f'#gpu.block<{a}>' for a in reversed('xyz'[:len(grid)]))}]}}",
         "return",
     ]
-    header = [f"%c{v} = arith.constant {v} : index" for v in sorted(constants)]
-    header += [f"%o{o} = arith.constant {o} : i32" for o in (16, 8, 4, 2, 1)]
-    header += [f"%width = arith.constant {WARP} : i32", f"%zero = arith.constant dense<0.0> : {vec}"]
+    header = constant_lines(constants, (16, 8, 4, 2, 1))
+    header.append(f"%zero = arith.constant dense<0.0> : {vec}")
     if init is not None:
         header.append(f"%init = arith.constant {init!r} : f32")
     args = ", ".join(f"%arg{i}: {t}" for i, t in enumerate(types))

@@ -28,9 +28,10 @@ from mlir import ir
 
 from ..errors import KilnError
 from . import schedules
+from .common import find_ops
+from .written_kernels import WARP, constant_lines, kernel_argument, marked_functions, replace_function
 
 REDUCTION_ATTR = "kiln.gpu_row_reduction"  # warps (outputs) per block
-WARP = 32
 WARPS = 4
 MIN_EXTENT = 64  # shorter rows keep the thread-per-output schedule
 _IDENTITY = {"arith.addf": 0.0, "arith.maximumf": -math.inf}
@@ -95,19 +96,9 @@ def mark(kernel: schedules.Kernel, func) -> bool:
 def build_kernels(module: ir.Module) -> list:
     """Rewrites every kernel marked `kiln.gpu_row_reduction` (on buffers); returns their names."""
     done = []
-    for op in list(module.body.operations):
-        if op.operation.name != "func.func" or REDUCTION_ATTR not in op.attributes:
-            continue
+    for op in marked_functions(module, REDUCTION_ATTR):
         name = ir.StringAttr(op.attributes["sym_name"]).value
-        new = ir.Module.parse(_skeleton(op, name), context=module.context)
-        func = next(o for o in new.body.operations if o.operation.name == "func.func"
-                    and ir.StringAttr(o.attributes["sym_name"]).value == name)
-        func.operation.move_before(op)
-        _inline_body(func, _root(op))
-        for attr in [op.attributes[i] for i in range(len(op.attributes))]:
-            if attr.name not in ("function_type", "sym_name", "sym_visibility"):
-                func.attributes[attr.name] = attr.attr
-        op.operation.erase()
+        replace_function(op, _skeleton(op, name), lambda new, old: _inline_body(new, _root(old)))
         done.append(name)
     return done
 
@@ -126,13 +117,6 @@ def _map_results(amap_attr) -> list:
     return found
 
 
-def _argument(value, block, name: str) -> int:
-    if not isinstance(value.owner, ir.Block) or ir.BlockArgument(value).owner != block:
-        raise KilnError(f"stage 'loops': kernel {name} has the row-reduction schedule but an operand is "
-                        "not a kernel argument after bufferization")
-    return ir.BlockArgument(value).arg_number
-
-
 def _skeleton(func, name: str) -> str:
     """The kernel with calls to @__kiln_body (the linalg body on one element: inputs, then the
     accumulator) and @__kiln_combine (the combiner on two partials) standing for the cloned body."""
@@ -144,9 +128,10 @@ def _skeleton(func, name: str) -> str:
     ranges = list(ir.DenseI64ArrayAttr(func.attributes["kiln.loop_ranges"]))
     maps = [_map_results(m) for m in ir.ArrayAttr(root.attributes["indexing_maps"])]
     n_in = len(maps) - 1
-    args = [_argument(v, block, name) for v in root.operands]
+    what = f"kernel {name} has the row-reduction schedule but an operand"
+    args = [kernel_argument(v, block, what) for v in root.operands]
     out_arg = args[-1]
-    if fill is not None and _argument(fill.operands[1], block, name) != out_arg:
+    if fill is not None and kernel_argument(fill.operands[1], block, what) != out_arg:
         raise KilnError(f"stage 'loops': kernel {name}: the fill does not initialize the reduction's output")
     types = [str(a.type) for a in block.arguments]
     combine = _combiner(root)
@@ -217,9 +202,8 @@ def _skeleton(func, name: str) -> str:
         "} {mapping = [#gpu.block<x>]}",
         "return",
     ]
-    header = [f"%c{v} = arith.constant {v} : index" for v in sorted(constants)]
-    header += [f"%o{o} = arith.constant {o} : i32" for o in (16, 8, 4, 2, 1)]
-    header += [f"%width = arith.constant {WARP} : i32", f"%identity = arith.constant {identity} : f32"]
+    header = constant_lines(constants, (16, 8, 4, 2, 1))
+    header.append(f"%identity = arith.constant {identity} : f32")
     if fill is not None:
         value = ir.FloatAttr(fill.operands[0].owner.attributes["value"]).value
         header.append(f"%init = arith.constant {_f32(value)} : f32")
@@ -241,17 +225,7 @@ def _f32(value: float) -> str:
 def _inline_body(func, root) -> None:
     """Replaces the skeleton's placeholder calls with clones of the linalg body (and its combiner);
     constants the body uses from outside are cloned in front of each use."""
-    calls = []
-
-    def walk(op):
-        for region in op.regions:
-            for b in region.blocks:
-                for child in b.operations:
-                    if child.operation.name == "func.call":
-                        calls.append(child)
-                    walk(child)
-
-    walk(func)
+    calls = find_ops(func, lambda o: o.name == "func.call")
     body = root.regions[0].blocks[0]
     ops = list(body.operations)
     combine = _combiner(root)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from mlir import ir
 
+from .common import find_ops
+
 SLOT_ATTR = "kiln.scalar_slot"
 
 
@@ -96,18 +98,7 @@ def _convert_kernel(func) -> list:
 def _convert_calls(func, converted: dict) -> None:
     from mlir.dialects import arith, memref
 
-    calls = []
-
-    def walk(op):
-        for region in op.regions:
-            for b in region.blocks:
-                for child in b.operations:
-                    if child.operation.name == "func.call":
-                        calls.append(child)
-                    walk(child)
-
-    walk(func)
-    for call in calls:
+    for call in find_ops(func, lambda o: o.name == "func.call"):
         callee = ir.FlatSymbolRefAttr(call.attributes["callee"]).value
         for number in converted.get(callee, ()):
             value = call.operands[number]
