@@ -202,6 +202,11 @@ def emulation_module_text(loops_text: str) -> tuple:
     return "module {\n" + "\n".join(parts) + "\n}\n", signatures
 
 
+def _refused_in_capture(name, *args):
+    raise KilnError(f"emulated driver: {name} on a stream being captured into a graph "
+                    "(CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED on a GPU)")
+
+
 class EmulatedDriver(GpuDriver):
     """Host memory and CPU-compiled kernels behind the GpuDriver interface."""
 
@@ -316,6 +321,9 @@ class EmulatedDriver(GpuDriver):
         self.launch = lambda f, grid, block, params: self._captured.append(
             (self._launch, (f, grid, block, self._copy_params(f, params))))
         self.copy_dtod = lambda *a: self._captured.append((self._copy, a))
+        # as on CUDA: a stream being captured refuses host copies and synchronization
+        for name in ("copy_htod", "copy_dtoh", "synchronize"):
+            setattr(self, name, functools.partial(_refused_in_capture, name))
 
     def _copy_params(self, function, params):
         """The launch's parameter values copied, as a graph captures them (the caller's go away)."""
@@ -328,7 +336,7 @@ class EmulatedDriver(GpuDriver):
     def end_capture(self, previous=None):
         """The captured calls; `previous` (an earlier capture) is updated in place, as the drivers'
         graph-exec update does."""
-        del self.launch, self.copy_dtod  # back to the class's methods
+        del self.launch, self.copy_dtod, self.copy_htod, self.copy_dtoh, self.synchronize  # the class's
         if previous is None:
             return list(self._captured)
         previous[:] = self._captured

@@ -436,9 +436,12 @@ class GpuCommandBuffer:
         gpu = self.program.device.gpu
         gpu.activate()
         if self._graph is None:
+            # prepared first: a plan writes its scalar buffer, which a stream being captured refuses
+            keep = [PreparedPlan(ep, bufs, results) for ep, bufs, results in self._calls]
             gpu.begin_capture()
             try:
-                keep = [ep.enqueue(bufs, results) for ep, bufs, results in self._calls]
+                for plan in keep:
+                    plan.enqueue()
             finally:
                 graph = gpu.end_capture()
             self._graph, self._keep = graph, keep
