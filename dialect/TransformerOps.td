@@ -11,6 +11,8 @@
 #define KILN_TRANSFORMER_OPS
 
 include "mlir/IR/OpBase.td"
+include "mlir/IR/AttrTypeBase.td"
+include "mlir/Dialect/SCF/IR/DeviceMappingInterface.td"
 include "mlir/IR/BuiltinAttributes.td"
 include "mlir/IR/CommonTypeConstraints.td"
 include "mlir/IR/CommonAttrConstraints.td"
@@ -32,6 +34,37 @@ def Transformer_Dialect : Dialect {
     rewrites can see them whole. `transformer-to-linalg` lowers every op to
     linalg/tensor/arith/math on tensors.
   }];
+  let useDefaultAttributePrinterParser = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Attributes
+//===----------------------------------------------------------------------===//
+
+def Transformer_WorkgroupMappingAttr : AttrDef<Transformer_Dialect, "WorkgroupMapping",
+    [DeclareAttrInterfaceMethods<DeviceMappingAttrInterface>]> {
+  let mnemonic = "workgroup";
+  let summary = "Maps a dimension of a kernel's scf.forall to the target's workgroups";
+  let description = [{
+    A lowering that forms a kernel itself (flash attention's `scf.forall`
+    over batch, kv heads and query tiles) maps the forall's dimensions to
+    workgroups with this attribute: the dimension's number counted from the
+    innermost (0). Canonicalization folds an unmapped forall whose
+    dimensions all have one iteration into its body, which would scatter the
+    kernel's ops into kernels of their own (MQA attention of one sequence);
+    a mapped forall keeps its dimensions. The CPU lowers the forall to an
+    OpenMP loop nest; GPU targets write such kernels themselves.
+
+    ```mlir
+    %r = scf.forall (%b, %h, %t) in (1, 1, 1) shared_outs(%o = %init) -> (tensor<1x1x3x1x64xf32>) {
+      ...
+    } {kiln.kernel_class = "attention",
+       mapping = [#transformer.workgroup<2>, #transformer.workgroup<1>, #transformer.workgroup<0>]}
+    ```
+  }];
+  let parameters = (ins "int64_t":$dim);
+  let assemblyFormat = "`<` $dim `>`";
+  let genVerifyDecl = 1;
 }
 
 //===----------------------------------------------------------------------===//

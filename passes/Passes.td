@@ -34,15 +34,19 @@ def TransformerToLinalg : Pass<"transformer-to-linalg"> {
     Operands narrower than f32 are accumulated in f32. The pass fails, naming
     the op, if anything of the dialect is left.
 
-    With `flash-kv-tile=N` (the CPU pipeline), f32 `attention` without a mask
-    becomes flash attention instead: one `scf.forall` over (batch, kv head,
-    query tile) marked `kiln.kernel_class = "attention"`, which dispatch
-    formation outlines as one kernel. Each workgroup holds the queries of the
-    heads that share a kv head (about `flash-query-rows` rows), walks the
-    keys N at a time with an online softmax (running max, sum and output,
-    rescaled per tile), never materializes the scores, and with `causal`
-    stops at the last key its queries see. The tile body's linalg ops carry
-    `kiln.flash` roles for the attention schedule.
+    With `flash-kv-tile=N` (the CPU and GPU pipelines), f32 `attention`
+    without a mask becomes flash attention instead: one `scf.forall` over
+    (batch, kv head, query tile) marked `kiln.kernel_class = "attention"` and
+    mapped to `#transformer.workgroup`s (so a grid of one workgroup is not
+    folded away), which dispatch formation outlines as one kernel. Each
+    workgroup holds the queries of the heads that share a kv head (about
+    `flash-query-rows` rows), walks the keys N at a time with an online
+    softmax (running max, sum and output, rescaled per tile), never
+    materializes the scores, and with `causal` stops at the last key its
+    queries see. The tile body's linalg ops carry `kiln.flash` roles for the
+    CPU's attention schedule; the forall records the scale, the causality and
+    a constant offset (`kiln.flash_scale`, `kiln.flash_causal`,
+    `kiln.flash_offset`) for GPU targets, which write the kernel themselves.
 
     Example: `kiln-opt --transformer-to-linalg input.mlir`,
     `kiln-opt --pass-pipeline='builtin.module(func.func(transformer-to-linalg{flash-kv-tile=32}))'`.

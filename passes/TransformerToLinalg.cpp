@@ -996,7 +996,12 @@ struct FlashAttentionLowering : OpConversionPattern<AttentionOp> {
     Value kvLenV = tensor::DimOp::create(rewriter, loc, k, 2);
     Value tiles = arith::CeilDivUIOp::create(rewriter, loc, qLenV, idx(rewriter, positions));
     SmallVector<OpFoldResult> grid{q5Sizes[0], rewriter.getIndexAttr(kvHeads), tiles};
-    auto forall = scf::ForallOp::create(rewriter, loc, grid, ValueRange{out5}, std::nullopt);
+    // Mapped to workgroups, so canonicalization keeps the kernel even where every dim is 1.
+    SmallVector<Attribute> workgroups;
+    for (int64_t d = static_cast<int64_t>(grid.size()) - 1; d >= 0; --d)
+      workgroups.push_back(WorkgroupMappingAttr::get(ctx, d));
+    auto forall = scf::ForallOp::create(rewriter, loc, grid, ValueRange{out5},
+                                        ArrayAttr::get(ctx, workgroups));
     forall->setAttr("kiln.kernel_class", StringAttr::get(ctx, "attention"));
     // The tile shape, for the schedule: query rows, keys per tile, head_dim.
     forall->setAttr("kiln.flash_tile", rewriter.getDenseI64ArrayAttr({rows, kvTile, headDim}));

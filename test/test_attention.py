@@ -294,6 +294,8 @@ FLASH = {
     "mha_whole_tiles": (2, 4, 4, 64, 64, 16, True),
     "gqa_noncausal_cross_q19_kv77": (1, 6, 2, 19, 77, 8, False),
     "mqa_8_1_partial_query_tile": (1, 8, 1, 5, 50, 32, True),
+    # one sequence, one kv head, one query tile: a 1x1x1 grid, kept by its workgroup mapping
+    "mqa_one_tile_grid_of_one": (1, 4, 1, 3, 40, 16, True),
     "odd_head_dim_13": (2, 6, 3, 21, 21, 13, True),
     "smollm2_heads_prefill": (1, 9, 3, 128, 128, 64, True),
 }

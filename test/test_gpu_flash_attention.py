@@ -93,6 +93,7 @@ def test_kv_cache_attention_at_runtime_offsets(batch, heads, kv_heads, q_len, ke
 @pytest.mark.parametrize("batch,heads,kv_heads,q_len,keys,dim,causal,offset", [
     (1, 4, 2, 16, 16, 32, True, 0),      # a whole prompt: rows end at different keys
     (2, 3, 1, 7, 19, 13, False, 0),      # cross-attention, odd head_dim (a row per lane), keys % 8 != 0
+    (1, 3, 1, 7, 19, 13, False, 0),      # MQA of one sequence: the flash form has one workgroup
     (2, 2, 2, 33, 45, 128, True, 12),    # head_dim 128 (16 lanes), a constant offset, a partial block
     (1, 8, 2, 4, 12, 64, False, 8),      # not causal: every key, whatever the offset
 ])

@@ -319,3 +319,20 @@ func.func @merge_then_split_dynamic_heads(%x: tensor<1x?x7x16xf32>) -> tensor<1x
   %s = transformer.split_heads %m {num_heads = 4 : i64} : tensor<1x7x?xf32> -> tensor<1x4x7x?xf32>
   return %s : tensor<1x4x7x?xf32>
 }
+
+// -----
+
+// A forall mapped to workgroups keeps its single-iteration dimensions (an unmapped one would be
+// folded into its body): flash attention of one sequence and one kv head stays one kernel.
+// CHECK-LABEL: func.func @workgroup_forall_of_one_iteration
+// CHECK: scf.forall (%{{.+}}) in (1)
+// CHECK: mapping = [#transformer.workgroup<0>]
+func.func @workgroup_forall_of_one_iteration(%t: tensor<4xf32>, %x: f32) -> tensor<4xf32> {
+  %r = scf.forall (%i) in (1) shared_outs(%o = %t) -> (tensor<4xf32>) {
+    %f = linalg.fill ins(%x : f32) outs(%o : tensor<4xf32>) -> tensor<4xf32>
+    scf.forall.in_parallel {
+      tensor.parallel_insert_slice %f into %o[0] [4] [1] : tensor<4xf32> into tensor<4xf32>
+    }
+  } {mapping = [#transformer.workgroup<0>]}
+  return %r : tensor<4xf32>
+}

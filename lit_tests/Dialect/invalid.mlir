@@ -1124,3 +1124,18 @@ func.func @argmax_wrong_result(%x: tensor<4x10xf32>) -> tensor<10xi64> {
   %i = transformer.argmax %x : tensor<4x10xf32> -> tensor<10xi64>
   return %i : tensor<10xi64>
 }
+
+//===----------------------------------------------------------------------===//
+// #transformer.workgroup
+//===----------------------------------------------------------------------===//
+
+// -----
+
+func.func @workgroup_negative_dimension(%t: tensor<4xf32>) -> tensor<4xf32> {
+  %r = scf.forall (%i) in (4) shared_outs(%o = %t) -> (tensor<4xf32>) {
+    scf.forall.in_parallel {
+    }
+  // expected-error @+1 {{workgroup dimension must be non-negative, got -1}}
+  } {mapping = [#transformer.workgroup<-1>]}
+  return %r : tensor<4xf32>
+}

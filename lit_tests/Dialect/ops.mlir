@@ -436,3 +436,21 @@ func.func @argmax(%logits: tensor<1x49152xf32>, %v: tensor<?xf16>) -> (tensor<1x
   %b = transformer.argmax %v : tensor<?xf16> -> tensor<i64>
   return %a, %b : tensor<1xi64>, tensor<i64>
 }
+
+//===----------------------------------------------------------------------===//
+// #transformer.workgroup
+//===----------------------------------------------------------------------===//
+
+// A kernel's forall mapped to workgroups (innermost dimension 0); with every dimension of one
+// iteration, canonicalization keeps it.
+// CHECK-LABEL: func.func @workgroup_mapping
+// CHECK: scf.forall (%{{.+}}, %{{.+}}) in (1, 1)
+// CHECK: } {mapping = [#transformer.workgroup<1>, #transformer.workgroup<0>]}
+// GENERIC: mapping = [#transformer.workgroup<1>, #transformer.workgroup<0>]
+func.func @workgroup_mapping(%t: tensor<4xf32>) -> tensor<4xf32> {
+  %r = scf.forall (%i, %j) in (1, 1) shared_outs(%o = %t) -> (tensor<4xf32>) {
+    scf.forall.in_parallel {
+    }
+  } {mapping = [#transformer.workgroup<1>, #transformer.workgroup<0>]}
+  return %r : tensor<4xf32>
+}

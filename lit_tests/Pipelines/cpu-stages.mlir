@@ -65,7 +65,7 @@ func.func @zero_bias(%x: tensor<4x32xf32>, %w: tensor<16x32xf32>) -> tensor<4x16
 // linalg: linalg on tensors, elementwise producers fused into their consumers
 //===----------------------------------------------------------------------===//
 
-// LINALG-NONE-NOT: transformer.
+// LINALG-NONE-NOT: = transformer.
 // LINALG-NONE-NOT: kiln.dispatch
 // LINALG-NONE-NOT: func.call
 
@@ -115,12 +115,12 @@ func.func @zero_bias(%x: tensor<4x32xf32>, %w: tensor<16x32xf32>) -> tensor<4x16
 // Attention: one flash-attention kernel, a workgroup per kv head; the runtime offset is a kernel
 // argument that bounds the keys read (offset + 4 of the cache's 8 rows) and masks the future ones.
 // DISPATCH: func.func private @block_dispatch_{{[0-9]+}}_attention(%arg0: tensor<1x2x1x4x16xf32>, %arg1: index, %arg2: tensor<1x2x8x16xf32>, %arg3: tensor<1x2x8x16xf32>, %arg4: tensor<1x2x1x4x16xf32>) -> tensor<1x2x1x4x16xf32>
-// DISPATCH-SAME: kiln.iterator_types = "p", kiln.kernel_class = "attention", kiln.loop_ranges = array<i64: 2>
+// DISPATCH-SAME: kiln.iterator_types = "ppp", kiln.kernel_class = "attention", kiln.loop_ranges = array<i64: 1, 2, 1>
 // DISPATCH: scf.forall
 // DISPATCH: %[[END:.+]] = arith.addi %arg1, %c4 : index
 // DISPATCH: arith.minui %[[END]], %c8 : index
 // DISPATCH: math.exp
-// DISPATCH: kiln.flash_tile = array<i64: 4, 32, 16>, kiln.kernel_class = "attention", kiln.root}
+// DISPATCH: kiln.flash_tile = array<i64: 4, 32, 16>, kiln.kernel_class = "attention", kiln.root, mapping = [#transformer.workgroup<2>, #transformer.workgroup<1>, #transformer.workgroup<0>]}
 // Both fills of argmax are in its kernel.
 // DISPATCH-LABEL: func.func private @block_dispatch_{{[0-9]+}}_reduction(%arg0: tensor<1x4xf32>, %arg1: tensor<1x4xi64>, %arg2: tensor<1x4x32xf32>) -> (tensor<1x4xf32>, tensor<1x4xi64>)
 // DISPATCH-SAME: kiln.iterator_types = "ppr", kiln.kernel_class = "reduction", kiln.loop_ranges = array<i64: 1, 4, 32>
