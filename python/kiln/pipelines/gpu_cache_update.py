@@ -15,7 +15,10 @@ copies.
 
 from __future__ import annotations
 
+import math
+
 from mlir import ir
+from mlir.dialects import func as func_d
 
 BLOCK = 128  # threads per block
 CLASS = "copy"
@@ -48,8 +51,6 @@ def build_kernels(module: ir.Module) -> list:
                 func.attributes["kiln.scalar_bounds"] = ir.DenseI64ArrayAttr.get(_bounds(view))
                 done.append(name)
             with ir.InsertionPoint(op), op.location:
-                from mlir.dialects import func as func_d
-
                 func_d.CallOp([], ir.FlatSymbolRefAttr.get(name), [op.operands[0], view.operands[0], *offsets])
             op.operation.erase()
             if not list(view.result.uses):
@@ -92,10 +93,7 @@ def _bounds(view) -> list:
 
 
 def _elements(view) -> int:
-    n = 1
-    for s in ir.DenseI64ArrayAttr(view.attributes["static_sizes"]):
-        n *= s
-    return n
+    return math.prod(ir.DenseI64ArrayAttr(view.attributes["static_sizes"]))
 
 
 def _threads(view) -> int:

@@ -23,7 +23,7 @@ from mlir import ir
 
 from ..errors import KilnError
 from . import schedules
-from .written_kernels import WARP, constant_lines, kernel_argument, marked_functions, replace_function
+from .written_kernels import WARP, constant_lines, f32_literal, kernel_argument, marked_functions, replace_function
 
 MAX_ROWS = 4  # rows of x (decode steps, small batches); more rows keep the register-tiled GEMM schedule
 MATVEC_ATTR = "kiln.matvec_warps"  # warps (rows of W) per block of a kernel with this schedule
@@ -179,6 +179,6 @@ def _kernel_text(func, name: str, warps: int) -> str:
     header = constant_lines(constants, (16, 8, 4, 2, 1))
     header.append(f"%zero = arith.constant dense<0.0> : {vec}")
     if init is not None:
-        header.append(f"%init = arith.constant {init!r} : f32")
+        header.append(f"%init = arith.constant {f32_literal(init)} : f32")
     args = ", ".join(f"%arg{i}: {t}" for i, t in enumerate(types))
     return "\n".join([f"func.func private @{name}({args}) {{", *header, *lines, "}"])

@@ -22,14 +22,14 @@ placeholder calls, into which the linalg body is cloned.
 from __future__ import annotations
 
 import math
-import struct
 
 from mlir import ir
 
 from ..errors import KilnError
 from . import schedules
 from .common import find_ops
-from .written_kernels import WARP, constant_lines, kernel_argument, marked_functions, replace_function
+from .written_kernels import (WARP, constant_lines, f32_literal, kernel_argument, marked_functions,
+                              replace_function)
 
 REDUCTION_ATTR = "kiln.gpu_row_reduction"  # warps (outputs) per block
 WARPS = 4
@@ -76,9 +76,7 @@ def warps_per_block(kernel: schedules.Kernel, func) -> int:
     ops = [o.operation.name for o in func.regions[0].blocks[0].operations]
     if set(ops) - _FUNC_OPS or ops.count("linalg.generic") != 1:
         return 0
-    outputs = 1
-    for r in ranges[:-1]:
-        outputs *= r
+    outputs = math.prod(ranges[:-1])
     return WARPS if outputs >= WARPS else 1
 
 
@@ -135,10 +133,8 @@ def _skeleton(func, name: str) -> str:
         raise KilnError(f"stage 'loops': kernel {name}: the fill does not initialize the reduction's output")
     types = [str(a.type) for a in block.arguments]
     combine = _combiner(root)
-    identity = _f32(_IDENTITY[combine.name])
-    outputs = 1
-    for r in ranges[:-1]:
-        outputs *= r
+    identity = f32_literal(_IDENTITY[combine.name])
+    outputs = math.prod(ranges[:-1])
     k = ranges[-1]
     blocks = -(-outputs // warps)
     constants = {0, 1, WARP, k, outputs}
@@ -206,20 +202,13 @@ def _skeleton(func, name: str) -> str:
     header.append(f"%identity = arith.constant {identity} : f32")
     if fill is not None:
         value = ir.FloatAttr(fill.operands[0].owner.attributes["value"]).value
-        header.append(f"%init = arith.constant {_f32(value)} : f32")
+        header.append(f"%init = arith.constant {f32_literal(value)} : f32")
     arg_list = ", ".join(f"%arg{i}: {t}" for i, t in enumerate(types))
     return "\n".join([
         f"func.func private @__kiln_body({sig}{', ' if sig else ''}f32) -> f32",
         "func.func private @__kiln_combine(f32, f32) -> f32",
         f"func.func private @{name}({arg_list}) {{", *header, *lines, "}",
     ])
-
-
-def _f32(value: float) -> str:
-    """An f32 constant as MLIR parses it (bit pattern for inf and NaN)."""
-    if math.isfinite(value):
-        return repr(value)
-    return "0x%08X" % struct.unpack("<I", struct.pack("<f", value))[0]
 
 
 def _inline_body(func, root) -> None:

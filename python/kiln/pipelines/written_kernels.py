@@ -4,6 +4,9 @@ kernel, block and thread foralls around warp-level code with `gpu.shuffle xor`."
 
 from __future__ import annotations
 
+import math
+import struct
+
 from mlir import ir
 
 from ..errors import KilnError
@@ -39,6 +42,13 @@ def kernel_argument(value, block, what: str) -> int:
     if not isinstance(value.owner, ir.Block) or ir.BlockArgument(value).owner != block:
         raise KilnError(f"stage 'loops': {what} is not a kernel argument after bufferization")
     return ir.BlockArgument(value).arg_number
+
+
+def f32_literal(value: float) -> str:
+    """An f32 constant as MLIR parses it (the bit pattern for inf and NaN)."""
+    if math.isfinite(value):
+        return repr(value)
+    return "0x%08X" % struct.unpack("<I", struct.pack("<f", value))[0]
 
 
 def constant_lines(indices, shuffle_offsets=()) -> list:
