@@ -1,17 +1,25 @@
-"""Runs a tensor-core kernel at warp level on the CPU, one OS thread per GPU thread, real barriers.
+"""Runs a tensor-core kernel on the CPU, one OS thread per GPU thread, real barriers.
 
 `test/gpu_emulation.py` runs a kernel's threads one after another, which is wrong as soon as threads
 share memory: a tensor-core block stages its A and B tiles in shared memory together, then waits at
-a barrier. This emulator runs the kernel as `gpu_mma` writes it *before* the upstream conversion to
-nvgpu (the `loops` stage with `gpu_mma._to_mma_sync` disabled): vector.contract on 16x16 x 8x16 tiles
-read from shared memory, which every lane of a warp computes whole (the same values, so the
-redundant writes agree). Each GPU thread is a Python thread calling the CPU-compiled kernel; a block's
+a barrier. Each GPU thread here is a Python thread calling the CPU-compiled kernel; a block's
 threads meet at `gpu.barrier` through a threading.Barrier callback; shared memory is a module global
-(blocks run one after another); each thread's prefetch buffer (memref.alloca) is its own. What this
-checks: the staging (indexing, transposes, rounding to bf16/f16, loading one K step ahead), the
-per-warp tiles, the accumulators and the write-back. What it cannot check: the
-fragment layouts of ldmatrix/mma.sync (upstream's convert-vector-to-gpu, tested upstream on GPUs)
-and the bf16 retyping of mma.sync (checked textually in the PTX).
+(blocks run one after another); each thread's prefetch buffer (memref.alloca) is its own.
+
+NVIDIA kernels run as `gpu_mma` writes them *before* the upstream conversion to nvgpu (the `loops`
+stage with `gpu_mma._to_mma_sync` disabled): vector.contract on 16x16 x 8x16 tiles read from shared
+memory, which every lane of a warp computes whole (the same values, so the redundant writes agree).
+That cannot check the fragment layouts of ldmatrix/mma.sync (upstream's convert-vector-to-gpu,
+tested upstream on GPUs) nor the bf16 retyping of mma.sync (checked textually in the PTX).
+
+AMD kernels are written per lane, so they run as compiled: each amdgpu.mfma / amdgpu.wmma becomes an
+exchange. Every lane stores its operands in a block-wide table and meets the others at a barrier
+whose action computes each wavefront's 16x16x16 product from the table with the instruction's lane
+layout (`LAYOUTS`, from AMD's matrix instruction documentation, written here independently of
+Kiln's `MatrixCore`) and hands every lane its accumulators back. This checks Kiln's layouts as well.
+
+What all of it checks: the staging (indexing, transposes, rounding to bf16/f16, loading one K step
+ahead), the per-warp tiles, the accumulators and the write-back.
 """
 
 from __future__ import annotations
@@ -56,6 +64,9 @@ def _kernel(loops_text: str):
 
 _CONTRACT = re.compile(r"(%\w+) = vector\.contract (\{.*\}) (%\w+), (%\w+), (%\w+) : "
                        r"vector<16x16xf16>, vector<8x16xf16> into vector<16x8xf32>")
+_AMD_MMA = re.compile(r"(%\w+) = amdgpu\.(mfma|wmma) 16x16x16 (%\w+) \* (%\w+) \+ (%\w+)(?: blgp = +none)? : "
+                      r"vector<(\d+)x(bf16|f16)>, vector<\d+x(?:bf16|f16)>, vector<(\d+)xf32>")
+_PRIVATE = ", #gpu.address_space<private>>"
 
 
 def _widened_contract(m, low: str) -> str:
@@ -73,19 +84,89 @@ def _widened_contract(m, low: str) -> str:
     return "\n".join(lines)
 
 
-class WarpLevelKernel:
-    """The single kernel of a one-GEMM program's `loops` stage (warp-level form), runnable on numpy arrays."""
+def _exchange(m, table: str) -> str:
+    """An amdgpu.mfma/wmma as: store this lane's operands in the exchange table, meet the block at the
+    exchange barrier (whose action computes the products), load this lane's accumulators."""
+    res, a, b, c, k, low, n = m.group(1), m.group(3), m.group(4), m.group(5), m.group(6), m.group(7), m.group(8)
+    tag = res[1:]
+    lines = []
+    for name, v in (("a", a), ("b", b)):
+        lines.append(f"%__{name}w{tag} = arith.extf {v} : vector<{k}x{low}> to vector<{k}xf32>")
+        lines.append(f"vector.store %__{name}w{tag}, %__x{name}[%__thread_id_x, %__zero] : {table}, vector<{k}xf32>")
+    lines.append(f"vector.store {c}, %__xc[%__thread_id_x, %__zero] : {table}, vector<{n}xf32>")
+    lines.append("llvm.call %__exchange() : !llvm.ptr, () -> ()")
+    lines.append(f"{res} = vector.load %__xd[%__thread_id_x, %__zero] : {table}, vector<{n}xf32>")
+    return "\n".join(lines)
 
-    def __init__(self, loops_text: str, low: str):
+
+def _lanes(lanes: int, per_lane: int):
+    """(lane, element) index grids of a wavefront's operand table."""
+    return np.meshgrid(np.arange(lanes), np.arange(per_lane), indexing="ij")
+
+
+def _mfma_16x16x16(a, b, c):
+    """v_mfma_f32_16x16x16_{bf16,f16}, 64 lanes: lane l holds A[l % 16, 4 (l // 16) + i],
+    B[4 (l // 16) + i, l % 16] and C[4 (l // 16) + i, l % 16], i < 4."""
+    l, i = _lanes(64, 4)
+    A, B, C = np.zeros((16, 16)), np.zeros((16, 16)), np.zeros((16, 16))
+    A[l % 16, 4 * (l // 16) + i] = a[:, :4]
+    B[4 * (l // 16) + i, l % 16] = b[:, :4]
+    C[4 * (l // 16) + i, l % 16] = c[:, :4]
+    return (A @ B + C)[4 * (l // 16) + i, l % 16]
+
+
+def _wmma_rdna3(a, b, c):
+    """v_wmma_f32_16x16x16_{bf16,f16} on gfx11, 32 lanes: lane l holds A[l % 16, 0..15] and
+    B[0..15, l % 16] (lanes 16..31 repeat lanes 0..15) and C[2 i + l // 16, l % 16], i < 8."""
+    assert np.array_equal(a[:16, :16], a[16:32, :16]) and np.array_equal(b[:16, :16], b[16:32, :16]), \
+        "gfx11 wmma: the two half-waves must hold the same A and B"
+    l, i = _lanes(32, 8)
+    C = np.zeros((16, 16))
+    C[2 * i + l // 16, l % 16] = c[:, :8]
+    D = a[:16, :16] @ b[:16, :16].T + C  # a[lane] = row lane of A, b[lane] = column lane of B
+    return D[2 * i + l // 16, l % 16]
+
+
+def _wmma_rdna4(a, b, c):
+    """v_wmma_f32_16x16x16_{bf16,f16} on gfx12, 32 lanes: lane l holds A[l % 16, 8 (l // 16) + i],
+    B[8 (l // 16) + i, l % 16] and C[8 (l // 16) + i, l % 16], i < 8."""
+    l, i = _lanes(32, 8)
+    A, B, C = np.zeros((16, 16)), np.zeros((16, 16)), np.zeros((16, 16))
+    A[l % 16, 8 * (l // 16) + i] = a[:, :8]
+    B[8 * (l // 16) + i, l % 16] = b[:, :8]
+    C[8 * (l // 16) + i, l % 16] = c[:, :8]
+    return (A @ B + C)[8 * (l // 16) + i, l % 16]
+
+
+# chip -> (lanes per wavefront, the instruction on one wavefront's operand tables)
+LAYOUTS = {"gfx90a": (64, _mfma_16x16x16), "gfx942": (64, _mfma_16x16x16), "gfx950": (64, _mfma_16x16x16),
+           "gfx1100": (32, _wmma_rdna3), "gfx1151": (32, _wmma_rdna3), "gfx1201": (32, _wmma_rdna4)}
+
+
+class TensorCoreKernel:
+    """The single kernel of a one-GEMM program's `loops` stage, runnable on numpy arrays: NVIDIA's
+    warp-level form (`low`: the operands' precision) or AMD's lane-level one (`chip` names the
+    instruction layout)."""
+
+    def __init__(self, loops_text: str, low: str, chip: str | None = None):
         name, self.types, body, globals_, self.grid, self.block = _kernel(loops_text)
-        assert "vector.contract" in body and _SHARED in body, "not a warp-level tensor-core kernel"
+        threads = int(np.prod(self.block))
+        table = f"memref<{threads}x16xf32>"
+        amd = bool(_AMD_MMA.search(body))
+        assert _SHARED in body and (amd or "vector.contract" in body), "not a tensor-core kernel"
+        assert amd == (chip is not None), "give the chip of an AMD kernel (and only of one)"
         body = _ID.sub(lambda m: f"{m.group(1)} = arith.addi %__{m.group(2)}_{m.group(3)}, %__zero : index", body)
         body = body.replace("gpu.barrier", "llvm.call %__barrier() : !llvm.ptr, () -> ()")
-        body = body.replace("gpu.return", "return").replace(_SHARED, ">")
+        body = body.replace("gpu.return", "return").replace(_SHARED, ">").replace(_PRIVATE, ">")
         body = _CONTRACT.sub(lambda m: _widened_contract(m, low), body)
+        body = _AMD_MMA.sub(lambda m: _exchange(m, table), body)
         assert "gpu." not in body, "an op the emulator does not know: " + body[body.index("gpu."):][:80]
+        # the exchange tables (AMD) are arguments: every thread gets the same arrays
+        self.tables = {x: np.zeros((threads, 16), np.float32) for x in "abcd"}
         ids = [f"%__{k}_{a}: index" for k in ("block_id", "thread_id") for a in "xyz"]
-        args = ", ".join([f"%arg{i}: {t}" for i, t in enumerate(self.types)] + ["%__barrier: !llvm.ptr"] + ids)
+        args = ", ".join([f"%arg{i}: {t}" for i, t in enumerate(self.types)]
+                         + [f"%__x{x}: {table}" for x in self.tables]
+                         + ["%__barrier: !llvm.ptr", "%__exchange: !llvm.ptr"] + ids)
         text = "module {\n" + "\n".join(g.replace(_SHARED, ">") for g in globals_) + "\n" + \
             f"func.func @kernel({args}) attributes {{llvm.emit_c_interface}} {{\n" \
             "  %__zero = arith.constant 0 : index\n" + body + "\n}\n}\n"
@@ -99,6 +180,20 @@ class WarpLevelKernel:
             f.write(so)
         self.lib = ctypes.CDLL(self._path)
         self.name = name
+        self.exchanges = 0
+        if amd:
+            self.lanes, self.instruction = LAYOUTS[chip]
+            assert threads % self.lanes == 0
+
+    def _exchange(self) -> None:
+        """The barrier action of an amdgpu.mfma/wmma: every wavefront's product, into table d."""
+        x = self.tables
+        for w in range(0, x["a"].shape[0], self.lanes):
+            lanes = slice(w, w + self.lanes)
+            d = self.instruction(x["a"][lanes].astype(np.float64), x["b"][lanes].astype(np.float64),
+                                 x["c"][lanes].astype(np.float64))
+            x["d"][lanes, :d.shape[1]] = d
+        self.exchanges += 1
 
     def __del__(self):
         if getattr(self, "_path", None):
@@ -107,23 +202,26 @@ class WarpLevelKernel:
     def __call__(self, *arrays) -> None:
         """Runs every block (in turn) with all its threads (at once) on `arrays`, the kernel's arguments."""
         assert len(arrays) == len(self.types)
-        descs = [descriptor(a) for a in arrays]
+        descs = [descriptor(a) for a in [*arrays, *self.tables.values()]]
         fn = self.lib._mlir_ciface_kernel
         errors = []
         for bz in range(self.grid[2]):
             for by in range(self.grid[1]):
                 for bx in range(self.grid[0]):
                     barrier = threading.Barrier(int(np.prod(self.block)), timeout=60)
+                    exchange = threading.Barrier(int(np.prod(self.block)), action=self._exchange, timeout=60)
 
-                    def wait():
-                        try:
-                            barrier.wait()
-                        except threading.BrokenBarrierError as e:  # a thread failed: let the others end
-                            errors.append(e)
+                    def waiter(b):
+                        def wait():
+                            try:
+                                b.wait()
+                            except threading.BrokenBarrierError as e:  # a thread failed: let the others end
+                                errors.append(e)
+                        return ctypes.CFUNCTYPE(None)(wait)
 
-                    callback = ctypes.CFUNCTYPE(None)(wait)
+                    callbacks = (waiter(barrier), waiter(exchange))
                     threads = [
-                        threading.Thread(target=fn, args=(*[ctypes.pointer(d) for d in descs], callback,
+                        threading.Thread(target=fn, args=(*[ctypes.pointer(d) for d in descs], *callbacks,
                                                           *map(ctypes.c_int64, (bx, by, bz, tx, ty, tz))))
                         for tz in range(self.block[2]) for ty in range(self.block[1]) for tx in range(self.block[0])
                     ]

@@ -15,6 +15,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -30,12 +31,12 @@ from kiln.pipelines import cuda as cuda_pipeline, gpu as gpu_pipeline, gpu_mma, 
 
 sys.path.insert(0, os.path.dirname(__file__))
 from gpu_emulation import emulated_device  # noqa: E402
-from mma_emulation import WarpLevelKernel  # noqa: E402
+from mma_emulation import TensorCoreKernel  # noqa: E402
 
 
 CHIPS = [("cuda", "sm_80"), ("cuda", "sm_90"), ("rocm", "gfx942"), ("rocm", "gfx1100")]
 # ELF e_flags machine codes (EF_AMDGPU_MACH_AMDGCN_*) of the AMD chips tested
-AMDGPU_MACH = {"gfx942": 0x4C, "gfx1100": 0x41}
+AMDGPU_MACH = {"gfx942": 0x4C, "gfx1100": 0x41, "gfx1201": 0x4E, "gfx1030": 0x36}
 EM_CUDA, EM_AMDGPU = 190, 224
 
 HAS_LLC22 = shutil.which("llc-22") is not None or os.path.exists("/usr/lib/llvm-22/bin/llc")
@@ -521,8 +522,8 @@ GEMMS = {
     "linear": (workloads.linear(64, 128, 96).kiln_ir(),
                lambda r: [_f32(r, 64, 96), _f32(r, 128, 96, scale=0.1)],
                lambda x, w, p: _rounded(x, p) @ _rounded(w, p).T),
-    "matmul": (workloads.gemm(32, 72, 48).kiln_ir(),  # B[k, n]: transposed into shared memory
-               lambda r: [_f32(r, 32, 48), _f32(r, 48, 72)],
+    "matmul": (workloads.gemm(32, 80, 48).kiln_ir(),  # B[k, n]: transposed into shared memory
+               lambda r: [_f32(r, 32, 48), _f32(r, 48, 80)],
                lambda a, b, p: _rounded(a, p) @ _rounded(b, p)),
     "linear_residual": (_linear_residual(32, 64, 48),  # C starts as the residual, not a fill
                         lambda r: [_f32(r, 1, 32, 48), _f32(r, 64, 48, scale=0.1), _f32(r, 1, 32, 64)],
@@ -533,8 +534,8 @@ GEMMS = {
     "gqa_scores": (_gqa_scores(2, 3, 16, 24, 32),  # 6 (head, group) pairs share one grid dimension
                    lambda r: [_f32(r, 2, 3, 16, 32), _f32(r, 2, 24, 32)],
                    lambda q, k, p: _rounded(q, p) @ np.swapaxes(_rounded(k, p), -1, -2)[:, None]),
-    "batched_matmul": (_bmm(3, 16, 24, 32),
-                       lambda r: [_f32(r, 3, 16, 32), _f32(r, 3, 32, 24)],
+    "batched_matmul": (_bmm(3, 16, 32, 32),
+                       lambda r: [_f32(r, 3, 16, 32), _f32(r, 3, 32, 32)],
                        lambda a, b, p: _rounded(a, p) @ _rounded(b, p)),
 }
 
@@ -616,10 +617,15 @@ def test_tensor_core_kernels_emulated_at_warp_level(case, precision, rng, monkey
     """The tensor-core kernel before its vector.contract become mma.sync (mma_emulation.py: one OS
     thread per GPU thread, real barriers, shared memory), against the float64 product of the rounded
     inputs. This covers Kiln's part: staging, tiles per warp, accumulators, write-back."""
-    text, make_inputs, reference = GEMMS[case]
     monkeypatch.setattr(gpu_mma, "_to_mma_sync", lambda *a: None)
-    loops = kiln.compile(text, target="cuda", precision=precision, compile_to="loops")
-    kernel = WarpLevelKernel(loops, precision)
+    loops = kiln.compile(GEMMS[case][0], target="cuda", precision=precision, compile_to="loops")
+    _check_tensor_core_gemm(case, loops, TensorCoreKernel(loops, precision), precision, rng)
+
+
+def _check_tensor_core_gemm(case, loops: str, kernel, precision: str, rng) -> None:
+    """Runs the GEMMS[case] program's one kernel (`loops`: its stage text) on fresh inputs against the
+    float64 product of the rounded inputs."""
+    _, make_inputs, reference = GEMMS[case]
     inputs = make_inputs(rng)
     expected = reference(*inputs, precision)
     out = np.full(expected.shape, np.nan, np.float32)
@@ -635,6 +641,75 @@ def test_tensor_core_kernels_emulated_at_warp_level(case, precision, rng, monkey
     np.testing.assert_allclose(out, expected, **_gemm_tolerance(expected, inputs[0].shape[-1]))
     exact = reference(*[x.astype(np.float64) for x in inputs], "f64")
     assert np.abs(expected - exact).max() > 1e-4, "the operands were not rounded"
+
+
+# One chip per AMD matrix instruction layout: CDNA3's mfma (wavefronts of 64), RDNA3's and RDNA4's wmma
+# (32); the GEMMS whose N is a multiple of 16 (AMD's instruction tiles are 16 x 16)
+AMD_MATRIX_CHIPS = {"gfx942": "v_mfma_f32_16x16x16_{}", "gfx1100": "v_wmma_f32_16x16x16_{}",
+                    "gfx1201": "v_wmma_f32_16x16x16_{}"}
+AMD_GEMMS = ["linear", "matmul", "linear_residual", "batched_matmul"]
+
+
+@pytest.mark.parametrize("chip", sorted(AMD_MATRIX_CHIPS))
+@pytest.mark.parametrize("precision", ["bf16", "f16"])
+@pytest.mark.parametrize("case", AMD_GEMMS)
+def test_amd_matrix_core_kernels_emulated_per_lane(case, precision, chip, rng):
+    """The mfma/wmma kernel as compiled (mma_emulation.py: each instruction an exchange between the
+    lanes of a wavefront, with AMD's documented lane layout), against the float64 product of the
+    rounded inputs: staging, the lanes' fragments and accumulators, write-back."""
+    loops = kiln.compile(GEMMS[case][0], target="rocm", chip=chip, precision=precision, compile_to="loops")
+    assert ("amdgpu.mfma" if chip == "gfx942" else "amdgpu.wmma") in loops
+    kernel = TensorCoreKernel(loops, precision, chip)
+    _check_tensor_core_gemm(case, loops, kernel, precision, rng)
+    assert kernel.exchanges > 0
+
+
+@needs_llc22
+@pytest.mark.parametrize("precision", ["bf16", "f16"])
+@pytest.mark.parametrize("chip", sorted(AMD_MATRIX_CHIPS))
+def test_amd_matrix_core_kernels_compile(chip, precision):
+    """hsaco whose code issues the chip's matrix instruction, reads its fragments from LDS and keeps the
+    prefetch buffer in registers (no scratch), for a wavefront of 64 (CDNA) or 32 (RDNA) lanes."""
+    art = _compiled_precision(GEMMS["linear"][0], chip, precision, "rocm")
+    _check_artifact(art, "rocm", chip)
+    (kernel,) = art.manifest["kernels"]
+    (launch,) = [c for c in art.manifest["programs"]["f"]["commands"] if c["op"] == "launch"]
+    lanes = 64 if chip == "gfx942" else 32
+    assert launch["block"] == [4 * lanes, 1, 1]
+    hsaco = art.blobs[kernel["blobs"]["hsaco"]]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "k.hsaco")
+        with open(path, "wb") as f:
+            f.write(hsaco)
+        disassembly = subprocess.run([rocm_pipeline.llvm22_tool("llvm-objdump"), "-d", f"--mcpu={chip}", path],
+                                     capture_output=True, text=True, check=True).stdout
+        notes = subprocess.run([rocm_pipeline.llvm22_tool("llvm-readobj"), "--notes", path],
+                               capture_output=True, text=True, check=True).stdout
+    instruction = AMD_MATRIX_CHIPS[chip].format(precision)
+    # per K step of 32, each warp's 32 x 32 of C: (32/16)^2 tiles x 2 (LLVM may unroll the K loop)
+    count = disassembly.count(instruction)
+    assert count and count % 8 == 0, f"{count} x {instruction}"
+    assert re.search(r"\bds_(read|load)_b(64|128)\b", disassembly), "fragments not read from LDS as vectors"
+    assert "scratch_" not in disassembly and ".private_segment_fixed_size: 0" in notes
+    assert f".wavefront_size: {lanes}" in notes
+
+
+@pytest.mark.parametrize("chip,precision,why", [
+    ("gfx942", "f32", "f32 precision"),
+    ("gfx1030", "bf16", "RDNA2: no matrix instructions"),
+    ("gfx906", "f16", "GCN5: no bf16/f16 16x16x16 matrix instructions"),
+])
+def test_amd_without_matrix_cores_keeps_simt(chip, precision, why):
+    loops = kiln.compile(GEMMS["linear"][0], target="rocm", chip=chip, precision=precision, compile_to="loops")
+    assert "amdgpu." not in loops and "kiln.mma_tile" not in loops, why
+    assert ("arith.truncf" in loops) == (precision != "f32")
+
+
+def test_amd_ragged_n_keeps_simt():
+    """N = 24 fits mma.sync's 8-column tiles but not AMD's 16-column ones."""
+    text = GEMMS["batched_linear"][0]
+    assert "amdgpu." not in kiln.compile(text, target="rocm", chip="gfx942", precision="bf16", compile_to="loops")
+    assert "kiln.mma_tile" in kiln.compile(text, target="cuda", chip="sm_80", precision="bf16", compile_to="tiled")
 
 
 def test_sequential_emulation_refuses_tensor_core_kernels():
@@ -677,25 +752,20 @@ def test_edge_shapes_fall_back_to_rounded_simt(shape, rng):
     assert np.abs(expected - x.astype(np.float64) @ w.T.astype(np.float64)).max() > 1e-4
 
 
-def test_rocm_bf16_rounds_operands_on_simt():
-    """rocm: no MFMA/WMMA lowering (see gpu_mma's module doc): bf16 operands, f32 sums, SIMT."""
-    loops = kiln.compile(GEMMS["linear"][0], target="rocm", precision="bf16", compile_to="loops")
-    assert "arith.truncf" in loops and "bf16" in loops and "mma" not in loops
-
-
 @needs_llc22
-def test_rocm_bf16_compiles_and_emulates(rng):
-    """The rocm bf16 artifact; its kernels emulated (register-tiled SIMT, A and B rounded as read) with
-    the launch plan of a cuda chip without tensor cores (the emulator is a cuda device; both targets
-    share every stage up to `loops`, where only tensor cores would differ)."""
+def test_rocm_bf16_without_matrix_cores_compiles_and_emulates(rng):
+    """The rocm bf16 artifact for a chip without matrix instructions (RDNA2); its kernels emulated
+    (register-tiled SIMT, A and B rounded as read) with the launch plan of a cuda chip without tensor
+    cores (the emulator is a cuda device; both targets share every stage up to `loops`, where only
+    matrix instructions would differ)."""
     text, make_inputs, reference = GEMMS["linear"]
-    art = _compiled_precision(text, "gfx942", "bf16", "rocm")
-    _check_artifact(art, "rocm", "gfx942")
+    art = _compiled_precision(text, "gfx1030", "bf16", "rocm")
+    _check_artifact(art, "rocm", "gfx1030")
     assert art.manifest["target"]["precision"] == "bf16"
     plan = _compiled_precision(text, "sm_75", "bf16")
     assert "mma.sync" not in _ptx_of(plan)
     program = kiln.runtime.load_artifact(plan, emulated_device(_bf16_expanded(
-        kiln.compile(text, target="rocm", precision="bf16", compile_to="loops"))))
+        kiln.compile(text, target="rocm", chip="gfx1030", precision="bf16", compile_to="loops"))))
     inputs = make_inputs(rng)
     (y,) = program.f(*inputs)
     expected = reference(*inputs, "bf16")

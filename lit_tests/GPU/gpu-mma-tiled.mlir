@@ -1,17 +1,19 @@
 // --precision bf16 at the GPU `tiled` stage: a GEMM that fits tensor-core tiles is left whole and
-// marked with its tile (kiln.mma_tile = [TM, TN, KT, WM, WN]: 64x64 of C per block of 4 warps, K in
-// steps of 32, 32x32 per warp); gpu_mma.py writes the kernel at the `loops` stage. A ragged GEMM
-// keeps the SIMT schedule with its operands rounded to bf16 in the body (products of bf16 values,
-// f32 sums). Without tensor cores (rocm) every GEMM is rounded on SIMT; precision f32 changes nothing.
+// marked with its tile (kiln.mma_tile = [TM, TN, KT, WM, WN, LANES]: 64x64 of C per block of 4 warps,
+// K in steps of 32, 32x32 per warp of 32 lanes; on CDNA, wavefronts of 64); gpu_mma.py writes the
+// kernel at the `loops` stage. A ragged GEMM keeps the SIMT schedule with its operands rounded to bf16
+// in the body (products of bf16 values, f32 sums). Without matrix instructions (RDNA2) every GEMM is
+// rounded on SIMT; precision f32 changes nothing.
 //
 // RUN: kiln compile %s --target cuda --precision bf16 --compile-to tiled | FileCheck %s
-// RUN: kiln compile %s --target rocm --precision bf16 --compile-to tiled | FileCheck %s --check-prefix=ROCM
+// RUN: kiln compile %s --target rocm --precision bf16 --compile-to tiled | FileCheck %s --check-prefix=CDNA
+// RUN: kiln compile %s --target rocm --chip gfx1030 --precision bf16 --compile-to tiled | FileCheck %s --check-prefix=RDNA2
 // RUN: kiln compile %s --target cuda --compile-to tiled | FileCheck %s --check-prefix=F32
 
 // CHECK:       kiln.precision = "bf16"
 // CHECK-LABEL: func.func private @proj_dispatch_0_contraction
 // CHECK-SAME:    kiln.gpu_block_dims = array<i64: 128, 1, 1>
-// CHECK-SAME:    kiln.mma_tile = array<i64: 64, 64, 32, 32, 32>
+// CHECK-SAME:    kiln.mma_tile = array<i64: 64, 64, 32, 32, 32, 32>
 // CHECK-NOT:     scf.forall
 // CHECK:         linalg.fill
 // CHECK:         linalg.generic
@@ -30,12 +32,20 @@
 // CHECK-NEXT:          %[[BW:.*]] = arith.extf %[[BH]] : bf16 to f32
 // CHECK-NEXT:          arith.mulf %[[AW]], %[[BW]] : f32
 
-// ROCM:       kiln.precision = "bf16"
-// ROCM-LABEL: func.func private @proj_dispatch_0_contraction
-// ROCM-NOT:     kiln.mma_tile
-// ROCM:         arith.truncf %{{.*}} to {{.*}}bf16
-// ROCM-LABEL: func.func private @ragged_dispatch_0_contraction
-// ROCM:         arith.truncf %{{.*}} to {{.*}}bf16
+// CDNA:       kiln.precision = "bf16"
+// CDNA-LABEL: func.func private @proj_dispatch_0_contraction
+// CDNA-SAME:    kiln.gpu_block_dims = array<i64: 256, 1, 1>
+// CDNA-SAME:    kiln.mma_tile = array<i64: 64, 64, 32, 32, 32, 64>
+// CDNA-LABEL: func.func private @ragged_dispatch_0_contraction
+// CDNA-NOT:     kiln.mma_tile
+// CDNA:         arith.truncf %{{.*}} to {{.*}}bf16
+
+// RDNA2:       kiln.precision = "bf16"
+// RDNA2-LABEL: func.func private @proj_dispatch_0_contraction
+// RDNA2-NOT:     kiln.mma_tile
+// RDNA2:         arith.truncf %{{.*}} to {{.*}}bf16
+// RDNA2-LABEL: func.func private @ragged_dispatch_0_contraction
+// RDNA2:         arith.truncf %{{.*}} to {{.*}}bf16
 
 // F32:       kiln.precision = "f32"
 // F32-NOT:   kiln.mma_tile

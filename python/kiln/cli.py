@@ -161,7 +161,7 @@ def main(argv=None) -> int:
     c.add_argument("--chip", help="GPU targets: sm_80, sm_90, ... (cuda; default sm_80) or gfx942, "
                    "gfx1100, ... (rocm; default gfx942)")
     c.add_argument("--precision", help="GPU targets: what GEMMs multiply in: f32 (default), bf16 or f16 "
-                   "(f32 sums; tensor cores on cuda sm_80+)")
+                   "(f32 sums; tensor cores on cuda sm_80+, rocm CDNA2+/RDNA3+)")
     c.add_argument("--compile-to", choices=STAGES, help="stop after this stage and print its IR")
     c.add_argument("--compile-from", choices=STAGES[:-1],
                    help="the input is the IR after this stage; resume from the next one")

@@ -51,7 +51,8 @@ def compile(
     GPU targets ("cuda", "rocm") take a `chip` (default sm_80 / gfx942) and compile on any machine:
     without a `device` (a cuda/hip `kiln.runtime.Device`) they return the `kiln.artifact.Artifact`.
     Their `precision` ("f32" default, "bf16", "f16") is what GEMM-shaped contractions multiply in
-    (operands rounded to it, sums in f32; tensor cores on cuda sm_80+); outputs stay f32.
+    (operands rounded to it, sums in f32; tensor cores on cuda sm_80+ and on rocm gfx90a/gfx94x/
+    gfx950/gfx11xx/gfx12xx); outputs stay f32.
     """
     for name, stage in (("compile_to", compile_to), ("compile_from", compile_from)):
         if stage is not None and stage not in STAGES:

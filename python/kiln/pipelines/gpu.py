@@ -195,7 +195,7 @@ def make_tiled(module: ir.Module) -> None:
         mma = gpu_mma.mma_schedule(kernel, funcs[kernel.name], precision, chip)
         if mma is not None:  # tensor cores: the kernel is written at the loops stage (gpu_mma.py)
             funcs[kernel.name].attributes[gpu_mma.MMA_ATTR] = ir.DenseI64ArrayAttr.get(
-                [mma.tm, mma.tn, mma.kt, mma.wm, mma.wn])
+                [mma.tm, mma.tn, mma.kt, mma.wm, mma.wn, mma.lanes])
             funcs[kernel.name].attributes[BLOCK_DIM_ATTR] = ir.DenseI64ArrayAttr.get([mma.threads, 1, 1])
             continue
         if gpu_matvec.mark(kernel, funcs[kernel.name], precision):  # a warp per row of W (gpu_matvec.py)
@@ -328,7 +328,7 @@ def make_loops(module: ir.Module) -> None:
     gpu_mma.py, gpu_matvec.py, gpu_flash.py, gpu_reduction.py); then integer kernel operands are
     passed through device memory (gpu_scalars.py)."""
     gpu_cache_update.build_kernels(module)
-    gpu_mma.build_kernels(module)
+    gpu_mma.build_kernels(module, target_chip(module, ""))
     gpu_matvec.build_kernels(module)
     gpu_flash.build_kernels(module)
     gpu_reduction.build_kernels(module)

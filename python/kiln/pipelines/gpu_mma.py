@@ -1,32 +1,41 @@
-"""Tensor-core GEMMs on CUDA (sm_80+): bf16/f16 operands, f32 accumulators, `mma.sync.m16n8k16`.
+"""Tensor-core GEMMs: bf16/f16 operands, f32 accumulators, on the matrix instruction of the chip.
+
+    NVIDIA sm_80+      `mma.sync.m16n8k16`, per warp of 32 lanes
+    AMD CDNA gfx90a/gfx94x/gfx950   `v_mfma_f32_16x16x16_{bf16,f16}` (amdgpu.mfma), per wavefront of 64
+    AMD RDNA3 gfx11xx  `v_wmma_f32_16x16x16_{bf16,f16}` (amdgpu.wmma), per wavefront of 32
+    AMD RDNA4 gfx12xx  the same wmma with its own lane layout
 
 With `precision="bf16"|"f16"`, a GEMM-shaped f32 contraction (loops [b.., m, n, k], see
 `schedules.gemm_form`) whose extents fit whole tiles gets this kernel instead of the SIMT schedule:
 
     block   TM x TN of C (a grid of M/TM x N/TN tiles x the batch loops' iterations)
-    warps   WM x WN of C each (at most 2 x 2 warps); 16 x 8 `mma.sync` tiles, f32 accumulators in
-            registers through the whole K loop
+    warps   WM x WN of C each (at most 2 x 2 warps or wavefronts); 16-row instruction tiles, f32
+            accumulators in registers through the whole K loop
     K step  KT (32 or 16): every thread rounds the 16-byte vectors of A and B (f32) it loaded
             from global memory during the previous step to bf16/f16 (convert on load: the
             program's tensors stay f32) and stores them in shared memory (A as [TM, KT], B as
             [TN, KT], rows padded by 8 elements against bank conflicts); it issues the loads for
-            the next step (in flight during this one's mma.sync); a barrier; each warp reads its
-            fragments with `ldmatrix` and issues (WM/16) x (WN/8) x (KT/16) `mma.sync`; a barrier.
+            the next step (in flight during this one's matrix instructions); a barrier; each warp
+            reads its fragments and issues (WM/16) x (WN/n) x (KT/16) instructions; a barrier.
 
-The kernel is written at the `loops` stage (on buffers) as vector code per warp -- vector.contract
-on 16x16 x 8x16 tiles read from shared memory -- which upstream's `convert-vector-to-gpu{use-nvgpu}`
-turns into nvgpu.ldmatrix + nvgpu.mma.sync with the mma fragment layouts. That conversion knows f16
-but not bf16, so bf16 tiles are held in shared memory as f16-typed 16-bit words (same bits, no
-arithmetic on them) and each bf16 kernel's nvgpu.mma.sync is rewritten into nvvm.mma.sync with
-bf16 multiplicands here (`_retype_bf16_mma`). cp.async is not used: it copies bytes, and the
+The kernel is written at the `loops` stage (on buffers). For NVIDIA it is vector code per warp --
+vector.contract on 16x16 x 8x16 tiles read from shared memory -- which upstream's
+`convert-vector-to-gpu{use-nvgpu}` turns into nvgpu.ldmatrix + nvgpu.mma.sync with the mma fragment
+layouts. That conversion knows f16 but not bf16, so bf16 tiles are held in shared memory as f16-typed
+16-bit words (same bits, no arithmetic on them) and each bf16 kernel's nvgpu.mma.sync is rewritten
+into nvvm.mma.sync with bf16 multiplicands here (`_retype_bf16_mma`). MLIR has no such conversion to
+amdgpu.mfma/wmma, so for AMD the kernel is written per lane: each lane loads the elements of A, B and
+C its instruction's layout gives it (`MatrixCore`) and issues amdgpu.mfma/wmma, which
+convert-gpu-to-rocdl lowers to the rocdl intrinsics. cp.async is not used: it copies bytes, and the
 operands are rounded from f32 on the way into shared memory. Shapes that do not fit (M % 16,
-N % 8 or K % 16 nonzero, M < 16: decode steps; A or B computed in the kernel) keep the SIMT schedule,
-with operands rounded to the precision there too (`round_operands`).
+N % n or K % 16 nonzero, M < 16: decode steps; A or B computed in the kernel) keep the SIMT
+schedule, with operands rounded to the precision there too (`round_operands`).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from mlir import ir
@@ -36,9 +45,49 @@ from . import schedules
 
 PRECISIONS = ("f32", "bf16", "f16")
 PRECISION_ATTR = "kiln.precision"
-MMA_ATTR = "kiln.mma_tile"  # [TM, TN, KT, WM, WN] on a kernel that gets the tensor-core schedule
-WARP = 32
-_PAD = 8  # f16 elements of padding per shared-memory row (keeps ldmatrix rows 16-byte aligned)
+MMA_ATTR = "kiln.mma_tile"  # [TM, TN, KT, WM, WN, LANES] on a kernel that gets the tensor-core schedule
+_PAD = 8  # f16 elements of padding per shared-memory row (keeps fragment rows 16-byte aligned)
+
+
+@dataclass(frozen=True)
+class MatrixCore:
+    """A chip's matrix instruction for a 16 x n tile of C with K = 16: bf16/f16 in, f32 accumulators.
+
+    AMD's instructions take operands per lane: lane l holds row l % 16 of A's tile and column l % 16
+    of B's, `k_per_lane` consecutive K elements from K offset k_per_lane * (l // 16) (modulo 16: with
+    16, the two half-waves hold the same elements), and accumulator e of row
+    e * acc_rows[0] + (l // 16) * acc_rows[1], column l % 16."""
+
+    name: str  # "mma.sync", "mfma" or "wmma"
+    lanes: int  # threads issuing one instruction: a warp, or a wavefront (64 on CDNA)
+    n: int  # columns of C per instruction
+    k_per_lane: int = 0
+    acc_rows: tuple = (0, 0)
+
+    @property
+    def accumulators(self) -> int:
+        """f32 accumulators per lane for one 16 x n tile."""
+        return 16 * self.n // self.lanes
+
+
+MMA_SYNC = MatrixCore("mma.sync", 32, 8)
+MFMA = MatrixCore("mfma", 64, 16, k_per_lane=4, acc_rows=(1, 4))
+WMMA_RDNA3 = MatrixCore("wmma", 32, 16, k_per_lane=16, acc_rows=(2, 1))
+WMMA_RDNA4 = MatrixCore("wmma", 32, 16, k_per_lane=8, acc_rows=(1, 8))
+_MFMA_CHIPS = ("gfx90a", "gfx940", "gfx941", "gfx942", "gfx950")  # CDNA2+: 16x16x16 bf16 (the "_1k" form)
+
+
+def matrix_core(chip: str) -> MatrixCore | None:
+    """The chip's matrix instruction with bf16/f16 multiplicands, or None (the SIMT schedule)."""
+    if chip.startswith("sm_"):
+        return MMA_SYNC if int(chip[3:].rstrip("a")) >= 80 else None
+    if chip in _MFMA_CHIPS:
+        return MFMA
+    if re.match(r"^gfx11[0-9a-f]{2}$", chip):
+        return WMMA_RDNA3
+    if re.match(r"^gfx12[0-9a-f]{2}$", chip):
+        return WMMA_RDNA4
+    return None
 
 
 def check_precision(precision: str) -> str:
@@ -60,20 +109,17 @@ class MmaTile:
     kt: int  # K per shared-memory stage
     wm: int  # rows of C per warp
     wn: int  # columns of C per warp
+    lanes: int  # threads per warp (wavefront)
 
     @property
     def threads(self) -> int:
-        return WARP * (self.tm // self.wm) * (self.tn // self.wn)
-
-
-def has_tensor_cores(chip: str) -> bool:
-    """mma.sync.m16n8k16 with bf16/f16 multiplicands needs sm_80 or newer."""
-    return chip.startswith("sm_") and int(chip[3:].rstrip("a")) >= 80
+        return self.lanes * (self.tm // self.wm) * (self.tn // self.wn)
 
 
 def mma_schedule(kernel: schedules.Kernel, func, precision: str, chip: str):
     """The tensor-core tile of a kernel, or None when it keeps the SIMT schedule (see module doc)."""
-    if precision == "f32" or not has_tensor_cores(chip):
+    core = matrix_core(chip)
+    if precision == "f32" or core is None:
         return None
     if not (kernel.kernel_class == "contraction" and kernel.gemm_rhs and kernel.f32):
         return None
@@ -83,7 +129,7 @@ def mma_schedule(kernel: schedules.Kernel, func, precision: str, chip: str):
     nb = len(ranges) - 3
     m, n, k = ranges[nb:]
     tm = next((t for t in (64, 32, 16) if m % t == 0), 0)
-    tn = next((t for t in (64, 32, 16, 8) if n % t == 0), 0)
+    tn = next((t for t in (64, 32, 16, 8) if n % t == 0 and t % core.n == 0), 0)
     kt = next((t for t in (32, 16) if k % t == 0), 0)
     if not (tm and tn and kt):
         return None
@@ -97,7 +143,7 @@ def mma_schedule(kernel: schedules.Kernel, func, precision: str, chip: str):
             c.owner.name == "linalg.fill" and _arg_number(c.owner.operands[1], block) is not None
             and not isinstance(c.owner.operands[0].owner, ir.Block)):
         return None
-    return MmaTile(tm, tn, kt, min(tm, 32), min(tn, 32))
+    return MmaTile(tm, tn, kt, min(tm, 32), min(tn, 32), core.lanes)
 
 
 def _only_gemm(block) -> bool:
@@ -155,16 +201,17 @@ def _traced_arg(value, block):
 # ---- the kernel (loops stage) ---------------------------------------------------------------
 
 
-def build_kernels(module: ir.Module) -> None:
+def build_kernels(module: ir.Module, chip: str) -> None:
     """Rewrites every kernel marked `kiln.mma_tile` (on buffers, after bufferization) into its
-    tensor-core form: block and thread foralls around the K loop, mma.sync inside."""
-    precision = module_precision(module)
+    tensor-core form for `chip`: block and thread foralls around the K loop, the chip's matrix
+    instructions inside."""
+    precision, core = module_precision(module), matrix_core(chip)
     for op in list(module.body.operations):
         if op.operation.name != "func.func" or MMA_ATTR not in op.attributes:
             continue
         name = ir.StringAttr(op.attributes["sym_name"]).value
         tile = MmaTile(*ir.DenseI64ArrayAttr(op.attributes[MMA_ATTR]))
-        new = ir.Module.parse(_kernel_text(op, name, tile, precision), context=module.context)
+        new = ir.Module.parse(_kernel_text(op, name, tile, precision, core), context=module.context)
         ops = list(new.body.operations)
         for new_op in ops:
             new_op.operation.move_before(op)
@@ -172,7 +219,8 @@ def build_kernels(module: ir.Module) -> None:
             if attr.name not in ("function_type", "sym_name", "sym_visibility"):
                 ops[-1].attributes[attr.name] = attr.attr
         op.operation.erase()
-        _to_mma_sync(ops[-1], name, precision)
+        if core.name == "mma.sync":
+            _to_mma_sync(ops[-1], name, precision)
 
 
 def drop_host_shared_memory(module: ir.Module) -> None:
@@ -252,7 +300,7 @@ class _Text:
         return v
 
 
-def _kernel_text(func, name: str, tile: MmaTile, precision: str) -> str:
+def _kernel_text(func, name: str, tile: MmaTile, precision: str, core: MatrixCore) -> str:
     """The tensor-core kernel replacing `func` (a fill + GEMM root on its arguments), as MLIR text:
     the shared-memory globals, then the function."""
     block = func.regions[0].blocks[0]
@@ -280,9 +328,7 @@ def _kernel_text(func, name: str, tile: MmaTile, precision: str) -> str:
     low = "bf16" if precision == "bf16" else "f16"
     smem = "#gpu.address_space<workgroup>"
     sa_t, sb_t = (f"memref<{rows}x{tile.kt + _PAD}xf16, {smem}>" for rows in (tile.tm, tile.tn))
-    threads, warps_n = tile.threads, tile.tn // tile.wn
-    acc_t = "vector<16x8xf32>"
-    n_acc = (tile.wm // 16) * (tile.wn // 8)
+    threads = tile.threads
 
     t = _Text()
     # the batch loops with several iterations share one grid dimension (block z)
@@ -297,30 +343,18 @@ def _kernel_text(func, name: str, tile: MmaTile, precision: str) -> str:
         batch[d] = t.apply(f"(d0 floordiv {inner}) mod {ranges[d]}", gids[0])
     a_batch = [batch.get(d, t.c(0)) for d in range(nb)]
     b_batch = [batch.get(d, t.c(0)) for d in rhs[:-2]]
-    c_batch = a_batch
     t.emit(f"%sa = memref.get_global @{name}_smem_a : {sa_t}")
     t.emit(f"%sb = memref.get_global @{name}_smem_b : {sb_t}")
     t.emit(f"scf.forall (%t) in ({threads}) {{")
     t.emit("%pad = arith.constant 0.0 : f16")
     m0 = t.apply(f"d0 * {tile.tm}", gids[-2])
     n0 = t.apply(f"d0 * {tile.tn}", gids[-1])
-    wm = t.apply(f"((d0 floordiv {WARP}) floordiv {warps_n}) * {tile.wm}", "%t")
-    wn = t.apply(f"((d0 floordiv {WARP}) mod {warps_n}) * {tile.wn}", "%t")
+    wm, wn = _warp_offsets(t, tile)
+    c_at = _CTile(t, vc, tc, a_batch, t.apply("d0 + d1", m0, wm), t.apply("d0 + d1", n0, wn))
+    tiles = (_WarpTiles if core.name == "mma.sync" else _LaneTiles)(t, tile, core, low, (sa_t, sb_t), (wm, wn), c_at)
+    n_acc = (tile.wm // 16) * (tile.wn // core.n)
+    inits = [tiles.initial(i, j, init) for i in range(tile.wm // 16) for j in range(tile.wn // core.n)]
 
-    def c_tile(i, j):
-        return (t.apply(f"d0 + d1 + {16 * i}", m0, wm), t.apply(f"d0 + d1 + {8 * j}", n0, wn))
-
-    if init is not None:
-        t.emit(f"%acc0 = arith.constant dense<{init!r}> : {acc_t}")
-        inits = ["%acc0"] * n_acc
-    else:
-        t.emit("%zero = arith.constant 0.0 : f32")
-        inits = []
-        for i in range(tile.wm // 16):
-            for j in range(tile.wn // 8):
-                inits.append(t.fresh())
-                t.emit(f"{inits[-1]} = vector.transfer_read {vc}[{', '.join(c_batch + list(c_tile(i, j)))}], %zero "
-                       f"{{in_bounds = [true, true]}} : {tc}, {acc_t}")
     # Each thread's share of the A and B tiles: chunks of 4 consecutive f32 (one 16-byte load), at
     # (r, c) of the tile; a thread past the last chunk loads the last one again but stores nothing.
     def chunks(rows, cols):
@@ -381,11 +415,13 @@ def _kernel_text(func, name: str, tile: MmaTile, precision: str) -> str:
             if guard:
                 t.emit("}")
 
-    # The loads for step k + KT are issued before step k's mma.sync, so global memory latency overlaps
-    # the tensor-core work. The chunks wait in a small per-thread buffer (registers once LLVM promotes
-    # it) rather than in the K loop's iter_args, which convert-vector-to-gpu would refuse.
+    # The loads for step k + KT are issued before step k's matrix instructions, so global memory
+    # latency overlaps the tensor-core work. The chunks wait in a small per-thread buffer (registers
+    # once LLVM promotes it) rather than in the K loop's iter_args, which convert-vector-to-gpu would
+    # refuse.
     n_chunks = len(a_chunks) + len(b_chunks)
-    regs_t = f"memref<{n_chunks}x4xf32>"
+    private = "" if core.name == "mma.sync" else ", #gpu.address_space<private>"  # AMDGPU's allocas: addrspace 5
+    regs_t = f"memref<{n_chunks}x4xf32{private}>"
     t.emit(f"%regs = memref.alloca() : {regs_t}")
 
     def hold(values):
@@ -395,7 +431,7 @@ def _kernel_text(func, name: str, tile: MmaTile, precision: str) -> str:
     hold(load(t.c(0)))
     accs = [f"%a{i}" for i in range(n_acc)]
     results = t.fresh()
-    carried = [acc_t] * n_acc
+    carried = [tiles.acc_t] * n_acc
     t.emit(f"{results}:{n_acc} = scf.for %k0 = {t.c(0)} to {t.c(k)} step {t.c(tile.kt)} iter_args("
            + ", ".join(f"{a} = {v}" for a, v in zip(accs, inits)) + f") -> ({', '.join(carried)}) {{")
     held = []
@@ -408,36 +444,14 @@ def _kernel_text(func, name: str, tile: MmaTile, precision: str) -> str:
     hold(load(k_next))
     t.emit("gpu.barrier")
     current = list(accs)
-    maps_text = ("indexing_maps = [affine_map<(m, n, k) -> (m, k)>, affine_map<(m, n, k) -> (n, k)>, "
-                 "affine_map<(m, n, k) -> (m, n)>], iterator_types = [\"parallel\", \"parallel\", \"reduction\"], "
-                 "kind = #vector.kind<add>")
     for kk in range(tile.kt // 16):
-        col = t.c(16 * kk)
-        a_frags, b_frags = [], []
-        for i in range(tile.wm // 16):
-            row, a = t.apply(f"d0 + {16 * i}", wm), t.fresh()
-            t.emit(f"{a} = vector.transfer_read %sa[{row}, {col}], %pad {{in_bounds = [true, true]}} "
-                   f": {sa_t}, vector<16x16xf16>")
-            a_frags.append(a)
-        for j in range(tile.wn // 8):
-            row, b = t.apply(f"d0 + {8 * j}", wn), t.fresh()
-            t.emit(f"{b} = vector.transfer_read %sb[{row}, {col}], %pad {{in_bounds = [true, true]}} "
-                   f": {sb_t}, vector<8x16xf16>")
-            b_frags.append(b)
-        for i, a in enumerate(a_frags):
-            for j, b in enumerate(b_frags):
-                idx, d = i * len(b_frags) + j, t.fresh()
-                t.emit(f"{d} = vector.contract {{{maps_text}}} {a}, {b}, {current[idx]} "
-                       f": vector<16x16xf16>, vector<8x16xf16> into {acc_t}")
-                current[idx] = d
+        tiles.step(kk, current)
     t.emit("gpu.barrier")
     t.emit(f"scf.yield {', '.join(current)} : {', '.join(carried)}")
     t.emit("}")
     for i in range(tile.wm // 16):
-        for j in range(tile.wn // 8):
-            row, col = c_tile(i, j)
-            t.emit(f"vector.transfer_write {results}#{i * (tile.wn // 8) + j}, {vc}[{', '.join(c_batch + [row, col])}] "
-                   f"{{in_bounds = [true, true]}} : {acc_t}, {tc}")
+        for j in range(tile.wn // core.n):
+            tiles.write(i, j, f"{results}#{i * (tile.wn // core.n) + j}")
     t.emit("} {mapping = [#gpu.thread<x>]}")
     axes = ["x", "y", "z"][: len(grid)]
     t.emit(f"}} {{mapping = [{', '.join(f'#gpu.block<{a}>' for a in reversed(axes))}]}}")
@@ -451,6 +465,161 @@ def _kernel_text(func, name: str, tile: MmaTile, precision: str) -> str:
         f"func.func private @{name}({args}) {{",
         *consts, *t.lines, "}",
     ])
+
+
+@dataclass
+class _CTile:
+    """Where a warp's part of C is: the buffer, its type, the batch indices and the warp's first row
+    and column."""
+
+    t: _Text
+    buffer: str
+    type: str
+    batch: list
+    row: str
+    col: str
+
+    def index(self, row_offset, col_offset) -> str:
+        """C's indices at (row_offset, col_offset) from the warp's corner: constants or SSA values."""
+        def at(base, offset):
+            return self.t.apply(f"d0 + {offset}", base) if isinstance(offset, int) else \
+                self.t.apply("d0 + d1", base, offset)
+        return ", ".join(self.batch + [at(self.row, row_offset), at(self.col, col_offset)])
+
+
+class _WarpTiles:
+    """NVIDIA: vector.contract per warp on 16x16 x 8x16 tiles of shared memory, turned into ldmatrix +
+    mma.sync by upstream's convert-vector-to-gpu (`_to_mma_sync`)."""
+
+    acc_t = "vector<16x8xf32>"
+    _MAPS = ("indexing_maps = [affine_map<(m, n, k) -> (m, k)>, affine_map<(m, n, k) -> (n, k)>, "
+             "affine_map<(m, n, k) -> (m, n)>], iterator_types = [\"parallel\", \"parallel\", \"reduction\"], "
+             "kind = #vector.kind<add>")
+
+    def __init__(self, t: _Text, tile: MmaTile, core: MatrixCore, low: str, smem_types: tuple, warp: tuple,
+                 c: _CTile):
+        self.t, self.tile, self.c = t, tile, c
+        self.sa_t, self.sb_t = smem_types
+        self.warp_m, self.warp_n = warp
+
+    def initial(self, i: int, j: int, init) -> str:
+        t = self.t
+        if init is not None:
+            v = t.fresh()
+            t.emit(f"{v} = arith.constant dense<{init!r}> : {self.acc_t}")
+            return v
+        zero, v = t.fresh(), t.fresh()
+        t.emit(f"{zero} = arith.constant 0.0 : f32")
+        t.emit(f"{v} = vector.transfer_read {self.c.buffer}[{self.c.index(16 * i, 8 * j)}], {zero} "
+               f"{{in_bounds = [true, true]}} : {self.c.type}, {self.acc_t}")
+        return v
+
+    def step(self, kk: int, current: list) -> None:
+        t, tile = self.t, self.tile
+        col = t.c(16 * kk)
+        a_frags, b_frags = [], []
+        for i in range(tile.wm // 16):
+            row, a = t.apply(f"d0 + {16 * i}", self.warp_m), t.fresh()
+            t.emit(f"{a} = vector.transfer_read %sa[{row}, {col}], %pad {{in_bounds = [true, true]}} "
+                   f": {self.sa_t}, vector<16x16xf16>")
+            a_frags.append(a)
+        for j in range(tile.wn // 8):
+            row, b = t.apply(f"d0 + {8 * j}", self.warp_n), t.fresh()
+            t.emit(f"{b} = vector.transfer_read %sb[{row}, {col}], %pad {{in_bounds = [true, true]}} "
+                   f": {self.sb_t}, vector<8x16xf16>")
+            b_frags.append(b)
+        for i, a in enumerate(a_frags):
+            for j, b in enumerate(b_frags):
+                idx, d = i * len(b_frags) + j, t.fresh()
+                t.emit(f"{d} = vector.contract {{{self._MAPS}}} {a}, {b}, {current[idx]} "
+                       f": vector<16x16xf16>, vector<8x16xf16> into {self.acc_t}")
+                current[idx] = d
+
+    def write(self, i: int, j: int, value: str) -> None:
+        self.t.emit(f"vector.transfer_write {value}, {self.c.buffer}[{self.c.index(16 * i, 8 * j)}] "
+                    f"{{in_bounds = [true, true]}} : {self.acc_t}, {self.c.type}")
+
+
+class _LaneTiles:
+    """AMD: each lane loads its elements of the 16x16 tiles (`MatrixCore` layout) and issues
+    amdgpu.mfma / amdgpu.wmma; C's accumulators are loaded and stored element by element."""
+
+    def __init__(self, t: _Text, tile: MmaTile, core: MatrixCore, low: str, smem_types: tuple, warp: tuple,
+                 c: _CTile):
+        self.t, self.tile, self.core, self.low, self.c = t, tile, core, low, c
+        self.sa_t, self.sb_t = smem_types
+        self.warp_m, self.warp_n = warp
+        self.n_acc = core.accumulators
+        self.acc_t = f"vector<{self.n_acc}xf32>"
+        lanes, kl = core.lanes, core.k_per_lane
+        self.row16 = t.apply("d0 mod 16", "%t")  # A's row, B's column and C's column of this lane
+        self.group = t.apply(f"(d0 mod {lanes}) floordiv 16", "%t")  # which 16 lanes of the warp
+        self.k_lane = t.apply(f"(d0 mod {16 // kl}) * {kl}", self.group)  # its first K element
+
+    def _c_elements(self, i: int, j: int):
+        """(accumulator e, C's indices) of this lane in tile (i, j)."""
+        r0, r1 = self.core.acc_rows
+        for e in range(self.n_acc):
+            row = self.t.apply(f"d0 * {r1} + {16 * i + e * r0}", self.group)
+            col = self.t.apply(f"d0 + {16 * j}", self.row16)
+            yield e, self.c.index(row, col)
+
+    def initial(self, i: int, j: int, init) -> str:
+        t = self.t
+        v = t.fresh()
+        if init is not None:
+            t.emit(f"{v} = arith.constant dense<{init!r}> : {self.acc_t}")
+            return v
+        elements = []
+        for _, index in self._c_elements(i, j):
+            elements.append(t.fresh())
+            t.emit(f"{elements[-1]} = memref.load {self.c.buffer}[{index}] : {self.c.type}")
+        t.emit(f"{v} = vector.from_elements {', '.join(elements)} : {self.acc_t}")
+        return v
+
+    def _fragment(self, smem: str, smem_t: str, row0: str, kk: int) -> str:
+        """This lane's K elements of the tile row (A) or column (B) at `row0` + its row, K step kk."""
+        t, kl = self.t, self.core.k_per_lane
+        row, col = t.apply("d0 + d1", row0, self.row16), t.apply(f"d0 + {16 * kk}", self.k_lane)
+        words = t.fresh()
+        align = min(16, 2 * kl)
+        t.emit(f"{words} = vector.load {smem}[{row}, {col}] {{alignment = {align} : i64}} "
+               f": {smem_t}, vector<{kl}xf16>")
+        if self.low == "f16":
+            return words
+        v = t.fresh()  # bf16 tiles are held as f16-typed words (see module doc)
+        t.emit(f"{v} = arith.bitcast {words} : vector<{kl}xf16> to vector<{kl}xbf16>")
+        return v
+
+    def step(self, kk: int, current: list) -> None:
+        t, tile, core, low, kl = self.t, self.tile, self.core, self.low, self.core.k_per_lane
+        a_frags = [self._fragment("%sa", self.sa_t, t.apply(f"d0 + {16 * i}", self.warp_m), kk)
+                   for i in range(tile.wm // 16)]
+        b_frags = [self._fragment("%sb", self.sb_t, t.apply(f"d0 + {16 * j}", self.warp_n), kk)
+                   for j in range(tile.wn // 16)]
+        operands = f"vector<{kl}x{low}>, vector<{kl}x{low}>, {self.acc_t}"
+        for i, a in enumerate(a_frags):
+            for j, b in enumerate(b_frags):
+                idx, d = i * len(b_frags) + j, t.fresh()
+                if core.name == "mfma":
+                    t.emit(f"{d} = amdgpu.mfma 16x16x16 {a} * {b} + {current[idx]} blgp = none : {operands}")
+                else:
+                    t.emit(f"{d} = amdgpu.wmma 16x16x16 {a} * {b} + {current[idx]} : {operands}")
+                current[idx] = d
+
+    def write(self, i: int, j: int, value: str) -> None:
+        t = self.t
+        for e, index in self._c_elements(i, j):
+            x = t.fresh()
+            t.emit(f"{x} = vector.extract {value}[{e}] : f32 from {self.acc_t}")
+            t.emit(f"memref.store {x}, {self.c.buffer}[{index}] : {self.c.type}")
+
+
+def _warp_offsets(t: _Text, tile: MmaTile):
+    """The first row and column of this thread's warp in the block's tile of C."""
+    warps_n = tile.tn // tile.wn
+    return (t.apply(f"((d0 floordiv {tile.lanes}) floordiv {warps_n}) * {tile.wm}", "%t"),
+            t.apply(f"((d0 floordiv {tile.lanes}) mod {warps_n}) * {tile.wn}", "%t"))
 
 
 def _walk(op, fn) -> None:

@@ -2,9 +2,12 @@
 
 The pinned MLIR/LLVM wheels have no AMDGPU backend, so only the lowering to the rocdl dialect runs in
 process. Each gpu.module's body is translated to LLVM IR text (the wheels' mlir-translate), then
-Debian's LLVM 22 compiles and links it as subprocesses (`apt-get install llvm-22 lld-22`):
+Debian's LLVM 22 optimizes, compiles and links it as subprocesses (`apt-get install llvm-22 lld-22`):
 
-    llc-22 -mtriple=amdgcn-amd-amdhsa -mcpu=<chip> -filetype=obj  ->  ld.lld-22 -shared  ->  hsaco
+    opt-22 -O3  ->  llc-22 -mtriple=amdgcn-amd-amdhsa -mcpu=<chip> -filetype=obj  ->  ld.lld-22 -shared  ->  hsaco
+
+(llc alone runs no middle-end: without opt, private arrays such as a GEMM's prefetch buffer stay in
+scratch memory.)
 
 Both LLVMs are 22.1.x, so the IR text is compatible. ROCm's device libraries (ocml) are not available
 from apt, so math is lowered without them: tanh is expanded to exp, erf to a polynomial
@@ -50,16 +53,18 @@ def llvm22_tool(name: str) -> str:
 
 def make_llvm(module: ir.Module) -> None:
     """Attach the ROCDL target (chip from `kiln.target_chip`) and lower every gpu.module to the LLVM +
-    ROCDL dialects (bare-pointer kernel arguments, math without device libraries)."""
+    ROCDL dialects (bare-pointer kernel arguments, math without device libraries). amdgpu ops
+    (tensor-core kernels: mfma, wmma) are lowered with the gpu ones; vector ops after them, whose
+    conversion maps shared memory (#gpu.address_space<workgroup>) to AMDGPU address space 3."""
     chip = check_chip(gpu.target_chip(module, DEFAULT_CHIP))
     run_passes(module, "gpu.module(math-expand-ops{ops=tanh})", "llvm")
     gpu.expand_erf(module)
     run_passes(
         module,
         f"rocdl-attach-target{{chip={chip} O=3}},"
-        "gpu.module(expand-strided-metadata,lower-affine,convert-scf-to-cf,convert-vector-to-llvm,"
+        "gpu.module(expand-strided-metadata,lower-affine,convert-scf-to-cf,"
         f"convert-gpu-to-rocdl{{chipset={chip} use-bare-ptr-memref-call-conv index-bitwidth=64 runtime=HIP}},"
-        "canonicalize,cse,reconcile-unrealized-casts)",
+        "convert-vector-to-llvm,convert-ub-to-llvm,canonicalize,cse,reconcile-unrealized-casts)",
         "llvm",
     )
 
@@ -121,10 +126,12 @@ def llvm_ir(module: ir.Module) -> dict:
 def hsaco(ir_text: str, chip: str, name: str = "kernel") -> bytes:
     """An AMDGPU code object (ELF shared object) for `chip` from LLVM IR text."""
     with tempfile.TemporaryDirectory(prefix="kiln-hsaco-") as tmp:
-        ll, obj, so = (os.path.join(tmp, n) for n in ("k.ll", "k.o", "k.hsaco"))
+        ll, bc, obj, so = (os.path.join(tmp, n) for n in ("k.ll", "k.bc", "k.o", "k.hsaco"))
         with open(ll, "w") as f:
             f.write(ir_text)
-        _run([llvm22_tool("llc"), "-O3", f"-mtriple={TRIPLE}", f"-mcpu={chip}", "-filetype=obj", ll, "-o", obj], name)
+        target = [f"-mtriple={TRIPLE}", f"-mcpu={chip}"]
+        _run([llvm22_tool("opt"), "-O3", *target, ll, "-o", bc], name)
+        _run([llvm22_tool("llc"), "-O3", *target, "-filetype=obj", bc, "-o", obj], name)
         _run([llvm22_tool("ld.lld"), "-shared", obj, "-o", so], name)
         with open(so, "rb") as f:
             return f.read()
