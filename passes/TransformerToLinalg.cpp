@@ -1222,6 +1222,20 @@ struct SplitHeadsLowering : OpConversionPattern<SplitHeadsOp> {
                                        arith::ConstantIndexOp::create(rewriter, loc, heads))
                     .getResult();
     }
+    if (result.getDimSize(2) == 1) {
+      // One position: [b, 1, h*d] and [b, h, 1, d] hold the same elements in the same order, so the
+      // split is a reshape (a view once bufferized), not a transpose kernel. [b, 1, h*d] -> [b, h*d]
+      // -> [b, h, 1, d].
+      auto flatType = RankedTensorType::get({result.getDimSize(0), tensorType(x).getDimSize(2)},
+                                            result.getElementType());
+      Value flat = tensor::CollapseShapeOp::create(rewriter, loc, flatType, x,
+                                                   SmallVector<ReassociationIndices>{{0}, {1, 2}});
+      rewriter.replaceOpWithNewOp<tensor::ExpandShapeOp>(
+          op, result, flat, SmallVector<ReassociationIndices>{{0}, {1, 2, 3}},
+          SmallVector<OpFoldResult>{sizes[0], rewriter.getIndexAttr(heads), rewriter.getIndexAttr(1),
+                                    headDim});
+      return success();
+    }
     auto expandedType = RankedTensorType::get(
         {result.getDimSize(0), result.getDimSize(2), heads, result.getDimSize(3)},
         result.getElementType());
@@ -1245,6 +1259,17 @@ struct MergeHeadsLowering : OpConversionPattern<MergeHeadsOp> {
     Value x = adaptor.getInput();
     RankedTensorType type = tensorType(x);
     SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(rewriter, loc, x);
+    if (type.getDimSize(2) == 1) {
+      // One position: a reshape, as in SplitHeadsLowering. [b, h, 1, d] -> [b, h*d] -> [b, 1, h*d].
+      RankedTensorType result = op.getType();
+      auto flatType = RankedTensorType::get({result.getDimSize(0), result.getDimSize(2)},
+                                            result.getElementType());
+      Value flat = tensor::CollapseShapeOp::create(rewriter, loc, flatType, x,
+                                                   SmallVector<ReassociationIndices>{{0}, {1, 2, 3}});
+      rewriter.replaceOpWithNewOp<tensor::ExpandShapeOp>(
+          op, result, flat, SmallVector<ReassociationIndices>{{0}, {1, 2}});
+      return success();
+    }
     SmallVector<OpFoldResult> tSizes{sizes[0], sizes[2], sizes[1], sizes[3]};
     Value init = emptyTensor(rewriter, loc, tSizes, type.getElementType());
     Value transposed =

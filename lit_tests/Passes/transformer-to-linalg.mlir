@@ -855,6 +855,34 @@ func.func @split_heads_dynamic(%x: tensor<?x?x?xf32>) -> tensor<?x4x?x?xf32> {
 
 // -----
 
+// One position (a decode step): [b, 1, h*d] and [b, h, 1, d] hold the same elements in the same order,
+// so the split is a reshape (a view once bufferized), not a transpose.
+// CHECK-LABEL: func.func @split_heads_one_position
+// CHECK-SAME: (%[[X:[a-z0-9]+]]: tensor<2x1x576xf32>)
+// CHECK: %[[F:.+]] = tensor.collapse_shape %[[X]] {{\[}}[0], [1, 2]] : tensor<2x1x576xf32> into tensor<2x576xf32>
+// CHECK: %[[E:.+]] = tensor.expand_shape %[[F]] {{\[}}[0], [1, 2, 3]] output_shape [2, 9, 1, 64] : tensor<2x576xf32> into tensor<2x9x1x64xf32>
+// CHECK-NOT: linalg.transpose
+// CHECK: return %[[E]]
+func.func @split_heads_one_position(%x: tensor<2x1x576xf32>) -> tensor<2x9x1x64xf32> {
+  %h = transformer.split_heads %x {num_heads = 9 : i64} : tensor<2x1x576xf32> -> tensor<2x9x1x64xf32>
+  return %h : tensor<2x9x1x64xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func.func @merge_heads_one_position
+// CHECK-SAME: (%[[X:[a-z0-9]+]]: tensor<2x9x1x64xf32>)
+// CHECK: %[[F:.+]] = tensor.collapse_shape %[[X]] {{\[}}[0], [1, 2, 3]] : tensor<2x9x1x64xf32> into tensor<2x576xf32>
+// CHECK: %[[E:.+]] = tensor.expand_shape %[[F]] {{\[}}[0], [1, 2]] output_shape [2, 1, 576] : tensor<2x576xf32> into tensor<2x1x576xf32>
+// CHECK-NOT: linalg.transpose
+// CHECK: return %[[E]]
+func.func @merge_heads_one_position(%x: tensor<2x9x1x64xf32>) -> tensor<2x1x576xf32> {
+  %m = transformer.merge_heads %x : tensor<2x9x1x64xf32> -> tensor<2x1x576xf32>
+  return %m : tensor<2x1x576xf32>
+}
+
+// -----
+
 // CHECK-LABEL: func.func @merge_heads
 // CHECK-SAME: (%[[X:[a-z0-9]+]]: tensor<1x9x7x64xf32>)
 // CHECK: %[[INIT:.+]] = tensor.empty() : tensor<1x7x9x64xf32>
