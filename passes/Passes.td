@@ -82,6 +82,34 @@ def FuseElementwise : Pass<"kiln-fuse-elementwise"> {
   let dependentDialects = ["::mlir::linalg::LinalgDialect"];
 }
 
+def AccumulateResiduals : Pass<"kiln-accumulate-residuals"> {
+  let summary = "Add a residual in a contraction's accumulator, not in a separate op";
+  let description = [{
+    Rewrites `r + C` (an elementwise `linalg.generic` adding two tensors of
+    the same type), where `C` is a contraction whose accumulator starts as a
+    `linalg.fill` of zero and which has no other use, into the contraction
+    accumulating into `r`: one kernel instead of two. `r` must be defined
+    before the contraction. A transformer's residual connections are of this
+    form; GPU targets run the pass, where a decode step's cost is largely its
+    launches.
+
+    The sums are rounded differently where a kernel adds its accumulator's
+    initial value first (`r + p0 + p1 + ...` instead of `r + (p0 + p1 + ...)`);
+    Kiln's GPU matvec kernels add it last, as the separate op did.
+
+    Example:
+
+    ```mlir
+    %zero = linalg.fill ins(%cst : f32) outs(%empty : tensor<1x576xf32>) -> tensor<1x576xf32>
+    %y = linalg.matmul ins(%x, %w : tensor<1x576xf32>, tensor<576x576xf32>) outs(%zero : tensor<1x576xf32>) -> tensor<1x576xf32>
+    %h = linalg.generic {... addf ...} ins(%r, %y : ...) outs(%empty : ...) -> tensor<1x576xf32>
+    // becomes
+    %h = linalg.matmul ins(%x, %w : tensor<1x576xf32>, tensor<576x576xf32>) outs(%r : tensor<1x576xf32>) -> tensor<1x576xf32>
+    ```
+  }];
+  let dependentDialects = ["::mlir::linalg::LinalgDialect"];
+}
+
 def FormDispatches : Pass<"kiln-form-dispatches", "::mlir::ModuleOp"> {
   let summary = "Partition host functions into kernels (IREE-style dispatch regions)";
   let description = [{

@@ -388,28 +388,50 @@ def test_recorded_decode_steps_keep_their_own_positions(rng):
         np.testing.assert_array_equal(bk.to_numpy(), want_k)
 
 
-def test_smollm2_decode_graph_plans_without_dynamic_kernels():
-    """A Llama-family decode graph (kiln.model.model_ir on a tiny config) compiles to cuda with every
-    kernel static and the new KV rows written by one cache-update kernel per cache (K and V of each
-    layer); the kernels read the position from the entry point's scalar buffer, and no launch
-    parameter or copy address depends on it."""
+def _tiny_llama(layers: int):
+    """(config, kiln.model.model_ir text) of a tiny Llama-family model (GQA, tied embeddings)."""
     import json
-    import tempfile
 
     from kiln import model
 
     config = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 64,
               "intermediate_size": 96, "num_attention_heads": 4, "num_key_value_heads": 2,
-              "num_hidden_layers": 2, "vocab_size": 128, "max_position_embeddings": 32,
+              "num_hidden_layers": layers, "vocab_size": 128, "max_position_embeddings": 32,
               "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": True}
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "config.json")
         with open(path, "w") as f:
             json.dump(config, f)
         try:
-            text = model.model_ir(path, max_seq_len=16, prefill_chunk=8)
+            return config, model.model_ir(path, max_seq_len=16, prefill_chunk=8)
         except KilnError as e:
             pytest.skip(f"the model builder does not take this config: {e}")
+
+
+def test_decode_step_launches_per_layer():
+    """What one more decoder layer adds to a cuda decode step: 17 launches, none a transpose (a
+    position's heads are split and merged as views) and no residual addition (done in the o_proj and
+    down_proj accumulators): 2 RMSNorm sums + 2 scalings, 7 linears (q, k, v, o, gate, up, down),
+    2 RoPE, 2 cache updates, attention, and SiLU(gate)·up."""
+    from collections import Counter
+
+    def launches(layers):
+        art = kiln.compile(_tiny_llama(layers)[1], target="cuda")
+        classes = {k["name"]: k["class"] for k in art.manifest["kernels"]}
+        return Counter(classes[c["kernel"]] for c in art.manifest["programs"]["decode"]["commands"]
+                       if c["op"] == "launch")
+
+    per_layer = launches(3) - launches(2)
+    assert per_layer == Counter(contraction=7, elementwise=5, reduction=2, copy=2, attention=1), per_layer
+    assert "transpose" not in launches(2)
+
+
+def test_smollm2_decode_graph_plans_without_dynamic_kernels():
+    """A Llama-family decode graph (kiln.model.model_ir on a tiny config) compiles to cuda with every
+    kernel static and the new KV rows written by one cache-update kernel per cache (K and V of each
+    layer); the kernels read the position from the entry point's scalar buffer, and no launch
+    parameter or copy address depends on it."""
+    config, text = _tiny_llama(layers=2)
     art = kiln.compile(text, target="cuda")
     plans = art.manifest["programs"]
     assert "decode" in plans
@@ -429,24 +451,9 @@ def test_smollm2_decode_graph_plans_without_dynamic_kernels():
 def test_emulated_tiny_llama_decode_matches_cpu(rng):
     """A whole decode step of a tiny Llama-family model (kiln.model.model_ir, random weights): the GPU
     program on the emulation gives the CPU program's logits and KV caches."""
-    import json
-    import tempfile
-
-    from kiln import model
     from kiln.signature import Signature
 
-    config = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 64,
-              "intermediate_size": 96, "num_attention_heads": 4, "num_key_value_heads": 2,
-              "num_hidden_layers": 2, "vocab_size": 128, "max_position_embeddings": 32,
-              "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": True}
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "config.json")
-        with open(path, "w") as f:
-            json.dump(config, f)
-        try:
-            text = model.model_ir(path, max_seq_len=16, prefill_chunk=8)
-        except KilnError as e:
-            pytest.skip(f"the model builder does not take this config: {e}")
+    config, text = _tiny_llama(layers=2)
     art = kiln.compile(text, target="cuda")
     gpu_program = kiln.runtime.load_artifact(art, emulated_device(kiln.compile(text, target="cuda",
                                                                                 compile_to="loops")))
