@@ -110,6 +110,37 @@ def AccumulateResiduals : Pass<"kiln-accumulate-residuals"> {
   let dependentDialects = ["::mlir::linalg::LinalgDialect"];
 }
 
+def FuseIntoMatvecs : Pass<"kiln-fuse-into-matvecs"> {
+  let summary = "Fuse elementwise producers of a matvec's vector into the matvec";
+  let description = [{
+    A matvec here is a static `linalg.generic` with one reduction loop that
+    reads an input once per output column (its indexing map keeps the
+    reduction loop and drops a parallel one) and whose input has at most
+    `max-rows` rows: a decode step's linear `x[b, m, K] · W[N, K]ᵀ`. When that
+    input is computed by an elementwise `linalg.generic` of arith/math ops
+    (RMSNorm's scaling, SiLU(gate)·up), the producer is fused into the matvec,
+    cloned for each matvec that reads it, so the matvec recomputes the vector
+    as it reads it. GPU targets run the pass: a decode step loses a kernel
+    launch per fused producer, for a few operations per element and output
+    row. (kiln-fuse-elementwise never fuses into a contraction: on a CPU the
+    recompute is the cost.)
+
+    Example:
+
+    ```mlir
+    %n = linalg.generic {...parallel...} ins(%x, %g : ...) { mulf } -> tensor<1x1x576xf32>
+    %q = linalg.generic {...reduction...} ins(%n, %wq : ...) outs(%zq : ...) -> tensor<1x1x576xf32>
+    %k = linalg.generic {...reduction...} ins(%n, %wk : ...) outs(%zk : ...) -> tensor<1x1x192xf32>
+    // becomes two matvecs reading %x and %g, each computing x * g as it reads them
+    ```
+  }];
+  let options = [
+    Option<"maxRows", "max-rows", "int64_t", /*default=*/"4",
+           "Fuse only into matvecs whose vector operand has at most this many rows">,
+  ];
+  let dependentDialects = ["::mlir::linalg::LinalgDialect"];
+}
+
 def FormDispatches : Pass<"kiln-form-dispatches", "::mlir::ModuleOp"> {
   let summary = "Partition host functions into kernels (IREE-style dispatch regions)";
   let description = [{

@@ -79,3 +79,39 @@ def test_llama_decode_graph_uses_the_matvec_kernels():
     contractions = [line for line in decode if 'kiln.kernel_class = "contraction"' in line
                     and "kiln.loop_ranges = array<i64: 1, 1, " in line]
     assert contractions and all("kiln.matvec_warps" in line for line in contractions)
+
+
+def _norm_then_mlp(rows, d, f):
+    """h -> RMSNorm -> (q projection, gated MLP + residual), decode-shaped: `rows` rows of h."""
+    h, y = f"tensor<1x{rows}x{d}xf32>", f"tensor<1x{rows}x{f}xf32>"
+    return (f"func.func @f(%h: {h}, %g: tensor<{d}xf32>, %wq: tensor<{f}x{d}xf32>, %wg: tensor<{f}x{d}xf32>, "
+            f"%wu: tensor<{f}x{d}xf32>, %wd: tensor<{d}x{f}xf32>) -> ({y}, {h}) {{\n"
+            f"  %n = transformer.rms_norm %h, %g {{eps = 1.0e-5 : f64}} : ({h}, tensor<{d}xf32>) -> {h}\n"
+            f"  %q = transformer.linear %n, %wq : ({h}, tensor<{f}x{d}xf32>) -> {y}\n"
+            f"  %m = transformer.gated_mlp %n, %wg, %wu, %wd : ({h}, tensor<{f}x{d}xf32>, tensor<{f}x{d}xf32>, "
+            f"tensor<{d}x{f}xf32>) -> {h}\n"
+            f"  %r = arith.addf %h, %m : {h}\n"
+            f"  return %q, %r : {y}, {h}\n}}")
+
+
+@pytest.mark.parametrize("rows,d,f", [(1, 256, 96), (3, 132, 68), (4, 64, 200)])
+def test_fused_matvecs_match_reference(rows, d, f, rng):
+    """RMSNorm's scaling fused into the q and gate/up matvecs, SiLU(gate)·up into the down matvec and
+    the residual into its accumulator (kiln-fuse-into-matvecs, kiln-accumulate-residuals): 5 launches,
+    all but the norm's sum with the matvec schedule, against float64 references."""
+    text = _norm_then_mlp(rows, d, f)
+    device = emulated_device(kiln.compile(text, target="cuda", compile_to="loops"))
+    program = kiln.runtime.load_artifact(kiln.compile(text, target="cuda"), device)
+    h = rng.standard_normal((1, rows, d)).astype(np.float32)
+    g = (1 + 0.1 * rng.standard_normal(d)).astype(np.float32)
+    wq, wg, wu = ((0.1 * rng.standard_normal((f, d))).astype(np.float32) for _ in range(3))
+    wd = (0.1 * rng.standard_normal((d, f))).astype(np.float32)
+    q, r = program.f(h, g, wq, wg, wu, wd)
+    n = ref.rms_norm(h, g, eps=1e-5)
+    np.testing.assert_allclose(q, ref.linear(n, wq), rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(r, h + ref.gated_mlp(n, wg, wu, wd), rtol=2e-5, atol=2e-5)
+    assert len(device.gpu.launches) == 5
+    kernels = [line for line in kiln.compile(text, target="cuda", compile_to="tiled").splitlines()
+               if line.lstrip().startswith("func.func private @")]
+    # all but the norm's sum: q, gate/up (and q when it has their shape), down
+    assert sum("kiln.matvec_warps" in line for line in kernels) == len(kernels) - 1 >= 2

@@ -126,14 +126,18 @@ def make_linalg(module: ir.Module) -> None:
     the decomposed lowering reads only the first offset + q_len keys: a runtime extent, which would
     make the attention kernels' shapes dynamic. With it, the kernels keep the cache's static length
     and future keys are masked by the causal bound (they add exp(-inf) = 0); the softmax·V kernel
-    then stops at the position (`skip_masked_iterations`). Residual additions after a linear are
-    done in the linear's accumulator (kiln-accumulate-residuals): one launch instead of two."""
+    then stops at the position (`skip_masked_iterations`). A decode step's launches are its cost,
+    so residual additions after a linear are done in the linear's accumulator
+    (kiln-accumulate-residuals), and in f32 the elementwise ops that compute a matvec's vector
+    (RMSNorm's scaling, SiLU(gate)·up) are fused into it (kiln-fuse-into-matvecs, see gpu_matvec)."""
     _mask_dynamic_causal_attention(module)
     from .common import make_linalg as shared
 
     shared(module, "transformer-to-linalg{"
            f"flash-kv-tile={cpu.FLASH_KV_TILE} flash-query-rows={cpu.FLASH_QUERY_ROWS}}}")
-    run_passes(module, "func.func(kiln-accumulate-residuals),canonicalize,cse", "linalg")
+    fuse = "" if gpu_mma.module_precision(module) != "f32" else \
+        f",func.func(kiln-fuse-into-matvecs{{max-rows={gpu_matvec.MAX_ROWS}}}),canonicalize,cse"
+    run_passes(module, "func.func(kiln-accumulate-residuals),canonicalize,cse" + fuse, "linalg")
 
 
 def _mask_dynamic_causal_attention(module: ir.Module) -> None:

@@ -11,7 +11,13 @@ cache lines. Here the 32 lanes of a warp share one row n of W instead:
             m vector<4xf32> accumulators (each W load is used m times)
     reduce  each lane sums its vector, then a butterfly of `gpu.shuffle xor` 16, 8, 4, 2, 1 gives
             every lane the row's total (shfl.sync.bfly on NVIDIA, ds_bpermute on AMD; width 32 so
-            64-lane AMD wavefronts reduce as two halves); lane 0 adds the fill value and stores.
+            64-lane AMD wavefronts reduce as two halves); lane 0 adds the fill value (or what the
+            output holds: a residual, see kiln-accumulate-residuals) and stores.
+
+The product need not be x·w: kiln-fuse-into-matvecs fuses the elementwise op that computes x into
+the matvec (RMSNorm's scaling, SiLU(gate)·up), so the body computes x from several operands. Its
+operations are written on the lanes' 4-element vectors, except those that do not depend on k (an
+RMSNorm's rsqrt of the row's mean square), computed once per row before the K loop.
 
 The kernel is marked at the `tiled` stage (`mark`: not tiled there) and written on buffers at the
 `loops` stage (`build_kernels`), before the foralls are mapped to blocks and threads.
@@ -28,17 +34,21 @@ from .written_kernels import WARP, constant_lines, f32_literal, kernel_argument,
 MAX_ROWS = 4  # rows of x (decode steps, small batches); more rows keep the register-tiled GEMM schedule
 MATVEC_ATTR = "kiln.matvec_warps"  # warps (rows of W) per block of a kernel with this schedule
 VECTOR = 4  # f32 per 16-byte load
-_BODY = ["arith.addf", "arith.mulf", "linalg.yield"]
 _FUNC = {"arith.constant", "func.return", "linalg.fill", "linalg.generic"}
 
 
 def warps_per_block(kernel: schedules.Kernel, func, precision: str) -> int:
-    """Rows of W per block when `kernel` gets this schedule, else 0: an f32 matvec (`is_matvec`) that
-    is x·Wᵀ added to its output (zero-filled in the kernel or before it) and nothing else, at most
-    MAX_ROWS rows of x, K a multiple of 4, at most two batch dims wider than 1."""
-    if precision != "f32" or not schedules.is_matvec(kernel):
+    """Rows of W per block when `kernel` gets this schedule, else 0. The kernel: loops [b.., m, n, k]
+    (k the one reduction loop), static, at most two batch dims wider than 1, m <= MAX_ROWS rows of x,
+    K a multiple of 4; a root adding to its f32 output [b.., m, n] (zero-filled in the kernel or
+    before it) the sum over k of a product of f32 operands (`_product`): a weight W[n, k] and
+    operands indexed by some of b.., m and k (k innermost). Plain x·Wᵀ is a "contraction" kernel; a
+    matvec with a fused producer is a "reduction" one."""
+    if precision != "f32" or kernel.kernel_class not in ("contraction", "reduction"):
         return 0
-    ranges = kernel.loop_ranges
+    ranges, kinds = kernel.loop_ranges, kernel.iterator_types
+    if len(ranges) < 3 or kinds != "p" * (len(ranges) - 1) + "r" or any(r <= 0 for r in ranges):
+        return 0
     nb = len(ranges) - 3
     m, n, k = ranges[nb:]
     if m > MAX_ROWS or k % VECTOR or sum(1 for r in ranges[:nb] if r > 1) > 2:
@@ -48,11 +58,34 @@ def warps_per_block(kernel: schedules.Kernel, func, precision: str) -> int:
     if set(names) - _FUNC or names.count("linalg.generic") != 1 or names.count("linalg.fill") > 1:
         return 0
     root = next(o for o in ops if "kiln.root" in o.attributes)
-    if sorted(o.operation.name for o in root.regions[0].blocks[0].operations) != _BODY:
+    maps = [_dims(m) for m in ir.ArrayAttr(root.attributes["indexing_maps"])]
+    if any(d is None for d in maps) or maps[-1] != list(range(nb)) + [nb, nb + 1] or _product(root) is None:
         return 0
-    if any(_dims(m) is None for m in ir.ArrayAttr(root.attributes["indexing_maps"])):
-        return 0
+    if [d for d in maps[:-1] if nb + 1 in d] != [[nb + 1, nb + 2]]:
+        return 0  # not exactly one W[n, k]
+    if any(nb + 2 in d and d[-1] != nb + 2 for d in maps[:-1]):
+        return 0  # read along k, but not contiguously
     return next(w for w in (4, 2, 1) if n % w == 0)
+
+
+def _product(root):
+    """The value the body adds to the output (`out + p` or `p + out`, `out` used nowhere else) when
+    every other op is f32 arith/math with one result and no regions; else None."""
+    body = root.regions[0].blocks[0]
+    ops = list(body.operations)
+    out = body.arguments[len(body.arguments) - 1]
+    if len(ops) < 2 or ops[-2].name != "arith.addf" or ops[-1].operands[0] != ops[-2].result:
+        return None
+    operands = list(ops[-2].operands)
+    if operands.count(out) != 1:
+        return None
+    for op in ops[:-2]:
+        if (op.name.split(".")[0] not in ("arith", "math") or len(op.results) != 1 or len(op.regions)
+                or out in list(op.operands) or "index" in str(op.result.type)):
+            return None
+    if any(str(a.type) != "f32" for a in body.arguments):
+        return None
+    return operands[1] if operands[0] == out else operands[0]
 
 
 def mark(kernel: schedules.Kernel, func, precision: str) -> bool:
@@ -103,13 +136,14 @@ def _kernel_text(func, name: str, warps: int) -> str:
     root = next(o for o in ops if "kiln.root" in o.attributes)
     fill = next((o for o in ops if o.operation.name == "linalg.fill"), None)
     what = f"kernel {name} has the matvec schedule but an operand of its linear"
-    x_arg, w_arg, out_arg = (kernel_argument(v, block, what) for v in root.operands[:3])
+    args = [kernel_argument(v, block, what) for v in root.operands]
+    out_arg = args[-1]
     if fill is not None and kernel_argument(fill.operands[1], block, what) != out_arg:
         raise KilnError(f"stage 'loops': kernel {name}: the fill does not initialize the linear's output")
     # The sum is added to the fill value, or to what the output holds (filled by an earlier kernel).
     init = None if fill is None else ir.FloatAttr(fill.operands[0].owner.attributes["value"]).value
     types = [str(a.type) for a in block.arguments]
-    x_dims, w_dims, out_dims = (_dims(m) for m in ir.ArrayAttr(root.attributes["indexing_maps"]))
+    maps = [_dims(m) for m in ir.ArrayAttr(root.attributes["indexing_maps"])]
     ranges = list(ir.DenseI64ArrayAttr(func.attributes["kiln.loop_ranges"]))
     nb = len(ranges) - 3
     m, n, k = ranges[nb:]
@@ -129,27 +163,72 @@ def _kernel_text(func, name: str, warps: int) -> str:
         return ", ".join(value[d] if d != nb else c(row) for d in dims)
 
     vec = f"vector<{VECTOR}xf32>"
-    align_x, align_w = _alignment(block.arguments[x_arg].type), _alignment(block.arguments[w_arg].type)
+    body = root.regions[0].blocks[0]
+    product = _product(root)
+    inputs = list(body.arguments)[:-1]
+    along_k = [nb + 2 in maps[j] for j in range(len(inputs))]
+    header, before, inside = [], [], []  # function constants; per row before the K loop; in it
+    rows_before = [dict() for _ in range(m)]  # body value -> (SSA name, vector?) for each row
+    for i in range(m):
+        for j, arg in enumerate(inputs):
+            if not along_k[j]:  # one scalar per row (an RMSNorm's mean square)
+                before.append(f"    %s{i}_{j} = memref.load %arg{args[j]}[{index(maps[j], i)}] : {types[args[j]]}")
+                rows_before[i][arg] = (f"%s{i}_{j}", False)
+    loaded = set()
+    rows = [dict(r) for r in rows_before]
+    for i in range(m):
+        for j, arg in enumerate(inputs):
+            if along_k[j]:
+                ssa = f"%v{i}_{j}" if nb in maps[j] else f"%v_{j}"  # per row, or shared by the rows
+                if ssa not in loaded:
+                    loaded.add(ssa)
+                    align = _alignment(block.arguments[args[j]].type)
+                    inside.append(f"      {ssa} = vector.load %arg{args[j]}[{index(maps[j], i)}] "
+                                  f"{{alignment = {align} : i64}} : {types[args[j]]}, {vec}")
+                rows[i][arg] = (ssa, True)
+    body_ops = list(body.operations)[:-2]
+    for i in range(m):
+        for o, op in enumerate(body_ops):
+            for v in op.operands:
+                if v not in rows[i] and not isinstance(v.owner, ir.Block) and v.owner.name == "arith.constant":
+                    header.append(f"%bc{len(header)} = {str(v.owner).split(' = ', 1)[1]}")
+                    for r in rows:
+                        r[v] = (f"%bc{len(header) - 1}", False)
+            if op == product.owner and op.name == "arith.mulf":
+                break  # the last multiplication becomes the accumulating FMA
+            vector_op = any(rows[i][v][1] for v in op.operands)
+            lines = inside if vector_op else before
+            operands = []
+            for v in op.operands:
+                ssa, is_vec = rows[i][v]
+                if vector_op and not is_vec:  # an invariant scalar used on vectors
+                    b = f"%bcast{i}_{o}_{len(operands)}"
+                    before.append(f"    {b} = vector.broadcast {ssa} : {v.type} to vector<{VECTOR}x{v.type}>")
+                    ssa = b
+                operands.append(ssa)
+            res = f"%e{i}_{o}"
+            lines.append(("      " if vector_op else "    ") + _generic_text(op, res, operands, vector_op))
+            rows[i][op.result] = (res, vector_op)
     accs = [f"%a{i}" for i in range(m)]
+    for i, a in enumerate(accs):
+        if product.owner.name == "arith.mulf" and product.owner in body_ops:
+            x, w = (rows[i][v][0] for v in product.owner.operands)
+            inside.append(f"      %s{i} = vector.fma {x}, {w}, {a} : {vec}")
+        else:
+            inside.append(f"      %s{i} = arith.addf {a}, {rows[i][product][0]} : {vec}")
     lines = [
         f"scf.forall ({', '.join(gids)}) in ({', '.join(map(str, grid))}) {{",
         f"  scf.forall (%t) in ({WARP * warps}) {{",
         f"    %lane = affine.apply affine_map<(d0) -> (d0 mod {WARP})>(%t)",
         f"    %n = affine.apply affine_map<(d0, d1) -> (d0 * {warps} + d1 floordiv {WARP})>({gids[-1]}, %t)",
         f"    %k0 = affine.apply affine_map<(d0) -> (d0 * {VECTOR})>(%lane)",
+        *before,
         f"    %acc:{m} = scf.for %kk = %k0 to {c(k)} step {c(WARP * VECTOR)} iter_args("
         + ", ".join(f"{a} = %zero" for a in accs) + f") -> ({', '.join([vec] * m)}) {{",
-        f"      %w = vector.load %arg{w_arg}[{index(w_dims)}] {{alignment = {align_w} : i64}} "
-        f": {types[w_arg]}, {vec}",
+        *inside,
+        f"      scf.yield {', '.join(f'%s{i}' for i in range(m))} : {', '.join([vec] * m)}",
+        "    }",
     ]
-    for i, a in enumerate(accs):
-        lines += [
-            f"      %x{i} = vector.load %arg{x_arg}[{index(x_dims, i)}] {{alignment = {align_x} : i64}} "
-            f": {types[x_arg]}, {vec}",
-            f"      %s{i} = vector.fma %x{i}, %w, {a} : {vec}",
-        ]
-    lines.append(f"      scf.yield {', '.join(f'%s{i}' for i in range(m))} : {', '.join([vec] * m)}")
-    lines.append("    }")
     totals = []
     for i in range(m):
         total = f"%r{i}_0"
@@ -164,7 +243,7 @@ def _kernel_text(func, name: str, warps: int) -> str:
     lines.append(f"    %first = arith.cmpi eq, %lane, {c(0)} : index")
     lines.append("    scf.if %first {")
     for i, total in enumerate(totals):
-        out = f"%arg{out_arg}[{index(out_dims, i)}] : {types[out_arg]}"
+        out = f"%arg{out_arg}[{index(maps[-1], i)}] : {types[out_arg]}"
         start = "%init"
         if init is None:
             start = f"%init{i}"
@@ -176,9 +255,23 @@ def _kernel_text(func, name: str, warps: int) -> str:
         f"}} {{mapping = [{', '.join(f'#gpu.block<{a}>' for a in reversed('xyz'[:len(grid)]))}]}}",
         "return",
     ]
-    header = constant_lines(constants, (16, 8, 4, 2, 1))
+    header = constant_lines(constants, (16, 8, 4, 2, 1)) + header
     header.append(f"%zero = arith.constant dense<0.0> : {vec}")
     if init is not None:
         header.append(f"%init = arith.constant {f32_literal(init)} : f32")
-    args = ", ".join(f"%arg{i}: {t}" for i, t in enumerate(types))
-    return "\n".join([f"func.func private @{name}({args}) {{", *header, *lines, "}"])
+    arg_list = ", ".join(f"%arg{i}: {t}" for i, t in enumerate(types))
+    return "\n".join([f"func.func private @{name}({arg_list}) {{", *header, *lines, "}"])
+
+
+def _generic_text(op, result: str, operands: list, vector: bool) -> str:
+    """`op` (one scalar result) in MLIR's generic form on `operands`, on VECTOR-wide vectors of its
+    operand and result types when `vector`."""
+    asm = op.get_asm(print_generic_op_form=True).strip()
+    name_and_operands, _ = asm.split(" = ", 1)[1].rsplit(" : ", 1)
+    attributes = name_and_operands.split(")", 1)[1]
+
+    def typed(t):
+        return f"vector<{VECTOR}x{t}>" if vector else str(t)
+
+    in_types = ", ".join(typed(v.type) for v in op.operands)
+    return f'{result} = "{op.name}"({", ".join(operands)}){attributes} : ({in_types}) -> {typed(op.result.type)}'
