@@ -23,14 +23,14 @@
 // TILED-NOT:     kiln.matvec_warps
 // TILED:         scf.forall
 
-// LOOPS-LABEL: gpu.func @decode_dispatch_0_contraction_kernel(%arg0: memref<64x256xf32>, %arg1: memref<1x1x256xf32>, %arg2: memref<1x1x64xf32>)
+// LOOPS-LABEL: gpu.func @decode_dispatch_0_contraction_kernel(%arg0: memref<1x1x256xf32>, %arg1: memref<64x256xf32>, %arg2: memref<1x1x64xf32>)
 // LOOPS-SAME:    known_block_size = array<i32: 128, 1, 1>, known_grid_size = array<i32: 16, 1, 1>
 // LOOPS:         %[[TID:.*]] = gpu.thread_id x
 // LOOPS:         %[[LANE:.*]] = affine.apply #{{.*}}()[%[[TID]]]
 // LOOPS:         %[[K0:.*]] = affine.apply #{{.*}}()[%[[TID]]]
 // LOOPS:         %[[ACC:.*]] = scf.for %[[K:.*]] = %[[K0]] to %c256 step %c128 iter_args
-// LOOPS:           vector.load %arg0[%{{.*}}, %[[K]]] {alignment = 16 : i64} : memref<64x256xf32>, vector<4xf32>
-// LOOPS:           vector.load %arg1[%c0, %c0, %[[K]]] {alignment = 16 : i64} : memref<1x1x256xf32>, vector<4xf32>
+// LOOPS:           vector.load %arg0[%c0, %c0, %[[K]]] {alignment = 16 : i64} : memref<1x1x256xf32>, vector<4xf32>
+// LOOPS:           vector.load %arg1[%{{.*}}, %[[K]]] {alignment = 16 : i64} : memref<64x256xf32>, vector<4xf32>
 // LOOPS:           vector.fma
 // LOOPS:         %[[SUM:.*]] = vector.reduction <add>, %[[ACC]] : vector<4xf32> into f32
 // LOOPS:         gpu.shuffle xor %[[SUM]], %c16_i32, %c32_i32 : f32
