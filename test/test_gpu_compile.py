@@ -132,6 +132,26 @@ def test_rocm_math_expansion_numerics(rng):
     np.testing.assert_allclose(y, ref.gelu(x), rtol=1e-5, atol=5e-7)
 
 
+def test_rocm_math_expansion_in_a_fused_matvec(rng):
+    """gelu fused into a decode matvec (kiln-fuse-into-matvecs) runs on the lanes' vectors: the rocm
+    target's erf polynomial on vector<4xf32>, emulated against float64."""
+    text = ("func.func @f(%x: tensor<1x1x256xf32>, %w: tensor<64x256xf32>) -> tensor<1x1x64xf32> {\n"
+            "  %g = transformer.gelu %x : tensor<1x1x256xf32>\n"
+            "  %y = transformer.linear %g, %w : (tensor<1x1x256xf32>, tensor<64x256xf32>) -> tensor<1x1x64xf32>\n"
+            "  return %y : tensor<1x1x64xf32>\n}")
+    loops = kiln.compile(text, target="rocm", compile_to="loops")
+    assert "math.erf %" in loops and ": vector<4xf32>" in loops.split("math.erf", 1)[1].split("\n")[0]
+    with ir.Context():
+        module = ir.Module.parse(loops)
+        gpu_pipeline.expand_erf(module)
+        expanded = str(module)
+    assert "math.erf" not in expanded
+    program = kiln.runtime.load_artifact(kiln.compile(text, target="cuda"), emulated_device(expanded))
+    x, w = _f32(rng, 1, 1, 256, scale=3.0), _f32(rng, 64, 256, scale=0.1)
+    (y,) = program.f(x, w)
+    np.testing.assert_allclose(y, ref.linear(ref.gelu(x), w), rtol=1e-5, atol=1e-5)
+
+
 def test_cuda_math_comes_from_libdevice():
     """On cuda, math ops become libdevice calls that are linked into the PTX (none left external)."""
     llvm = kiln.compile(CASES["gelu"][1], target="cuda", compile_to="llvm")

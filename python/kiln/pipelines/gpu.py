@@ -461,7 +461,8 @@ _ERF_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
 
 
 def expand_erf(module: ir.Module) -> None:
-    """Rewrites math.erf in the kernels into arith + math.exp (targets without a device erf)."""
+    """Rewrites math.erf in the kernels (on scalars or vectors) into arith + math.exp (targets
+    without a device erf)."""
     from mlir.dialects import arith, math as math_d
 
     erfs = []
@@ -473,6 +474,9 @@ def expand_erf(module: ir.Module) -> None:
         t_ = x.type
         with ir.InsertionPoint(op), op.location:
             def c(v):
+                if isinstance(t_, ir.VectorType):  # a fused matvec's body works on vectors
+                    elt = ir.VectorType(t_).element_type
+                    return arith.constant(t_, ir.DenseElementsAttr.get_splat(t_, ir.FloatAttr.get(elt, v)))
                 return arith.constant(t_, v)
 
             a = math_d.absf(x)
