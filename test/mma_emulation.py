@@ -104,15 +104,21 @@ def _lanes(lanes: int, per_lane: int):
     return np.meshgrid(np.arange(lanes), np.arange(per_lane), indexing="ij")
 
 
-def _mfma_16x16x16(a, b, c):
-    """v_mfma_f32_16x16x16_{bf16,f16}, 64 lanes: lane l holds A[l % 16, 4 (l // 16) + i],
-    B[4 (l // 16) + i, l % 16] and C[4 (l // 16) + i, l % 16], i < 4."""
-    l, i = _lanes(64, 4)
-    A, B, C = np.zeros((16, 16)), np.zeros((16, 16)), np.zeros((16, 16))
-    A[l % 16, 4 * (l // 16) + i] = a[:, :4]
-    B[4 * (l // 16) + i, l % 16] = b[:, :4]
-    C[4 * (l // 16) + i, l % 16] = c[:, :4]
-    return (A @ B + C)[4 * (l // 16) + i, l % 16]
+def _k_split(lanes: int, per_lane: int):
+    """The 16x16x16 instruction whose lane l holds A[l % 16, per_lane (l // 16) + i],
+    B[per_lane (l // 16) + i, l % 16] and C[per_lane (l // 16) + i, l % 16], i < per_lane:
+    CDNA's v_mfma_f32_16x16x16_{bf16,f16} (64 lanes, 4 each) and RDNA4's v_wmma_f32_16x16x16_{bf16,f16}
+    (32 lanes, 8 each)."""
+
+    def instruction(a, b, c):
+        l, i = _lanes(lanes, per_lane)
+        A, B, C = np.zeros((16, 16)), np.zeros((16, 16)), np.zeros((16, 16))
+        A[l % 16, per_lane * (l // 16) + i] = a[:, :per_lane]
+        B[per_lane * (l // 16) + i, l % 16] = b[:, :per_lane]
+        C[per_lane * (l // 16) + i, l % 16] = c[:, :per_lane]
+        return (A @ B + C)[per_lane * (l // 16) + i, l % 16]
+
+    return instruction
 
 
 def _wmma_rdna3(a, b, c):
@@ -127,20 +133,10 @@ def _wmma_rdna3(a, b, c):
     return D[2 * i + l // 16, l % 16]
 
 
-def _wmma_rdna4(a, b, c):
-    """v_wmma_f32_16x16x16_{bf16,f16} on gfx12, 32 lanes: lane l holds A[l % 16, 8 (l // 16) + i],
-    B[8 (l // 16) + i, l % 16] and C[8 (l // 16) + i, l % 16], i < 8."""
-    l, i = _lanes(32, 8)
-    A, B, C = np.zeros((16, 16)), np.zeros((16, 16)), np.zeros((16, 16))
-    A[l % 16, 8 * (l // 16) + i] = a[:, :8]
-    B[8 * (l // 16) + i, l % 16] = b[:, :8]
-    C[8 * (l // 16) + i, l % 16] = c[:, :8]
-    return (A @ B + C)[8 * (l // 16) + i, l % 16]
-
-
 # chip -> (lanes per wavefront, the instruction on one wavefront's operand tables)
-LAYOUTS = {"gfx90a": (64, _mfma_16x16x16), "gfx942": (64, _mfma_16x16x16), "gfx950": (64, _mfma_16x16x16),
-           "gfx1100": (32, _wmma_rdna3), "gfx1151": (32, _wmma_rdna3), "gfx1201": (32, _wmma_rdna4)}
+_MFMA, _WMMA_RDNA4 = _k_split(64, 4), _k_split(32, 8)
+LAYOUTS = {"gfx90a": (64, _MFMA), "gfx942": (64, _MFMA), "gfx950": (64, _MFMA),
+           "gfx1100": (32, _wmma_rdna3), "gfx1151": (32, _wmma_rdna3), "gfx1201": (32, _WMMA_RDNA4)}
 
 
 class TensorCoreKernel:
