@@ -56,18 +56,15 @@ bool readsAsMatvecVector(linalg::GenericOp consumer, OpOperand &operand, int64_t
   if (!map.isProjectedPermutation() || !column || map.isFunctionOfDim(column.getPosition()))
     return false;
   SmallVector<utils::IteratorType> kinds = consumer.getIteratorTypesArray();
-  bool readsReduction = false, dropsParallel = false;
+  bool readsReduction = false;
   int64_t rows = 1;
   for (unsigned d = 0; d < ranges.size(); ++d) {
-    bool read = map.isFunctionOfDim(d);
     if (kinds[d] == utils::IteratorType::reduction)
-      readsReduction = read;
-    else if (!read)
-      dropsParallel = true;
-    else
+      readsReduction = map.isFunctionOfDim(d);
+    else if (map.isFunctionOfDim(d))
       rows *= ranges[d];
   }
-  return readsReduction && dropsParallel && rows <= maxRows;
+  return readsReduction && rows <= maxRows;
 }
 
 struct FuseProducerIntoMatvec : OpRewritePattern<linalg::GenericOp> {
