@@ -85,7 +85,8 @@ def _product(root):
             return None
     if any(str(a.type) != "f32" for a in body.arguments):
         return None
-    return operands[1] if operands[0] == out else operands[0]
+    product = operands[1] if operands[0] == out else operands[0]
+    return None if isinstance(product.owner, ir.Block) else product
 
 
 def mark(kernel: schedules.Kernel, func, precision: str) -> bool:
@@ -166,56 +167,55 @@ def _kernel_text(func, name: str, warps: int) -> str:
     body = root.regions[0].blocks[0]
     product = _product(root)
     inputs = list(body.arguments)[:-1]
-    along_k = [nb + 2 in maps[j] for j in range(len(inputs))]
     header, before, inside = [], [], []  # function constants; per row before the K loop; in it
-    rows_before = [dict() for _ in range(m)]  # body value -> (SSA name, vector?) for each row
+    rows = [dict() for _ in range(m)]  # body value -> (SSA name, vector?), for each row of x
     for i in range(m):
         for j, arg in enumerate(inputs):
-            if not along_k[j]:  # one scalar per row (an RMSNorm's mean square)
+            if nb + 2 not in maps[j]:  # one scalar per row (an RMSNorm's mean square)
                 before.append(f"    %s{i}_{j} = memref.load %arg{args[j]}[{index(maps[j], i)}] : {types[args[j]]}")
-                rows_before[i][arg] = (f"%s{i}_{j}", False)
-    loaded = set()
-    rows = [dict(r) for r in rows_before]
-    for i in range(m):
-        for j, arg in enumerate(inputs):
-            if along_k[j]:
-                ssa = f"%v{i}_{j}" if nb in maps[j] else f"%v_{j}"  # per row, or shared by the rows
-                if ssa not in loaded:
-                    loaded.add(ssa)
-                    align = _alignment(block.arguments[args[j]].type)
-                    inside.append(f"      {ssa} = vector.load %arg{args[j]}[{index(maps[j], i)}] "
-                                  f"{{alignment = {align} : i64}} : {types[args[j]]}, {vec}")
-                rows[i][arg] = (ssa, True)
+                rows[i][arg] = (f"%s{i}_{j}", False)
+                continue
+            ssa = f"%v{i}_{j}" if nb in maps[j] else f"%v_{j}"  # per row, or shared by the rows
+            if i == 0 or nb in maps[j]:
+                align = _alignment(block.arguments[args[j]].type)
+                inside.append(f"      {ssa} = vector.load %arg{args[j]}[{index(maps[j], i)}] "
+                              f"{{alignment = {align} : i64}} : {types[args[j]]}, {vec}")
+            rows[i][arg] = (ssa, True)
+
+    def vector_operand(i, v, tag):
+        """Row i's value of `v` as a vector: a row-invariant scalar is broadcast before the loop."""
+        ssa, is_vec = rows[i][v]
+        if not is_vec:
+            ssa = f"%bcast{i}_{tag}"
+            before.append(f"    {ssa} = vector.broadcast {rows[i][v][0]} : {v.type} to vector<{VECTOR}x{v.type}>")
+        return ssa
+
+    fma = product.owner.name == "arith.mulf"  # the last multiplication becomes the accumulating FMA
     body_ops = list(body.operations)[:-2]
-    for i in range(m):
-        for o, op in enumerate(body_ops):
-            for v in op.operands:
-                if v not in rows[i] and not isinstance(v.owner, ir.Block) and v.owner.name == "arith.constant":
-                    header.append(f"%bc{len(header)} = {str(v.owner).split(' = ', 1)[1]}")
-                    for r in rows:
-                        r[v] = (f"%bc{len(header) - 1}", False)
-            if op == product.owner and op.name == "arith.mulf":
-                break  # the last multiplication becomes the accumulating FMA
-            vector_op = any(rows[i][v][1] for v in op.operands)
-            lines = inside if vector_op else before
-            operands = []
-            for v in op.operands:
-                ssa, is_vec = rows[i][v]
-                if vector_op and not is_vec:  # an invariant scalar used on vectors
-                    b = f"%bcast{i}_{o}_{len(operands)}"
-                    before.append(f"    {b} = vector.broadcast {ssa} : {v.type} to vector<{VECTOR}x{v.type}>")
-                    ssa = b
-                operands.append(ssa)
+    for o, op in enumerate(body_ops):
+        for v in op.operands:  # constants the body uses from outside
+            if v not in rows[0] and not isinstance(v.owner, ir.Block) and v.owner.name == "arith.constant":
+                header.append(f"%bc{len(header)} = {str(v.owner).split(' = ', 1)[1]}")
+                for r in rows:
+                    r[v] = (f"%bc{len(header) - 1}", False)
+        if fma and op == product.owner:
+            break
+        for i in range(m):
             res = f"%e{i}_{o}"
-            lines.append(("      " if vector_op else "    ") + _generic_text(op, res, operands, vector_op))
-            rows[i][op.result] = (res, vector_op)
+            if any(rows[i][v][1] for v in op.operands):  # on the lanes' vectors, in the K loop
+                operands = [vector_operand(i, v, f"{o}_{p}") for p, v in enumerate(op.operands)]
+                inside.append("      " + _generic_text(op, res, operands, True))
+                rows[i][op.result] = (res, True)
+            else:  # row-invariant: once per row, before the loop
+                before.append("    " + _generic_text(op, res, [rows[i][v][0] for v in op.operands], False))
+                rows[i][op.result] = (res, False)
     accs = [f"%a{i}" for i in range(m)]
     for i, a in enumerate(accs):
-        if product.owner.name == "arith.mulf" and product.owner in body_ops:
-            x, w = (rows[i][v][0] for v in product.owner.operands)
+        if fma:
+            x, w = (vector_operand(i, v, f"p{p}") for p, v in enumerate(product.owner.operands))
             inside.append(f"      %s{i} = vector.fma {x}, {w}, {a} : {vec}")
         else:
-            inside.append(f"      %s{i} = arith.addf {a}, {rows[i][product][0]} : {vec}")
+            inside.append(f"      %s{i} = arith.addf {a}, {vector_operand(i, product, 'p')} : {vec}")
     lines = [
         f"scf.forall ({', '.join(gids)}) in ({', '.join(map(str, grid))}) {{",
         f"  scf.forall (%t) in ({WARP * warps}) {{",
