@@ -650,22 +650,28 @@ def test_tensor_core_kernels_emulated_at_warp_level(case, precision, rng, monkey
     _check_tensor_core_gemm(case, loops, TensorCoreKernel(loops, precision), precision, rng)
 
 
-def _check_tensor_core_gemm(case, loops: str, kernel, precision: str, rng) -> None:
-    """Runs the GEMMS[case] program's one kernel (`loops`: its stage text) on fresh inputs against the
-    float64 product of the rounded inputs."""
-    _, make_inputs, reference = GEMMS[case]
-    inputs = make_inputs(rng)
-    expected = reference(*inputs, precision)
-    out = np.full(expected.shape, np.nan, np.float32)
-    host = inputs + [out]
-    # the host copies (C's initial value into the out-param), then calls the dispatch function, which
-    # launches the kernel: map both argument lists
+def _run_gemm_kernel(loops: str, kernel, inputs: list, shape) -> np.ndarray:
+    """C (f32, of `shape`) of a one-GEMM program (`loops`: its stage text) on `inputs`, its kernel
+    run as `kernel`: the host copies (C's initial value into the out-param), then calls the dispatch
+    function, which launches the kernel; both argument lists are mapped."""
+    out = np.full(shape, np.nan, np.float32)
+    host = list(inputs) + [out]
     for src, dst in re.findall(r"memref\.copy %arg(\d+), %arg(\d+)", loops):
         host[int(dst)][...] = host[int(src)]
     call = re.search(r"call @\w+_dispatch_0_contraction\(([^)]*)\)", loops).group(1)
     launch = re.search(r"gpu\.launch_func .* args\((.*)\)", loops).group(1)
     dispatch_args = [host[int(a)] for a in re.findall(r"%arg(\d+)", call)]
     kernel(*[dispatch_args[int(a)] for a in re.findall(r"%arg(\d+) :", launch)])
+    return out
+
+
+def _check_tensor_core_gemm(case, loops: str, kernel, precision: str, rng) -> None:
+    """Runs the GEMMS[case] program's one kernel (`loops`: its stage text) on fresh inputs against the
+    float64 product of the rounded inputs."""
+    _, make_inputs, reference = GEMMS[case]
+    inputs = make_inputs(rng)
+    expected = reference(*inputs, precision)
+    out = _run_gemm_kernel(loops, kernel, inputs, expected.shape)
     np.testing.assert_allclose(out, expected, **_gemm_tolerance(expected, inputs[0].shape[-1]))
     exact = reference(*[x.astype(np.float64) for x in inputs], "f64")
     assert np.abs(expected - exact).max() > 1e-4, "the operands were not rounded"
@@ -747,6 +753,93 @@ def test_sequential_emulation_refuses_tensor_core_kernels():
     assert "nvvm.mma.sync" in loops and "#gpu.address_space<workgroup>" in loops
     with pytest.raises(KilnError, match="kernel f_dispatch_0_contraction_kernel"):
         emulated_device(loops)
+
+
+def _low_gemm(low: str, lhs, rhs, out, maps, residual=False):
+    """C (f32) = A·B on bf16/f16 tensors A and B, extended to f32 in the body: the kernel a bf16/f16
+    transformer.matmul or linear becomes (its f32 result is then rounded by a second kernel).
+    `residual`: C starts as an argument instead of zeros."""
+    a, b, c = _t(lhs, low), _t(rhs, low), _t(out)
+    its = ", ".join(['"parallel"'] * (len(out)) + ['"reduction"'])
+    init = "%r" if residual else "%c0"
+    return (f"func.func @f(%a: {a}, %b: {b}{f', %r: {c}' if residual else ''}) -> {c} {{\n"
+            + ("" if residual else f"  %z = arith.constant 0.0 : f32\n  %e = tensor.empty() : {c}\n"
+                                   f"  %c0 = linalg.fill ins(%z : f32) outs(%e : {c}) -> {c}\n")
+            + f"  %y = linalg.generic {{indexing_maps = [{', '.join(f'affine_map<{m}>' for m in maps)}], "
+            f"iterator_types = [{its}]}} ins(%a, %b : {a}, {b}) outs({init} : {c}) {{\n"
+            f"  ^bb0(%x: {low}, %w: {low}, %acc: f32):\n"
+            f"    %xf = arith.extf %x : {low} to f32\n    %wf = arith.extf %w : {low} to f32\n"
+            "    %p = arith.mulf %xf, %wf : f32\n    %s = arith.addf %acc, %p : f32\n    linalg.yield %s : f32\n"
+            f"  }} -> {c}\n  return %y : {c}\n}}")
+
+
+def _low(rng, low, *shape, scale=1.0):
+    """Random bf16/f16 values (ml_dtypes / numpy arrays)."""
+    from kiln.signature import numpy_dtype
+
+    return (rng.standard_normal(shape) * scale).astype(numpy_dtype(low))
+
+
+_MNK = "(d0, d1, d2) -> (d0, d2)", "(d0, d1, d2) -> (d1, d2)", "(d0, d1, d2) -> (d0, d1)"
+_MKN = "(d0, d1, d2) -> (d0, d2)", "(d0, d1, d2) -> (d2, d1)", "(d0, d1, d2) -> (d0, d1)"
+_BMKN = "(b, m, n, k) -> (b, m, k)", "(b, m, n, k) -> (b, k, n)", "(b, m, n, k) -> (b, m, n)"
+# name -> (IR(low), inputs(rng, low), float64 reference): GEMMs whose A and B are bf16/f16 tensors
+LOW_GEMMS = {
+    "linear": (lambda p: _low_gemm(p, (64, 96), (128, 96), (64, 128), _MNK),
+               lambda r, p: [_low(r, p, 64, 96), _low(r, p, 128, 96, scale=0.1)], lambda x, w: x @ w.T),
+    "matmul": (lambda p: _low_gemm(p, (32, 48), (48, 80), (32, 80), _MKN),
+               lambda r, p: [_low(r, p, 32, 48), _low(r, p, 48, 80)], lambda a, b: a @ b),
+    "matmul_residual": (lambda p: _low_gemm(p, (32, 64), (64, 48), (32, 48), _MKN, residual=True),
+                        lambda r, p: [_low(r, p, 32, 64), _low(r, p, 64, 48), _f32(r, 32, 48)],
+                        lambda a, b, res: res + a @ b),
+    "batched_matmul": (lambda p: _low_gemm(p, (3, 16, 32), (3, 32, 32), (3, 16, 32), _BMKN),
+                       lambda r, p: [_low(r, p, 3, 16, 32), _low(r, p, 3, 32, 32)], lambda a, b: a @ b),
+}
+
+
+def _check_low_gemm(case, low, loops, kernel, rng):
+    """Runs LOW_GEMMS[case]'s kernel on fresh bf16/f16 inputs against their float64 product."""
+    _, make_inputs, reference = LOW_GEMMS[case]
+    inputs = make_inputs(rng, low)
+    expected = reference(*[x.astype(np.float64) for x in inputs])
+    out = _run_gemm_kernel(loops, kernel, inputs, expected.shape)
+    np.testing.assert_allclose(out, expected, **_gemm_tolerance(expected, inputs[0].shape[-1]))
+
+
+@pytest.mark.parametrize("low", ["bf16", "f16"])
+@pytest.mark.parametrize("case", sorted(LOW_GEMMS))
+def test_16bit_tensor_gemms_emulated_at_warp_level(case, low, rng, monkeypatch):
+    """A GEMM on bf16/f16 tensors takes the tensor cores whatever the module's precision: its 16-byte
+    loads carry 8 elements each and go to shared memory as they are (nothing to round)."""
+    monkeypatch.setattr(gpu_mma, "_to_mma_sync", lambda *a: None)
+    loops = kiln.compile(LOW_GEMMS[case][0](low), target="cuda", compile_to="loops")
+    assert f"vector<8x{low}>" in loops and "arith.truncf" not in loops
+    _check_low_gemm(case, low, loops, TensorCoreKernel(loops, low), rng)
+
+
+@pytest.mark.parametrize("chip", sorted(AMD_MATRIX_CHIPS))
+@pytest.mark.parametrize("low", ["bf16", "f16"])
+@pytest.mark.parametrize("case", sorted(LOW_GEMMS))
+def test_16bit_tensor_gemms_emulated_per_lane(case, low, chip, rng):
+    loops = kiln.compile(LOW_GEMMS[case][0](low), target="rocm", chip=chip, compile_to="loops")
+    kernel = TensorCoreKernel(loops, low, chip)
+    _check_low_gemm(case, low, loops, kernel, rng)
+    assert kernel.exchanges > 0
+
+
+@pytest.mark.parametrize("low", ["bf16", "f16"])
+def test_16bit_tensor_matmul_ptx(low):
+    """transformer.matmul on bf16/f16 tensors for sm_90: the GEMM kernel issues mma.sync on the
+    operands as loaded (no f32 -> bf16/f16 conversion in it) into f32 sums; a second kernel rounds C."""
+    a, b, c = _t((64, 96), low), _t((96, 128), low), _t((64, 128), low)
+    text = f"func.func @f(%a: {a}, %b: {b}) -> {c} {{\n  %c = transformer.matmul %a, %b : ({a}, {b}) -> {c}\n" \
+           f"  return %c : {c}\n}}"
+    art = _compiled_precision(text, "sm_90", "f32")
+    _check_artifact(art, "cuda", "sm_90")
+    gemm, rounding = (art.blobs[k["blobs"]["ptx"]].decode() for k in art.manifest["kernels"])
+    assert f"mma.sync.aligned.m16n8k16.row.col.f32.{low}.{low}.f32" in gemm
+    assert "ld.global.v4" in gemm and "cvt.rn" not in gemm
+    assert f"cvt.rn.{low}.f32" in rounding or f"cvt.rn.{low}x2.f32" in rounding
 
 
 def _bf16_expanded(loops: str) -> str:

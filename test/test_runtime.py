@@ -411,6 +411,33 @@ def test_wrong_dtype(program, rng):
         program.argmax(np.zeros((2, 8, 96), np.int64))
 
 
+@pytest.mark.parametrize("low", ["bf16", "f16"])
+def test_16bit_tensors_cross_the_host_boundary(low, rng, tmp_path):
+    """bf16 (ml_dtypes.bfloat16, numpy has none) and f16 arrays in and out of a program, through an
+    artifact written to disk: a matmul summed in f32 and rounded once, as torch does on bf16 tensors."""
+    from kiln.signature import numpy_dtype
+
+    dtype = numpy_dtype(low)
+    a, b, c = (f"tensor<{s}x{low}>" for s in ("24x40", "40x56", "24x56"))
+    text = f"func.func @mm(%a: {a}, %b: {b}) -> {c} {{\n  %c = transformer.matmul %a, %b : ({a}, {b}) -> {c}\n" \
+           f"  return %c : {c}\n}}"
+    path = str(tmp_path / "mm.kiln")
+    kiln.compile(text, target="cpu", output=path)
+    program = kiln.load(path)
+    x, y = (rng.standard_normal(s).astype(dtype) for s in ((24, 40), (40, 56)))
+    (z,) = program.mm(x, y)
+    assert z.dtype == dtype and z.shape == (24, 56)
+    exact = x.astype(np.float64) @ y.astype(np.float64)
+    # the f32 sum, rounded once: within half an ulp (relative 2^-8 for bf16, 2^-11 for f16) of the
+    # exact product, plus the f32 sum's error; and (almost always) the exact product rounded
+    half_ulp = 2.0 ** (-8 if low == "bf16" else -11)
+    assert (np.abs(z.astype(np.float64) - exact) <= half_ulp * np.abs(exact) + 1e-5 * np.abs(exact).max()).all()
+    assert (z == exact.astype(dtype)).mean() > 0.97
+    with pytest.raises(KilnError, match=rf"argument 0 of 'mm' \(expects 24x40 {np.dtype(dtype).name}\): "
+                                        r"got dtype float32"):
+        program.mm(x.astype(np.float32), y)
+
+
 def test_wrong_shape(program, rng):
     x, w, b = mlp_inputs(rng)
     with pytest.raises(KilnError, match=r"argument 1 of 'mlp' \(expects 96x64 float32\): got shape 64x96"):

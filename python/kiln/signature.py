@@ -9,16 +9,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import ml_dtypes
 import numpy as np
 
 from .errors import KilnError
 
+# MLIR element type -> numpy dtype. numpy has no bfloat16: ml_dtypes' (as used by JAX) is the host's.
 _NUMPY_DTYPES = {
+    "bf16": ml_dtypes.bfloat16,
     "f16": np.float16,
     "f32": np.float32,
     "f64": np.float64,
     "i1": np.bool_,
     "i8": np.int8,
+    "i16": np.int16,
     "i32": np.int32,
     "i64": np.int64,
     "index": np.int64,
@@ -148,6 +152,7 @@ def updated_args(func) -> dict:
 
 
 def numpy_dtype(t):
+    """The numpy dtype of an MLIR element type (or its name, e.g. "bf16")."""
     key = str(t)
     if key not in _NUMPY_DTYPES:
         raise KilnError(f"no numpy dtype for element type {t}")

@@ -5,18 +5,20 @@
     AMD RDNA3 gfx11xx  `v_wmma_f32_16x16x16_{bf16,f16}` (amdgpu.wmma), per wavefront of 32
     AMD RDNA4 gfx12xx  the same wmma with its own lane layout
 
-With `precision="bf16"|"f16"`, a GEMM-shaped f32 contraction (loops [b.., m, n, k], see
-`schedules.gemm_form`) whose extents fit whole tiles gets this kernel instead of the SIMT schedule:
+Two kinds of GEMM-shaped contraction (loops [b.., m, n, k], see `schedules.gemm_form`) whose
+extents fit whole tiles get this kernel instead of the SIMT schedule: one on bf16/f16 tensors (A
+and B extended to f32 in its body, C f32), whatever the precision; and, with `precision="bf16"|
+"f16"`, one on f32 tensors, whose operands are rounded to that type on the way into shared memory.
 
     block   TM x TN of C (a grid of M/TM x N/TN tiles x the batch loops' iterations)
     warps   WM x WN of C each (at most 2 x 2 warps or wavefronts); 16-row instruction tiles, f32
             accumulators in registers through the whole K loop
-    K step  KT (32 or 16): every thread rounds the 16-byte vectors of A and B (f32) it loaded
-            from global memory during the previous step to bf16/f16 (convert on load: the
-            program's tensors stay f32) and stores them in shared memory (A as [TM, KT], B as
-            [TN, KT], rows padded by 8 elements against bank conflicts); it issues the loads for
-            the next step (in flight during this one's matrix instructions); a barrier; each warp
-            reads its fragments and issues (WM/16) x (WN/n) x (KT/16) instructions; a barrier.
+    K step  KT (32 or 16): every thread stores the 16-byte vectors of A and B it loaded from global
+            memory during the previous step (8 bf16/f16 elements, or 4 f32 rounded to bf16/f16)
+            in shared memory (A as [TM, KT], B as [TN, KT], rows padded by 8 elements against bank
+            conflicts); it issues the loads for the next step (in flight during this one's matrix
+            instructions); a barrier; each warp reads its fragments and issues (WM/16) x (WN/n) x
+            (KT/16) instructions; a barrier.
 
 The kernel is written at the `loops` stage (on buffers). For NVIDIA it is vector code per warp --
 vector.contract on 16x16 x 8x16 tiles read from shared memory -- which upstream's
@@ -26,10 +28,9 @@ layouts. That conversion knows f16 but not bf16, so bf16 tiles are held in share
 into nvvm.mma.sync with bf16 multiplicands here (`_retype_bf16_mma`). MLIR has no such conversion to
 amdgpu.mfma/wmma, so for AMD the kernel is written per lane: each lane loads the elements of A, B and
 C its instruction's layout gives it (`MatrixCore`) and issues amdgpu.mfma/wmma, which
-convert-gpu-to-rocdl lowers to the rocdl intrinsics. cp.async is not used: it copies bytes, and the
-operands are rounded from f32 on the way into shared memory. Shapes that do not fit (M % 16,
-N % n or K % 16 nonzero, M < 16: decode steps; A or B computed in the kernel) keep the SIMT
-schedule, with operands rounded to the precision there too (`round_operands`).
+convert-gpu-to-rocdl lowers to the rocdl intrinsics. Shapes that do not fit (M % 16, N % n or
+K % 16 nonzero, M < 16: decode steps; A or B computed in the kernel) keep the SIMT schedule, f32
+operands rounded to the precision there too (`round_operands`).
 """
 
 from __future__ import annotations
@@ -119,10 +120,10 @@ class MmaTile:
 def mma_schedule(kernel: schedules.Kernel, func, precision: str, chip: str):
     """The tensor-core tile of a kernel, or None when it keeps the SIMT schedule (see module doc)."""
     core = matrix_core(chip)
-    if precision == "f32" or core is None:
+    if core is None or kernel.kernel_class != "contraction" or not kernel.gemm_rhs:
         return None
-    if not (kernel.kernel_class == "contraction" and kernel.gemm_rhs and kernel.f32):
-        return None
+    if kernel.gemm_multiplicands == "f32" and precision == "f32":
+        return None  # f32 products stay f32 (SIMT): only bf16/f16 multiplicands go to the matrix cores
     ranges = kernel.loop_ranges
     if any(r < 0 for r in ranges):
         return None
@@ -211,7 +212,8 @@ def build_kernels(module: ir.Module, chip: str) -> None:
             continue
         name = ir.StringAttr(op.attributes["sym_name"]).value
         tile = MmaTile(*ir.DenseI64ArrayAttr(op.attributes[MMA_ATTR]))
-        new = ir.Module.parse(_kernel_text(op, name, tile, precision, core), context=module.context)
+        low = _multiplicand_type(op, precision)
+        new = ir.Module.parse(_kernel_text(op, name, tile, low, core), context=module.context)
         ops = list(new.body.operations)
         for new_op in ops:
             new_op.operation.move_before(op)
@@ -220,7 +222,7 @@ def build_kernels(module: ir.Module, chip: str) -> None:
                 ops[-1].attributes[attr.name] = attr.attr
         op.operation.erase()
         if core.name == "mma.sync":
-            _to_mma_sync(ops[-1], name, precision)
+            _to_mma_sync(ops[-1], name, low)
 
 
 def drop_host_shared_memory(module: ir.Module) -> None:
@@ -231,7 +233,15 @@ def drop_host_shared_memory(module: ir.Module) -> None:
             op.operation.erase()
 
 
-def _to_mma_sync(func, name: str, precision: str) -> None:
+def _multiplicand_type(func, precision: str) -> str:
+    """What a tensor-core kernel multiplies: its A's element type when that is bf16/f16, else (f32
+    operands) the module's precision."""
+    a = func.regions[0].blocks[0].arguments[operand_args(func)[0]]
+    elt = str(ir.ShapedType(a.type).element_type)
+    return elt if elt in ("bf16", "f16") else precision
+
+
+def _to_mma_sync(func, name: str, low: str) -> None:
     """vector.contract on shared-memory tiles -> nvgpu.ldmatrix + nvgpu.mma.sync (upstream), then
     bf16 multiplicands for bf16 kernels."""
     from mlir.passmanager import PassManager
@@ -246,7 +256,7 @@ def _to_mma_sync(func, name: str, precision: str) -> None:
     _walk(func, lambda o: left.append(o) if o.operation.name == "vector.contract" else None)
     if left:
         raise KilnError(f"stage 'loops': kernel {name}: {len(left)} vector.contract were not turned into mma.sync")
-    if precision == "bf16":
+    if low == "bf16":
         _retype_bf16_mma(func)
     _align_c_fragments(func)
 
@@ -300,9 +310,9 @@ class _Text:
         return v
 
 
-def _kernel_text(func, name: str, tile: MmaTile, precision: str, core: MatrixCore) -> str:
-    """The tensor-core kernel replacing `func` (a fill + GEMM root on its arguments), as MLIR text:
-    the shared-memory globals, then the function."""
+def _kernel_text(func, name: str, tile: MmaTile, low: str, core: MatrixCore) -> str:
+    """The tensor-core kernel replacing `func` (a fill + GEMM root on its arguments) multiplying in
+    `low` (bf16 or f16), as MLIR text: the shared-memory globals, then the function."""
     block = func.regions[0].blocks[0]
     root, fill = _root(func), next((o for o in block.operations if o.operation.name == "linalg.fill"), None)
     arg_of = [None if root is None else _arg_number(v, block) for v in (root.operands if root else [])]
@@ -325,7 +335,10 @@ def _kernel_text(func, name: str, tile: MmaTile, precision: str, core: MatrixCor
     nb = len(ranges) - 3
     m, n, k = ranges[nb:]
     kn = rhs[-2:] == [nb + 2, nb + 1]
-    low = "bf16" if precision == "bf16" else "f16"
+    # A and B in memory: f32 (rounded to `low` on the way into shared memory), or `low` tensors,
+    # copied as they are
+    elt = str(ir.MemRefType(block.arguments[arg_of[0]].type).element_type)
+    vec = 16 // (4 if elt == "f32" else 2)  # elements per 16-byte load
     smem = "#gpu.address_space<workgroup>"
     sa_t, sb_t = (f"memref<{rows}x{tile.kt + _PAD}xf16, {smem}>" for rows in (tile.tm, tile.tn))
     threads = tile.threads
@@ -355,10 +368,11 @@ def _kernel_text(func, name: str, tile: MmaTile, precision: str, core: MatrixCor
     n_acc = (tile.wm // 16) * (tile.wn // core.n)
     inits = [tiles.initial(i, j, init) for i in range(tile.wm // 16) for j in range(tile.wn // core.n)]
 
-    # Each thread's share of the A and B tiles: chunks of 4 consecutive f32 (one 16-byte load), at
-    # (r, c) of the tile; a thread past the last chunk loads the last one again but stores nothing.
+    # Each thread's share of the A and B tiles: chunks of `vec` consecutive elements (one 16-byte
+    # load), at (r, c) of the tile; a thread past the last chunk loads the last one again but stores
+    # nothing.
     def chunks(rows, cols):
-        groups, out = cols // 4, []
+        groups, out = cols // vec, []
         total = rows * groups
         for j in range((total + threads - 1) // threads):
             guard = total - j * threads if (j + 1) * threads > total else 0
@@ -367,14 +381,14 @@ def _kernel_text(func, name: str, tile: MmaTile, precision: str, core: MatrixCor
                 t.emit(f"{idx} = affine.min affine_map<(d0) -> (d0 + {j * threads}, {total - 1})>(%t)")
             else:
                 idx = t.apply(f"d0 + {j * threads}", "%t")
-            out.append((t.apply(f"d0 floordiv {groups}", idx), t.apply(f"(d0 mod {groups}) * 4", idx), guard))
+            out.append((t.apply(f"d0 floordiv {groups}", idx), t.apply(f"(d0 mod {groups}) * {vec}", idx), guard))
         return out
 
     a_chunks = chunks(tile.tm, tile.kt)
     b_chunks = chunks(tile.kt, tile.tn) if kn else chunks(tile.tn, tile.kt)
 
     def load(k0):
-        """The chunks of A and B at K offset k0 (f32 vectors, held in registers until stored)."""
+        """The chunks of A and B at K offset k0 (vectors, held in registers until stored)."""
         values = []
         for src, src_t, src_batch, tile_chunks, is_a in ((va, ta, a_batch, a_chunks, True),
                                                          (vb, tb, b_batch, b_chunks, False)):
@@ -387,31 +401,34 @@ def _kernel_text(func, name: str, tile: MmaTile, precision: str, core: MatrixCor
                     index = [t.apply("d0 + d1", n0, r), t.apply("d0 + d1", k0, c)]
                 values.append(t.fresh())
                 t.emit(f"{values[-1]} = vector.load {src}[{', '.join(src_batch + index)}] {{alignment = 16 : i64}} "
-                       f": {src_t}, vector<4xf32>")
+                       f": {src_t}, vector<{vec}x{elt}>")
         return values
 
     def store(values):
-        """Rounds the loaded chunks to `low` and writes them to the shared-memory tiles (B as [n, k])."""
+        """Writes the loaded chunks (f32: rounded to `low`) to the shared-memory tiles (B as [n, k])."""
         for value, (r, c, guard), dst in zip(values, a_chunks + b_chunks,
                                              ["%sa"] * len(a_chunks) + ["%sb"] * len(b_chunks)):
             if guard:
                 ok = t.fresh()
                 t.emit(f"{ok} = arith.cmpi ult, %t, {t.c(guard)} : index")
                 t.emit(f"scf.if {ok} {{")
-            h = t.fresh()
-            t.emit(f"{h} = arith.truncf {value} : vector<4xf32> to vector<4x{low}>")
+            h = value
+            if elt == "f32":
+                h = t.fresh()
+                t.emit(f"{h} = arith.truncf {value} : vector<{vec}xf32> to vector<{vec}x{low}>")
             if low == "bf16":  # held as 16-bit f16 words (see module doc)
                 w = t.fresh()
-                t.emit(f"{w} = arith.bitcast {h} : vector<4xbf16> to vector<4xf16>")
+                t.emit(f"{w} = arith.bitcast {h} : vector<{vec}xbf16> to vector<{vec}xf16>")
                 h = w
             dst_t = sa_t if dst == "%sa" else sb_t
             if kn and dst == "%sb":
-                for e in range(4):
+                for e in range(vec):
                     x, ce = t.fresh(), t.apply(f"d0 + {e}", c)
-                    t.emit(f"{x} = vector.extract {h}[{e}] : f16 from vector<4xf16>")
+                    t.emit(f"{x} = vector.extract {h}[{e}] : f16 from vector<{vec}xf16>")
                     t.emit(f"memref.store {x}, {dst}[{ce}, {r}] : {dst_t}")
             else:
-                t.emit(f"vector.store {h}, {dst}[{r}, {c}] {{alignment = 8 : i64}} : {dst_t}, vector<4xf16>")
+                t.emit(f"vector.store {h}, {dst}[{r}, {c}] {{alignment = {2 * vec} : i64}} "
+                       f": {dst_t}, vector<{vec}xf16>")
             if guard:
                 t.emit("}")
 
@@ -421,12 +438,12 @@ def _kernel_text(func, name: str, tile: MmaTile, precision: str, core: MatrixCor
     # refuse.
     n_chunks = len(a_chunks) + len(b_chunks)
     private = "" if core.name == "mma.sync" else ", #gpu.address_space<private>"  # AMDGPU's allocas: addrspace 5
-    regs_t = f"memref<{n_chunks}x4xf32{private}>"
+    regs_t = f"memref<{n_chunks}x{vec}x{elt}{private}>"
     t.emit(f"%regs = memref.alloca() : {regs_t}")
 
     def hold(values):
         for i, v in enumerate(values):
-            t.emit(f"vector.store {v}, %regs[{t.c(i)}, {t.c(0)}] : {regs_t}, vector<4xf32>")
+            t.emit(f"vector.store {v}, %regs[{t.c(i)}, {t.c(0)}] : {regs_t}, vector<{vec}x{elt}>")
 
     hold(load(t.c(0)))
     accs = [f"%a{i}" for i in range(n_acc)]
@@ -437,7 +454,7 @@ def _kernel_text(func, name: str, tile: MmaTile, precision: str, core: MatrixCor
     held = []
     for i in range(n_chunks):
         held.append(t.fresh())
-        t.emit(f"{held[-1]} = vector.load %regs[{t.c(i)}, {t.c(0)}] : {regs_t}, vector<4xf32>")
+        t.emit(f"{held[-1]} = vector.load %regs[{t.c(i)}, {t.c(0)}] : {regs_t}, vector<{vec}x{elt}>")
     store(held)
     k_next = t.fresh()  # the last step loads its own tiles again (in bounds, unused)
     t.emit(f"{k_next} = affine.min affine_map<(d0) -> (d0 + {tile.kt}, {k - tile.kt})>(%k0)")

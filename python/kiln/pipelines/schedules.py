@@ -37,6 +37,7 @@ class Kernel:
     # For a GEMM-shaped contraction (see `gemm_form`): "nk" when the rhs is indexed [.., n, k]
     # (linear: x·Wᵀ), "kn" when [.., k, n] (matmul); "" for anything else.
     gemm_rhs: str = ""
+    gemm_multiplicands: str = ""  # of a GEMM-shaped contraction: "f32", "bf16" or "f16" (see `gemm_form`)
     f32: bool = False  # every operand of the root is an f32 tensor
     rhs_batch: int = 0  # batch loops that index the rhs (0 for a linear's weight)
     quantized: bool = False  # the root reads integer data (a linear over dequantized blocks)
@@ -98,7 +99,7 @@ def kernels_of(module: ir.Module) -> list:
         body_ops = [o.operation.name for o in ops]
         iterator_types = ir.StringAttr(attrs["kiln.iterator_types"]).value
         root = next((o for o in ops if "kiln.root" in o.attributes), None)
-        gemm_rhs, _, rhs_batch = ("", False, 0) if root is None else gemm_form(root, iterator_types)
+        gemm_rhs, multiplicands, rhs_batch = ("", "", 0) if root is None else gemm_form(root, iterator_types)
         f32 = root is not None and all_f32(root)
         quantized = root is not None and any(
             isinstance(ir.ShapedType(v.type).element_type, ir.IntegerType)
@@ -112,6 +113,7 @@ def kernels_of(module: ir.Module) -> list:
                 iterator_types=iterator_types,
                 has_init_fill="linalg.fill" in body_ops[:-2],
                 gemm_rhs=gemm_rhs,
+                gemm_multiplicands=multiplicands,
                 f32=f32,
                 rhs_batch=rhs_batch,
                 quantized=quantized,
@@ -140,40 +142,60 @@ def _panel_width(value) -> int:
 
 
 def gemm_form(root, iterator_types: str):
-    """("nk" | "kn" | "", all-f32, rhs batch loops) for a root op: is it C[b.., m, n] += A[b.., m, k] * B[b'.., n|k, k|n]
-    (b' some of the batch loops b, in order, k the one reduction loop, innermost), with a mul-add body?"""
+    """("nk" | "kn" | "", multiplicand type, rhs batch loops) for a root op: is it
+    C[b.., m, n] += A[b.., m, k] * B[b'.., n|k, k|n] (b' some of the batch loops b, in order, k the one
+    reduction loop, innermost), with a mul-add body? The multiplicand type is "f32" when every operand
+    is f32, "bf16" or "f16" when A and B are of that type, extended to f32 in the body (a mixed-precision
+    GEMM: C is f32), else ""."""
     n_loops = len(iterator_types)
     if root.operation.name != "linalg.generic" or n_loops < 3 or iterator_types != "p" * (n_loops - 1) + "r":
-        return "", False, 0
+        return "", "", 0
     if len(root.operation.operands) != 3:
-        return "", False, 0
+        return "", "", 0
     maps = []
     for a in ir.ArrayAttr(root.attributes["indexing_maps"]):
         amap = ir.AffineMapAttr(a).value
         dims = []
         for e in amap.results:
             if not isinstance(e.maybe_downcast(), ir.AffineDimExpr):
-                return "", False, 0
+                return "", "", 0
             dims.append(e.maybe_downcast().position)
         maps.append(dims)
     lhs, rhs, out = maps
     k, n, m = n_loops - 1, n_loops - 2, n_loops - 3
     batch = list(range(m))
     if out != batch + [m, n] or lhs != batch + [m, k]:
-        return "", False, 0
+        return "", "", 0
     if rhs[-2:] == [n, k]:
         form = "nk"
     elif rhs[-2:] == [k, n]:
         form = "kn"
     else:
-        return "", False, 0
+        return "", "", 0
     rhs_batch = rhs[:-2]
     if rhs_batch != sorted(rhs_batch) or not set(rhs_batch) <= set(batch):
-        return "", False, 0  # the rhs's batch loops: some of the output's, in order (GQA skips one)
-    body = [o.operation.name for o in root.regions[0].blocks[0].operations]
-    if body != ["arith.mulf", "arith.addf", "linalg.yield"]:
-        return "", False, 0
-    return form, all_f32(root), len(rhs) - 2
+        return "", "", 0  # the rhs's batch loops: some of the output's, in order (GQA skips one)
+    multiplicands = _mul_add_multiplicands(root)
+    return (form, multiplicands, len(rhs) - 2) if multiplicands else ("", "", 0)
+
+
+def _mul_add_multiplicands(root) -> str:
+    """"f32" for a body mulf(a, b), addf(c, .) on f32 operands; "bf16"/"f16" for one that first extends
+    A's and B's elements (both of that type) to f32, into an f32 C; else ""."""
+    body = root.regions[0].blocks[0]
+    ops = list(body.operations)
+    names = [o.operation.name for o in ops]
+    if names == ["arith.mulf", "arith.addf", "linalg.yield"]:
+        return "f32" if all_f32(root) else ""
+    if names != ["arith.extf", "arith.extf", "arith.mulf", "arith.addf", "linalg.yield"]:
+        return ""
+    types = {str(ir.ShapedType(v.type).element_type) for v in root.operation.operands[:2]}
+    args = {ir.BlockArgument(o.operands[0]).arg_number for o in ops[:2] if isinstance(o.operands[0].owner, ir.Block)}
+    if (len(types) != 1 or types - {"bf16", "f16"} or args != {0, 1}
+            or str(ir.ShapedType(root.operation.operands[2].type).element_type) != "f32"
+            or not all(any(v == e.result for v in ops[2].operands) for e in ops[:2])):
+        return ""
+    return types.pop()
 
 
 def all_f32(root) -> bool:

@@ -16,7 +16,7 @@ import ctypes
 import numpy as np
 
 from ..errors import KilnError
-from ..signature import Signature
+from ..signature import Signature, numpy_dtype
 from .program import NamedEntryPoints
 
 _SCALARS = {"i64": ctypes.c_int64, "index": ctypes.c_int64, "i32": ctypes.c_int32, "f32": ctypes.c_float,
@@ -466,7 +466,7 @@ class GpuProgram(NamedEntryPoints):
             self.functions[kernel["name"]] = gpu.get_function(module, kernel["symbol"])
         self.constants = {}
         for name, info in manifest.get("constants", {}).items():
-            array = np.frombuffer(blobs[info["blob"]], dtype=_numpy_dtype(info["dtype"])).reshape(info["shape"])
+            array = np.frombuffer(blobs[info["blob"]], dtype=numpy_dtype(info["dtype"])).reshape(info["shape"])
             self.constants[name] = device.upload(array)
         self._entries = {}
         for name, sig in manifest["entry_points"].items():
@@ -476,11 +476,6 @@ class GpuProgram(NamedEntryPoints):
 
     def command_buffer(self) -> GpuCommandBuffer:
         return GpuCommandBuffer(self)
-
-
-def _numpy_dtype(name: str):
-    return {"f64": np.float64, "f32": np.float32, "f16": np.float16, "i64": np.int64, "i32": np.int32,
-            "i16": np.int16, "i8": np.int8, "i1": np.bool_}[name]
 
 
 def load_program(art, device, source: str) -> GpuProgram:
