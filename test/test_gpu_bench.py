@@ -52,6 +52,18 @@ def test_kiln_side_runs_bound_on_device_buffers(rng):
     np.testing.assert_allclose(out.to_numpy(), inputs[0] @ inputs[1].T, rtol=1e-5, atol=1e-5)
 
 
+def test_bf16_inputs_reach_torch_bit_for_bit(rng):
+    """The bf16 GEMM row feeds the same bf16 tensors (ml_dtypes arrays) to Kiln and to torch."""
+    torch = pytest.importorskip("torch")
+    w = workloads.gemm(32, 48, 16, "bf16")
+    assert w.name == "gemm_32x48x16_bf16" and "tensor<32x16xbf16>" in w.kiln_ir()
+    a, b = w.make_inputs(rng)
+    assert a.dtype.name == "bfloat16" and b.shape == (16, 48)
+    t = gpu_bench.torch_tensor(torch, a)
+    assert t.dtype == torch.bfloat16
+    np.testing.assert_array_equal(t.float().numpy(), a.astype(np.float32))
+
+
 def test_compiled_ahead_programs_are_loaded_not_compiled(tmp_path, monkeypatch, capsys, rng):
     """--compile-only writes the suite's programs for the chip; a run with --artifacts loads them."""
     folder = str(tmp_path / "art")

@@ -4,9 +4,8 @@
     kiln bench --target cuda --artifacts DIR --compile-only [--chip sm_90]   # on any machine, then
     kiln bench --target cuda --artifacts DIR                                 # on the GPU: no compiler needed
 
-Kernels: GEMM 4096³ in f32 against torch.matmul with TF32 off (cuBLAS SIMT f32) and with
-`precision="bf16"` against torch.matmul on bf16 tensors (cuBLAS tensor cores; Kiln's tensors stay f32,
-rounded on the way into the tensor cores), decode-shaped linears (the matvec schedule) against
+Kernels: GEMM 4096³ in f32 against torch.matmul with TF32 off (cuBLAS SIMT f32), and on bf16 tensors
+against torch.matmul on the same bf16 tensors (tensor cores on both sides, f32 sums), decode-shaped linears (the matvec schedule) against
 F.linear, causal GQA attention against scaled_dot_product_attention. Model: greedy decode tok/s of
 SmolLM2 (or `--model`), Kiln's `compile_model(target="cuda")` against HF transformers eager in fp32.
 Check (`gpu_check.py`): every kernel class and tiny models of every decoder family against PyTorch
@@ -42,10 +41,10 @@ from .timing import median, time_calls
 def kernel_suite(name: str) -> list:
     """[(workload, precision)] of a suite: `full` (the issue's shapes) or `smoke` (small)."""
     if name == "smoke":
-        return [(wl.gemm(256, 256, 256), "f32"), (wl.gemm(256, 256, 256), "bf16"), (wl.linear(1, 512, 256), "f32"),
+        return [(wl.gemm(256, 256, 256), "f32"), (wl.gemm(256, 256, 256, "bf16"), "bf16"), (wl.linear(1, 512, 256), "f32"),
                 (wl.attention(4, 2, 64, 64, 64), "f32")]
     if name == "full":
-        return [(wl.gemm(4096, 4096, 4096), "f32"), (wl.gemm(4096, 4096, 4096), "bf16"),
+        return [(wl.gemm(4096, 4096, 4096), "f32"), (wl.gemm(4096, 4096, 4096, "bf16"), "bf16"),
                 (wl.linear(1, 4096, 4096), "f32"), (wl.linear(1, 1536, 576), "f32"), (wl.linear(1, 49152, 576), "f32"),
                 (wl.attention(9, 3, 512, 512, 64), "f32"), (wl.attention(9, 3, 1, 1024, 64), "f32")]
     raise KilnError(f"unknown GPU benchmark suite '{name}'; suites: full, smoke, model, check")
@@ -93,7 +92,7 @@ def kiln_call(workload, precision: str, device, artifacts: str | None = None):
 def torch_call(torch, workload, precision: str, inputs):
     """(call, result tensor getter) of the peer for a workload, on cuda tensors."""
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    t = [torch.from_numpy(a).cuda().to(dtype) for a in inputs]
+    t = [torch_tensor(torch, a).cuda().to(dtype) for a in inputs]
     torch.backends.cuda.matmul.allow_tf32 = False  # f32 rows compare f32 arithmetic
     if workload.name.startswith("gemm"):
         fn = lambda: torch.matmul(t[0], t[1])  # noqa: E731
@@ -110,6 +109,13 @@ def torch_call(torch, workload, precision: str, inputs):
         torch.cuda.synchronize()
 
     return call, lambda: result["y"].float().cpu().numpy()
+
+
+def torch_tensor(torch, array: np.ndarray):
+    """A CPU tensor of `array`, bf16 ones (ml_dtypes, which torch does not read) included."""
+    if array.dtype.name == "bfloat16":
+        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(array)
 
 
 def causal_sdpa(torch, q, k, v):
@@ -141,7 +147,7 @@ def run_kernels(device, torch, suite: str, rounds: int, reps: int, artifacts: st
     for w, precision, call, out, peer, peer_out in prepared:
         s = samples[(w.name, precision)]
         med = {k: median(v) for k, v in s.items()}
-        got, want = out.to_numpy(), peer_out()
+        got, want = out.to_numpy().astype(np.float64), peer_out().astype(np.float64)
         rows.append({"workload": w.name, "group": w.group, "precision": precision, "median_ms": med,
                      "samples_ms": s, "speedup": med["torch"] / med["kiln"],
                      "kiln_tflops": w.flops / (med["kiln"] * 1e9), "torch_tflops": w.flops / (med["torch"] * 1e9),

@@ -37,14 +37,19 @@ def _f32(rng, *shape, scale=1.0):
     return (rng.standard_normal(shape) * scale).astype(np.float32)
 
 
-def gemm(m: int, n: int, k: int) -> Workload:
-    """C[m, n] = A[m, k] @ B[k, n] (transformer.matmul)."""
+def gemm(m: int, n: int, k: int, dtype: str = "f32") -> Workload:
+    """C[m, n] = A[m, k] @ B[k, n] (transformer.matmul) on f32 tensors, or on bf16/f16 ones (`dtype`;
+    summed in f32, C rounded once: GPU suites only, no CPU peers)."""
+    from ..signature import numpy_dtype
 
     def ir():
-        a, b, c = _t((m, k)), _t((k, n)), _t((m, n))
+        a, b, c = _t((m, k), dtype), _t((k, n), dtype), _t((m, n), dtype)
         return (f"func.func @f(%a: {a}, %b: {b}) -> {c} {{\n"
                 f"  %c = transformer.matmul %a, %b : ({a}, {b}) -> {c}\n  return %c : {c}\n}}")
 
+    if dtype != "f32":
+        return Workload(f"gemm_{m}x{n}x{k}_{dtype}", "gemm", 2.0 * m * n * k,
+                        lambda rng: [x.astype(numpy_dtype(dtype)) for x in (_f32(rng, m, k), _f32(rng, k, n))], ir)
     return Workload(
         f"gemm_{m}x{n}x{k}", "gemm", 2.0 * m * n * k,
         lambda rng: [_f32(rng, m, k), _f32(rng, k, n)], ir,
