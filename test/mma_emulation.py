@@ -18,8 +18,12 @@ whose action computes each wavefront's 16x16x16 product from the table with the 
 layout (`LAYOUTS`, from AMD's matrix instruction documentation, written here independently of
 Kiln's `MatrixCore`) and hands every lane its accumulators back. This checks Kiln's layouts as well.
 
+cp.async copies (16-bit tensors on NVIDIA) become plain 16-byte loads and stores, done at once: the
+barrier that follows every wait orders them as the wait does on a GPU, so the ring of shared-memory
+buffers (which step lands in which buffer, when it is overwritten) is checked, not the asynchrony.
+
 What all of it checks: the staging (indexing, transposes, rounding to bf16/f16, loading one K step
-ahead), the per-warp tiles, the accumulators and the write-back.
+ahead or the cp.async ring), the per-warp tiles, the accumulators and the write-back.
 """
 
 from __future__ import annotations
@@ -67,6 +71,19 @@ _CONTRACT = re.compile(r"(%\w+) = vector\.contract (\{.*\}) (%\w+), (%\w+), (%\w
 _AMD_MMA = re.compile(r"(%\w+) = amdgpu\.(mfma|wmma) 16x16x16 (%\w+) \* (%\w+) \+ (%\w+)(?: blgp = +none)? : "
                       r"vector<(\d+)x(bf16|f16)>, vector<\d+x(?:bf16|f16)>, vector<(\d+)xf32>")
 _PRIVATE = ", #gpu.address_space<private>>"
+# cp.async (after the shared-memory address spaces are dropped): a copy becomes a 16-byte load and
+# store, its tokens and groups constants, a wait nothing (the barrier after it orders the threads)
+_ASYNC_COPY = re.compile(r"(%\w+) = nvgpu\.device_async_copy (%\w+)\[([^\]]*)\], (%\w+)\[([^\]]*)\], (\d+)"
+                         r"(?: \{bypassL1\})? : (memref<[^>]*x(\w+)>) to (memref<[^>]*>)")
+_ASYNC_GROUP = re.compile(r"(%\w+) = nvgpu\.device_async_create_group .*")
+_ASYNC_WAIT = re.compile(r"nvgpu\.device_async_wait .*")
+
+
+def _copy(m) -> str:
+    tok, src, src_at, dst, dst_at, n, src_t, elt, dst_t = m.groups()
+    v = f"%__cp{tok[1:]}"
+    return (f"{v} = vector.load {src}[{src_at}] : {src_t}, vector<{n}x{elt}>\n"
+            f"vector.store {v}, {dst}[{dst_at}] : {dst_t}, vector<{n}x{elt}>\n{tok} = arith.constant true")
 
 
 def _widened_contract(m, low: str) -> str:
@@ -154,6 +171,8 @@ class TensorCoreKernel:
         body = _ID.sub(lambda m: f"{m.group(1)} = arith.addi %__{m.group(2)}_{m.group(3)}, %__zero : index", body)
         body = body.replace("gpu.barrier", "llvm.call %__barrier() : !llvm.ptr, () -> ()")
         body = body.replace("gpu.return", "return").replace(_SHARED, ">").replace(_PRIVATE, ">")
+        body = _ASYNC_COPY.sub(_copy, body).replace("!nvgpu.device.async.token", "i1")
+        body = _ASYNC_WAIT.sub("", _ASYNC_GROUP.sub(lambda m: f"{m.group(1)} = arith.constant true", body))
         body = _CONTRACT.sub(lambda m: _widened_contract(m, low), body)
         body = _AMD_MMA.sub(lambda m: _exchange(m, table), body)
         assert "gpu." not in body, "an op the emulator does not know: " + body[body.index("gpu."):][:80]

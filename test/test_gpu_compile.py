@@ -794,7 +794,14 @@ LOW_GEMMS = {
                         lambda a, b, res: res + a @ b),
     "batched_matmul": (lambda p: _low_gemm(p, (3, 16, 32), (3, 32, 32), (3, 16, 32), _BMKN),
                        lambda r, p: [_low(r, p, 3, 16, 32), _low(r, p, 3, 32, 32)], lambda a, b: a @ b),
+    "large_matmul": (lambda p: _low_gemm(p, (128, 128), (128, 256), (128, 256), _MKN),  # 128 x 128 blocks
+                     lambda r, p: [_low(r, p, 128, 128), _low(r, p, 128, 256)], lambda a, b: a @ b),
 }
+# how each LOW_GEMMS case is staged on NVIDIA: (block tile, warp tile, shared-memory buffers); 3 is a
+# cp.async ring (three K steps or more), 1 registers (fewer)
+LOW_GEMM_TILES = {"linear": ((64, 64), (32, 32), 3), "matmul": ((32, 16), (32, 16), 3),
+                  "matmul_residual": ((32, 16), (32, 16), 1), "batched_matmul": ((16, 32), (16, 32), 1),
+                  "large_matmul": ((128, 128), (64, 64), 3)}
 
 
 def _check_low_gemm(case, low, loops, kernel, rng):
@@ -812,8 +819,12 @@ def test_16bit_tensor_gemms_emulated_at_warp_level(case, low, rng, monkeypatch):
     """A GEMM on bf16/f16 tensors takes the tensor cores whatever the module's precision: its 16-byte
     loads carry 8 elements each and go to shared memory as they are (nothing to round)."""
     monkeypatch.setattr(gpu_mma, "_to_mma_sync", lambda *a: None)
-    loops = kiln.compile(LOW_GEMMS[case][0](low), target="cuda", compile_to="loops")
-    assert f"vector<8x{low}>" in loops and "arith.truncf" not in loops
+    tiled = kiln.compile(LOW_GEMMS[case][0](low), target="cuda", compile_to="tiled")
+    (tm, tn), (wm, wn), stages = LOW_GEMM_TILES[case]
+    assert f"kiln.mma_tile = array<i64: {tm}, {tn}, " in tiled and f", {wm}, {wn}, 32, {stages}>" in tiled
+    loops = kiln.compile(tiled, target="cuda", compile_from="tiled", compile_to="loops")
+    assert ("nvgpu.device_async_copy" in loops) == (stages > 1) and "arith.truncf" not in loops
+    assert f"vector<8x{low}>" in loops or stages > 1
     _check_low_gemm(case, low, loops, TensorCoreKernel(loops, low), rng)
 
 
@@ -827,18 +838,24 @@ def test_16bit_tensor_gemms_emulated_per_lane(case, low, chip, rng):
     assert kernel.exchanges > 0
 
 
+@pytest.mark.parametrize("shape", [(64, 128, 96), (256, 256, 128)], ids=["64x64-blocks", "128x128-blocks"])
 @pytest.mark.parametrize("low", ["bf16", "f16"])
-def test_16bit_tensor_matmul_ptx(low):
-    """transformer.matmul on bf16/f16 tensors for sm_90: the GEMM kernel issues mma.sync on the
-    operands as loaded (no f32 -> bf16/f16 conversion in it) into f32 sums; a second kernel rounds C."""
-    a, b, c = _t((64, 96), low), _t((96, 128), low), _t((64, 128), low)
+def test_16bit_tensor_matmul_ptx(low, shape):
+    """transformer.matmul on bf16/f16 tensors for sm_90: the GEMM kernel copies A and B into shared
+    memory with cp.async (16 bytes, bypassing L1; a ring of buffers: two groups in flight), reads B[k, n]
+    transposed (ldmatrix.trans) and issues mma.sync on the operands as they are (no f32 -> bf16/f16
+    conversion in it) into f32 sums; a second kernel rounds C."""
+    m, n, k = shape
+    a, b, c = _t((m, k), low), _t((k, n), low), _t((m, n), low)
     text = f"func.func @f(%a: {a}, %b: {b}) -> {c} {{\n  %c = transformer.matmul %a, %b : ({a}, {b}) -> {c}\n" \
            f"  return %c : {c}\n}}"
     art = _compiled_precision(text, "sm_90", "f32")
     _check_artifact(art, "cuda", "sm_90")
     gemm, rounding = (art.blobs[k["blobs"]["ptx"]].decode() for k in art.manifest["kernels"])
     assert f"mma.sync.aligned.m16n8k16.row.col.f32.{low}.{low}.f32" in gemm
-    assert "ld.global.v4" in gemm and "cvt.rn" not in gemm
+    wait = "\t1;" if m == 64 else "\t0;"  # 3 buffers (two groups in flight), or 2 for 128 x 128 blocks
+    assert "cp.async.cg.shared.global" in gemm and "cp.async.wait_group " + wait in gemm and "cvt.rn" not in gemm
+    assert "ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16" in gemm and "ld.global" not in gemm
     assert f"cvt.rn.{low}.f32" in rounding or f"cvt.rn.{low}x2.f32" in rounding
 
 

@@ -1,7 +1,7 @@
 // The tensor-core kernel at the GPU `loops` stage (gpu_mma.py), for 128x1536x576 (SmolLM2's MLP up
 // projection, one 128-token prefill): a 24 x 2 grid of 64x64 tiles, 4 warps of 32x32. The shared
-// memory tiles of A and B are globals of the gpu.module in #gpu.address_space<workgroup>, rows padded
-// to 40 16-bit elements. Per K step of 32: 4 + 4 16-byte loads per thread rounded to f16/bf16 into
+// memory tiles of A and B are byte arrays of the gpu.module in #gpu.address_space<workgroup>, viewed
+// as one [64, 40] buffer of 16-bit elements (rows padded to 40). Per K step of 32: 4 + 4 16-byte loads per thread rounded to f16/bf16 into
 // shared memory (loaded one step ahead: the next step's 8 vectors are loaded before this step's
 // mma.sync and wait in a per-thread buffer that LLVM keeps in registers), a barrier, then per 16 of K
 // each warp loads 2 A and 4 B fragments with ldmatrix and issues 8 mma.sync (16x8x16) into 8 f32
@@ -14,8 +14,10 @@
 // CHECK-LABEL: gpu.module @proj_dispatch_0_contraction_kernel
 // CHECK:         gpu.func @proj_dispatch_0_contraction_kernel(%[[A:.*]]: memref<128x576xf32>, %[[W:.*]]: memref<1536x576xf32>, %[[C:.*]]: memref<128x1536xf32>) kernel
 // CHECK-SAME:      known_block_size = array<i32: 128, 1, 1>, known_grid_size = array<i32: 24, 2, 1>
-// CHECK:         %[[SA:.*]] = memref.get_global @proj_dispatch_0_contraction_smem_a
-// CHECK:         %[[SB:.*]] = memref.get_global @proj_dispatch_0_contraction_smem_b
+// CHECK:         %[[RA:.*]] = memref.get_global @proj_dispatch_0_contraction_smem_a : memref<5120xi8, #gpu.address_space<workgroup>>
+// CHECK-NEXT:    %[[SA:.*]] = memref.view %[[RA]][%c0][] : memref<5120xi8, #gpu.address_space<workgroup>> to memref<1x64x40xf16, #gpu.address_space<workgroup>>
+// CHECK-NEXT:    %[[RB:.*]] = memref.get_global @proj_dispatch_0_contraction_smem_b : memref<5120xi8, #gpu.address_space<workgroup>>
+// CHECK-NEXT:    %[[SB:.*]] = memref.view %[[RB]][%c0][] : memref<5120xi8, #gpu.address_space<workgroup>> to memref<1x64x40xf16, #gpu.address_space<workgroup>>
 // CHECK:         %[[REGS:.*]] = memref.alloca() : memref<8x4xf32>
 // CHECK-COUNT-4: vector.load %[[A]][{{.*}}] {alignment = 16 : i64} : memref<128x576xf32>, vector<4xf32>
 // CHECK-COUNT-4: vector.load %[[W]][{{.*}}] {alignment = 16 : i64} : memref<1536x576xf32>, vector<4xf32>
@@ -25,7 +27,7 @@
 // F16:             arith.truncf %{{.*}} : vector<4xf32> to vector<4xf16>
 // BF16:            arith.truncf %{{.*}} : vector<4xf32> to vector<4xbf16>
 // BF16-NEXT:       arith.bitcast %{{.*}} : vector<4xbf16> to vector<4xf16>
-// CHECK:           vector.store %{{.*}}, %[[SB]][{{.*}}] {alignment = 8 : i64} : memref<64x40xf16, #gpu.address_space<workgroup>>, vector<4xf16>
+// CHECK:           vector.store %{{.*}}, %[[SB]][%c0, {{.*}}] {alignment = 8 : i64} : memref<1x64x40xf16, #gpu.address_space<workgroup>>, vector<4xf16>
 // CHECK:           affine.min
 // CHECK-COUNT-4:   vector.load %[[A]][{{.*}}] {alignment = 16 : i64} : memref<128x576xf32>, vector<4xf32>
 // CHECK-COUNT-4:   vector.load %[[W]][{{.*}}] {alignment = 16 : i64} : memref<1536x576xf32>, vector<4xf32>
@@ -40,8 +42,8 @@
 // CHECK:           scf.yield
 // CHECK-COUNT-16:  vector.store %{{.*}}, %[[C]][{{.*}}] {alignment = 8 : i64} : memref<128x1536xf32>, vector<2xf32>
 // CHECK:         gpu.return
-// CHECK:       memref.global "private" @proj_dispatch_0_contraction_smem_a : memref<64x40xf16, #gpu.address_space<workgroup>> {alignment = 16 : i64}
-// CHECK:       memref.global "private" @proj_dispatch_0_contraction_smem_b : memref<64x40xf16, #gpu.address_space<workgroup>> {alignment = 16 : i64}
+// CHECK:       memref.global "private" @proj_dispatch_0_contraction_smem_a : memref<5120xi8, #gpu.address_space<workgroup>> {alignment = 16 : i64}
+// CHECK:       memref.global "private" @proj_dispatch_0_contraction_smem_b : memref<5120xi8, #gpu.address_space<workgroup>> {alignment = 16 : i64}
 // F16-NOT:       nvvm.mma.sync
 // BF16-NOT:      nvgpu.mma.sync
 

@@ -1,5 +1,5 @@
 // --precision bf16 at the GPU `tiled` stage: a GEMM that fits tensor-core tiles is left whole and
-// marked with its tile (kiln.mma_tile = [TM, TN, KT, WM, WN, LANES]: 64x64 of C per block of 4 warps,
+// marked with its tile (kiln.mma_tile = [TM, TN, KT, WM, WN, LANES, STAGES]: 64x64 of C per block of 4 warps,
 // K in steps of 32, 32x32 per warp of 32 lanes; on CDNA, wavefronts of 64); gpu_mma.py writes the
 // kernel at the `loops` stage. A ragged GEMM keeps the SIMT schedule with its operands rounded to bf16
 // in the body (products of bf16 values, f32 sums). Without matrix instructions (RDNA2) every GEMM is
@@ -13,7 +13,7 @@
 // CHECK:       kiln.precision = "bf16"
 // CHECK-LABEL: func.func private @proj_dispatch_0_contraction
 // CHECK-SAME:    kiln.gpu_block_dims = array<i64: 128, 1, 1>
-// CHECK-SAME:    kiln.mma_tile = array<i64: 64, 64, 32, 32, 32, 32>
+// CHECK-SAME:    kiln.mma_tile = array<i64: 64, 64, 32, 32, 32, 32, 1>
 // CHECK-NOT:     scf.forall
 // CHECK:         linalg.fill
 // CHECK:         linalg.generic
@@ -35,7 +35,7 @@
 // CDNA:       kiln.precision = "bf16"
 // CDNA-LABEL: func.func private @proj_dispatch_0_contraction
 // CDNA-SAME:    kiln.gpu_block_dims = array<i64: 256, 1, 1>
-// CDNA-SAME:    kiln.mma_tile = array<i64: 64, 64, 32, 32, 32, 64>
+// CDNA-SAME:    kiln.mma_tile = array<i64: 64, 64, 32, 32, 32, 64, 1>
 // CDNA-LABEL: func.func private @ragged_dispatch_0_contraction
 // CDNA-NOT:     kiln.mma_tile
 // CDNA:         arith.truncf %{{.*}} to {{.*}}bf16

@@ -23,14 +23,16 @@
 // MFMA-DAG:   #[[CROW1:map[0-9]*]] = affine_map<()[s0, s1] -> (s0 * 64 + ((s1 mod 64) floordiv 16) * 4 + ((s1 floordiv 64) floordiv 2) * 32 + 1)>
 // MFMA-LABEL: gpu.func @proj_dispatch_0_contraction_kernel(
 // MFMA-SAME:    known_block_size = array<i32: 256, 1, 1>, known_grid_size = array<i32: 2, 1, 1>
-// MFMA:         %[[SA:.*]] = memref.get_global @proj_dispatch_0_contraction_smem_a
-// MFMA:         %[[SB:.*]] = memref.get_global @proj_dispatch_0_contraction_smem_b
+// MFMA:         memref.get_global @proj_dispatch_0_contraction_smem_a
+// MFMA-NEXT:    %[[SA:.*]] = memref.view
+// MFMA-NEXT:    memref.get_global @proj_dispatch_0_contraction_smem_b
+// MFMA-NEXT:    %[[SB:.*]] = memref.view
 // MFMA:         %[[K:.*]] = affine.apply #[[KLANE]]()[%thread_id_x]
 // MFMA:         memref.alloca() : memref<4x4xf32, #gpu.address_space<private>>
 // MFMA:         gpu.barrier
-// MFMA:         %[[AW:.*]] = vector.load %[[SA]][%{{.*}}, %[[K]]] {alignment = 8 : i64} : memref<64x40xf16, #gpu.address_space<workgroup>>, vector<4xf16>
+// MFMA:         %[[AW:.*]] = vector.load %[[SA]][%c0, %{{.*}}, %[[K]]] {alignment = 8 : i64} : memref<1x64x40xf16, #gpu.address_space<workgroup>>, vector<4xf16>
 // MFMA-NEXT:    %[[A:.*]] = arith.bitcast %[[AW]] : vector<4xf16> to vector<4xbf16>
-// MFMA:         %[[BW:.*]] = vector.load %[[SB]][%{{.*}}, %[[K]]] {alignment = 8 : i64} : memref<64x40xf16, #gpu.address_space<workgroup>>, vector<4xf16>
+// MFMA:         %[[BW:.*]] = vector.load %[[SB]][%c0, %{{.*}}, %[[K]]] {alignment = 8 : i64} : memref<1x64x40xf16, #gpu.address_space<workgroup>>, vector<4xf16>
 // MFMA-NEXT:    %[[B:.*]] = arith.bitcast %[[BW]] : vector<4xf16> to vector<4xbf16>
 // MFMA:         %[[D:.*]] = amdgpu.mfma 16x16x16 %[[A]] * %[[B]] + %{{.*}} blgp = none : vector<4xbf16>, vector<4xbf16>, vector<4xf32>
 // MFMA-COUNT-7: amdgpu.mfma 16x16x16
@@ -47,12 +49,14 @@
 // RDNA3-DAG:   #[[CROW2:map[0-9]*]] = affine_map<()[s0, s1] -> (s0 * 64 + (s1 mod 32) floordiv 16 + ((s1 floordiv 32) floordiv 2) * 32 + 2)>
 // RDNA3-LABEL: gpu.func @proj_dispatch_0_contraction_kernel(
 // RDNA3-SAME:    known_block_size = array<i32: 128, 1, 1>
-// RDNA3:         %[[SA:.*]] = memref.get_global @proj_dispatch_0_contraction_smem_a
-// RDNA3:         %[[SB:.*]] = memref.get_global @proj_dispatch_0_contraction_smem_b
+// RDNA3:         memref.get_global @proj_dispatch_0_contraction_smem_a
+// RDNA3-NEXT:    %[[SA:.*]] = memref.view
+// RDNA3-NEXT:    memref.get_global @proj_dispatch_0_contraction_smem_b
+// RDNA3-NEXT:    %[[SB:.*]] = memref.view
 // RDNA3:         gpu.barrier
-// RDNA3:         %[[A:.*]] = vector.load %[[SA]][%{{.*}}, %c0] {alignment = 16 : i64} : memref<64x40xf16, #gpu.address_space<workgroup>>, vector<16xf16>
+// RDNA3:         %[[A:.*]] = vector.load %[[SA]][%c0, %{{.*}}, %c0] {alignment = 16 : i64} : memref<1x64x40xf16, #gpu.address_space<workgroup>>, vector<16xf16>
 // RDNA3-NOT:     arith.bitcast
-// RDNA3:         %[[B:.*]] = vector.load %[[SB]][%{{.*}}, %c0] {alignment = 16 : i64} : memref<64x40xf16, #gpu.address_space<workgroup>>, vector<16xf16>
+// RDNA3:         %[[B:.*]] = vector.load %[[SB]][%c0, %{{.*}}, %c0] {alignment = 16 : i64} : memref<1x64x40xf16, #gpu.address_space<workgroup>>, vector<16xf16>
 // RDNA3:         amdgpu.wmma 16x16x16 %[[A]] * %[[B]] + %{{.*}} : vector<16xf16>, vector<16xf16>, vector<8xf32>
 // RDNA3-COUNT-7: amdgpu.wmma 16x16x16
 // RDNA3:         affine.apply #[[CROW]]()[%thread_id_x, %block_id_y]
@@ -64,7 +68,7 @@
 // RDNA4-LABEL: gpu.func @proj_dispatch_0_contraction_kernel(
 // RDNA4-SAME:    known_block_size = array<i32: 128, 1, 1>
 // RDNA4:         %[[K:.*]] = affine.apply #[[KLANE]]()[%thread_id_x]
-// RDNA4:         vector.load %{{.*}}[%{{.*}}, %[[K]]] {alignment = 16 : i64} : memref<64x40xf16, #gpu.address_space<workgroup>>, vector<8xf16>
+// RDNA4:         vector.load %{{.*}}[%{{.*}}, %[[K]]] {alignment = 16 : i64} : memref<1x64x40xf16, #gpu.address_space<workgroup>>, vector<8xf16>
 // RDNA4:         amdgpu.wmma 16x16x16 %{{.*}} * %{{.*}} + %{{.*}} : vector<8xbf16>, vector<8xbf16>, vector<8xf32>
 
 // ROCDL-LABEL: llvm.func @proj_dispatch_0_contraction_kernel(

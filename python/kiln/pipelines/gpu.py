@@ -200,8 +200,7 @@ def make_tiled(module: ir.Module) -> None:
             continue
         mma = gpu_mma.mma_schedule(kernel, funcs[kernel.name], precision, chip)
         if mma is not None:  # tensor cores: the kernel is written at the loops stage (gpu_mma.py)
-            funcs[kernel.name].attributes[gpu_mma.MMA_ATTR] = ir.DenseI64ArrayAttr.get(
-                [mma.tm, mma.tn, mma.kt, mma.wm, mma.wn, mma.lanes])
+            funcs[kernel.name].attributes[gpu_mma.MMA_ATTR] = ir.DenseI64ArrayAttr.get(mma.attribute())
             funcs[kernel.name].attributes[BLOCK_DIM_ATTR] = ir.DenseI64ArrayAttr.get([mma.threads, 1, 1])
             continue
         if gpu_matvec.mark(kernel, funcs[kernel.name], precision):  # a warp per row of W (gpu_matvec.py)

@@ -46,7 +46,7 @@ from . import schedules
 
 PRECISIONS = ("f32", "bf16", "f16")
 PRECISION_ATTR = "kiln.precision"
-MMA_ATTR = "kiln.mma_tile"  # [TM, TN, KT, WM, WN, LANES] on a kernel that gets the tensor-core schedule
+MMA_ATTR = "kiln.mma_tile"  # MmaTile.attribute() on a kernel that gets the tensor-core schedule
 _PAD = 8  # f16 elements of padding per shared-memory row (keeps fragment rows 16-byte aligned)
 
 
@@ -111,10 +111,23 @@ class MmaTile:
     wm: int  # rows of C per warp
     wn: int  # columns of C per warp
     lanes: int  # threads per warp (wavefront)
+    stages: int = 1  # shared-memory buffers: 1 (staged through registers) or a cp.async ring
 
     @property
     def threads(self) -> int:
         return self.lanes * (self.tm // self.wm) * (self.tn // self.wn)
+
+    def attribute(self) -> list:
+        return [self.tm, self.tn, self.kt, self.wm, self.wn, self.lanes, self.stages]
+
+    def shared_bytes(self, kn: bool) -> int:
+        """Shared memory of the A and B buffers (16-bit elements, rows padded by _PAD)."""
+        b_rows = self.tn * (self.kt + _PAD) if not kn else self.kt * (self.tn + _PAD)
+        return 2 * self.stages * (self.tm * (self.kt + _PAD) + b_rows)
+
+
+ASYNC_STAGES = 3  # cp.async ring depth: two K steps in flight during a third's matrix instructions
+STATIC_SHARED_BYTES = 48 * 1024  # a kernel's static shared memory, at most (CUDA)
 
 
 def mma_schedule(kernel: schedules.Kernel, func, precision: str, chip: str):
@@ -129,11 +142,17 @@ def mma_schedule(kernel: schedules.Kernel, func, precision: str, chip: str):
         return None
     nb = len(ranges) - 3
     m, n, k = ranges[nb:]
-    tm = next((t for t in (64, 32, 16) if m % t == 0), 0)
-    tn = next((t for t in (64, 32, 16, 8) if n % t == 0 and t % core.n == 0), 0)
     kt = next((t for t in (32, 16) if k % t == 0), 0)
-    if not (tm and tn and kt):
-        return None
+    if kernel.gemm_multiplicands != "f32" and m % 128 == 0 and n % 128 == 0 and kt == 32:
+        # 16-bit tensors, large: 128 x 128 blocks of 2 x 2 warps of 64 x 64 (each element of A and B
+        # read from shared memory is used 8 (A) or 4 (B) times per warp; 128 accumulators per lane)
+        tile = MmaTile(128, 128, kt, 64, 64, core.lanes)
+    else:
+        tm = next((t for t in (64, 32, 16) if m % t == 0), 0)
+        tn = next((t for t in (64, 32, 16, 8) if n % t == 0 and t % core.n == 0), 0)
+        if not (tm and tn and kt):
+            return None
+        tile = MmaTile(tm, tn, kt, min(tm, 32), min(tn, 32), core.lanes)
     root, block = _root(func), func.regions[0].blocks[0]
     if not _only_gemm(block):
         return None
@@ -144,7 +163,17 @@ def mma_schedule(kernel: schedules.Kernel, func, precision: str, chip: str):
             c.owner.name == "linalg.fill" and _arg_number(c.owner.operands[1], block) is not None
             and not isinstance(c.owner.operands[0].owner, ir.Block)):
         return None
-    return MmaTile(tm, tn, kt, min(tm, 32), min(tn, 32), core.lanes)
+    # cp.async (NVIDIA) copies 16-bit tensors' chunks straight into a ring of shared-memory buffers,
+    # when every thread copies whole chunks of both tiles
+    # (as many stages as fit in static shared memory: 3, or 2 for 128 x 128 blocks)
+    chunks = 8 * tile.threads
+    if (core.name == "mma.sync" and kernel.gemm_multiplicands != "f32" and k // kt >= ASYNC_STAGES
+            and (tile.tm * kt) % chunks == 0 and (tile.tn * kt) % chunks == 0):
+        for stages in range(ASYNC_STAGES, 1, -1):
+            ring = MmaTile(*tile.attribute()[:6], stages)
+            if ring.shared_bytes(kernel.gemm_rhs == "kn") <= STATIC_SHARED_BYTES:
+                return ring
+    return tile
 
 
 def _only_gemm(block) -> bool:
@@ -339,9 +368,17 @@ def _kernel_text(func, name: str, tile: MmaTile, low: str, core: MatrixCore) -> 
     # copied as they are
     elt = str(ir.MemRefType(block.arguments[arg_of[0]].type).element_type)
     vec = 16 // (4 if elt == "f32" else 2)  # elements per 16-byte load
+    threads, stages = tile.threads, tile.stages
+
+    # Shared memory, one buffer per stage: A as [TM, KT], B as [TN, KT] -- or as [KT, TN] when it is
+    # B[k, n] (its fragments are then read transposed: ldmatrix.trans) -- rows padded by _PAD elements.
+    # Each is a byte array viewed as f16 words for the fragment reads (bf16 ones too, see module doc)
+    # and, for bf16 cp.async copies, as bf16.
     smem = "#gpu.address_space<workgroup>"
-    sa_t, sb_t = (f"memref<{rows}x{tile.kt + _PAD}xf16, {smem}>" for rows in (tile.tm, tile.tn))
-    threads = tile.threads
+    shapes = {"a": (stages, tile.tm, tile.kt + _PAD),
+              "b": (stages, tile.kt, tile.tn + _PAD) if kn else (stages, tile.tn, tile.kt + _PAD)}
+    smem_t = {x: f"memref<{'x'.join(map(str, shape))}xf16, {smem}>" for x, shape in shapes.items()}
+    raw_t = {x: f"memref<{2 * math.prod(shape)}xi8, {smem}>" for x, shape in shapes.items()}
 
     t = _Text()
     # the batch loops with several iterations share one grid dimension (block z)
@@ -356,21 +393,27 @@ def _kernel_text(func, name: str, tile: MmaTile, low: str, core: MatrixCore) -> 
         batch[d] = t.apply(f"(d0 floordiv {inner}) mod {ranges[d]}", gids[0])
     a_batch = [batch.get(d, t.c(0)) for d in range(nb)]
     b_batch = [batch.get(d, t.c(0)) for d in rhs[:-2]]
-    t.emit(f"%sa = memref.get_global @{name}_smem_a : {sa_t}")
-    t.emit(f"%sb = memref.get_global @{name}_smem_b : {sb_t}")
+    copy_t = dict(smem_t)  # what cp.async writes: the operands' own type
+    for x in "ab":
+        t.emit(f"%raw_{x} = memref.get_global @{name}_smem_{x} : {raw_t[x]}")
+        t.emit(f"%s{x} = memref.view %raw_{x}[{t.c(0)}][] : {raw_t[x]} to {smem_t[x]}")
+        if stages > 1:
+            copy_t[x] = smem_t[x].replace("xf16,", f"x{low},")
+            t.emit(f"%s{x}_in = memref.view %raw_{x}[{t.c(0)}][] : {raw_t[x]} to {copy_t[x]}")
     t.emit(f"scf.forall (%t) in ({threads}) {{")
     t.emit("%pad = arith.constant 0.0 : f16")
     m0 = t.apply(f"d0 * {tile.tm}", gids[-2])
     n0 = t.apply(f"d0 * {tile.tn}", gids[-1])
     wm, wn = _warp_offsets(t, tile)
     c_at = _CTile(t, vc, tc, a_batch, t.apply("d0 + d1", m0, wm), t.apply("d0 + d1", n0, wn))
-    tiles = (_WarpTiles if core.name == "mma.sync" else _LaneTiles)(t, tile, core, low, (sa_t, sb_t), (wm, wn), c_at)
+    tiles = (_WarpTiles if core.name == "mma.sync" else _LaneTiles)(
+        t, tile, core, low, (smem_t["a"], smem_t["b"], kn), (wm, wn), c_at)
     n_acc = (tile.wm // 16) * (tile.wn // core.n)
     inits = [tiles.initial(i, j, init) for i in range(tile.wm // 16) for j in range(tile.wn // core.n)]
 
     # Each thread's share of the A and B tiles: chunks of `vec` consecutive elements (one 16-byte
-    # load), at (r, c) of the tile; a thread past the last chunk loads the last one again but stores
-    # nothing.
+    # load), at (r, c) of the tile in shared memory; a thread past the last chunk loads the last one
+    # again but stores nothing.
     def chunks(rows, cols):
         groups, out = cols // vec, []
         total = rows * groups
@@ -386,28 +429,91 @@ def _kernel_text(func, name: str, tile: MmaTile, low: str, core: MatrixCore) -> 
 
     a_chunks = chunks(tile.tm, tile.kt)
     b_chunks = chunks(tile.kt, tile.tn) if kn else chunks(tile.tn, tile.kt)
+    sources = [("a", va, ta, a_batch, r, c, guard) for r, c, guard in a_chunks] + \
+              [("b", vb, tb, b_batch, r, c, guard) for r, c, guard in b_chunks]
 
+    def global_index(x, src_batch, r, c, k0) -> str:
+        """The indices in A or B of a chunk at (r, c) of its shared-memory tile, at K offset k0."""
+        if x == "a":
+            index = [t.apply("d0 + d1", m0, r), t.apply("d0 + d1", k0, c)]
+        elif kn:  # B[k, n] tile: r along K, c along N
+            index = [t.apply("d0 + d1", k0, r), t.apply("d0 + d1", n0, c)]
+        else:
+            index = [t.apply("d0 + d1", n0, r), t.apply("d0 + d1", k0, c)]
+        return ", ".join(src_batch + index)
+
+    accs = [f"%a{i}" for i in range(n_acc)]
+    carried = [tiles.acc_t] * n_acc
+    results = t.fresh()
+    steps = k // tile.kt
+    if stages == 1:
+        _register_staged_loop(t, tiles, tile, sources, global_index, vec, elt, low, core, k, inits, results)
+    else:
+        # cp.async ring: step s is copied into buffer s % stages, stages - 1 steps ahead of the one the
+        # matrix instructions read. One barrier per step: after it, every thread's copies of step i
+        # have landed (each waited for its own) and every warp is done with step i - 1, whose buffer
+        # the copies issued next overwrite.
+        token = "!nvgpu.device.async.token"
+
+        def copy(k0, stage) -> str:
+            tokens = []
+            for x, src, src_t, src_batch, r, c, _ in sources:
+                tokens.append(t.fresh())
+                t.emit(f"{tokens[-1]} = nvgpu.device_async_copy {src}[{global_index(x, src_batch, r, c, k0)}], "
+                       f"%s{x}_in[{stage}, {r}, {c}], {vec} {{bypassL1}} : {src_t} to {copy_t[x]}")
+            group = t.fresh()
+            t.emit(f"{group} = nvgpu.device_async_create_group {', '.join(tokens)}")
+            return group
+
+        pending = [copy(t.c(s * tile.kt), t.c(s)) for s in range(stages - 1)][-1]
+        t.emit(f"{results}:{n_acc + 1} = scf.for %i = {t.c(0)} to {t.c(steps)} step {t.c(1)} iter_args("
+               + ", ".join(f"{a} = {v}" for a, v in zip(accs + ["%pending"], inits + [pending]))
+               + f") -> ({', '.join(carried + [token])}) {{")
+        t.emit(f"nvgpu.device_async_wait %pending {{numGroups = {stages - 2} : i32}}")
+        t.emit("gpu.barrier")
+        k_next = t.fresh()  # past the last step: the last one again (in bounds, never read)
+        t.emit(f"{k_next} = affine.min affine_map<(d0) -> ((d0 + {stages - 1}) * {tile.kt}, {k - tile.kt})>(%i)")
+        issued = copy(k_next, t.apply(f"(d0 + {stages - 1}) mod {stages}", "%i"))
+        stage, current = t.apply(f"d0 mod {stages}", "%i"), list(accs)
+        for kk in range(tile.kt // 16):
+            tiles.step(kk, current, stage)
+        t.emit(f"scf.yield {', '.join(current + [issued])} : {', '.join(carried + [token])}")
+        t.emit("}")
+        t.emit(f"nvgpu.device_async_wait {results}#{n_acc} {{numGroups = 0 : i32}}")
+    for i in range(tile.wm // 16):
+        for j in range(tile.wn // core.n):
+            tiles.write(i, j, f"{results}#{i * (tile.wn // core.n) + j}")
+    t.emit("} {mapping = [#gpu.thread<x>]}")
+    axes = ["x", "y", "z"][: len(grid)]
+    t.emit(f"}} {{mapping = [{', '.join(f'#gpu.block<{a}>' for a in reversed(axes))}]}}")
+    t.emit("return")
+
+    consts = [f"%c{v} = arith.constant {v} : index" for v in sorted(t.constants)]
+    args = ", ".join(f"%arg{i}: {ty}" for i, ty in enumerate(types))
+    return "\n".join([
+        *(f'memref.global "private" @{name}_smem_{x} : {raw_t[x]} {{alignment = 16 : i64}}' for x in "ab"),
+        f"func.func private @{name}({args}) {{",
+        *consts, *t.lines, "}",
+    ])
+
+
+def _register_staged_loop(t: _Text, tiles, tile: MmaTile, sources: list, global_index, vec: int, elt: str,
+                          low: str, core: MatrixCore, k: int, inits: list, results: str) -> None:
+    """The K loop with one shared-memory buffer, staged through registers: the chunks loaded during
+    step i - 1 are stored (f32 ones rounded to `low`), the loads of step i + 1 issued (in flight during
+    this step's matrix instructions), a barrier, the matrix instructions, a barrier. The chunks wait in
+    a small per-thread buffer (registers once LLVM promotes it) rather than in the loop's iter_args,
+    which convert-vector-to-gpu would refuse."""
     def load(k0):
-        """The chunks of A and B at K offset k0 (vectors, held in registers until stored)."""
         values = []
-        for src, src_t, src_batch, tile_chunks, is_a in ((va, ta, a_batch, a_chunks, True),
-                                                         (vb, tb, b_batch, b_chunks, False)):
-            for r, c, _ in tile_chunks:
-                if is_a:
-                    index = [t.apply("d0 + d1", m0, r), t.apply("d0 + d1", k0, c)]
-                elif kn:  # B[k, n] tile: r along K, c along N
-                    index = [t.apply("d0 + d1", k0, r), t.apply("d0 + d1", n0, c)]
-                else:
-                    index = [t.apply("d0 + d1", n0, r), t.apply("d0 + d1", k0, c)]
-                values.append(t.fresh())
-                t.emit(f"{values[-1]} = vector.load {src}[{', '.join(src_batch + index)}] {{alignment = 16 : i64}} "
-                       f": {src_t}, vector<{vec}x{elt}>")
+        for x, src, src_t, src_batch, r, c, _ in sources:
+            values.append(t.fresh())
+            t.emit(f"{values[-1]} = vector.load {src}[{global_index(x, src_batch, r, c, k0)}] "
+                   f"{{alignment = 16 : i64}} : {src_t}, vector<{vec}x{elt}>")
         return values
 
     def store(values):
-        """Writes the loaded chunks (f32: rounded to `low`) to the shared-memory tiles (B as [n, k])."""
-        for value, (r, c, guard), dst in zip(values, a_chunks + b_chunks,
-                                             ["%sa"] * len(a_chunks) + ["%sb"] * len(b_chunks)):
+        for value, (x, *_, r, c, guard) in zip(values, sources):
             if guard:
                 ok = t.fresh()
                 t.emit(f"{ok} = arith.cmpi ult, %t, {t.c(guard)} : index")
@@ -420,25 +526,14 @@ def _kernel_text(func, name: str, tile: MmaTile, low: str, core: MatrixCore) -> 
                 w = t.fresh()
                 t.emit(f"{w} = arith.bitcast {h} : vector<{vec}xbf16> to vector<{vec}xf16>")
                 h = w
-            dst_t = sa_t if dst == "%sa" else sb_t
-            if kn and dst == "%sb":
-                for e in range(vec):
-                    x, ce = t.fresh(), t.apply(f"d0 + {e}", c)
-                    t.emit(f"{x} = vector.extract {h}[{e}] : f16 from vector<{vec}xf16>")
-                    t.emit(f"memref.store {x}, {dst}[{ce}, {r}] : {dst_t}")
-            else:
-                t.emit(f"vector.store {h}, {dst}[{r}, {c}] {{alignment = {2 * vec} : i64}} "
-                       f": {dst_t}, vector<{vec}xf16>")
+            smem_t = tiles.sa_t if x == "a" else tiles.sb_t
+            t.emit(f"vector.store {h}, %s{x}[{t.c(0)}, {r}, {c}] {{alignment = {2 * vec} : i64}} "
+                   f": {smem_t}, vector<{vec}xf16>")
             if guard:
                 t.emit("}")
 
-    # The loads for step k + KT are issued before step k's matrix instructions, so global memory
-    # latency overlaps the tensor-core work. The chunks wait in a small per-thread buffer (registers
-    # once LLVM promotes it) rather than in the K loop's iter_args, which convert-vector-to-gpu would
-    # refuse.
-    n_chunks = len(a_chunks) + len(b_chunks)
     private = "" if core.name == "mma.sync" else ", #gpu.address_space<private>"  # AMDGPU's allocas: addrspace 5
-    regs_t = f"memref<{n_chunks}x{vec}x{elt}{private}>"
+    regs_t = f"memref<{len(sources)}x{vec}x{elt}{private}>"
     t.emit(f"%regs = memref.alloca() : {regs_t}")
 
     def hold(values):
@@ -446,13 +541,12 @@ def _kernel_text(func, name: str, tile: MmaTile, low: str, core: MatrixCore) -> 
             t.emit(f"vector.store {v}, %regs[{t.c(i)}, {t.c(0)}] : {regs_t}, vector<{vec}x{elt}>")
 
     hold(load(t.c(0)))
+    n_acc = len(inits)
     accs = [f"%a{i}" for i in range(n_acc)]
-    results = t.fresh()
-    carried = [tiles.acc_t] * n_acc
     t.emit(f"{results}:{n_acc} = scf.for %k0 = {t.c(0)} to {t.c(k)} step {t.c(tile.kt)} iter_args("
-           + ", ".join(f"{a} = {v}" for a, v in zip(accs, inits)) + f") -> ({', '.join(carried)}) {{")
+           + ", ".join(f"{a} = {v}" for a, v in zip(accs, inits)) + f") -> ({', '.join([tiles.acc_t] * n_acc)}) {{")
     held = []
-    for i in range(n_chunks):
+    for i in range(len(sources)):
         held.append(t.fresh())
         t.emit(f"{held[-1]} = vector.load %regs[{t.c(i)}, {t.c(0)}] : {regs_t}, vector<{vec}x{elt}>")
     store(held)
@@ -462,26 +556,10 @@ def _kernel_text(func, name: str, tile: MmaTile, low: str, core: MatrixCore) -> 
     t.emit("gpu.barrier")
     current = list(accs)
     for kk in range(tile.kt // 16):
-        tiles.step(kk, current)
+        tiles.step(kk, current, t.c(0))
     t.emit("gpu.barrier")
-    t.emit(f"scf.yield {', '.join(current)} : {', '.join(carried)}")
+    t.emit(f"scf.yield {', '.join(current)} : {', '.join([tiles.acc_t] * n_acc)}")
     t.emit("}")
-    for i in range(tile.wm // 16):
-        for j in range(tile.wn // core.n):
-            tiles.write(i, j, f"{results}#{i * (tile.wn // core.n) + j}")
-    t.emit("} {mapping = [#gpu.thread<x>]}")
-    axes = ["x", "y", "z"][: len(grid)]
-    t.emit(f"}} {{mapping = [{', '.join(f'#gpu.block<{a}>' for a in reversed(axes))}]}}")
-    t.emit("return")
-
-    consts = [f"%c{v} = arith.constant {v} : index" for v in sorted(t.constants)]
-    args = ", ".join(f"%arg{i}: {ty}" for i, ty in enumerate(types))
-    return "\n".join([
-        f'memref.global "private" @{name}_smem_a : {sa_t} {{alignment = 16 : i64}}',
-        f'memref.global "private" @{name}_smem_b : {sb_t} {{alignment = 16 : i64}}',
-        f"func.func private @{name}({args}) {{",
-        *consts, *t.lines, "}",
-    ])
 
 
 @dataclass
@@ -513,10 +591,10 @@ class _WarpTiles:
              "affine_map<(m, n, k) -> (m, n)>], iterator_types = [\"parallel\", \"parallel\", \"reduction\"], "
              "kind = #vector.kind<add>")
 
-    def __init__(self, t: _Text, tile: MmaTile, core: MatrixCore, low: str, smem_types: tuple, warp: tuple,
+    def __init__(self, t: _Text, tile: MmaTile, core: MatrixCore, low: str, smem: tuple, warp: tuple,
                  c: _CTile):
         self.t, self.tile, self.c = t, tile, c
-        self.sa_t, self.sb_t = smem_types
+        self.sa_t, self.sb_t, self.kn = smem
         self.warp_m, self.warp_n = warp
 
     def initial(self, i: int, j: int, init) -> str:
@@ -531,19 +609,22 @@ class _WarpTiles:
                f"{{in_bounds = [true, true]}} : {self.c.type}, {self.acc_t}")
         return v
 
-    def step(self, kk: int, current: list) -> None:
+    def step(self, kk: int, current: list, stage: str) -> None:
+        """The instructions of K step kk (16 elements) of shared-memory buffer `stage`."""
         t, tile = self.t, self.tile
         col = t.c(16 * kk)
+        rows, cols = "affine_map<(s, r, c) -> (r, c)>", "affine_map<(s, r, c) -> (c, r)>"
         a_frags, b_frags = [], []
         for i in range(tile.wm // 16):
             row, a = t.apply(f"d0 + {16 * i}", self.warp_m), t.fresh()
-            t.emit(f"{a} = vector.transfer_read %sa[{row}, {col}], %pad {{in_bounds = [true, true]}} "
-                   f": {self.sa_t}, vector<16x16xf16>")
+            t.emit(f"{a} = vector.transfer_read %sa[{stage}, {row}, {col}], %pad {{in_bounds = [true, true], "
+                   f"permutation_map = {rows}}} : {self.sa_t}, vector<16x16xf16>")
             a_frags.append(a)
         for j in range(tile.wn // 8):
-            row, b = t.apply(f"d0 + {8 * j}", self.warp_n), t.fresh()
-            t.emit(f"{b} = vector.transfer_read %sb[{row}, {col}], %pad {{in_bounds = [true, true]}} "
-                   f": {self.sb_t}, vector<8x16xf16>")
+            n, b = t.apply(f"d0 + {8 * j}", self.warp_n), t.fresh()
+            at, layout = (f"{col}, {n}", cols) if self.kn else (f"{n}, {col}", rows)  # B as [k, n]: transposed
+            t.emit(f"{b} = vector.transfer_read %sb[{stage}, {at}], %pad {{in_bounds = [true, true], "
+                   f"permutation_map = {layout}}} : {self.sb_t}, vector<8x16xf16>")
             b_frags.append(b)
         for i, a in enumerate(a_frags):
             for j, b in enumerate(b_frags):
@@ -561,10 +642,10 @@ class _LaneTiles:
     """AMD: each lane loads its elements of the 16x16 tiles (`MatrixCore` layout) and issues
     amdgpu.mfma / amdgpu.wmma; C's accumulators are loaded and stored element by element."""
 
-    def __init__(self, t: _Text, tile: MmaTile, core: MatrixCore, low: str, smem_types: tuple, warp: tuple,
+    def __init__(self, t: _Text, tile: MmaTile, core: MatrixCore, low: str, smem: tuple, warp: tuple,
                  c: _CTile):
         self.t, self.tile, self.core, self.low, self.c = t, tile, core, low, c
-        self.sa_t, self.sb_t = smem_types
+        self.sa_t, self.sb_t, self.kn = smem
         self.warp_m, self.warp_n = warp
         self.n_acc = core.accumulators
         self.acc_t = f"vector<{self.n_acc}xf32>"
@@ -594,25 +675,32 @@ class _LaneTiles:
         t.emit(f"{v} = vector.from_elements {', '.join(elements)} : {self.acc_t}")
         return v
 
-    def _fragment(self, smem: str, smem_t: str, row0: str, kk: int) -> str:
-        """This lane's K elements of the tile row (A) or column (B) at `row0` + its row, K step kk."""
+    def _fragment(self, smem: str, smem_t: str, row0: str, kk: int, stage: str, transposed: bool) -> str:
+        """This lane's K elements of the tile row (A) or column (B) at `row0` + its row, K step kk, of
+        buffer `stage`: one vector load, or (`transposed`: B held as [k, n]) one load per element."""
         t, kl = self.t, self.core.k_per_lane
         row, col = t.apply("d0 + d1", row0, self.row16), t.apply(f"d0 + {16 * kk}", self.k_lane)
         words = t.fresh()
-        align = min(16, 2 * kl)
-        t.emit(f"{words} = vector.load {smem}[{row}, {col}] {{alignment = {align} : i64}} "
-               f": {smem_t}, vector<{kl}xf16>")
+        if transposed:
+            elements = []
+            for e in range(kl):
+                elements.append(t.fresh())
+                t.emit(f"{elements[-1]} = memref.load {smem}[{stage}, {t.apply(f'd0 + {e}', col)}, {row}] : {smem_t}")
+            t.emit(f"{words} = vector.from_elements {', '.join(elements)} : vector<{kl}xf16>")
+        else:
+            t.emit(f"{words} = vector.load {smem}[{stage}, {row}, {col}] {{alignment = {min(16, 2 * kl)} : i64}} "
+                   f": {smem_t}, vector<{kl}xf16>")
         if self.low == "f16":
             return words
         v = t.fresh()  # bf16 tiles are held as f16-typed words (see module doc)
         t.emit(f"{v} = arith.bitcast {words} : vector<{kl}xf16> to vector<{kl}xbf16>")
         return v
 
-    def step(self, kk: int, current: list) -> None:
+    def step(self, kk: int, current: list, stage: str) -> None:
         t, tile, core, low, kl = self.t, self.tile, self.core, self.low, self.core.k_per_lane
-        a_frags = [self._fragment("%sa", self.sa_t, t.apply(f"d0 + {16 * i}", self.warp_m), kk)
+        a_frags = [self._fragment("%sa", self.sa_t, t.apply(f"d0 + {16 * i}", self.warp_m), kk, stage, False)
                    for i in range(tile.wm // 16)]
-        b_frags = [self._fragment("%sb", self.sb_t, t.apply(f"d0 + {16 * j}", self.warp_n), kk)
+        b_frags = [self._fragment("%sb", self.sb_t, t.apply(f"d0 + {16 * j}", self.warp_n), kk, stage, self.kn)
                    for j in range(tile.wn // 16)]
         operands = f"vector<{kl}x{low}>, vector<{kl}x{low}>, {self.acc_t}"
         for i, a in enumerate(a_frags):
