@@ -10,15 +10,21 @@ extents fit whole tiles get this kernel instead of the SIMT schedule: one on bf1
 and B extended to f32 in its body, C f32), whatever the precision; and, with `precision="bf16"|
 "f16"`, one on f32 tensors, whose operands are rounded to that type on the way into shared memory.
 
-    block   TM x TN of C (a grid of M/TM x N/TN tiles x the batch loops' iterations)
-    warps   WM x WN of C each (at most 2 x 2 warps or wavefronts); 16-row instruction tiles, f32
-            accumulators in registers through the whole K loop
-    K step  KT (32 or 16): every thread stores the 16-byte vectors of A and B it loaded from global
-            memory during the previous step (8 bf16/f16 elements, or 4 f32 rounded to bf16/f16)
-            in shared memory (A as [TM, KT], B as [TN, KT], rows padded by 8 elements against bank
-            conflicts); it issues the loads for the next step (in flight during this one's matrix
-            instructions); a barrier; each warp reads its fragments and issues (WM/16) x (WN/n) x
-            (KT/16) instructions; a barrier.
+    block   TM x TN of C (a grid of M/TM x N/TN tiles x the batch loops' iterations): 128 x 128 for
+            large GEMMs on 16-bit tensors, else up to 64 x 64
+    warps   WM x WN of C each (at most 2 x 2 warps or wavefronts; 64 x 64 or up to 32 x 32);
+            16-row instruction tiles, f32 accumulators in registers through the whole K loop
+    K step  KT (32 or 16) of A and B in shared memory: A as [TM, KT], B as [TN, KT] -- or [KT, TN]
+            for B[k, n], read transposed -- rows padded by 8 elements against bank conflicts. Two
+            ways to get them there:
+            - registers (any chip, any operands): every thread stores the 16-byte vectors it
+              loaded during the previous step (8 bf16/f16 elements, or 4 f32 rounded to
+              bf16/f16), issues the loads of the next step (in flight during this one's matrix
+              instructions); a barrier; the instructions; a barrier.
+            - a cp.async ring (NVIDIA, 16-bit tensors, 3 K steps or more): 2 or 3 buffers (what
+              fits in 48 KiB), copies issued that many steps minus one ahead; per step one wait,
+              one barrier, the next copies, the instructions.
+            Each warp reads its fragments and issues (WM/16) x (WN/n) x (KT/16) instructions.
 
 The kernel is written at the `loops` stage (on buffers). For NVIDIA it is vector code per warp --
 vector.contract on 16x16 x 8x16 tiles read from shared memory -- which upstream's
@@ -163,9 +169,9 @@ def mma_schedule(kernel: schedules.Kernel, func, precision: str, chip: str):
             c.owner.name == "linalg.fill" and _arg_number(c.owner.operands[1], block) is not None
             and not isinstance(c.owner.operands[0].owner, ir.Block)):
         return None
-    # cp.async (NVIDIA) copies 16-bit tensors' chunks straight into a ring of shared-memory buffers,
-    # when every thread copies whole chunks of both tiles
-    # (as many stages as fit in static shared memory: 3, or 2 for 128 x 128 blocks)
+    # cp.async (NVIDIA) copies 16-bit tensors' chunks straight into a ring of shared-memory buffers
+    # (as many as fit in static shared memory: 3, or 2 for 128 x 128 blocks), when every thread
+    # copies whole chunks of both tiles
     chunks = 8 * tile.threads
     if (core.name == "mma.sync" and kernel.gemm_multiplicands != "f32" and k // kt >= ASYNC_STAGES
             and (tile.tm * kt) % chunks == 0 and (tile.tn * kt) % chunks == 0):
