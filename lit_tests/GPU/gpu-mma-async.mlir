@@ -3,7 +3,9 @@
 // shared memory as they are with cp.async, in a ring of buffers (2 here: 3 would pass the 48 KiB of
 // static shared memory). B[k, n] is held as [k, n] and read transposed (ldmatrix.trans). Per K step:
 // wait for the step's copies, one barrier, issue the copies of the step after next into the buffer
-// the last step read, then 4 x 8 mma.sync per 16 of K. C is summed in f32; a second kernel rounds it.
+// the last step read, then 4 x 8 mma.sync per 16 of K. C is summed in f32 and rounded to bf16 as it
+// is stored: the rounding kernel the op's bf16 result adds (marked at `tiled`) and its f32 buffer
+// are gone at `loops`.
 //
 // RUN: kiln compile %s --target cuda --chip sm_90 --compile-to tiled | FileCheck %s --check-prefix=TILED
 // RUN: kiln compile %s --target cuda --chip sm_90 --compile-to loops | FileCheck %s
@@ -13,13 +15,15 @@
 // TILED-LABEL: func.func private @mm_dispatch_0_contraction(
 // TILED-SAME:    %{{.*}}: tensor<256x256xf32>, %{{.*}}: tensor<256x128xbf16>, %{{.*}}: tensor<128x256xbf16>
 // TILED-SAME:    kiln.gpu_block_dims = array<i64: 128, 1, 1>
+// TILED-SAME:    kiln.mma_rounds_c = "bf16"
 // TILED-SAME:    kiln.mma_tile = array<i64: 128, 128, 32, 64, 64, 32, 2>
 // TILED:         arith.extf %{{.*}} : bf16 to f32
 // TILED-LABEL: func.func private @mm_dispatch_1_elementwise(
+// TILED-SAME:    kiln.rounds_mma_result
 // TILED:         arith.truncf %{{.*}} : f32 to bf16
 
 // CHECK-LABEL: gpu.func @mm_dispatch_0_contraction_kernel(
-// CHECK-SAME:    %[[A:.*]]: memref<256x128xbf16>, %[[B:.*]]: memref<128x256xbf16>, %[[C:.*]]: memref<256x256xf32>) kernel
+// CHECK-SAME:    %[[A:.*]]: memref<256x128xbf16>, %[[B:.*]]: memref<128x256xbf16>, %[[C:.*]]: memref<256x256xbf16>) kernel
 // CHECK-SAME:    known_block_size = array<i32: 128, 1, 1>, known_grid_size = array<i32: 2, 2, 1>
 // CHECK:         %[[RA:.*]] = memref.get_global @mm_dispatch_0_contraction_smem_a : memref<20480xi8, #gpu.address_space<workgroup>>
 // CHECK-NEXT:    %[[SA:.*]] = memref.view %[[RA]][%c0][] : {{.*}} to memref<2x128x40xf16, #gpu.address_space<workgroup>>
@@ -40,8 +44,14 @@
 // CHECK-COUNT-32:  nvvm.mma.sync {{.*}}multiplicandAPtxType = #nvvm.mma_type<bf16>
 // CHECK:           scf.yield %[[G]],
 // CHECK:         nvgpu.device_async_wait %[[LOOP]]#0 {numGroups = 0 : i32}
-// CHECK-COUNT-64: vector.store %{{.*}}, %[[C]][{{.*}}] {alignment = 8 : i64} : memref<256x256xf32>, vector<2xf32>
+// CHECK:         %[[H:.*]] = arith.truncf %{{.*}} : vector<2xf32> to vector<2xbf16>
+// CHECK-NEXT:    vector.store %[[H]], %[[C]][{{.*}}] {alignment = 4 : i64} : memref<256x256xbf16>, vector<2xbf16>
+// CHECK-COUNT-63: vector.store %{{.*}}, %[[C]][{{.*}}] {alignment = 4 : i64} : memref<256x256xbf16>, vector<2xbf16>
 // CHECK:       memref.global "private" @mm_dispatch_0_contraction_smem_a : memref<20480xi8, #gpu.address_space<workgroup>>
+// CHECK-NOT:   gpu.func
+// CHECK-LABEL: func.func @mm(
+// CHECK-NEXT:    call @mm_dispatch_0_contraction(%arg2, %arg0, %arg1) : (memref<256x256xbf16>, memref<256x128xbf16>, memref<128x256xbf16>) -> ()
+// CHECK-NEXT:    return
 
 // PTX-LABEL: .visible .entry mm_dispatch_0_contraction_kernel(
 // PTX:       cp.async.cg.shared.global [%rd{{[0-9]+}}], [%rd{{[0-9]+}}], 16;
@@ -49,8 +59,9 @@
 // PTX:       cp.async.wait_group 0;
 // PTX:       ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16
 // PTX:       mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32
-// PTX-LABEL: .visible .entry mm_dispatch_1_elementwise_kernel(
-// PTX:       cvt.rn.bf16
+// PTX:       cvt.rn.bf16x2.f32
+// PTX:       st.global.b32
+// PTX-NOT:   .entry
 
 func.func @mm(%a: tensor<256x128xbf16>, %b: tensor<128x256xbf16>) -> tensor<256x256xbf16> {
   %c = transformer.matmul %a, %b : (tensor<256x128xbf16>, tensor<128x256xbf16>) -> tensor<256x256xbf16>

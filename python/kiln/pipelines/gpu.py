@@ -248,6 +248,7 @@ def make_tiled(module: ir.Module) -> None:
         if register_tiled is not None or kt:
             lines += _register_tile_lines(i, len(tiles), kt, kernel.has_init_fill)
     lines += ["    transform.yield", "  }", "}"]
+    gpu_mma.mark_rounded_results(module)  # before the rounding kernels are tiled
     _apply(module, "\n".join(lines), "tiled")
     for func, args in rounded:
         gpu_mma.round_operands(func, args, precision)

@@ -234,6 +234,140 @@ def _traced_arg(value, block):
     return _arg_number(value, block)
 
 
+# ---- C stored rounded (tiled stage: found; loops stage: done) ----------------------------------
+
+ROUNDING_ATTR = "kiln.mma_rounds_c"  # on a tensor-core kernel that stores C rounded to this type
+_ROUNDING_KERNEL_ATTR = "kiln.rounds_mma_result"  # on the elementwise kernel that did the rounding
+
+
+def mark_rounded_results(module: ir.Module) -> None:
+    """A GEMM on bf16/f16 tensors sums in f32, and a transformer op whose result is bf16/f16 rounds
+    that sum in a second kernel. When every caller of a tensor-core kernel passes its C only to such a
+    rounding kernel, the GEMM can store C rounded itself: this marks both (at `tiled`, on tensors,
+    while the rounding is still one linalg.generic); `absorb_rounding` rewires the calls at `loops`."""
+    funcs = {ir.StringAttr(op.attributes["sym_name"]).value: op
+             for op in module.body.operations if op.operation.name == "func.func"}
+    callers = {}  # kernel name -> its func.call ops in the host functions
+    for f in funcs.values():
+        if "kiln.dispatch" not in f.attributes and f.regions[0].blocks:
+            _walk(f, lambda o: callers.setdefault(ir.FlatSymbolRefAttr(o.attributes["callee"]).value, []).append(o)
+                  if o.operation.name == "func.call" else None)
+    for name, func in funcs.items():
+        if MMA_ATTR not in func.attributes or name not in callers:
+            continue
+        low = str(ir.ShapedType(func.regions[0].blocks[0].arguments[operand_args(func)[0]].type).element_type)
+        if low not in ("bf16", "f16") or _fill_constant(func) is None:
+            continue
+        roundings = []
+        for call in callers[name]:
+            uses = list(call.results[0].uses) if len(call.results) == 1 else []
+            user = uses[0].owner if len(uses) == 1 else None
+            callee = ir.FlatSymbolRefAttr(user.attributes["callee"]).value \
+                if user is not None and user.name == "func.call" else None
+            if callee is None or uses[0].operand_number != 0 or not _rounds_to(funcs[callee], low):
+                break
+            roundings.append(funcs[callee])
+        else:
+            func.attributes[ROUNDING_ATTR] = ir.StringAttr.get(low)
+            for r in roundings:
+                r.attributes[_ROUNDING_KERNEL_ATTR] = ir.UnitAttr.get()
+
+
+def _fill_constant(func):
+    """The constant a kernel's fill starts C at, or None (no fill: C accumulates into an argument)."""
+    fill = next((o for o in func.regions[0].blocks[0].operations if o.operation.name == "linalg.fill"), None)
+    if fill is None or isinstance(fill.operands[0].owner, ir.Block):
+        return None
+    return ir.FloatAttr(fill.operands[0].owner.attributes["value"]).value
+
+
+def _rounds_to(func, low: str) -> bool:
+    """Is `func` (a dispatch, on tensors) y = truncf(x) elementwise, from f32 argument 0 into `low`?"""
+    ops = list(func.regions[0].blocks[0].operations)
+    if [o.operation.name for o in ops] != ["linalg.generic", "func.return"] or len(func.regions[0].blocks[0].arguments) != 2:
+        return False
+    generic = ops[0]
+    body = [o.operation.name for o in generic.regions[0].blocks[0].operations]
+    maps = {str(m) for m in ir.ArrayAttr(generic.attributes["indexing_maps"])}
+    x, y = generic.operands
+    return (body == ["arith.truncf", "linalg.yield"] and len(maps) == 1
+            and "->" in maps.pop() and _arg_number(x, func.regions[0].blocks[0]) == 0
+            and str(ir.ShapedType(y.type).element_type) == low
+            and str(ir.ShapedType(x.type).element_type) == "f32")
+
+
+def absorb_rounding(module: ir.Module, func, name: str):
+    """At `loops` (on buffers): every host call of tensor-core kernel `func` marked ROUNDING_ATTR
+    passes, instead of its f32 C buffer, the buffer its rounding kernel wrote, whose call goes (and
+    with it the f32 buffer). Returns C's element type: the mark's, or None (unmarked)."""
+    if ROUNDING_ATTR not in func.attributes:
+        return None
+    c_arg = _c_arg(func)
+    sites = []
+    for host in module.body.operations:
+        if host.operation.name != "func.func" or "kiln.dispatch" in host.attributes or not host.regions[0].blocks:
+            continue
+        calls = []
+        _walk(host, lambda o: calls.append(o) if o.operation.name == "func.call" else None)
+        for call in calls:
+            if ir.FlatSymbolRefAttr(call.attributes["callee"]).value != name:
+                continue
+            c = call.operands[c_arg]
+            users = [u.owner for u in c.uses if u.owner != call]
+            rounding = [u for u in users if u.name == "func.call" and _ROUNDING_KERNEL_ATTR in
+                        _callee(module, u).attributes and u.operands[0] == c]
+            if len(rounding) != 1 or any(u.name != "memref.dealloc" for u in users if u != rounding[0]):
+                raise KilnError(f"stage 'loops': kernel {name} stores C rounded, but a caller's C buffer "
+                                f"({c.type}) is not only rounded after the call:\n{call}")
+            sites.append((call, c, rounding[0]))
+    for call, c, rounding in sites:
+        call.operands[c_arg] = rounding.operands[1]
+        rounding.erase()
+        for u in [u.owner for u in c.uses]:
+            u.erase()  # its dealloc
+        if not isinstance(c.owner, ir.Block) and not list(c.uses):
+            c.owner.erase()
+    return ir.StringAttr(func.attributes[ROUNDING_ATTR]).value
+
+
+def _c_arg(func) -> int:
+    """The argument number of a tensor-core kernel's C, on buffers (its root writes the argument)."""
+    return _arg_number(_root(func).operands[2], func.regions[0].blocks[0])
+
+
+def _callee(module: ir.Module, call):
+    name = ir.FlatSymbolRefAttr(call.attributes["callee"]).value
+    return next(op for op in module.body.operations
+                if op.operation.name == "func.func" and ir.StringAttr(op.attributes["sym_name"]).value == name)
+
+
+def _round_c_stores(func, c_arg: int, low: str) -> None:
+    """Every store of the kernel into C (argument c_arg: vector.transfer_write, vector.store or
+    memref.store of f32 values) rounds its value to `low`, and C becomes a `low` buffer."""
+    from mlir.dialects import arith
+
+    c = func.regions[0].blocks[0].arguments[c_arg]
+    low_t = ir.BF16Type.get() if low == "bf16" else ir.F16Type.get()
+    stores = [u.owner for u in c.uses if u.owner.name in ("vector.transfer_write", "vector.store", "memref.store")]
+    if len(stores) != len(list(c.uses)):
+        raise KilnError(f"kernel {ir.StringAttr(func.attributes['sym_name']).value}: C is read, not only stored")
+    for store in stores:
+        value = store.operands[0]
+        t = value.type
+        rounded_t = ir.VectorType.get(ir.VectorType(t).shape, low_t) if isinstance(t, ir.VectorType) else low_t
+        with ir.InsertionPoint(store), store.location:
+            store.operands[0] = arith.truncf(rounded_t, value)
+        if "alignment" in store.attributes:  # (`_align_c_fragments`: f32 pairs) half the bytes now
+            align = ir.IntegerAttr(store.attributes["alignment"]).value // 2
+            store.attributes["alignment"] = ir.IntegerAttr.get(ir.IntegerType.get_signless(64), align)
+    memref_t = ir.MemRefType(c.type)
+    c.set_type(ir.MemRefType.get(memref_t.shape, low_t))
+    ftype = ir.FunctionType(ir.TypeAttr(func.attributes["function_type"]).value)
+    inputs = list(ftype.inputs)
+    inputs[c_arg] = c.type
+    func.attributes["function_type"] = ir.TypeAttr.get(ir.FunctionType.get(inputs, ftype.results))
+
+
 # ---- the kernel (loops stage) ---------------------------------------------------------------
 
 
@@ -248,6 +382,8 @@ def build_kernels(module: ir.Module, chip: str) -> None:
         name = ir.StringAttr(op.attributes["sym_name"]).value
         tile = MmaTile(*ir.DenseI64ArrayAttr(op.attributes[MMA_ATTR]))
         low = _multiplicand_type(op, precision)
+        rounded_c = absorb_rounding(module, op, name)
+        c_arg = _c_arg(op)
         new = ir.Module.parse(_kernel_text(op, name, tile, low, core), context=module.context)
         ops = list(new.body.operations)
         for new_op in ops:
@@ -258,6 +394,22 @@ def build_kernels(module: ir.Module, chip: str) -> None:
         op.operation.erase()
         if core.name == "mma.sync":
             _to_mma_sync(ops[-1], name, low)
+        if rounded_c:
+            _round_c_stores(ops[-1], c_arg, rounded_c)
+    _drop_uncalled_rounding_kernels(module)
+
+
+def _drop_uncalled_rounding_kernels(module: ir.Module) -> None:
+    """Rounding kernels whose every call `absorb_rounding` removed."""
+    called = set()
+    for f in module.body.operations:
+        if f.operation.name == "func.func":
+            _walk(f, lambda o: called.add(ir.FlatSymbolRefAttr(o.attributes["callee"]).value)
+                  if o.operation.name == "func.call" else None)
+    for f in list(module.body.operations):
+        if (f.operation.name == "func.func" and _ROUNDING_KERNEL_ATTR in f.attributes
+                and ir.StringAttr(f.attributes["sym_name"]).value not in called):
+            f.operation.erase()
 
 
 def drop_host_shared_memory(module: ir.Module) -> None:
