@@ -797,10 +797,10 @@ LOW_GEMMS = {
     "large_matmul": (lambda p: _low_gemm(p, (128, 128), (128, 256), (128, 256), _MKN),  # 128 x 128 blocks
                      lambda r, p: [_low(r, p, 128, 128), _low(r, p, 128, 256)], lambda a, b: a @ b),
 }
-# how each LOW_GEMMS case is staged on NVIDIA: (block tile, warp tile, shared-memory buffers); 3 or 2
-# (what fits in 48 KiB) is a cp.async ring (three K steps or more), 1 registers (fewer)
+# how each LOW_GEMMS case is staged on NVIDIA: (block tile, warp tile, shared-memory buffers): a
+# cp.async ring of as many buffers as fit in 48 KiB and K steps (up to 3), or 1 (registers) for one step
 LOW_GEMM_TILES = {"linear": ((64, 64), (32, 32), 3), "matmul": ((32, 16), (32, 16), 3),
-                  "matmul_residual": ((32, 16), (32, 16), 1), "batched_matmul": ((16, 32), (16, 32), 1),
+                  "matmul_residual": ((32, 16), (32, 16), 2), "batched_matmul": ((16, 32), (16, 32), 1),
                   "large_matmul": ((128, 128), (64, 64), 2)}
 
 

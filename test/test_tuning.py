@@ -69,3 +69,62 @@ def test_tune_stores_winners_that_compiles_use(cache_dir, capsys):
 def test_without_cache_entries_compiles_use_defaults(cache_dir):
     tiled = kiln.compile(MODULE, compile_to="tiled")
     assert tiled.count('kiln.schedule_source = "default"') == 2
+
+
+# ---- GPU targets: tensor-core tiles ------------------------------------------------------------
+
+BF16_MATMUL = """
+func.func @f(%a: tensor<256x128xbf16>, %b: tensor<128x256xbf16>) -> tensor<256x256xbf16> {
+  %c = transformer.matmul %a, %b : (tensor<256x128xbf16>, tensor<128x256xbf16>) -> tensor<256x256xbf16>
+  return %c : tensor<256x256xbf16>
+}
+"""
+
+
+class _FakeGpu:
+    """What the GPU tuner reads of a device, with no GPU: its chip and name."""
+
+    def __init__(self, chip):
+        self.gpu = type("Gpu", (), {"chip": chip, "device_name": "a GPU that is not there"})()
+
+
+def test_gpu_tune_stores_the_fastest_tile_that_compiles_use(cache_dir, monkeypatch):
+    """`kiln tune --target cuda` times every tile candidate of each tensor-core GEMM on the GPU (here a
+    stand-in clock: tiles with more warps are faster) and stores the winner under the chip; compiles
+    for that chip then take it, other chips keep the default."""
+    from kiln.pipelines import gpu_mma
+
+    timed = []
+
+    def clock(tile):
+        return 1.0 / tile.threads + tile.kt * 1e-6 + tile.stages * 1e-7
+
+    def fake_time(text, tile, target, chip, device, reps):
+        timed.append(tile)
+        return clock(tile)
+
+    monkeypatch.setattr(tuning, "_time_tile", fake_time)
+    (result,) = tuning.tune(BF16_MATMUL, reps=1, progress=False, target="cuda", device=_FakeGpu("sm_90"))
+    assert result["candidates"] == len(timed) > 20 and len(set(timed)) == len(timed)
+    best = min(timed, key=clock)
+    assert best.threads == 256 and result["mma_tile"] == best.attribute()
+    assert result["default_ms"] is not None and result["ms"] < result["default_ms"]
+    tiled = kiln.compile(BF16_MATMUL, target="cuda", chip="sm_90", compile_to="tiled")
+    assert f"kiln.mma_tile = array<i64: {', '.join(map(str, best.attribute()))}>" in tiled
+    assert 'kiln.schedule_source = "tuned"' in tiled
+    assert 'kiln.schedule_source = "default"' in kiln.compile(BF16_MATMUL, target="cuda", chip="sm_80",
+                                                              compile_to="tiled")
+    assert gpu_mma.MmaTile(*result["mma_tile"]) in timed
+
+
+def test_gpu_tune_needs_a_gpu_and_a_gemm(cache_dir, capsys):
+    from kiln import cli
+
+    path = cache_dir / "mm.mlir"
+    path.write_text(BF16_MATMUL)
+    assert cli.main(["tune", str(path), "--target", "cuda"]) == 1
+    assert "no CUDA driver" in capsys.readouterr().err
+    with pytest.raises(KilnError, match="needs the GPU's chip"):
+        tuning.tune(BF16_MATMUL, target="rocm", device=_FakeGpu(None), progress=False)
+    assert tuning.tune(MODULE, target="cuda", device=_FakeGpu("sm_90"), progress=False) == []  # f32: SIMT
+

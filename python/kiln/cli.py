@@ -6,7 +6,7 @@
     kiln compile IN.mlir --compile-to tiled            # print that stage's IR (or write it to -o FILE)
     kiln compile EDITED.mlir --compile-from tiled -o OUT.kiln
     kiln compile IN.mlir --dump-phases-to DIR -o OUT.kiln
-    kiln tune IN.mlir                                  # search schedules, cache the winners
+    kiln tune IN.mlir [--target cuda|rocm]             # search schedules (on the GPU: tensor-core tiles), cache the winners
     kiln bench [--suite full|smoke] [--threads 1,2] [-o bench.json] [--plot bench.png]
     kiln bench --target cuda [--suite full|smoke|model|check] [--artifacts DIR [--compile-only --chip sm_90]]
     kiln run [MODEL] --prompt "..." [--max-new-tokens N]  # default model: SmolLM2-135M-Instruct
@@ -64,6 +64,7 @@ def _compile(args) -> int:
 
 def _tune(args) -> int:
     from . import tuning
+    from .pipelines import gpu_mma
 
     try:
         with open(args.input) as f:
@@ -71,9 +72,12 @@ def _tune(args) -> int:
     except OSError as e:
         raise KilnError(f"cannot read {args.input}: {e.strerror}") from e
     cache = tuning.TuningCache()
-    results = tuning.tune(text, reps=args.reps, cache=cache)
+    results = tuning.tune(text, reps=args.reps, cache=cache, target=args.target,
+                          precision=gpu_mma.check_precision(args.precision or "f32"), chip=args.chip)
     if not results:
-        print("nothing to tune: no kernel with static shapes", file=sys.stderr)
+        print("nothing to tune: no kernel with static shapes" if args.target == "cpu" else
+              "nothing to tune: no tensor-core GEMM (static, bf16/f16 operands or --precision bf16|f16)",
+              file=sys.stderr)
         return 0
     print(f"{'kernel':<48} {'default ms':>10} {'tuned ms':>9} {'speedup':>7}  schedule")
     for r in results:
@@ -170,6 +174,10 @@ def main(argv=None) -> int:
     t = sub.add_parser("tune", help="search each kernel's schedule on this machine; cache the winners")
     t.add_argument("input", help="input .mlir file")
     t.add_argument("--reps", type=int, default=5, help="timed calls per candidate")
+    t.add_argument("--target", default="cpu", choices=TARGETS,
+                   help="cpu: every kernel's schedule; cuda/rocm: the tensor-core GEMMs' tiles, on this GPU")
+    t.add_argument("--precision", help="GPU targets: as for `kiln compile`")
+    t.add_argument("--chip", help="GPU targets: the GPU's chip (default: what its driver reports; rocm needs it)")
     t.set_defaults(run=_tune)
     r = sub.add_parser("run", help="generate text with a model (default: the embedded SmolLM2-135M-Instruct)")
     r.add_argument("model", nargs="?", help="a Hugging Face directory or a .gguf file")

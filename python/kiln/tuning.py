@@ -5,6 +5,11 @@ and times each candidate schedule (`schedules.candidates`) on its own, with rand
 to a persistent cache keyed by the kernel's signature, the host CPU and the Kiln version; the `tiled`
 stage looks kernels up there before falling back to `schedules.default_schedule`.
 
+`tune(module, target="cuda"|"rocm")` does the same on this machine's GPU for its tensor-core GEMMs:
+the candidates are `gpu_mma.tile_candidates` (block, warp and K tiles, shared-memory staging), each
+kernel timed as one graph launch; winners are keyed by the GPU's chip instead of the CPU, and the GPU
+`tiled` stage looks them up (`gpu_mma.mma_schedule`). Other GPU kernels have no candidates yet.
+
 The cache is one JSON file (`$KILN_CACHE_DIR/tuning.json`, default `~/.cache/kiln/tuning.json`).
 Updates are read-modify-write under an exclusive `flock` and land with an atomic rename, so two
 processes tuning at once lose nothing and a reader never sees a half-written file.
@@ -89,13 +94,18 @@ def kernel_key(kernel, arg_types: list, cpu: str) -> str:
     )
 
 
-def tune(module_text: str, reps: int = 5, cache: Optional[TuningCache] = None, progress=True) -> list:
-    """Tunes every kernel of `module_text`; returns one result dict per kernel."""
+def tune(module_text: str, reps: int = 5, cache: Optional[TuningCache] = None, progress=True,
+         target: str = "cpu", precision: str = "f32", device=None, chip: Optional[str] = None) -> list:
+    """Tunes every kernel of `module_text` (GPU targets: its tensor-core GEMMs, on `device` or this
+    machine's GPU, whose chip is `chip` or the one the driver reports); returns one result dict per
+    kernel."""
     from . import compiler, pipelines
     from .pipelines import cpu, schedules
     from .progress import Progress
 
     cache = cache or TuningCache()
+    if target != "cpu":
+        return _tune_tensor_cores(module_text, target, precision, reps, cache, progress, device, chip)
     host = cpu.host_cpu()
     module = compiler.parse_and_verify(module_text, "invalid input IR")
     with module.context, ir.Location.unknown():
@@ -123,6 +133,69 @@ def tune(module_text: str, reps: int = 5, cache: Optional[TuningCache] = None, p
             cache.put(kernel_key(kernel, arg_types, host), entry)
             results.append({"kernel": kernel.name, **entry})
     return results
+
+
+def _tune_tensor_cores(module_text: str, target: str, precision: str, reps: int, cache: TuningCache, progress,
+                       device, chip) -> list:
+    """`tune` on a GPU: every tile of `gpu_mma.tile_candidates` for each tensor-core GEMM."""
+    from . import compiler
+    from .pipelines import gpu_mma, schedules
+    from .progress import Progress
+    from .runtime import Device
+
+    device = device or Device("cuda" if target == "cuda" else "hip")
+    chip = chip or device.gpu.chip
+    if not chip:
+        raise KilnError(f"tuning for {target} needs the GPU's chip, which its driver does not report: give it "
+                        "(--chip gfx942, ...)")
+    dispatch = compiler.compile(module_text, target=target, chip=chip, precision=precision, compile_to="dispatch")
+    jobs = []
+    with ir.Context():
+        module = ir.Module.parse(dispatch)
+        precision = gpu_mma.module_precision(module)
+        for kernel in schedules.kernels_of(module):
+            func = _find_func(module, kernel.name)
+            default, source = gpu_mma.mma_schedule(kernel, func, precision, chip)
+            if default is None:
+                continue
+            arg_types = list(ir.FunctionType(ir.TypeAttr(func.attributes["function_type"]).value).inputs)
+            jobs.append((kernel, kernel_key(kernel, arg_types, chip), _standalone_kernel(module, kernel.name),
+                         gpu_mma.tile_candidates(kernel, chip), default))
+    results = []
+    with Progress(sum(len(j[3]) for j in jobs), f"tuning tensor-core tiles on {chip}", always=progress) as bar:
+        for kernel, key, text, candidates, default in jobs:
+            timings = []
+            for tile in candidates:
+                ms = _time_tile(text, tile, target, chip, device, reps)
+                timings.append((ms, tile))
+                bar.advance(f"{kernel.name} {tile.attribute()} {ms:.3f} ms")
+            best_ms, best = min(timings, key=lambda t: t[0])
+            default_ms = next((ms for ms, t in timings if t == default), None)
+            entry = {"mma_tile": best.attribute(), "ms": best_ms, "default_ms": default_ms,
+                     "candidates": len(timings), "device": device.gpu.device_name}
+            cache.put(key, entry)
+            results.append({"kernel": kernel.name, "schedule": {"mma_tile": best.attribute()}, **entry})
+    return results
+
+
+def _time_tile(kernel_text: str, tile, target: str, chip: str, device, reps: int) -> float:
+    """Compiles a standalone GEMM kernel with tensor-core `tile` forced and returns its median time
+    in ms on `device`: one graph launch and a synchronization per call, on random inputs."""
+    from . import compiler
+    from .bench.timing import median, time_calls
+    from .pipelines import gpu_mma
+
+    with ir.Context():
+        module = ir.Module.parse(kernel_text)
+        func = next(op for op in module.body.operations if op.operation.name == "func.func")
+        func.attributes[gpu_mma.MMA_ATTR] = ir.DenseI64ArrayAttr.get(tile.attribute())
+        program = compiler.compile(str(module), target=target, chip=chip, compile_from="dispatch", device=device)
+    entry = program.entry_point(program.entry_points[0])
+    rng = np.random.default_rng(0)
+    args = [device.upload(rng.standard_normal(spec.shape).astype(spec.dtype)) for spec in entry.signature.args]
+    outs = [device.allocate(entry.signature.results[j].shape, entry.signature.results[j].dtype)
+            for j in entry.signature.returned_results]
+    return median(time_calls(entry.bind(*args, out=outs), reps))
 
 
 def _find_func(module: ir.Module, name: str):

@@ -181,7 +181,10 @@ def _takes_flash_form(op) -> bool:
 
 
 def make_tiled(module: ir.Module) -> None:
-    """Tile each kernel into a block grid and threads (see `gpu_schedule`), fills fused into both."""
+    """Tile each kernel into a block grid and threads (see `gpu_schedule`), fills fused into both;
+    mark the tensor-core, flash-attention, matvec and row-reduction kernels written at `loops`."""
+    from ..tuning import TuningCache
+
     any_op = "!transform.any_op"
     lines = [
         "module attributes {transform.with_named_sequence} {",
@@ -190,6 +193,7 @@ def make_tiled(module: ir.Module) -> None:
     funcs = {ir.StringAttr(op.attributes["sym_name"]).value: op
              for op in module.body.operations if op.operation.name == "func.func"}
     precision, chip = gpu_mma.module_precision(module), target_chip(module, "")
+    cache = TuningCache()  # tensor-core tiles `kiln tune --target cuda|rocm` found on a GPU of this chip
     rounded = []  # (func, its A and B arguments) of SIMT GEMMs whose operands are rounded to `precision`
     for i, kernel in enumerate(schedules.kernels_of(module)):
         if kernel.packed_rhs:
@@ -198,9 +202,10 @@ def make_tiled(module: ir.Module) -> None:
                             "take the weight as W[N, K]")
         if gpu_flash.mark(kernel, funcs[kernel.name]):  # flash attention, written at `loops`
             continue
-        mma = gpu_mma.mma_schedule(kernel, funcs[kernel.name], precision, chip)
+        mma, source = gpu_mma.mma_schedule(kernel, funcs[kernel.name], precision, chip, cache)
         if mma is not None:  # tensor cores: the kernel is written at the loops stage (gpu_mma.py)
             funcs[kernel.name].attributes[gpu_mma.MMA_ATTR] = ir.DenseI64ArrayAttr.get(mma.attribute())
+            funcs[kernel.name].attributes["kiln.schedule_source"] = ir.StringAttr.get(source)
             funcs[kernel.name].attributes[BLOCK_DIM_ATTR] = ir.DenseI64ArrayAttr.get([mma.threads, 1, 1])
             continue
         if gpu_matvec.mark(kernel, funcs[kernel.name], precision):  # a warp per row of W (gpu_matvec.py)

@@ -41,6 +41,7 @@ operands rounded to the precision there too (`round_operands`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -136,22 +137,60 @@ ASYNC_STAGES = 3  # cp.async ring depth: two K steps in flight during a third's 
 STATIC_SHARED_BYTES = 48 * 1024  # a kernel's static shared memory, at most (CUDA)
 
 
-def mma_schedule(kernel: schedules.Kernel, func, precision: str, chip: str):
-    """The tensor-core tile of a kernel, or None when it keeps the SIMT schedule (see module doc)."""
+def mma_schedule(kernel: schedules.Kernel, func, precision: str, chip: str, cache=None) -> tuple:
+    """(tile, source) of a kernel that takes the tensor-core kernel -- the tile a `kiln.mma_tile`
+    attribute forces (`kiln tune` sets it), else the tuning cache's winner for this GEMM on `chip`,
+    else `default_tile`'s -- or (None, "") when it keeps the SIMT schedule (see module doc)."""
     core = matrix_core(chip)
+    if not _takes_tensor_cores(kernel, func, precision, core):
+        return None, ""
+    if MMA_ATTR in func.attributes:
+        tile = MmaTile(*ir.DenseI64ArrayAttr(func.attributes[MMA_ATTR]))
+        if not fits(tile, kernel, core):
+            raise KilnError(f"kernel {kernel.name}: the forced tensor-core tile {tile.attribute()} does not fit "
+                            f"loops {list(kernel.loop_ranges)} on {chip}")
+        return tile, "attribute"
+    if cache is not None:
+        from ..tuning import kernel_key
+
+        arg_types = list(ir.FunctionType(ir.TypeAttr(func.attributes["function_type"]).value).inputs)
+        entry = cache.get(kernel_key(kernel, arg_types, chip))
+        if entry is not None and "mma_tile" in entry and fits(MmaTile(*entry["mma_tile"]), kernel, core):
+            return MmaTile(*entry["mma_tile"]), "tuned"
+    tile = default_tile(kernel, core)
+    return (tile, "default") if tile is not None else (None, "")
+
+
+def _takes_tensor_cores(kernel: schedules.Kernel, func, precision: str, core) -> bool:
+    """A static GEMM-shaped contraction on bf16/f16 multiplicands (f32 ones with a bf16/f16
+    precision) of its arguments, into C filled with a constant or accumulated into an argument, on a
+    chip with a matrix instruction."""
     if core is None or kernel.kernel_class != "contraction" or not kernel.gemm_rhs:
-        return None
+        return False
     if kernel.gemm_multiplicands == "f32" and precision == "f32":
-        return None  # f32 products stay f32 (SIMT): only bf16/f16 multiplicands go to the matrix cores
-    ranges = kernel.loop_ranges
-    if any(r < 0 for r in ranges):
-        return None
-    nb = len(ranges) - 3
-    m, n, k = ranges[nb:]
+        return False  # f32 products stay f32 (SIMT): only bf16/f16 multiplicands go to the matrix cores
+    if any(r < 0 for r in kernel.loop_ranges):
+        return False
+    root, block = _root(func), func.regions[0].blocks[0]
+    if not _only_gemm(block):
+        return False
+    if any(_arg_number(v, block) is None for v in root.operands[:2]):
+        return False  # an operand computed in the kernel: its shape and layout are not the argument's
+    c = root.operands[2]  # C: an argument, or an argument filled with a constant
+    return _arg_number(c, block) is not None or (
+        c.owner.name == "linalg.fill" and _arg_number(c.owner.operands[1], block) is not None
+        and not isinstance(c.owner.operands[0].owner, ir.Block))
+
+
+def default_tile(kernel: schedules.Kernel, core: MatrixCore):
+    """The untuned tile: 128 x 128 blocks of 2 x 2 warps of 64 x 64 for large GEMMs on 16-bit tensors
+    (each element of A and B read from shared memory is used 8 (A) or 4 (B) times per warp; 128
+    accumulators per lane), else blocks up to 64 x 64 of warps up to 32 x 32; K steps of 32 (or 16);
+    on NVIDIA, a cp.async ring of as many buffers as fit (3, or 2 for 128 x 128 blocks) for 16-bit
+    tensors. None when no tile divides the GEMM."""
+    m, n, k = kernel.loop_ranges[-3:]
     kt = next((t for t in (32, 16) if k % t == 0), 0)
     if kernel.gemm_multiplicands != "f32" and m % 128 == 0 and n % 128 == 0 and kt == 32:
-        # 16-bit tensors, large: 128 x 128 blocks of 2 x 2 warps of 64 x 64 (each element of A and B
-        # read from shared memory is used 8 (A) or 4 (B) times per warp; 128 accumulators per lane)
         tile = MmaTile(128, 128, kt, 64, 64, core.lanes)
     else:
         tm = next((t for t in (64, 32, 16) if m % t == 0), 0)
@@ -159,27 +198,44 @@ def mma_schedule(kernel: schedules.Kernel, func, precision: str, chip: str):
         if not (tm and tn and kt):
             return None
         tile = MmaTile(tm, tn, kt, min(tm, 32), min(tn, 32), core.lanes)
-    root, block = _root(func), func.regions[0].blocks[0]
-    if not _only_gemm(block):
-        return None
-    if any(_arg_number(v, block) is None for v in root.operands[:2]):
-        return None  # an operand computed in the kernel: its shape and layout are not the argument's
-    c = root.operands[2]  # C: an argument, or an argument filled with a constant
-    if _arg_number(c, block) is None and not (
-            c.owner.name == "linalg.fill" and _arg_number(c.owner.operands[1], block) is not None
-            and not isinstance(c.owner.operands[0].owner, ir.Block)):
-        return None
-    # cp.async (NVIDIA) copies 16-bit tensors' chunks straight into a ring of shared-memory buffers
-    # (as many as fit in static shared memory: 3, or 2 for 128 x 128 blocks), when every thread
-    # copies whole chunks of both tiles
-    chunks = 8 * tile.threads
-    if (core.name == "mma.sync" and kernel.gemm_multiplicands != "f32" and k // kt >= ASYNC_STAGES
-            and (tile.tm * kt) % chunks == 0 and (tile.tn * kt) % chunks == 0):
-        for stages in range(ASYNC_STAGES, 1, -1):
-            ring = MmaTile(*tile.attribute()[:6], stages)
-            if ring.shared_bytes(kernel.gemm_rhs == "kn") <= STATIC_SHARED_BYTES:
-                return ring
+    for stages in range(ASYNC_STAGES, 1, -1):
+        ring = dataclasses.replace(tile, stages=stages)
+        if fits(ring, kernel, core):
+            return ring
     return tile
+
+
+def fits(tile: MmaTile, kernel: schedules.Kernel, core: MatrixCore) -> bool:
+    """Can `tile` compute this GEMM on `core`: whole blocks, warps and instruction tiles; at most 128
+    accumulators per lane; a cp.async ring (stages > 1) only on NVIDIA for 16-bit tensors, with whole
+    16-byte chunks per thread, a K step per buffer at least, in 48 KiB of shared memory."""
+    m, n, k = kernel.loop_ranges[-3:]
+    if not (tile.lanes == core.lanes and tile.kt in (16, 32, 64) and m % tile.tm == 0 and n % tile.tn == 0
+            and k % tile.kt == 0 and tile.tm % tile.wm == 0 and tile.tn % tile.wn == 0 and tile.wm % 16 == 0
+            and tile.wn % core.n == 0 and tile.wm * tile.wn // core.lanes <= 128 and tile.threads <= 1024):
+        return False
+    if tile.stages == 1:
+        return True
+    chunks = 8 * tile.threads
+    return (core.name == "mma.sync" and kernel.gemm_multiplicands != "f32" and k // tile.kt >= tile.stages
+            and (tile.tm * tile.kt) % chunks == 0 and (tile.tn * tile.kt) % chunks == 0
+            and tile.shared_bytes(kernel.gemm_rhs == "kn") <= STATIC_SHARED_BYTES)
+
+
+def tile_candidates(kernel: schedules.Kernel, chip: str) -> list:
+    """The tiles `kiln tune` times for a tensor-core GEMM on `chip` (those that fit): blocks of 4 or 8
+    warps from 32 x 32 to 128 x 128, K steps of 16 to 64, staged through registers or a cp.async ring
+    of 2 to 4 buffers."""
+    core = matrix_core(chip)
+    found = []
+    for tm, tn, wm, wn in ((32, 32, 16, 16), (64, 64, 32, 32), (128, 64, 64, 32), (64, 128, 32, 64),
+                           (128, 128, 64, 64), (128, 128, 64, 32), (128, 128, 32, 64)):
+        for kt in (16, 32, 64):
+            for stages in (1, 2, 3, 4):
+                tile = MmaTile(tm, tn, kt, wm, wn, core.lanes, stages)
+                if fits(tile, kernel, core):
+                    found.append(tile)
+    return found
 
 
 def _only_gemm(block) -> bool:
