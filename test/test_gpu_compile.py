@@ -433,7 +433,8 @@ def test_decode_step_launches_per_layer():
     position's heads are split and merged as views), a residual addition (done in the o_proj and
     down_proj accumulators), an RMSNorm scaling or SiLU(gate)·up (fused into the matvecs that read
     them, which become "reduction" kernels). Left: 2 RMSNorm sums, o_proj, 6 fused linears (q, k,
-    v, gate, up, down), 2 RoPE, 2 cache updates and attention."""
+    v, gate, up, down), 2 RoPE (class "generic": they read the two halves of the features at constant
+    indices), 2 cache updates and attention."""
     from collections import Counter
 
     def launches(layers):
@@ -443,7 +444,7 @@ def test_decode_step_launches_per_layer():
                        if c["op"] == "launch")
 
     per_layer = launches(3) - launches(2)
-    assert per_layer == Counter(contraction=1, reduction=8, elementwise=2, copy=2, attention=1), per_layer
+    assert per_layer == Counter(contraction=1, reduction=8, generic=2, copy=2, attention=1), per_layer
     assert "transpose" not in launches(2)
 
 

@@ -71,7 +71,7 @@ CASES = {
                          _attention_ref(4, 2, 1, 24)),
     "silu": ("elementwise", _unary("silu", (4, 7, 96)), lambda r: [random_f32(r, 4, 7, 96, scale=3.0)], ref.silu),
     "gelu": ("elementwise", _unary("gelu", (4, 7, 96)), lambda r: [random_f32(r, 4, 7, 96, scale=3.0)], ref.gelu),
-    "rope": ("elementwise", _rope((1, 4, 12, 32)),
+    "rope": ("generic", _rope((1, 4, 12, 32)),
              lambda r: [random_f32(r, 1, 4, 12, 32), r.permutation(64)[:12].astype(np.int64)],
              lambda x, p: ref.rope(x, p)),
     # extents with no power-of-two tile: edge blocks and threads are guarded
