@@ -77,6 +77,12 @@ def FuseElementwise : Pass<"kiln-fuse-elementwise"> {
     recompute it once per output column) and never folds reshapes into
     contractions (which hides GEMMs from their schedule).
 
+    A copy (a `linalg.transpose`, or any op that only moves elements) folds
+    into an all-parallel consumer that is its only user, however often that
+    reads it: the consumer reads the copy's source through the composed
+    indexing maps. An `expand_shape` between them is first moved above the
+    copy. This is how split_heads' transpose of q and k ends up in RoPE.
+
     Example: `kiln-opt --pass-pipeline='builtin.module(func.func(kiln-fuse-elementwise))'`.
   }];
   let dependentDialects = ["::mlir::linalg::LinalgDialect"];

@@ -670,6 +670,93 @@ struct RoPELowering : OpConversionPattern<RoPEOp> {
                                      DenseElementsAttr::get(type, ArrayRef<float>(values)));
   }
 
+  /// [.., d] -> [.., 2, d/2]: the two halves of the features, as a view.
+  static Value splitHalves(OpBuilder &b, Location loc, Value t, int64_t half) {
+    RankedTensorType type = tensorType(t);
+    int64_t rank = type.getRank();
+    SmallVector<int64_t> shape(type.getShape().drop_back());
+    shape.append({2, half});
+    SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(b, loc, t);
+    sizes.back() = b.getIndexAttr(2);
+    sizes.push_back(b.getIndexAttr(half));
+    SmallVector<ReassociationIndices> reassociation;
+    for (int64_t i = 0; i < rank - 1; ++i)
+      reassociation.push_back({i});
+    reassociation.push_back({rank - 1, rank});
+    return tensor::ExpandShapeOp::create(b, loc, type.clone(shape), t, reassociation, sizes);
+  }
+
+  /// Full rotary (rotary_dim == head_dim): y[.., t, f] over the features viewed as halves [.., 2, half],
+  /// x * cos + rotate_half(x) * sin, where rotate_half(x)[.., 0, f] = -x[.., 1, f] and
+  /// rotate_half(x)[.., 1, f] = x[.., 0, f]. Both halves are read through indexing maps with a constant
+  /// half index, not a tensor.extract, so a producer of x (split_heads' transpose) fuses into the
+  /// rotation. Loops (t, b, h, s, f): the half index first, so that the GPU grid maps heads, positions
+  /// and features to blocks and threads and each thread does both halves.
+  Value rotateHalves(OpBuilder &b, Location loc, Value x, Value cosTable, Value sinTable,
+                     int64_t posRank, int64_t half) const {
+    MLIRContext *ctx = getContext();
+    RankedTensorType type = tensorType(x);
+    Type elt = type.getElementType();
+    auto d = [&](unsigned i) { return getAffineDimExpr(i, ctx); };
+    auto map = [&](ArrayRef<AffineExpr> exprs) { return AffineMap::get(5, 0, exprs, ctx); };
+    AffineMap tableMap = posRank == 1 ? map({d(3), d(0), d(4)}) : map({d(1), d(3), d(0), d(4)});
+    AffineMap out = map({d(1), d(2), d(3), d(0), d(4)});
+    Value halves = splitHalves(b, loc, x, half);
+    SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(b, loc, halves);
+    Value rotated = generic(
+        b, loc,
+        ValueRange{halves, halves, splitHalves(b, loc, cosTable, half), splitHalves(b, loc, sinTable, half)},
+        emptyTensor(b, loc, sizes, elt),
+        {map({d(1), d(2), d(3), getAffineConstantExpr(0, ctx), d(4)}),
+         map({d(1), d(2), d(3), getAffineConstantExpr(1, ctx), d(4)}), tableMap, tableMap, out},
+        iterators(5), [&](OpBuilder &nb, Location l, ValueRange a) {
+          Value first = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::eq,
+                                              linalg::IndexOp::create(nb, l, 0),
+                                              arith::ConstantIndexOp::create(nb, l, 0));
+          Value self = arith::SelectOp::create(nb, l, first, a[0], a[1]);
+          Value signedPartner = arith::SelectOp::create(
+              nb, l, first, arith::NegFOp::create(nb, l, a[1]), a[0]);
+          Value y = arith::AddFOp::create(nb, l, arith::MulFOp::create(nb, l, self, a[2]),
+                                          arith::MulFOp::create(nb, l, signedPartner, a[3]));
+          yieldValue(nb, l, y);
+        });
+    return tensor::CollapseShapeOp::create(b, loc, type, rotated,
+                                           SmallVector<ReassociationIndices>{{0}, {1}, {2}, {3, 4}});
+  }
+
+  /// Partial rotary (rotary_dim < head_dim, or head_dim dynamic): the partner feature d +- rotary_dim/2
+  /// is read with a tensor.extract (d itself past rotary_dim, where sin is 0), and the features past
+  /// rotary_dim pass through.
+  Value rotatePartial(OpBuilder &b, Location loc, Value x, Value cosTable, Value sinTable,
+                      int64_t posRank, int64_t rotaryDim) const {
+    Type elt = elementType(x);
+    AffineMap tableMap = posRank == 1 ? dimsMap(getContext(), 4, {2, 3}) : dimsMap(getContext(), 4, {0, 2, 3});
+    AffineMap id = b.getMultiDimIdentityMap(4);
+    Value init = emptyTensor(b, loc, tensor::getMixedSizes(b, loc, x), elt);
+    return generic(
+        b, loc, ValueRange{x, cosTable, sinTable}, init, {id, tableMap, tableMap, id}, iterators(4),
+        [&](OpBuilder &nb, Location l, ValueRange a) {
+          Value idx[4];
+          for (int i = 0; i < 4; ++i)
+            idx[i] = linalg::IndexOp::create(nb, l, i);
+          Value d = idx[3];
+          auto cIdx = [&](int64_t v) { return arith::ConstantIndexOp::create(nb, l, v); };
+          Value half = cIdx(rotaryDim / 2);
+          Value firstHalf = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::ult, d, half);
+          Value rotated = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::ult, d, cIdx(rotaryDim));
+          Value partnerIdx = arith::SelectOp::create(
+              nb, l, firstHalf, arith::AddIOp::create(nb, l, d, half),
+              arith::SelectOp::create(nb, l, rotated, arith::SubIOp::create(nb, l, d, half), d));
+          Value partner = tensor::ExtractOp::create(
+              nb, l, x, ValueRange{idx[0], idx[1], idx[2], partnerIdx});
+          Value signedPartner = arith::SelectOp::create(
+              nb, l, firstHalf, arith::NegFOp::create(nb, l, partner), partner);
+          Value y = arith::AddFOp::create(nb, l, arith::MulFOp::create(nb, l, a[0], a[1]),
+                                          arith::MulFOp::create(nb, l, signedPartner, a[2]));
+          yieldValue(nb, l, arith::SelectOp::create(nb, l, rotated, y, a[0]));
+        });
+  }
+
   LogicalResult matchAndRewrite(RoPEOp op, OpAdaptor adaptor,
                                 ConversionPatternRewriter &rewriter) const override {
     Location loc = op.getLoc();
@@ -713,32 +800,9 @@ struct RoPELowering : OpConversionPattern<RoPEOp> {
           });
     };
     Value cosTable = table(true), sinTable = table(false);
-    AffineMap tableMap = posRank == 1 ? dimsMap(getContext(), 4, {2, 3}) : dimsMap(getContext(), 4, {0, 2, 3});
-    AffineMap id = rewriter.getMultiDimIdentityMap(4);
-    Value init = emptyTensor(rewriter, loc, tensor::getMixedSizes(rewriter, loc, x), elt);
-    Value result = generic(
-        rewriter, loc, ValueRange{x, cosTable, sinTable}, init, {id, tableMap, tableMap, id}, iterators(4),
-        [&](OpBuilder &b, Location l, ValueRange a) {
-          Value idx[4];
-          for (int i = 0; i < 4; ++i)
-            idx[i] = linalg::IndexOp::create(b, l, i);
-          Value d = idx[3];
-          auto cIdx = [&](int64_t v) { return arith::ConstantIndexOp::create(b, l, v); };
-          Value half = cIdx(rotaryDim / 2);
-          Value firstHalf = arith::CmpIOp::create(b, l, arith::CmpIPredicate::ult, d, half);
-          Value rotated = arith::CmpIOp::create(b, l, arith::CmpIPredicate::ult, d, cIdx(rotaryDim));
-          // partner = d +- rotary_dim/2 (d itself past rotary_dim, where sin is 0).
-          Value partnerIdx = arith::SelectOp::create(
-              b, l, firstHalf, arith::AddIOp::create(b, l, d, half),
-              arith::SelectOp::create(b, l, rotated, arith::SubIOp::create(b, l, d, half), d));
-          Value partner = tensor::ExtractOp::create(
-              b, l, x, ValueRange{idx[0], idx[1], idx[2], partnerIdx});
-          Value signedPartner = arith::SelectOp::create(
-              b, l, firstHalf, arith::NegFOp::create(b, l, partner), partner);
-          Value y = arith::AddFOp::create(b, l, arith::MulFOp::create(b, l, a[0], a[1]),
-                                          arith::MulFOp::create(b, l, signedPartner, a[2]));
-          yieldValue(b, l, arith::SelectOp::create(b, l, rotated, y, a[0]));
-        });
+    Value result = tensorType(x).getDimSize(3) == rotaryDim
+                       ? rotateHalves(rewriter, loc, x, cosTable, sinTable, posRank, rotaryDim / 2)
+                       : rotatePartial(rewriter, loc, x, cosTable, sinTable, posRank, rotaryDim);
     rewriter.replaceOp(op, result);
     return success();
   }

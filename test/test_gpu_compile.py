@@ -428,23 +428,43 @@ def _tiny_llama(layers: int):
             pytest.skip(f"the model builder does not take this config: {e}")
 
 
+@functools.lru_cache(maxsize=None)
+def _tiny_llama_launches(layers: int) -> dict:
+    """{program: Counter of launched kernel classes} of the tiny Llama-family model on cuda."""
+    from collections import Counter
+
+    art = kiln.compile(_tiny_llama(layers)[1], target="cuda")
+    classes = {k["name"]: k["class"] for k in art.manifest["kernels"]}
+    return {name: Counter(classes[c["kernel"]] for c in plan["commands"] if c["op"] == "launch")
+            for name, plan in art.manifest["programs"].items()}
+
+
 def test_decode_step_launches_per_layer():
     """What one more decoder layer adds to a cuda decode step: 14 launches. None is a transpose (a
     position's heads are split and merged as views), a residual addition (done in the o_proj and
     down_proj accumulators), an RMSNorm scaling or SiLU(gate)·up (fused into the matvecs that read
     them, which become "reduction" kernels). Left: 2 RMSNorm sums, o_proj, 6 fused linears (q, k,
-    v, gate, up, down), 2 RoPE, 2 cache updates and attention."""
+    v, gate, up, down), 2 RoPE (class "generic": they read the two halves of the features at constant
+    indices), 2 cache updates and attention."""
     from collections import Counter
 
-    def launches(layers):
-        art = kiln.compile(_tiny_llama(layers)[1], target="cuda")
-        classes = {k["name"]: k["class"] for k in art.manifest["kernels"]}
-        return Counter(classes[c["kernel"]] for c in art.manifest["programs"]["decode"]["commands"]
-                       if c["op"] == "launch")
+    per_layer = _tiny_llama_launches(3)["decode"] - _tiny_llama_launches(2)["decode"]
+    assert per_layer == Counter(contraction=1, reduction=8, generic=2, copy=2, attention=1), per_layer
+    assert "transpose" not in _tiny_llama_launches(2)["decode"]
 
-    per_layer = launches(3) - launches(2)
-    assert per_layer == Counter(contraction=1, reduction=8, elementwise=2, copy=2, attention=1), per_layer
-    assert "transpose" not in launches(2)
+
+def test_prefill_launches_per_layer():
+    """What one more decoder layer adds to a cuda prefill of 8 positions: 19 launches, 2 of them
+    transposes: v's split_heads (read by attention) and merge_heads. The split_heads transposes of q
+    and k fold into their RoPE kernels (kiln-fuse-elementwise), which read the projections' output
+    [b, s, h*d] directly. Left: 2 RMSNorm sums and 2 scalings, 7 linears (q, k, v, o, gate, up, down;
+    k and v share a kernel), SiLU(gate)·up, 2 RoPE, 2 cache updates and attention."""
+    from collections import Counter
+
+    per_layer = _tiny_llama_launches(3)["prefill_8"] - _tiny_llama_launches(2)["prefill_8"]
+    assert per_layer["transpose"] == 2, per_layer
+    assert per_layer == Counter(contraction=7, reduction=2, elementwise=3, generic=2, transpose=2, copy=2,
+                                attention=1), per_layer
 
 
 def test_smollm2_decode_graph_plans_without_dynamic_kernels():

@@ -542,12 +542,17 @@ func.func @layer_norm_bias_only(%x: tensor<2x9x384xf32>, %b: tensor<384xf32>) ->
 
 // Without inv_freq, the frequencies theta^(-2i/64) are a constant. The cos and sin of every
 // (position, feature) angle are tables of the positions' shape plus the features ([batch, seq, d]
-// here), which every RoPE over the same positions shares after CSE; the rotation reads them at
-// (d0, d2, d3).
+// here), which every RoPE over the same positions shares after CSE. With rotary_dim = head_dim the
+// rotation views the features of x and of the tables as two halves ([.., 2, 32]) and reads x's
+// halves through indexing maps with a constant half index (no tensor.extract, so the producer of x
+// can fuse): loops (t, b, h, s, f), t the half; element t of the first half is
+// x0 * cos - x1 * sin, of the second x1 * cos + x0 * sin.
 // CHECK-DAG: #[[$POS:map[0-9]*]] = affine_map<(d0, d1, d2) -> (d0, d1)>
 // CHECK-DAG: #[[$ID3:map[0-9]*]] = affine_map<(d0, d1, d2) -> (d0, d1, d2)>
-// CHECK-DAG: #[[$ID4:map[0-9]*]] = affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>
-// CHECK-DAG: #[[$TAB:map[0-9]*]] = affine_map<(d0, d1, d2, d3) -> (d0, d2, d3)>
+// CHECK-DAG: #[[$X0:map[0-9]*]] = affine_map<(d0, d1, d2, d3, d4) -> (d1, d2, d3, 0, d4)>
+// CHECK-DAG: #[[$X1:map[0-9]*]] = affine_map<(d0, d1, d2, d3, d4) -> (d1, d2, d3, 1, d4)>
+// CHECK-DAG: #[[$TAB:map[0-9]*]] = affine_map<(d0, d1, d2, d3, d4) -> (d1, d3, d0, d4)>
+// CHECK-DAG: #[[$OUT:map[0-9]*]] = affine_map<(d0, d1, d2, d3, d4) -> (d1, d2, d3, d0, d4)>
 // CHECK-LABEL: func.func @rope
 // CHECK-SAME: (%[[X:[a-z0-9]+]]: tensor<1x4x7x64xf32>, %[[P:[a-z0-9]+]]: tensor<1x7xi64>)
 // CHECK: %[[FREQ:.+]] = arith.constant dense<[1.000000e+00, 0.749894201, {{.+}}]> : tensor<32xf32>
@@ -563,22 +568,25 @@ func.func @layer_norm_bias_only(%x: tensor<2x9x384xf32>, %b: tensor<384xf32>) ->
 // CHECK: math.cos %[[ANGLE]] : f32
 // CHECK: %[[SINT:.+]] = linalg.generic
 // CHECK: math.sin
-// CHECK: %[[R:.+]] = linalg.generic {indexing_maps = [#[[$ID4]], #[[$TAB]], #[[$TAB]], #[[$ID4]]], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
-// CHECK-SAME: ins(%[[X]], %[[COST]], %[[SINT]] : tensor<1x4x7x64xf32>, tensor<1x7x64xf32>, tensor<1x7x64xf32>)
-// CHECK: ^bb0(%[[XV:.+]]: f32, %[[COS:.+]]: f32, %[[SIN:.+]]: f32, %{{.+}}: f32):
-// CHECK-DAG: %[[I0:.+]] = linalg.index 0 : index
-// CHECK-DAG: %[[I1:.+]] = linalg.index 1 : index
-// CHECK-DAG: %[[I2:.+]] = linalg.index 2 : index
-// CHECK-DAG: %[[D3:.+]] = linalg.index 3 : index
-// CHECK-DAG: %[[FIRST:.+]] = arith.cmpi ult, %[[D3]], %{{.+}} : index
-// CHECK-NOT: math.cos
-// CHECK: %[[PART:.+]] = tensor.extract %[[X]][%[[I0]], %[[I1]], %[[I2]], %{{.+}}] : tensor<1x4x7x64xf32>
-// CHECK: %[[NEG:.+]] = arith.negf %[[PART]] : f32
-// CHECK: %[[ROT:.+]] = arith.select %[[FIRST]], %[[NEG]], %[[PART]] : f32
+// CHECK-DAG: %[[XH:.+]] = tensor.expand_shape %[[X]] {{\[}}[0], [1], [2], [3, 4]] output_shape [1, 4, 7, 2, 32] : tensor<1x4x7x64xf32> into tensor<1x4x7x2x32xf32>
+// CHECK-DAG: %[[COSH:.+]] = tensor.expand_shape %[[COST]] {{\[}}[0], [1], [2, 3]] output_shape [1, 7, 2, 32] : tensor<1x7x64xf32> into tensor<1x7x2x32xf32>
+// CHECK-DAG: %[[SINH:.+]] = tensor.expand_shape %[[SINT]] {{\[}}[0], [1], [2, 3]] output_shape [1, 7, 2, 32] : tensor<1x7x64xf32> into tensor<1x7x2x32xf32>
+// CHECK: %[[R:.+]] = linalg.generic {indexing_maps = [#[[$X0]], #[[$X1]], #[[$TAB]], #[[$TAB]], #[[$OUT]]], iterator_types = ["parallel", "parallel", "parallel", "parallel", "parallel"]}
+// CHECK-SAME: ins(%[[XH]], %[[XH]], %[[COSH]], %[[SINH]] : tensor<1x4x7x2x32xf32>, tensor<1x4x7x2x32xf32>, tensor<1x7x2x32xf32>, tensor<1x7x2x32xf32>)
+// CHECK-SAME: outs(%{{.+}} : tensor<1x4x7x2x32xf32>)
+// CHECK: ^bb0(%[[X0:.+]]: f32, %[[X1:.+]]: f32, %[[COS:.+]]: f32, %[[SIN:.+]]: f32, %{{.+}}: f32):
+// CHECK-NOT: tensor.extract
+// CHECK-DAG: %[[T:.+]] = linalg.index 0 : index
+// CHECK-DAG: %[[FIRST:.+]] = arith.cmpi eq, %[[T]], %{{.+}} : index
+// CHECK-DAG: %[[SELF:.+]] = arith.select %[[FIRST]], %[[X0]], %[[X1]] : f32
+// CHECK-DAG: %[[NEG:.+]] = arith.negf %[[X1]] : f32
+// CHECK-DAG: %[[ROT:.+]] = arith.select %[[FIRST]], %[[NEG]], %[[X0]] : f32
 // CHECK-DAG: %[[RS:.+]] = arith.mulf %[[ROT]], %[[SIN]] : f32
-// CHECK-DAG: %[[XC:.+]] = arith.mulf %[[XV]], %[[COS]] : f32
-// CHECK: arith.addf
-// CHECK: return %[[R]]
+// CHECK-DAG: %[[XC:.+]] = arith.mulf %[[SELF]], %[[COS]] : f32
+// CHECK: %[[Y:.+]] = arith.addf %[[XC]], %[[RS]] : f32
+// CHECK-NEXT: linalg.yield %[[Y]] : f32
+// CHECK: %[[OUT:.+]] = tensor.collapse_shape %[[R]] {{\[}}[0], [1], [2], [3, 4]] : tensor<1x4x7x2x32xf32> into tensor<1x4x7x64xf32>
+// CHECK: return %[[OUT]]
 func.func @rope(%q: tensor<1x4x7x64xf32>, %pos: tensor<1x7xi64>) -> tensor<1x4x7x64xf32> {
   %r = transformer.rope %q, %pos : (tensor<1x4x7x64xf32>, tensor<1x7xi64>) -> tensor<1x4x7x64xf32>
   return %r : tensor<1x4x7x64xf32>
@@ -587,7 +595,9 @@ func.func @rope(%q: tensor<1x4x7x64xf32>, %pos: tensor<1x7xi64>) -> tensor<1x4x7
 // -----
 
 // Partial rotary with given frequencies: past rotary_dim the tables hold cos 1 and sin 0 and the
-// features pass through; positions [seq] give [seq, d] tables, read at (d2, d3).
+// features pass through; positions [seq] give [seq, d] tables, read at (d2, d3). The features do
+// not split into two halves of rotary_dim/2, so the partner feature d +- 16 is read with a
+// tensor.extract.
 // CHECK-DAG: #[[$ID4:map[0-9]*]] = affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>
 // CHECK-DAG: #[[$TAB:map[0-9]*]] = affine_map<(d0, d1, d2, d3) -> (d2, d3)>
 // CHECK-LABEL: func.func @rope_partial_inv_freq
@@ -612,6 +622,7 @@ func.func @rope(%q: tensor<1x4x7x64xf32>, %pos: tensor<1x7xi64>) -> tensor<1x4x7
 // CHECK-DAG: %[[D:.+]] = linalg.index 3 : index
 // CHECK-DAG: %[[ROT32:.+]] = arith.constant 32 : index
 // CHECK-DAG: %[[INR:.+]] = arith.cmpi ult, %[[D]], %[[ROT32]] : index
+// CHECK: tensor.extract %[[X]][%{{.+}}, %{{.+}}, %{{.+}}, %{{.+}}] : tensor<1x4x7x80xf32>
 // CHECK: %[[Y:.+]] = arith.addf
 // CHECK: %[[OUT:.+]] = arith.select %[[INR]], %[[Y]], %[[XV]] : f32
 // CHECK: linalg.yield %[[OUT]] : f32
@@ -638,6 +649,7 @@ func.func @rope_attention_scaling_f16(%q: tensor<1x2x7x32xf16>, %pos: tensor<7xi
 
 // -----
 
+// A dynamic head_dim may exceed rotary_dim: the general rotation (partner read by tensor.extract).
 // CHECK-LABEL: func.func @rope_dynamic_f16
 // CHECK-SAME: (%[[X:[a-z0-9]+]]: tensor<?x?x?x?xf16>, %[[P:[a-z0-9]+]]: tensor<?x?xi64>)
 // CHECK: arith.constant dense<{{.+}}> : tensor<8xf32>
@@ -652,10 +664,32 @@ func.func @rope_attention_scaling_f16(%q: tensor<1x2x7x32xf16>, %pos: tensor<7xi
 // CHECK: arith.truncf %[[SIN]] : f32 to f16
 // CHECK: tensor.empty(%{{.+}}, %{{.+}}, %{{.+}}, %{{.+}}) : tensor<?x?x?x?xf16>
 // CHECK: linalg.generic
+// CHECK: tensor.extract %[[X]]
 // CHECK: -> tensor<?x?x?x?xf16>
 func.func @rope_dynamic_f16(%q: tensor<?x?x?x?xf16>, %pos: tensor<?x?xi64>) -> tensor<?x?x?x?xf16> {
   %r = transformer.rope %q, %pos {rotary_dim = 16 : i64} : (tensor<?x?x?x?xf16>, tensor<?x?xi64>) -> tensor<?x?x?x?xf16>
   return %r : tensor<?x?x?x?xf16>
+}
+
+// -----
+
+// A static head_dim equal to rotary_dim is rotated by halves whatever the other dimensions: the
+// halves' views keep the dynamic batch and sequence sizes; [seq] positions give tables read at
+// (s, t, f).
+// CHECK-DAG: #[[$TAB:map[0-9]*]] = affine_map<(d0, d1, d2, d3, d4) -> (d3, d0, d4)>
+// CHECK-LABEL: func.func @rope_halves_dynamic_seq_f16
+// CHECK-SAME: (%[[X:[a-z0-9]+]]: tensor<?x4x?x32xf16>, %[[P:[a-z0-9]+]]: tensor<?xi64>)
+// CHECK-DAG: %[[B:.+]] = tensor.dim %[[X]], %c0
+// CHECK-DAG: %[[S:.+]] = tensor.dim %[[X]], %c2
+// CHECK: %[[XH:.+]] = tensor.expand_shape %[[X]] {{\[}}[0], [1], [2], [3, 4]] output_shape [%[[B]], 4, %[[S]], 2, 16] : tensor<?x4x?x32xf16> into tensor<?x4x?x2x16xf16>
+// CHECK: tensor.expand_shape %{{.+}} {{\[}}[0], [1, 2]] output_shape [%{{.+}}, 2, 16] : tensor<?x32xf16> into tensor<?x2x16xf16>
+// CHECK: linalg.generic {indexing_maps = [#{{.+}}, #{{.+}}, #[[$TAB]], #[[$TAB]], #{{.+}}]
+// CHECK-SAME: ins(%[[XH]], %[[XH]], %{{.+}}, %{{.+}} : tensor<?x4x?x2x16xf16>, tensor<?x4x?x2x16xf16>, tensor<?x2x16xf16>, tensor<?x2x16xf16>)
+// CHECK-NOT: tensor.extract
+// CHECK: tensor.collapse_shape %{{.+}} {{\[}}[0], [1], [2], [3, 4]] : tensor<?x4x?x2x16xf16> into tensor<?x4x?x32xf16>
+func.func @rope_halves_dynamic_seq_f16(%q: tensor<?x4x?x32xf16>, %pos: tensor<?xi64>) -> tensor<?x4x?x32xf16> {
+  %r = transformer.rope %q, %pos : (tensor<?x4x?x32xf16>, tensor<?xi64>) -> tensor<?x4x?x32xf16>
+  return %r : tensor<?x4x?x32xf16>
 }
 
 //===----------------------------------------------------------------------===//

@@ -12,16 +12,17 @@
 // CHECK-COUNT-1: math.cos
 // CHECK-NOT: math.cos
 
-// Two table kernels, then one rotation kernel per RoPE reading both tables.
+// Two table kernels, then one rotation kernel per RoPE reading both tables (the features of the
+// input and the tables viewed as two halves of 8).
 // DISPATCH-LABEL: func.func private @q_and_k_dispatch_0_elementwise(
 // DISPATCH-SAME: tensor<6xi64>
 // DISPATCH-SAME: -> tensor<6x16xf32>
 // DISPATCH-LABEL: func.func private @q_and_k_dispatch_1_elementwise(
 // DISPATCH-SAME: -> tensor<6x16xf32>
-// DISPATCH-LABEL: func.func private @q_and_k_dispatch_2_elementwise(
-// DISPATCH-SAME: tensor<1x4x6x16xf32>, %{{.+}}: tensor<6x16xf32>, %{{.+}}: tensor<6x16xf32>
-// DISPATCH-LABEL: func.func private @q_and_k_dispatch_3_elementwise(
-// DISPATCH-SAME: tensor<1x2x6x16xf32>, %{{.+}}: tensor<6x16xf32>, %{{.+}}: tensor<6x16xf32>
+// DISPATCH-LABEL: func.func private @q_and_k_dispatch_2_generic(
+// DISPATCH-SAME: tensor<1x4x6x2x8xf32>, %{{.+}}: tensor<6x2x8xf32>, %{{.+}}: tensor<6x2x8xf32>
+// DISPATCH-LABEL: func.func private @q_and_k_dispatch_3_generic(
+// DISPATCH-SAME: tensor<1x2x6x2x8xf32>, %{{.+}}: tensor<6x2x8xf32>, %{{.+}}: tensor<6x2x8xf32>
 // DISPATCH-NOT: func.func private @q_and_k_dispatch_4
 
 func.func @q_and_k(%q: tensor<1x4x6x16xf32>, %k: tensor<1x2x6x16xf32>, %pos: tensor<6xi64>) -> (tensor<1x4x6x16xf32>, tensor<1x2x6x16xf32>) {

@@ -32,6 +32,15 @@ def _rope(shape):
             f"  return %y : {x}\n}}")
 
 
+def _split_heads_rope(shape, heads):
+    """split_heads then RoPE: the split's transpose folds into the rotation (one kernel)."""
+    b, s, f = shape
+    x, y, p = tensor_type(shape), tensor_type((b, heads, s, f // heads)), tensor_type((s,), "i64")
+    return (f"func.func @f(%x: {x}, %p: {p}) -> {y} {{\n"
+            f"  %h = transformer.split_heads %x {{num_heads = {heads} : i64}} : {x} -> {y}\n"
+            f"  %y = transformer.rope %h, %p : ({y}, {p}) -> {y}\n  return %y : {y}\n}}")
+
+
 def _argmax(shape):
     x, y = tensor_type(shape), tensor_type(shape[:-1], "i64")
     return f"func.func @f(%x: {x}) -> {y} {{\n  %y = transformer.argmax %x : {x} -> {y}\n  return %y : {y}\n}}"
@@ -71,9 +80,12 @@ CASES = {
                          _attention_ref(4, 2, 1, 24)),
     "silu": ("elementwise", _unary("silu", (4, 7, 96)), lambda r: [random_f32(r, 4, 7, 96, scale=3.0)], ref.silu),
     "gelu": ("elementwise", _unary("gelu", (4, 7, 96)), lambda r: [random_f32(r, 4, 7, 96, scale=3.0)], ref.gelu),
-    "rope": ("elementwise", _rope((1, 4, 12, 32)),
+    "rope": ("generic", _rope((1, 4, 12, 32)),
              lambda r: [random_f32(r, 1, 4, 12, 32), r.permutation(64)[:12].astype(np.int64)],
              lambda x, p: ref.rope(x, p)),
+    "split_heads_rope": ("generic", _split_heads_rope((1, 12, 96), 3),
+                         lambda r: [random_f32(r, 1, 12, 96), r.permutation(64)[:12].astype(np.int64)],
+                         lambda x, p: ref.rope(ref.split_heads(x, 3), p)),
     # extents with no power-of-two tile: edge blocks and threads are guarded
     "ragged_linear": ("contraction", workloads.linear(13, 100, 70).kiln_ir(),
                       lambda r: [random_f32(r, 13, 70), random_f32(r, 100, 70, scale=0.1)], ref.linear),
