@@ -278,8 +278,8 @@ def test_external_scalar_function_links(rng):
 
 
 def test_unsupported_boundary_type():
-    with pytest.raises(KilnError, match="no numpy dtype for element type bf16"):
-        kiln.compile("func.func @f(%x: tensor<4xbf16>) -> tensor<4xbf16> { return %x : tensor<4xbf16> }",
+    with pytest.raises(KilnError, match="no numpy dtype for element type f8E4M3FN"):
+        kiln.compile("func.func @f(%x: tensor<4xf8E4M3FN>) -> tensor<4xf8E4M3FN> { return %x : tensor<4xf8E4M3FN> }",
                      compile_to="transformer")
 
 
