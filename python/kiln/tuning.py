@@ -78,7 +78,8 @@ class TuningCache:
 
 
 def kernel_key(kernel, arg_types: list, cpu: str) -> str:
-    """What makes two kernels interchangeable for tuning: class, loops, operand types, CPU, version."""
+    """What makes two kernels interchangeable for tuning: class, loops, operand types, CPU (or GPU
+    chip), version."""
     from . import __version__
 
     return json.dumps(
@@ -155,7 +156,7 @@ def _tune_tensor_cores(module_text: str, target: str, precision: str, reps: int,
         precision = gpu_mma.module_precision(module)
         for kernel in schedules.kernels_of(module):
             func = _find_func(module, kernel.name)
-            default, source = gpu_mma.mma_schedule(kernel, func, precision, chip)
+            default, _ = gpu_mma.mma_schedule(kernel, func, precision, chip)  # untuned: no cache
             if default is None:
                 continue
             arg_types = list(ir.FunctionType(ir.TypeAttr(func.attributes["function_type"]).value).inputs)

@@ -303,11 +303,7 @@ def mark_rounded_results(module: ir.Module) -> None:
     while the rounding is still one linalg.generic); `absorb_rounding` rewires the calls at `loops`."""
     funcs = {ir.StringAttr(op.attributes["sym_name"]).value: op
              for op in module.body.operations if op.operation.name == "func.func"}
-    callers = {}  # kernel name -> its func.call ops in the host functions
-    for f in funcs.values():
-        if "kiln.dispatch" not in f.attributes and f.regions[0].blocks:
-            _walk(f, lambda o: callers.setdefault(ir.FlatSymbolRefAttr(o.attributes["callee"]).value, []).append(o)
-                  if o.operation.name == "func.call" else None)
+    callers = _host_calls(module)
     for name, func in funcs.items():
         if MMA_ATTR not in func.attributes or name not in callers:
             continue
@@ -360,22 +356,15 @@ def absorb_rounding(module: ir.Module, func, name: str):
         return None
     c_arg = _c_arg(func)
     sites = []
-    for host in module.body.operations:
-        if host.operation.name != "func.func" or "kiln.dispatch" in host.attributes or not host.regions[0].blocks:
-            continue
-        calls = []
-        _walk(host, lambda o: calls.append(o) if o.operation.name == "func.call" else None)
-        for call in calls:
-            if ir.FlatSymbolRefAttr(call.attributes["callee"]).value != name:
-                continue
-            c = call.operands[c_arg]
-            users = [u.owner for u in c.uses if u.owner != call]
-            rounding = [u for u in users if u.name == "func.call" and _ROUNDING_KERNEL_ATTR in
-                        _callee(module, u).attributes and u.operands[0] == c]
-            if len(rounding) != 1 or any(u.name != "memref.dealloc" for u in users if u != rounding[0]):
-                raise KilnError(f"stage 'loops': kernel {name} stores C rounded, but a caller's C buffer "
-                                f"({c.type}) is not only rounded after the call:\n{call}")
-            sites.append((call, c, rounding[0]))
+    for call in _host_calls(module).get(name, []):
+        c = call.operands[c_arg]
+        users = [u.owner for u in c.uses if u.owner != call]
+        rounding = [u for u in users if u.name == "func.call" and _ROUNDING_KERNEL_ATTR in
+                    _callee(module, u).attributes and u.operands[0] == c]
+        if len(rounding) != 1 or any(u.name != "memref.dealloc" for u in users if u != rounding[0]):
+            raise KilnError(f"stage 'loops': kernel {name} stores C rounded, but a caller's C buffer "
+                            f"({c.type}) is not only rounded after the call:\n{call}")
+        sites.append((call, c, rounding[0]))
     for call, c, rounding in sites:
         call.operands[c_arg] = rounding.operands[1]
         rounding.erase()
@@ -384,6 +373,16 @@ def absorb_rounding(module: ir.Module, func, name: str):
         if not isinstance(c.owner, ir.Block) and not list(c.uses):
             c.owner.erase()
     return ir.StringAttr(func.attributes[ROUNDING_ATTR]).value
+
+
+def _host_calls(module: ir.Module) -> dict:
+    """callee name -> the func.call ops of the host functions (not the kernels) that call it."""
+    calls = {}
+    for f in module.body.operations:
+        if f.operation.name == "func.func" and "kiln.dispatch" not in f.attributes and f.regions[0].blocks:
+            _walk(f, lambda o: calls.setdefault(ir.FlatSymbolRefAttr(o.attributes["callee"]).value, []).append(o)
+                  if o.operation.name == "func.call" else None)
+    return calls
 
 
 def _c_arg(func) -> int:
@@ -457,11 +456,7 @@ def build_kernels(module: ir.Module, chip: str) -> None:
 
 def _drop_uncalled_rounding_kernels(module: ir.Module) -> None:
     """Rounding kernels whose every call `absorb_rounding` removed."""
-    called = set()
-    for f in module.body.operations:
-        if f.operation.name == "func.func":
-            _walk(f, lambda o: called.add(ir.FlatSymbolRefAttr(o.attributes["callee"]).value)
-                  if o.operation.name == "func.call" else None)
+    called = _host_calls(module)
     for f in list(module.body.operations):
         if (f.operation.name == "func.func" and _ROUNDING_KERNEL_ATTR in f.attributes
                 and ir.StringAttr(f.attributes["sym_name"]).value not in called):
