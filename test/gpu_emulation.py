@@ -277,7 +277,7 @@ class EmulatedDriver(GpuDriver):
         self.copies += 1
         ctypes.memmove(dst, src, nbytes)
 
-    def launch(self, function, grid, block, params) -> None:
+    def launch(self, function, grid, block, shared_bytes, params) -> None:
         types = self.signatures[function]
         call, keep = [], []
         if self._shuffles is not None:  # the buffers a block's passes restore (see the module doc)
@@ -318,8 +318,8 @@ class EmulatedDriver(GpuDriver):
     def begin_capture(self) -> None:
         self._captured = []
         self._launch, self._copy = self.launch, self.copy_dtod
-        self.launch = lambda f, grid, block, params: self._captured.append(
-            (self._launch, (f, grid, block, self._copy_params(f, params))))
+        self.launch = lambda f, grid, block, shared_bytes, params: self._captured.append(
+            (self._launch, (f, grid, block, shared_bytes, self._copy_params(f, params))))
         self.copy_dtod = lambda *a: self._captured.append((self._copy, a))
         # as on CUDA: a stream being captured refuses host copies and synchronization
         for name in ("copy_htod", "copy_dtoh", "synchronize"):
@@ -347,9 +347,9 @@ class EmulatedDriver(GpuDriver):
         captured = ["launch" if fn == self._launch else "copy" for fn, _ in graph]
         return list(range(len(graph))) if captured == kinds else None
 
-    def set_kernel_node(self, graph, node, function, grid, block, params) -> None:
+    def set_kernel_node(self, graph, node, function, grid, block, shared_bytes, params) -> None:
         self.node_updates += 1
-        graph[node] = (self._launch, (function, grid, block, self._copy_params(function, params)))
+        graph[node] = (self._launch, (function, grid, block, shared_bytes, self._copy_params(function, params)))
 
     def set_copy_node(self, graph, node, dst, src, nbytes) -> None:
         self.node_updates += 1

@@ -3,8 +3,9 @@
 `test/gpu_emulation.py` runs a kernel's threads one after another, which is wrong as soon as threads
 share memory: a tensor-core block stages its A and B tiles in shared memory together, then waits at
 a barrier. Each GPU thread here is a Python thread calling the CPU-compiled kernel; a block's
-threads meet at `gpu.barrier` through a threading.Barrier callback; shared memory is a module global
-(blocks run one after another); each thread's prefetch buffer (memref.alloca) is its own.
+threads meet at `gpu.barrier` through a threading.Barrier callback; shared memory (dynamic, of the
+size the launch gives) is a module global (blocks run one after another); each thread's prefetch
+buffer (memref.alloca) is its own.
 
 NVIDIA kernels run as `gpu_mma` writes them *before* the upstream conversion to nvgpu (the `loops`
 stage with `gpu_mma._to_mma_sync` disabled): vector.contract on 16x16 x 8x16 tiles read from shared
@@ -46,24 +47,30 @@ _SHARED = ", #gpu.address_space<workgroup>>"
 
 
 def _kernel(loops_text: str):
-    """(name, arg types, body text, shared-memory globals, grid, block) of the one gpu.func."""
+    """(name, arg types, body text, grid, block, dynamic shared memory bytes) of the one gpu.func;
+    its shared memory is what its launch gives it."""
+    from mlir.dialects import gpu
+
     with ir.Context():
         module = ir.Module.parse(loops_text)
-        found = []
+        found, shared = [], []
         for op in module.body.operations:
+            if op.operation.name == "func.func":
+                for inner in op.regions[0].blocks[0].operations:
+                    if inner.operation.name == "gpu.launch_func":
+                        size = inner.dynamicSharedMemorySize  # a gpu.LaunchFuncOp (the dialect is loaded)
+                        shared.append(0 if size is None else ir.IntegerAttr(size.owner.attributes["value"]).value)
             if op.operation.name != "gpu.module":
                 continue
-            body = op.regions[0].blocks[0]
-            globals_ = [str(o) for o in body.operations if o.operation.name == "memref.global"]
-            for f in body.operations:
+            for f in op.regions[0].blocks[0].operations:
                 if f.operation.name == "gpu.func":
                     name = ir.StringAttr(f.attributes["sym_name"]).value
                     types = [str(a.type) for a in f.regions[0].blocks[0].arguments]
                     grid = list(ir.DenseI32ArrayAttr(f.attributes["known_grid_size"]))
                     block = list(ir.DenseI32ArrayAttr(f.attributes["known_block_size"]))
-                    found.append((name, types, "\n".join(str(f).split("\n")[1:-1]), globals_, grid, block))
-    assert len(found) == 1, f"expected one kernel, found {[k[0] for k in found]}"
-    return found[0]
+                    found.append((name, types, "\n".join(str(f).split("\n")[1:-1]), grid, block))
+    assert len(found) == 1 and len(shared) == 1, f"expected one kernel and launch, found {[k[0] for k in found]}"
+    return (*found[0], shared[0])
 
 
 _CONTRACT = re.compile(r"(%\w+) = vector\.contract (\{.*\}) (%\w+), (%\w+), (%\w+) : "
@@ -77,6 +84,7 @@ _ASYNC_COPY = re.compile(r"(%\w+) = nvgpu\.device_async_copy (%\w+)\[([^\]]*)\],
                          r"(?: \{bypassL1\})? : (memref<[^>]*x(\w+)>) to (memref<[^>]*>)")
 _ASYNC_GROUP = re.compile(r"(%\w+) = nvgpu\.device_async_create_group .*")
 _ASYNC_WAIT = re.compile(r"nvgpu\.device_async_wait .*")
+_DYNAMIC_SHARED = re.compile(r"(%\w+) = gpu\.dynamic_shared_memory : memref<\?xi8>")
 
 
 def _copy(m) -> str:
@@ -162,7 +170,7 @@ class TensorCoreKernel:
     instruction layout)."""
 
     def __init__(self, loops_text: str, low: str, chip: str | None = None):
-        name, self.types, body, globals_, self.grid, self.block = _kernel(loops_text)
+        name, self.types, body, self.grid, self.block, shared_bytes = _kernel(loops_text)
         threads = int(np.prod(self.block))
         table = f"memref<{threads}x16xf32>"
         amd = bool(_AMD_MMA.search(body))
@@ -171,6 +179,9 @@ class TensorCoreKernel:
         body = _ID.sub(lambda m: f"{m.group(1)} = arith.addi %__{m.group(2)}_{m.group(3)}, %__zero : index", body)
         body = body.replace("gpu.barrier", "llvm.call %__barrier() : !llvm.ptr, () -> ()")
         body = body.replace("gpu.return", "return").replace(_SHARED, ">").replace(_PRIVATE, ">")
+        body = _DYNAMIC_SHARED.sub(lambda m: f"%__shared = memref.get_global @__shared : memref<{shared_bytes}xi8>\n"
+                                             f"{m.group(1)} = memref.cast %__shared : memref<{shared_bytes}xi8> "
+                                             "to memref<?xi8>", body)
         body = _ASYNC_COPY.sub(_copy, body).replace("!nvgpu.device.async.token", "i1")
         body = _ASYNC_WAIT.sub("", _ASYNC_GROUP.sub(lambda m: f"{m.group(1)} = arith.constant true", body))
         body = _CONTRACT.sub(lambda m: _widened_contract(m, low), body)
@@ -182,7 +193,7 @@ class TensorCoreKernel:
         args = ", ".join([f"%arg{i}: {t}" for i, t in enumerate(self.types)]
                          + [f"%__x{x}: {table}" for x in self.tables]
                          + ["%__barrier: !llvm.ptr", "%__exchange: !llvm.ptr"] + ids)
-        text = "module {\n" + "\n".join(g.replace(_SHARED, ">") for g in globals_) + "\n" + \
+        text = "module {\n" + f'memref.global "private" @__shared : memref<{shared_bytes}xi8> = uninitialized {{alignment = 16 : i64}}\n' + \
             f"func.func @kernel({args}) attributes {{llvm.emit_c_interface}} {{\n" \
             "  %__zero = arith.constant 0 : index\n" + body + "\n}\n}\n"
         with ir.Context():

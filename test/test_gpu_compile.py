@@ -282,6 +282,61 @@ def test_hip_device_without_runtime_names_libamdhip64():
         kiln.runtime.Device("hip")
 
 
+class _FakeLibcuda:
+    """libcuda's entry points as recorders that succeed; an output argument (ctypes.byref) that is
+    still zero gets a fresh handle. Copies move nothing."""
+
+    def __init__(self):
+        self.calls, self._handles = [], 0x1000
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+
+        def call(*args):
+            self.calls.append((name, args))
+            for a in args:
+                out = getattr(a, "_obj", None)  # ctypes.byref(x)._obj is x
+                if isinstance(out, (ctypes.c_void_p, ctypes.c_uint64)) and not out.value:
+                    self._handles += 0x1000
+                    out.value = self._handles
+            return 0
+
+        return call
+
+
+def _fake_cuda_device(chip: str):
+    """A Device whose CudaDriver calls _FakeLibcuda (its set-up, which needs a GPU, skipped)."""
+    from kiln.runtime.cuda import CudaDriver
+    from kiln.runtime.device import Device
+
+    driver = CudaDriver.__new__(CudaDriver)
+    driver.lib, driver._keep, driver._graphs, driver._node_params = _FakeLibcuda(), [], {}, {}
+    driver.chip, driver.device_name = chip, "a GPU that is not there"
+    driver.context, driver.stream = ctypes.c_void_p(1), ctypes.c_void_p(2)
+    device = Device.__new__(Device)
+    device.driver, device.gpu, device._num_threads = "cuda", driver, None
+    return device
+
+
+def test_cuda_launch_gives_the_kernel_its_dynamic_shared_memory(rng):
+    """A tensor-core kernel with 74 KiB of shared memory on sm_90: loading the program opts it into
+    more than 48 KiB (cuFuncSetAttribute MAX_DYNAMIC_SHARED_SIZE_BYTES), and cuLaunchKernel gives it
+    the bytes; a kernel within 48 KiB is launched with its bytes and no attribute."""
+    for shape, shared, opts_in in (((256, 256, 128), 75776, True), ((64, 128, 96), 29184, False)):
+        device = _fake_cuda_device("sm_90")
+        art = kiln.compile(_low_matmul("bf16", *shape), target="cuda", chip="sm_90")
+        program = kiln.runtime.load_artifact(art, device)
+        calls = device.gpu.lib.calls
+        attributes = [args for name, args in calls if name == "cuFuncSetAttribute"]
+        assert [(a[1].value, a[2].value) for a in attributes] == ([(8, shared)] if opts_in else [])
+        m, n, k = shape
+        program.f(_low(rng, "bf16", m, k), _low(rng, "bf16", k, n))
+        (launch,) = [args for name, args in calls if name == "cuLaunchKernel"]
+        assert [v.value for v in launch[1:8]] == [*art.manifest["programs"]["f"]["commands"][0]["grid"], 128, 1, 1,
+                                                  shared]
+
+
 def test_importing_and_compiling_loads_no_gpu_library(tmp_path):
     src = tmp_path / "in.mlir"
     src.write_text(CASES["rms_norm"][1])
@@ -818,10 +873,11 @@ LOW_GEMMS = {
                      lambda r, p: [_low(r, p, 128, 128), _low(r, p, 128, 256)], lambda a, b: a @ b),
 }
 # how each LOW_GEMMS case is staged on NVIDIA: (block tile, warp tile, shared-memory buffers): a
-# cp.async ring of as many buffers as fit in 48 KiB and K steps (up to 3), or 1 (registers) for one step
+# cp.async ring of as many buffers as there are K steps (up to 4), or 1 (registers) for one step;
+# large_matmul's 4 buffers take 74 KiB, past the 48 KiB a kernel may use without opting in
 LOW_GEMM_TILES = {"linear": ((64, 64), (32, 32), 3), "matmul": ((32, 16), (32, 16), 3),
                   "matmul_residual": ((32, 16), (32, 16), 2), "batched_matmul": ((16, 32), (16, 32), 1),
-                  "large_matmul": ((128, 128), (64, 64), 2)}
+                  "large_matmul": ((128, 128), (64, 64), 4)}
 
 
 def _check_low_gemm(case, low, loops, kernel, rng):
@@ -890,17 +946,74 @@ def test_16bit_tensor_matmul_stores_c_rounded(low, chip, rng, monkeypatch):
 @pytest.mark.parametrize("low", ["bf16", "f16"])
 def test_16bit_tensor_matmul_ptx(low, shape):
     """transformer.matmul on bf16/f16 tensors for sm_90: the GEMM kernel copies A and B into shared
-    memory with cp.async (16 bytes, bypassing L1; a ring of buffers: two groups in flight), reads B[k, n]
-    transposed (ldmatrix.trans) and issues mma.sync on the operands as they are into f32 sums, which
-    it rounds (two at a time) as it stores C; a ptxas-checked cubin within 48 KiB of shared memory."""
+    memory with cp.async (16 bytes, bypassing L1; a ring of buffers: one group per buffer but one in
+    flight), reads B[k, n] transposed (ldmatrix.trans) and issues mma.sync on the operands as they are
+    into f32 sums, which it rounds (two at a time) as it stores C; a ptxas-checked cubin whose launch
+    gives it its dynamic shared memory (74 KiB for 128 x 128 blocks)."""
     art = _compiled_precision(_low_matmul(low, *shape), "sm_90", "f32")
     _check_artifact(art, "cuda", "sm_90")
     (gemm,) = (art.blobs[k["blobs"]["ptx"]].decode() for k in art.manifest["kernels"])
     assert f"mma.sync.aligned.m16n8k16.row.col.f32.{low}.{low}.f32" in gemm
-    wait = "\t1;" if shape[0] == 64 else "\t0;"  # 3 buffers (two groups in flight), or 2 for 128 x 128 blocks
+    wait, shared = ("\t1;", 2 * 3 * (64 * 40 + 32 * 72)) if shape[0] == 64 else ("\t2;", 2 * 4 * (128 * 40 + 32 * 136))
     assert "cp.async.cg.shared.global" in gemm and "cp.async.wait_group " + wait in gemm
-    assert "ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16" in gemm and "ld.global" not in gemm
+    assert ".extern .shared .align 16 .b8 __dynamic_shmem__0[];" in gemm
+    (launch,) = art.manifest["programs"]["f"]["commands"]
+    assert launch["shared_bytes"] == shared
+    assert "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16" in gemm and "ld.global" not in gemm
     assert f"cvt.rn.{low}x2.f32" in gemm and "st.global.b32" in gemm
+
+
+# tiles `kiln tune` times that no default takes: 8 warps (2 x 4 and 4 x 2), a ring of 5 buffers, K
+# steps of 64 (in 54 KiB of shared memory), 8 warps staged through registers; small warp tiles keep the
+# emulator's CPU code small (64 x 64 warps: LOW_GEMMS' large_matmul)
+TUNER_TILES = [(128, 128, 16, 64, 32, 32, 5), (128, 128, 16, 32, 64, 32, 1), (64, 64, 64, 32, 32, 32, 3)]
+
+
+@pytest.mark.parametrize("tile", TUNER_TILES, ids=lambda t: "x".join(map(str, t)))
+def test_tuner_tiles_emulated(tile, rng, monkeypatch):
+    """Tiles of `gpu_mma.tile_candidates` that only the tuner picks, forced on a 256 x 256 x 320 bf16
+    matmul for sm_90 (as `kiln tune` does, `kiln.mma_tile` at the dispatch stage): the launch gives
+    the kernel the shared memory the tile needs, and the emulated kernel computes the float64 product
+    rounded once."""
+    from kiln.pipelines import schedules
+    from kiln.signature import numpy_dtype
+
+    monkeypatch.setattr(gpu_mma, "_to_mma_sync", lambda *a: None)
+    dispatch = kiln.compile(_low_matmul("bf16", 256, 256, 320), target="cuda", chip="sm_90", compile_to="dispatch")
+    with ir.Context():
+        module = ir.Module.parse(dispatch)
+        (kernel,) = (k for k in schedules.kernels_of(module) if k.kernel_class == "contraction")
+        assert gpu_mma.MmaTile(*tile) in gpu_mma.tile_candidates(kernel, "sm_90")
+        func = next(op for op in module.body.operations
+                    if op.operation.name == "func.func" and ir.StringAttr(op.attributes["sym_name"]).value == kernel.name)
+        func.attributes[gpu_mma.MMA_ATTR] = ir.DenseI64ArrayAttr.get(list(tile))
+        dispatch = str(module)
+    loops = kiln.compile(dispatch, target="cuda", chip="sm_90", compile_from="dispatch", compile_to="loops")
+    shared = gpu_mma.MmaTile(*tile).shared_bytes(kn=True)
+    assert f"dynamic_shared_memory_size %c{shared}_i32" in loops
+    a, b = _low(rng, "bf16", 256, 320), _low(rng, "bf16", 320, 256)
+    c = _run_gemm_kernel(loops, TensorCoreKernel(loops, "bf16"), [a, b], (256, 256), numpy_dtype("bf16"))
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    assert (np.abs(c.astype(np.float64) - exact) <= 2.0 ** -8 * np.abs(exact) + 1e-5 * np.abs(exact).max()).all()
+
+
+def test_shared_memory_limits_the_tiles():
+    """A tile's buffers must fit the chip's shared memory per block: 227 KiB on sm_90, 99 KiB on
+    sm_86, 64 KiB of LDS on gfx942 (whose tiles stage through registers: one buffer)."""
+    from kiln.pipelines import schedules
+
+    text = _low_matmul("bf16", 256, 256, 512)
+    for chip, limit in (("sm_90", 227 * 1024), ("sm_86", 99 * 1024), ("gfx942", 64 * 1024)):
+        assert gpu_mma.shared_memory_limit(chip) == limit
+        target = "cuda" if chip.startswith("sm_") else "rocm"
+        with ir.Context():
+            module = ir.Module.parse(kiln.compile(text, target=target, chip=chip, compile_to="dispatch"))
+            (kernel,) = (k for k in schedules.kernels_of(module) if k.kernel_class == "contraction")
+        tiles = gpu_mma.tile_candidates(kernel, chip)
+        sizes = [t.shared_bytes(kn=True) for t in tiles]
+        assert tiles and max(sizes) <= limit
+        assert any(gpu_mma.MmaTile(128, 256, 64, 64, 64, t.lanes, 4) == t for t in tiles) == (chip == "sm_90")
+        assert all(t.stages == 1 for t in tiles) == (target == "rocm")
 
 
 def _bf16_expanded(loops: str) -> str:

@@ -1,5 +1,5 @@
 // The PTX of tensor-core GEMMs (--precision bf16|f16, sm_80 and sm_90): two 64x40 16-bit tiles in
-// shared memory; 16-byte global loads (ld.global.v4) one K step ahead; per K step, the held vectors
+// dynamic shared memory (an `.extern .shared` array, no static one); 16-byte global loads (ld.global.v4) one K step ahead; per K step, the held vectors
 // rounded in pairs (cvt.rn.bf16x2 / f16x2) and stored to shared memory, the next step's loads, a barrier, ldmatrix fragments (x4 for A, x2 for B) and 16
 // mma.sync m16n8k16 with f32 accumulators, a barrier; C written 8 bytes per lane. The ragged GEMM
 // keeps the SIMT kernel, its operands rounded one by one (cvt.rn.bf16.f32), no mma.sync.
@@ -15,10 +15,10 @@
 
 // SM80:        .target sm_80
 // SM90:        .target sm_90
+// CHECK:       .extern .shared .align 16 .b8 __dynamic_shmem__0[];
 // CHECK-LABEL: .visible .entry proj_dispatch_0_contraction_kernel(
 // CHECK:       .maxntid 128, 1, 1
-// CHECK-DAG:   .shared .align 16 .b8 proj_dispatch_0_contraction_smem_a[5120];
-// CHECK-DAG:   .shared .align 16 .b8 proj_dispatch_0_contraction_smem_b[5120];
+// CHECK-NOT:   .shared .align
 // CHECK-COUNT-8: ld.global.v4.b32
 // CHECK:       $L__BB0_1:
 // CHECK:       cvt.rn.[[T]]x2.f32

@@ -1,6 +1,6 @@
 // --precision bf16|f16 on AMD chips with matrix instructions: a GEMM that fits 16x16 tiles gets the
 // tensor-core kernel of gpu_mma.py, written per lane at `loops` (MLIR has no vector.contract ->
-// amdgpu lowering): A and B are staged in LDS as for NVIDIA, then each lane loads its own fragment
+// amdgpu lowering): A and B are staged in LDS as for NVIDIA (dynamic LDS, sized at the launch), then each lane loads its own fragment
 // of A's rows and B's columns and issues amdgpu.mfma / amdgpu.wmma. CDNA (gfx942): wavefronts of 64,
 // 4 K elements per lane from K offset 4 * (lane / 16), accumulators in rows 4 * (lane / 16) + i. RDNA3 (gfx1100): wavefronts of 32, all 16 K elements per lane (both
 // half-waves load the same), accumulators 2 rows apart. RDNA4 (gfx1201): 8 K elements per lane.
@@ -23,10 +23,9 @@
 // MFMA-DAG:   #[[CROW1:map[0-9]*]] = affine_map<()[s0, s1] -> (s0 * 64 + ((s1 mod 64) floordiv 16) * 4 + ((s1 floordiv 64) floordiv 2) * 32 + 1)>
 // MFMA-LABEL: gpu.func @proj_dispatch_0_contraction_kernel(
 // MFMA-SAME:    known_block_size = array<i32: 256, 1, 1>, known_grid_size = array<i32: 2, 1, 1>
-// MFMA:         memref.get_global @proj_dispatch_0_contraction_smem_a
-// MFMA-NEXT:    %[[SA:.*]] = memref.view
-// MFMA-NEXT:    memref.get_global @proj_dispatch_0_contraction_smem_b
-// MFMA-NEXT:    %[[SB:.*]] = memref.view
+// MFMA:         %[[SMEM:.*]] = gpu.dynamic_shared_memory : memref<?xi8, #gpu.address_space<workgroup>>
+// MFMA-NEXT:    %[[SA:.*]] = memref.view %[[SMEM]][%c0][]
+// MFMA-NEXT:    %[[SB:.*]] = memref.view %[[SMEM]][%c5120][]
 // MFMA:         %[[K:.*]] = affine.apply #[[KLANE]]()[%thread_id_x]
 // MFMA:         memref.alloca() : memref<4x4xf32, #gpu.address_space<private>>
 // MFMA:         gpu.barrier
@@ -49,10 +48,9 @@
 // RDNA3-DAG:   #[[CROW2:map[0-9]*]] = affine_map<()[s0, s1] -> (s0 * 64 + (s1 mod 32) floordiv 16 + ((s1 floordiv 32) floordiv 2) * 32 + 2)>
 // RDNA3-LABEL: gpu.func @proj_dispatch_0_contraction_kernel(
 // RDNA3-SAME:    known_block_size = array<i32: 128, 1, 1>
-// RDNA3:         memref.get_global @proj_dispatch_0_contraction_smem_a
-// RDNA3-NEXT:    %[[SA:.*]] = memref.view
-// RDNA3-NEXT:    memref.get_global @proj_dispatch_0_contraction_smem_b
-// RDNA3-NEXT:    %[[SB:.*]] = memref.view
+// RDNA3:         %[[SMEM:.*]] = gpu.dynamic_shared_memory : memref<?xi8, #gpu.address_space<workgroup>>
+// RDNA3-NEXT:    %[[SA:.*]] = memref.view %[[SMEM]][%c0][]
+// RDNA3-NEXT:    %[[SB:.*]] = memref.view %[[SMEM]][%c5120][]
 // RDNA3:         gpu.barrier
 // RDNA3:         %[[A:.*]] = vector.load %[[SA]][%c0, %{{.*}}, %c0] {alignment = 16 : i64} : memref<1x64x40xf16, #gpu.address_space<workgroup>>, vector<16xf16>
 // RDNA3-NOT:     arith.bitcast
@@ -71,6 +69,7 @@
 // RDNA4:         vector.load %{{.*}}[%{{.*}}, %[[K]]] {alignment = 16 : i64} : memref<1x64x40xf16, #gpu.address_space<workgroup>>, vector<8xf16>
 // RDNA4:         amdgpu.wmma 16x16x16 %{{.*}} * %{{.*}} + %{{.*}} : vector<8xbf16>, vector<8xbf16>, vector<8xf32>
 
+// ROCDL:       llvm.mlir.global external @__dynamic_shmem__0() {addr_space = 3 : i32} : !llvm.array<0 x i8>
 // ROCDL-LABEL: llvm.func @proj_dispatch_0_contraction_kernel(
 // ROCDL:         llvm.load %{{.*}} {alignment = 8 : i64} : !llvm.ptr<3> -> vector<4xf16>
 // ROCDL:         rocdl.mfma.f32.16x16x16bf16.1k %{{.*}} : (vector<4xi16>, vector<4xi16>, vector<4xf32>, i32, i32, i32) -> vector<4xf32>

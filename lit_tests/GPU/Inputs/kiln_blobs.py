@@ -33,7 +33,8 @@ if what == "plan":
                 args = " ".join(f"{a['buffer']}{a.get('index', a.get('name', ''))}+{a['offset']}" if "buffer" in a
                                 else f"{a['scalar']}:{a.get('index', a.get('value'))}" for a in c["args"])
                 bounds = "".join(f" bound arg{i}<={hi}" for i, hi in c.get("bounds", ()))
-                print("launch", c["kernel"], "grid", c["grid"], "block", c["block"], "args", args + bounds)
+                shared = f" shared {c['shared_bytes']}" if "shared_bytes" in c else ""
+                print("launch", c["kernel"], "grid", c["grid"], "block", c["block"], "args", args + bounds + shared)
             else:
                 def where(r):
                     dyn = "".join(f"+arg{i}*{m}" for i, m in r.get("scalars", []))

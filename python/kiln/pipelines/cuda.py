@@ -87,6 +87,7 @@ def make_llvm(module: ir.Module) -> None:
         "canonicalize,cse,reconcile-unrealized-casts)",
         "llvm",
     )
+    gpu.extern_dynamic_shared_memory(module)
 
 
 def build_binaries(module: ir.Module) -> dict:

@@ -369,7 +369,7 @@ def make_loops(module: ir.Module) -> None:
         "gpu-launch-sink-index-computations,gpu-kernel-outlining{data-layout-str=},canonicalize,cse",
         "loops",
     )
-    gpu_mma.drop_host_shared_memory(module)
+    gpu_mma.size_shared_memory(module)
     skip_masked_iterations(module)
 
 
@@ -440,6 +440,19 @@ def kernel_modules(module: ir.Module):
     for op in module.body.operations:
         if op.operation.name == "gpu.module":
             yield ir.StringAttr(op.attributes["sym_name"]).value, op.regions[0].blocks[0]
+
+
+def extern_dynamic_shared_memory(module: ir.Module) -> None:
+    """After the gpu -> nvvm/rocdl conversion: the dynamic shared memory global (`__dynamic_shmem__N`,
+    what gpu.dynamic_shared_memory becomes) is an external declaration, so NVPTX writes `.extern
+    .shared .b8 __dynamic_shmem__N[]` and AMDGPU takes it for dynamic LDS. The conversion makes it
+    internal, and NVPTX then demotes it to a one-byte static variable of the kernel that the kernel
+    reads past."""
+    for _, body in kernel_modules(module):
+        for op in body.operations:
+            if (op.operation.name == "llvm.mlir.global"
+                    and ir.StringAttr(op.attributes["sym_name"]).value.startswith("__dynamic_shmem__")):
+                op.attributes["linkage"] = ir.Attribute.parse("#llvm.linkage<external>")
 
 
 def _walk(op, fn) -> None:

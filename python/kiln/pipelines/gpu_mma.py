@@ -15,15 +15,17 @@ and B extended to f32 in its body, C f32), whatever the precision; and, with `pr
     warps   WM x WN of C each (at most 2 x 2 warps or wavefronts; 64 x 64 or up to 32 x 32);
             16-row instruction tiles, f32 accumulators in registers through the whole K loop
     K step  KT (32 or 16) of A and B in shared memory: A as [TM, KT], B as [TN, KT] -- or [KT, TN]
-            for B[k, n], read transposed -- rows padded by 8 elements against bank conflicts. Two
+            for B[k, n], read transposed, 16 columns per ldmatrix.x4.trans -- rows padded by 8
+            elements against bank conflicts; the buffers are views of the kernel's dynamic shared
+            memory, which its launch sizes (up to the chip's limit, `shared_memory_limit`). Two
             ways to get them there:
             - registers (any chip, any operands): every thread stores the 16-byte vectors it
               loaded during the previous step (8 bf16/f16 elements, or 4 f32 rounded to
               bf16/f16), issues the loads of the next step (in flight during this one's matrix
               instructions); a barrier; the instructions; a barrier.
-            - a cp.async ring (NVIDIA, 16-bit tensors, 3 K steps or more): 2 or 3 buffers (what
-              fits in 48 KiB), copies issued that many steps minus one ahead; per step one wait,
-              one barrier, the next copies, the instructions.
+            - a cp.async ring (NVIDIA, 16-bit tensors, 2 K steps or more): 2 to 4 buffers (as
+              many as there are K steps), copies issued that many steps minus one ahead; per step
+              one wait, one barrier, the next copies, the instructions.
             Each warp reads its fragments and issues (WM/16) x (WN/n) x (KT/16) instructions.
 
 The kernel is written at the `loops` stage (on buffers). For NVIDIA it is vector code per warp --
@@ -133,8 +135,20 @@ class MmaTile:
         return 2 * self.stages * (self.tm * (self.kt + _PAD) + b_rows)
 
 
-ASYNC_STAGES = 3  # cp.async ring depth: two K steps in flight during a third's matrix instructions
-STATIC_SHARED_BYTES = 48 * 1024  # a kernel's static shared memory, at most (CUDA)
+ASYNC_STAGES = 4  # cp.async ring depth: three K steps in flight during a fourth's matrix instructions
+SHARED_BYTES_ATTR = "kiln.shared_bytes"  # on a tensor-core kernel: its dynamic shared memory
+
+
+def shared_memory_limit(chip: str) -> int:
+    """The shared memory (LDS) one block of a kernel may use on `chip`, in bytes. Tensor-core kernels
+    take theirs as dynamic shared memory, which on NVIDIA a kernel opts into beyond 48 KiB (the
+    runtime does, `allow_shared_memory`): 163 KiB on sm_80/sm_87, 99 KiB on sm_86/sm_89/sm_120, 227
+    KiB on sm_90/sm_100 (CUDA programming guide, "technical specifications per compute capability");
+    64 KiB of LDS per workgroup on AMD chips, 160 KiB on gfx950."""
+    if chip.startswith("sm_"):
+        major_minor = int(chip[3:].rstrip("af"))
+        return {80: 163, 87: 163, 90: 227, 100: 227, 103: 227}.get(major_minor, 99) * 1024
+    return 160 * 1024 if chip == "gfx950" else 64 * 1024
 
 
 def mma_schedule(kernel: schedules.Kernel, func, precision: str, chip: str, cache=None) -> tuple:
@@ -146,7 +160,7 @@ def mma_schedule(kernel: schedules.Kernel, func, precision: str, chip: str, cach
         return None, ""
     if MMA_ATTR in func.attributes:
         tile = MmaTile(*ir.DenseI64ArrayAttr(func.attributes[MMA_ATTR]))
-        if not fits(tile, kernel, core):
+        if not fits(tile, kernel, chip):
             raise KilnError(f"kernel {kernel.name}: the forced tensor-core tile {tile.attribute()} does not fit "
                             f"loops {list(kernel.loop_ranges)} on {chip}")
         return tile, "attribute"
@@ -155,9 +169,9 @@ def mma_schedule(kernel: schedules.Kernel, func, precision: str, chip: str, cach
 
         arg_types = list(ir.FunctionType(ir.TypeAttr(func.attributes["function_type"]).value).inputs)
         entry = cache.get(kernel_key(kernel, arg_types, chip))
-        if entry is not None and "mma_tile" in entry and fits(MmaTile(*entry["mma_tile"]), kernel, core):
+        if entry is not None and "mma_tile" in entry and fits(MmaTile(*entry["mma_tile"]), kernel, chip):
             return MmaTile(*entry["mma_tile"]), "tuned"
-    tile = default_tile(kernel, core)
+    tile = default_tile(kernel, chip)
     return (tile, "default") if tile is not None else (None, "")
 
 
@@ -182,12 +196,13 @@ def _takes_tensor_cores(kernel: schedules.Kernel, func, precision: str, core) ->
         and not isinstance(c.owner.operands[0].owner, ir.Block))
 
 
-def default_tile(kernel: schedules.Kernel, core: MatrixCore):
+def default_tile(kernel: schedules.Kernel, chip: str):
     """The untuned tile: 128 x 128 blocks of 2 x 2 warps of 64 x 64 for large GEMMs on 16-bit tensors
     (each element of A and B read from shared memory is used 8 (A) or 4 (B) times per warp; 128
     accumulators per lane), else blocks up to 64 x 64 of warps up to 32 x 32; K steps of 32 (or 16);
-    on NVIDIA, a cp.async ring of as many buffers as fit (3, or 2 for 128 x 128 blocks) for 16-bit
-    tensors. None when no tile divides the GEMM."""
+    on NVIDIA, for 16-bit tensors, a cp.async ring of as many buffers (up to 4) as the chip's shared
+    memory holds. None when no tile divides the GEMM."""
+    core = matrix_core(chip)
     m, n, k = kernel.loop_ranges[-3:]
     kt = next((t for t in (32, 16) if k % t == 0), 0)
     if kernel.gemm_multiplicands != "f32" and m % 128 == 0 and n % 128 == 0 and kt == 32:
@@ -200,40 +215,43 @@ def default_tile(kernel: schedules.Kernel, core: MatrixCore):
         tile = MmaTile(tm, tn, kt, min(tm, 32), min(tn, 32), core.lanes)
     for stages in range(ASYNC_STAGES, 1, -1):
         ring = dataclasses.replace(tile, stages=stages)
-        if fits(ring, kernel, core):
+        if fits(ring, kernel, chip):
             return ring
     return tile
 
 
-def fits(tile: MmaTile, kernel: schedules.Kernel, core: MatrixCore) -> bool:
-    """Can `tile` compute this GEMM on `core`: whole blocks, warps and instruction tiles; at most 128
-    accumulators per lane; a cp.async ring (stages > 1) only on NVIDIA for 16-bit tensors, with whole
-    16-byte chunks per thread, a K step per buffer at least, in 48 KiB of shared memory."""
+def fits(tile: MmaTile, kernel: schedules.Kernel, chip: str) -> bool:
+    """Can `tile` compute this GEMM on `chip`: whole blocks, warps and instruction tiles; at most 128
+    accumulators per lane; its buffers in the chip's shared memory; a cp.async ring (stages > 1) only
+    on NVIDIA for 16-bit tensors, with whole 16-byte chunks per thread and a K step per buffer at
+    least."""
+    core = matrix_core(chip)
     m, n, k = kernel.loop_ranges[-3:]
     if not (tile.lanes == core.lanes and tile.kt in (16, 32, 64) and m % tile.tm == 0 and n % tile.tn == 0
             and k % tile.kt == 0 and tile.tm % tile.wm == 0 and tile.tn % tile.wn == 0 and tile.wm % 16 == 0
-            and tile.wn % core.n == 0 and tile.wm * tile.wn // core.lanes <= 128 and tile.threads <= 1024):
+            and tile.wn % core.n == 0 and tile.wm * tile.wn // core.lanes <= 128 and tile.threads <= 1024
+            and tile.shared_bytes(kernel.gemm_rhs == "kn") <= shared_memory_limit(chip)):
         return False
     if tile.stages == 1:
         return True
     chunks = 8 * tile.threads
     return (core.name == "mma.sync" and kernel.gemm_multiplicands != "f32" and k // tile.kt >= tile.stages
-            and (tile.tm * tile.kt) % chunks == 0 and (tile.tn * tile.kt) % chunks == 0
-            and tile.shared_bytes(kernel.gemm_rhs == "kn") <= STATIC_SHARED_BYTES)
+            and (tile.tm * tile.kt) % chunks == 0 and (tile.tn * tile.kt) % chunks == 0)
 
 
 def tile_candidates(kernel: schedules.Kernel, chip: str) -> list:
     """The tiles `kiln tune` times for a tensor-core GEMM on `chip` (those that fit): blocks of 4 or 8
-    warps from 32 x 32 to 128 x 128, K steps of 16 to 64, staged through registers or a cp.async ring
-    of 2 to 4 buffers."""
+    warps from 32 x 32 to 256 x 128, K steps of 16 to 64, staged through registers or a cp.async ring
+    of 2 to 5 buffers."""
     core = matrix_core(chip)
     found = []
     for tm, tn, wm, wn in ((32, 32, 16, 16), (64, 64, 32, 32), (128, 64, 64, 32), (64, 128, 32, 64),
-                           (128, 128, 64, 64), (128, 128, 64, 32), (128, 128, 32, 64)):
+                           (128, 128, 64, 64), (128, 128, 64, 32), (128, 128, 32, 64),
+                           (128, 256, 64, 64), (256, 128, 64, 64)):
         for kt in (16, 32, 64):
-            for stages in (1, 2, 3, 4):
+            for stages in (1, 2, 3, 4, 5):
                 tile = MmaTile(tm, tn, kt, wm, wn, core.lanes, stages)
-                if fits(tile, kernel, core):
+                if fits(tile, kernel, chip):
                     found.append(tile)
     return found
 
@@ -463,12 +481,37 @@ def _drop_uncalled_rounding_kernels(module: ir.Module) -> None:
             f.operation.erase()
 
 
-def drop_host_shared_memory(module: ir.Module) -> None:
-    """After outlining, the kernels' gpu.modules hold their shared-memory globals; the host's copies
-    are unused."""
-    for op in list(module.body.operations):
-        if op.operation.name == "memref.global" and "#gpu.address_space<workgroup>" in str(op.attributes["type"]):
-            op.operation.erase()
+def size_shared_memory(module: ir.Module) -> None:
+    """After outlining: each tensor-core kernel's launch takes the dynamic shared memory the kernel
+    needs (`kiln.shared_bytes` on its host function), as gpu.launch_func's
+    `dynamic_shared_memory_size`, which the launch plan passes on to the driver."""
+    from mlir.dialects import arith
+
+    for func in module.body.operations:
+        if func.operation.name != "func.func" or SHARED_BYTES_ATTR not in func.attributes:
+            continue
+        nbytes = ir.IntegerAttr(func.attributes[SHARED_BYTES_ATTR]).value
+        launches = []
+        _walk(func, lambda o: launches.append(o) if o.operation.name == "gpu.launch_func" else None)
+        for launch in launches:
+            segments = list(ir.DenseI32ArrayAttr(launch.attributes["operandSegmentSizes"]))
+            if segments[_DYNAMIC_SHARED_SEGMENT]:
+                continue
+            with ir.InsertionPoint(launch), launch.location:
+                size = arith.constant(ir.IntegerType.get_signless(32), nbytes)
+                operands = list(launch.operands)
+                operands.insert(sum(segments[:_DYNAMIC_SHARED_SEGMENT]), size)
+                segments[_DYNAMIC_SHARED_SEGMENT] = 1
+                attributes = {a.name: a.attr for a in (launch.attributes[i] for i in range(len(launch.attributes)))}
+                attributes["operandSegmentSizes"] = ir.DenseI32ArrayAttr.get(segments)
+                ir.Operation.create("gpu.launch_func", results=[r.type for r in launch.results],
+                                    operands=operands, attributes=attributes)
+            launch.erase()
+
+
+# gpu.launch_func's operand groups: async dependencies, grid x/y/z, block x/y/z, cluster x/y/z,
+# dynamic shared memory size, kernel operands, async object
+_DYNAMIC_SHARED_SEGMENT = 10
 
 
 def _multiplicand_type(func, precision: str) -> str:
@@ -550,7 +593,8 @@ class _Text:
 
 def _kernel_text(func, name: str, tile: MmaTile, low: str, core: MatrixCore) -> str:
     """The tensor-core kernel replacing `func` (a fill + GEMM root on its arguments) multiplying in
-    `low` (bf16 or f16), as MLIR text: the shared-memory globals, then the function."""
+    `low` (bf16 or f16), as MLIR text (a function whose `kiln.shared_bytes` is the dynamic shared
+    memory it needs)."""
     block = func.regions[0].blocks[0]
     root, fill = _root(func), next((o for o in block.operations if o.operation.name == "linalg.fill"), None)
     arg_of = [None if root is None else _arg_number(v, block) for v in (root.operands if root else [])]
@@ -581,13 +625,15 @@ def _kernel_text(func, name: str, tile: MmaTile, low: str, core: MatrixCore) -> 
 
     # Shared memory, one buffer per stage: A as [TM, KT], B as [TN, KT] -- or as [KT, TN] when it is
     # B[k, n] (its fragments are then read transposed: ldmatrix.trans) -- rows padded by _PAD elements.
-    # Each is a byte array viewed as f16 words for the fragment reads (bf16 ones too, see module doc)
-    # and, for bf16 cp.async copies, as bf16.
+    # Both are views of the kernel's dynamic shared memory (A's buffers first, then B's; sized at the
+    # launch, see `size_shared_memory`), as f16 words for the fragment reads (bf16 ones too, see
+    # module doc) and, for bf16 cp.async copies, as bf16.
     smem = "#gpu.address_space<workgroup>"
     shapes = {"a": (stages, tile.tm, tile.kt + _PAD),
               "b": (stages, tile.kt, tile.tn + _PAD) if kn else (stages, tile.tn, tile.kt + _PAD)}
     smem_t = {x: f"memref<{'x'.join(map(str, shape))}xf16, {smem}>" for x, shape in shapes.items()}
-    raw_t = {x: f"memref<{2 * math.prod(shape)}xi8, {smem}>" for x, shape in shapes.items()}
+    raw_t = f"memref<?xi8, {smem}>"
+    byte_offset = {"a": 0, "b": 2 * math.prod(shapes["a"])}
 
     t = _Text()
     # the batch loops with several iterations share one grid dimension (block z)
@@ -603,12 +649,13 @@ def _kernel_text(func, name: str, tile: MmaTile, low: str, core: MatrixCore) -> 
     a_batch = [batch.get(d, t.c(0)) for d in range(nb)]
     b_batch = [batch.get(d, t.c(0)) for d in rhs[:-2]]
     copy_t = dict(smem_t)  # what cp.async writes: the operands' own type
+    t.emit(f"%smem = gpu.dynamic_shared_memory : {raw_t}")
     for x in "ab":
-        t.emit(f"%raw_{x} = memref.get_global @{name}_smem_{x} : {raw_t[x]}")
-        t.emit(f"%s{x} = memref.view %raw_{x}[{t.c(0)}][] : {raw_t[x]} to {smem_t[x]}")
+        at = t.c(byte_offset[x])
+        t.emit(f"%s{x} = memref.view %smem[{at}][] : {raw_t} to {smem_t[x]}")
         if stages > 1:
             copy_t[x] = smem_t[x].replace("xf16,", f"x{low},")
-            t.emit(f"%s{x}_in = memref.view %raw_{x}[{t.c(0)}][] : {raw_t[x]} to {copy_t[x]}")
+            t.emit(f"%s{x}_in = memref.view %smem[{at}][] : {raw_t} to {copy_t[x]}")
     t.emit(f"scf.forall (%t) in ({threads}) {{")
     t.emit("%pad = arith.constant 0.0 : f16")
     m0 = t.apply(f"d0 * {tile.tm}", gids[-2])
@@ -700,8 +747,7 @@ def _kernel_text(func, name: str, tile: MmaTile, low: str, core: MatrixCore) -> 
     consts = [f"%c{v} = arith.constant {v} : index" for v in sorted(t.constants)]
     args = ", ".join(f"%arg{i}: {ty}" for i, ty in enumerate(types))
     return "\n".join([
-        *(f'memref.global "private" @{name}_smem_{x} : {raw_t[x]} {{alignment = 16 : i64}}' for x in "ab"),
-        f"func.func private @{name}({args}) {{",
+        f"func.func private @{name}({args}) attributes {{{SHARED_BYTES_ATTR} = {tile.shared_bytes(kn)} : i64}} {{",
         *consts, *t.lines, "}",
     ])
 
@@ -829,12 +875,23 @@ class _WarpTiles:
             t.emit(f"{a} = vector.transfer_read %sa[{stage}, {row}, {col}], %pad {{in_bounds = [true, true], "
                    f"permutation_map = {rows}}} : {self.sa_t}, vector<16x16xf16>")
             a_frags.append(a)
-        for j in range(tile.wn // 8):
+        # B as [k, n] is read transposed, 16 columns of N at a time (ldmatrix.x4.trans), each half an
+        # instruction's operand: upstream's slicing of an ldmatrix.x4 fragment (registers 0-1, 2-3) is
+        # right for transposed reads only (an untransposed x4 holds the halves in registers 0, 2 and 1, 3)
+        pair = 2 if self.kn and tile.wn % 16 == 0 else 1
+        for j in range(0, tile.wn // 8, pair):
             n, b = t.apply(f"d0 + {8 * j}", self.warp_n), t.fresh()
-            at, layout = (f"{col}, {n}", cols) if self.kn else (f"{n}, {col}", rows)  # B as [k, n]: transposed
+            at, layout = (f"{col}, {n}", cols) if self.kn else (f"{n}, {col}", rows)
             t.emit(f"{b} = vector.transfer_read %sb[{stage}, {at}], %pad {{in_bounds = [true, true], "
-                   f"permutation_map = {layout}}} : {self.sb_t}, vector<8x16xf16>")
-            b_frags.append(b)
+                   f"permutation_map = {layout}}} : {self.sb_t}, vector<{8 * pair}x16xf16>")
+            if pair == 1:
+                b_frags.append(b)
+                continue
+            for half in range(2):
+                h = t.fresh()
+                t.emit(f"{h} = vector.extract_strided_slice {b} {{offsets = [{8 * half}, 0], sizes = [8, 16], "
+                       f"strides = [1, 1]}} : vector<16x16xf16> to vector<8x16xf16>")
+                b_frags.append(h)
         for i, a in enumerate(a_frags):
             for j, b in enumerate(b_frags):
                 idx, d = i * len(b_frags) + j, t.fresh()

@@ -90,7 +90,8 @@ def launch_plan(module: ir.Module, signatures: dict) -> tuple:
     """Each entry point's host code as a list of commands the runtime replays, and the constants.
 
     plans: {entry: {"num_args": n, "num_results": r, "allocations": [bytes, ...], "commands": [...]}}
-    where a command is {"op": "launch", "kernel", "grid": [x, y, z], "block": [x, y, z], "args": [ref]}
+    where a command is {"op": "launch", "kernel", "grid": [x, y, z], "block": [x, y, z], "args": [ref],
+    "shared_bytes" (optional): dynamic shared memory}
     or {"op": "copy", "src": ref, "dst": ref, "bytes": n}, and a ref is {"buffer": kind, "index": i,
     "offset": bytes, "scalars" (copies only, optional): [[entry scalar i, bytes per unit], ...] added to
     the offset at run time}: kind "arg" (entry argument i), "result" (out-param i: the i-th result that
@@ -308,8 +309,11 @@ def _interpret(block, refs, funcs, globals_, constants, allocations, commands, w
             args = []
             for v in launch.kernelOperands:
                 args.append(_ref(refs, v, here) if isinstance(v.type, ir.MemRefType) else _scalar_ref(refs, v, here))
-            commands.append({"op": "launch", "kernel": str(kernel).split("::")[0].lstrip("@"),
-                             "grid": grid, "block": threads, "args": args})
+            command = {"op": "launch", "kernel": str(kernel).split("::")[0].lstrip("@"), "grid": grid,
+                       "block": threads, "args": args}
+            if launch.dynamicSharedMemorySize is not None:
+                command["shared_bytes"] = _static_int(launch.dynamicSharedMemorySize, here)
+            commands.append(command)
         else:
             raise KilnError(f"{here}: the GPU targets cannot run this op on the host; only kernels "
                             "(gpu.launch_func), buffer views and copies are supported there")

@@ -67,6 +67,7 @@ def make_llvm(module: ir.Module) -> None:
         "convert-vector-to-llvm,convert-ub-to-llvm,canonicalize,cse,reconcile-unrealized-casts)",
         "llvm",
     )
+    gpu.extern_dynamic_shared_memory(module)
 
 
 # The ocml functions convert-gpu-to-rocdl calls for math ops, defined by LLVM intrinsics that the AMDGPU

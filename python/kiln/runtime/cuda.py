@@ -18,6 +18,8 @@ _CAPTURE_MODE_THREAD_LOCAL = 1
 _STREAM_NON_BLOCKING = 1  # CU_STREAM_NON_BLOCKING
 _NODE_TYPES = {"launch": 0, "copy": 1}  # CU_GRAPH_NODE_TYPE_KERNEL, _MEMCPY
 _MEMORYTYPE_DEVICE = 2
+_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8  # CU_FUNC_ATTRIBUTE_...
+_DEFAULT_SHARED_BYTES = 48 * 1024  # what a kernel may use without opting in
 
 
 class _KernelNodeParams(ctypes.Structure):  # CUDA_KERNEL_NODE_PARAMS_v2
@@ -129,9 +131,14 @@ class CudaDriver(GpuDriver):
         self._call("cuMemcpyDtoDAsync_v2", ctypes.c_uint64(dst), ctypes.c_uint64(src),
                    ctypes.c_size_t(nbytes), self.stream)
 
-    def launch(self, function, grid, block, params) -> None:
+    def launch(self, function, grid, block, shared_bytes, params) -> None:
         self._call("cuLaunchKernel", function, *(ctypes.c_uint(v) for v in grid),
-                   *(ctypes.c_uint(v) for v in block), ctypes.c_uint(0), self.stream, params, None)
+                   *(ctypes.c_uint(v) for v in block), ctypes.c_uint(shared_bytes), self.stream, params, None)
+
+    def allow_shared_memory(self, function, nbytes: int) -> None:
+        if nbytes > _DEFAULT_SHARED_BYTES:
+            self._call("cuFuncSetAttribute", function, ctypes.c_int(_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES),
+                       ctypes.c_int(nbytes))
 
     def synchronize(self) -> None:
         self._call("cuStreamSynchronize", self.stream)
@@ -191,12 +198,12 @@ class CudaDriver(GpuDriver):
         return [ctypes.c_void_p(n) for n in chain]
 
     # The parameter structs are made once per node and reused: a decode step sets ~240 nodes.
-    def set_kernel_node(self, graph_exec, node, function, grid, block, params) -> None:
+    def set_kernel_node(self, graph_exec, node, function, grid, block, shared_bytes, params) -> None:
         cached = self._node_params.setdefault(graph_exec.value, {})
         p = cached.get(node.value)
         if p is None or p.kernelParams != ctypes.addressof(params):
             p = cached[node.value] = _KernelNodeParams(
-                func=function, grid=(ctypes.c_uint * 3)(*grid), block=(ctypes.c_uint * 3)(*block), sharedMemBytes=0,
+                func=function, grid=(ctypes.c_uint * 3)(*grid), block=(ctypes.c_uint * 3)(*block), sharedMemBytes=shared_bytes,
                 kernelParams=ctypes.addressof(params))
         self._call("cuGraphExecKernelNodeSetParams_v2", graph_exec, node, ctypes.byref(p))
 

@@ -50,8 +50,12 @@ class GpuDriver:
         `kinds`), or None where this driver cannot update nodes."""
         return None
 
-    def set_kernel_node(self, graph_exec, node, function, grid, block, params) -> None:
+    def set_kernel_node(self, graph_exec, node, function, grid, block, shared_bytes, params) -> None:
         raise NotImplementedError
+
+    def allow_shared_memory(self, function, nbytes: int) -> None:
+        """Lets `function` be launched with `nbytes` of dynamic shared memory (NVIDIA: beyond 48 KiB
+        a kernel must opt in)."""
 
     def set_copy_node(self, graph_exec, node, dst: int, src: int, nbytes: int) -> None:
         raise NotImplementedError
@@ -267,7 +271,7 @@ class PreparedPlan:
         self._words = np.zeros(len(entry.signature.args), np.int64)
         self.scalars = gpu.mem_alloc(self._words.nbytes) if entry.plan.get("scalar_buffer") else 0
         self.write_scalars(args)
-        self.commands = []  # [launch, function, grid, block, params, values] | [copy, dst, src, bytes]
+        self.commands = []  # [launch, function, grid, block, shared bytes, params, values] | [copy, dst, src, bytes]
         self._launch_deps = []  # (ctypes value, its ref)
         self._bounded = [cmd for cmd in entry.plan["commands"] if cmd.get("bounds")]
         self._copy_deps = []  # (command, its plan entry)
@@ -280,6 +284,7 @@ class PreparedPlan:
                 params = (ctypes.c_void_p * len(values))(*(ctypes.addressof(v) for v in values))
                 self._launch_deps += [(v, r) for v, r in zip(values, cmd["args"]) if _depends_on_scalars(r)]
                 self.commands.append(["launch", functions[cmd["kernel"]], tuple(cmd["grid"]), tuple(cmd["block"]),
+                                      cmd.get("shared_bytes", 0),
                                       params, values])
             elif cmd["op"] == "copy":
                 self.commands.append(["copy", 0, 0, cmd["bytes"]])
@@ -329,7 +334,7 @@ class PreparedPlan:
         for i in self.dependent:
             command = self.commands[i]
             if command[0] == "launch":
-                gpu.set_kernel_node(graph_exec, nodes[i], command[1], command[2], command[3], command[4])
+                gpu.set_kernel_node(graph_exec, nodes[i], *command[1:6])
             else:
                 gpu.set_copy_node(graph_exec, nodes[i], command[1], command[2], command[3])
 
@@ -338,7 +343,7 @@ class PreparedPlan:
         launch, copy = gpu.launch, gpu.copy_dtod
         for command in self.commands:
             if command[0] == "launch":
-                launch(command[1], command[2], command[3], command[4])
+                launch(*command[1:6])
             else:
                 copy(command[1], command[2], command[3])
 
@@ -464,6 +469,15 @@ class GpuProgram(NamedEntryPoints):
             image, _ = gpu.select_image(kernel, blobs, target)
             module = gpu.load_module(image)
             self.functions[kernel["name"]] = gpu.get_function(module, kernel["symbol"])
+        shared = {}  # kernel -> the most dynamic shared memory a launch gives it
+        for plan in manifest.get("programs", {}).values():
+            for cmd in plan.get("commands", []):
+                if cmd.get("shared_bytes"):
+                    shared[cmd["kernel"]] = max(shared.get(cmd["kernel"], 0), cmd["shared_bytes"])
+        for name, nbytes in shared.items():
+            if name not in self.functions:
+                raise KilnError(f"{source} is corrupt: a launch plan names kernel {name}, which it does not hold")
+            gpu.allow_shared_memory(self.functions[name], nbytes)
         self.constants = {}
         for name, info in manifest.get("constants", {}).items():
             array = np.frombuffer(blobs[info["blob"]], dtype=numpy_dtype(info["dtype"])).reshape(info["shape"])

@@ -87,9 +87,9 @@ class HipDriver(GpuDriver):
         self._call("hipMemcpyDtoDAsync", ctypes.c_void_p(dst), ctypes.c_void_p(src),
                    ctypes.c_size_t(nbytes), self.stream)
 
-    def launch(self, function, grid, block, params) -> None:
+    def launch(self, function, grid, block, shared_bytes, params) -> None:
         self._call("hipModuleLaunchKernel", function, *(ctypes.c_uint(v) for v in grid),
-                   *(ctypes.c_uint(v) for v in block), ctypes.c_uint(0), self.stream, params, None)
+                   *(ctypes.c_uint(v) for v in block), ctypes.c_uint(shared_bytes), self.stream, params, None)
 
     def synchronize(self) -> None:
         self._call("hipStreamSynchronize", self.stream)
