@@ -58,7 +58,8 @@ def _kernel(loops_text: str):
             if op.operation.name == "func.func":
                 for inner in op.regions[0].blocks[0].operations:
                     if inner.operation.name == "gpu.launch_func":
-                        size = inner.dynamicSharedMemorySize  # a gpu.LaunchFuncOp (the dialect is loaded)
+                        assert isinstance(inner, gpu.LaunchFuncOp)
+                        size = inner.dynamicSharedMemorySize
                         shared.append(0 if size is None else ir.IntegerAttr(size.owner.attributes["value"]).value)
             if op.operation.name != "gpu.module":
                 continue
