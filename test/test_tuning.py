@@ -88,25 +88,33 @@ class _FakeGpu:
         self.gpu = type("Gpu", (), {"chip": chip, "device_name": "a GPU that is not there"})()
 
 
-def test_gpu_tune_stores_the_fastest_tile_that_compiles_use(cache_dir, monkeypatch):
+def test_gpu_tune_stores_the_fastest_right_tile_that_compiles_use(cache_dir, monkeypatch, rng):
     """`kiln tune --target cuda` times every tile candidate of each tensor-core GEMM on the GPU (here a
-    stand-in clock: tiles with more warps are faster) and stores the winner under the chip; compiles
-    for that chip then take it, other chips keep the default."""
+    stand-in clock: tiles with more warps are faster) and stores the fastest whose result agrees with
+    the default tile's under the chip (the fastest of all computes garbage here: it is refused and
+    recorded); compiles for that chip then take the winner, other chips keep the default."""
     from kiln.pipelines import gpu_mma
 
     timed = []
+    product = rng.standard_normal((64, 64)).astype(np.float32)
 
     def clock(tile):
         return 1.0 / tile.threads + tile.kt * 1e-6 + tile.stages * 1e-7
 
+    def garbage(tile):  # the fastest tiles (8 warps, K steps of 16, no ring) compute nonsense
+        return tile.threads == 256 and tile.kt == 16 and tile.stages == 1
+
     def fake_time(text, tile, target, chip, device, reps):
         timed.append(tile)
-        return clock(tile)
+        # the default's result (4 buffers) or within a bf16 rounding step of it, or a wrong layout
+        return clock(tile), product.T.copy() if garbage(tile) else product * (1 + 2.0 ** -9 * (tile.stages % 2))
 
     monkeypatch.setattr(tuning, "_time_tile", fake_time)
     (result,) = tuning.tune(BF16_MATMUL, reps=1, progress=False, target="cuda", device=_FakeGpu("sm_90"))
     assert result["candidates"] == len(timed) > 20 and len(set(timed)) == len(timed)
-    best = min(timed, key=clock)
+    assert result["wrong"] == [t.attribute() for t in timed if garbage(t)] and len(result["wrong"]) == 4
+    assert min(timed, key=clock).attribute() in result["wrong"]
+    best = min((t for t in timed if not garbage(t)), key=clock)
     assert best.threads == 256 and result["mma_tile"] == best.attribute()
     assert result["default_ms"] is not None and result["ms"] < result["default_ms"]
     tiled = kiln.compile(BF16_MATMUL, target="cuda", chip="sm_90", compile_to="tiled")

@@ -84,6 +84,9 @@ def _tune(args) -> int:
         d = r["default_ms"]
         speedup = f"{d / r['ms']:.2f}" if d else "-"
         print(f"{r['kernel']:<48} {d if d else float('nan'):>10.3f} {r['ms']:>9.3f} {speedup:>7}  {r['schedule']}")
+        if r.get("wrong"):
+            print(f"  {len(r['wrong'])} tiles computed a result other than the default tile's and were refused: "
+                  f"{r['wrong']}", file=sys.stderr)
     print(f"winners stored in {cache.path}", file=sys.stderr)
     return 0
 

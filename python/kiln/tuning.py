@@ -7,8 +7,10 @@ stage looks kernels up there before falling back to `schedules.default_schedule`
 
 `tune(module, target="cuda"|"rocm")` does the same on this machine's GPU for its tensor-core GEMMs:
 the candidates are `gpu_mma.tile_candidates` (block, warp and K tiles, shared-memory staging), each
-kernel timed as one graph launch; winners are keyed by the GPU's chip instead of the CPU, and the GPU
-`tiled` stage looks them up (`gpu_mma.mma_schedule`). Other GPU kernels have no candidates yet.
+kernel timed as one graph launch; a tile whose result differs from the default tile's (the one the
+emulator tests) is refused and recorded as "wrong". Winners are keyed by the GPU's chip instead of
+the CPU, and the GPU `tiled` stage looks them up (`gpu_mma.mma_schedule`). Other GPU kernels have no
+candidates yet.
 
 The cache is one JSON file (`$KILN_CACHE_DIR/tuning.json`, default `~/.cache/kiln/tuning.json`).
 Updates are read-modify-write under an exclusive `flock` and land with an atomic rename, so two
@@ -163,25 +165,43 @@ def _tune_tensor_cores(module_text: str, target: str, precision: str, reps: int,
             jobs.append((kernel, kernel_key(kernel, arg_types, chip), _standalone_kernel(module, kernel.name),
                          gpu_mma.tile_candidates(kernel, chip), default))
     results = []
-    with Progress(sum(len(j[3]) for j in jobs), f"tuning tensor-core tiles on {chip}", always=progress) as bar:
+    with Progress(sum(len(j[3]) + 1 for j in jobs), f"tuning tensor-core tiles on {chip}", always=progress) as bar:
         for kernel, key, text, candidates, default in jobs:
-            timings = []
+            default_ms, expected = _time_tile(text, default, target, chip, device, reps)
+            bar.advance(f"{kernel.name} {default.attribute()} (default) {default_ms:.3f} ms")
+            timings, wrong = [(default_ms, default)], []
             for tile in candidates:
-                ms = _time_tile(text, tile, target, chip, device, reps)
-                timings.append((ms, tile))
-                bar.advance(f"{kernel.name} {tile.attribute()} {ms:.3f} ms")
+                if tile == default:
+                    continue
+                ms, got = _time_tile(text, tile, target, chip, device, reps)
+                if _agrees(got, expected):
+                    timings.append((ms, tile))
+                else:
+                    wrong.append(tile.attribute())
+                bar.advance(f"{kernel.name} {tile.attribute()} {ms:.3f} ms{'' if _agrees(got, expected) else ' WRONG'}")
             best_ms, best = min(timings, key=lambda t: t[0])
-            default_ms = next((ms for ms, t in timings if t == default), None)
             entry = {"mma_tile": best.attribute(), "ms": best_ms, "default_ms": default_ms,
-                     "candidates": len(timings), "device": device.gpu.device_name}
+                     "candidates": len(timings) + len(wrong), "device": device.gpu.device_name}
+            if wrong:
+                entry["wrong"] = wrong
             cache.put(key, entry)
             results.append({"kernel": kernel.name, "schedule": {"mma_tile": best.attribute()}, **entry})
     return results
 
 
-def _time_tile(kernel_text: str, tile, target: str, chip: str, device, reps: int) -> float:
+def _agrees(got: np.ndarray, expected: np.ndarray) -> bool:
+    """Does a tile's result match the default tile's (tested on the emulator) on the same inputs? Both
+    sum bf16/f16 products in f32, in different orders, and may round C to bf16/f16: a difference of
+    a rounding step of C is expected, a wrong fragment layout or staging is not."""
+    got, expected = got.astype(np.float64), expected.astype(np.float64)
+    scale = np.abs(expected).max() if expected.size else 0.0
+    return bool(np.all(np.abs(got - expected) <= 2.0 ** -7 * np.abs(expected) + 1e-3 * scale))
+
+
+def _time_tile(kernel_text: str, tile, target: str, chip: str, device, reps: int) -> tuple:
     """Compiles a standalone GEMM kernel with tensor-core `tile` forced and returns its median time
-    in ms on `device`: one graph launch and a synchronization per call, on random inputs."""
+    in ms on `device` (one graph launch and a synchronization per call) and its result, on random
+    inputs (the same for every tile)."""
     from . import compiler
     from .bench.timing import median, time_calls
     from .pipelines import gpu_mma
@@ -196,7 +216,8 @@ def _time_tile(kernel_text: str, tile, target: str, chip: str, device, reps: int
     args = [device.upload(rng.standard_normal(spec.shape).astype(spec.dtype)) for spec in entry.signature.args]
     outs = [device.allocate(entry.signature.results[j].shape, entry.signature.results[j].dtype)
             for j in entry.signature.returned_results]
-    return median(time_calls(entry.bind(*args, out=outs), reps))
+    ms = median(time_calls(entry.bind(*args, out=outs), reps))
+    return ms, outs[0].to_numpy()
 
 
 def _find_func(module: ir.Module, name: str):
