@@ -51,11 +51,40 @@ def test_matvec_kernels_match_reference(x_shape, n, warps, rng):
 @pytest.mark.parametrize("x_shape,n,precision", [
     ((1, 66), 32, "f32"),   # K % 4 != 0: no 16-byte loads
     ((8, 64), 32, "f32"),   # 8 rows of x: the register-tiled GEMM schedule
-    ((1, 64), 32, "bf16"),  # rounded operands: the SIMT GEMM path of that precision
+    ((1, 66), 32, "bf16"),  # rounded operands: the SIMT GEMM path of that precision
 ])
 def test_other_shapes_keep_the_generic_schedules(x_shape, n, precision):
     loops = kiln.compile(_linear(x_shape, n), target="cuda", compile_to="loops", precision=precision)
     assert "gpu.shuffle" not in loops
+
+
+@pytest.mark.parametrize("precision", ["bf16", "f16"])
+@pytest.mark.parametrize("x_shape,n", [((1, 1, 256), 64), ((3, 132), 40)])
+def test_matvec_rounds_its_operands_to_the_precision(x_shape, n, precision, rng):
+    """With --precision bf16|f16, a decode-shaped linear keeps the warp-per-row schedule and rounds x
+    and W to that type in the lanes (W once for all rows of x) before the FMA: the float64 product of
+    the rounded operands, which differs from the f32 one."""
+    from kiln.pipelines.common import run_passes
+    from kiln.signature import numpy_dtype
+    from mlir import ir
+
+    text = _linear(x_shape, n)
+    loops = kiln.compile(text, target="cuda", compile_to="loops", precision=precision)
+    assert "gpu.shuffle" in loops and "kiln.matvec_warps" in loops
+    assert loops.count("arith.truncf") == 1 + x_shape[-2] and f"vector<4x{precision}>" in loops
+    with ir.Context():  # the emulator's CPU code rounds to bf16 with integer ops
+        module = ir.Module.parse(loops)
+        run_passes(module, "gpu.module(arith-expand{include-bf16=true})", "test")
+        loops = str(module)
+    program = kiln.runtime.load_artifact(kiln.compile(text, target="cuda", precision=precision),
+                                         emulated_device(loops))
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = (0.1 * rng.standard_normal((n, x_shape[-1]))).astype(np.float32)
+    (y,) = program.f(x, w)
+    low = numpy_dtype(precision)
+    expected = x.astype(low).astype(np.float64) @ w.astype(low).astype(np.float64).T
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    assert np.abs(expected - ref.linear(x, w)).max() > 1e-4  # 10x the tolerance: the rounding shows
 
 
 def test_llama_decode_graph_uses_the_matvec_kernels():
@@ -115,3 +144,41 @@ def test_fused_matvecs_match_reference(rows, d, f, rng):
                if line.lstrip().startswith("func.func private @")]
     # all but the norm's sum: q, gate/up (and q when it has their shape), down
     assert sum("kiln.matvec_warps" in line for line in kernels) == len(kernels) - 1 >= 2
+
+
+@pytest.mark.parametrize("rows,d,f", [(1, 256, 96), (2, 66, 40)])
+def test_fused_matvecs_round_to_the_precision(rows, d, f, rng):
+    """With --precision bf16 the producers still fuse into the matvecs (a decode step launches what it
+    does in f32), and the factors of each product -- the vector computed in the kernel and W -- are
+    rounded to bf16: by the matvec kernel's lanes, or (d = 66: K % 4 != 0, the generic schedules) in
+    the fused kernel's body. The results are much closer to the float64 model with bf16-rounded
+    factors than to the unrounded one."""
+    from kiln.pipelines.common import run_passes
+    from kiln.signature import numpy_dtype
+    from mlir import ir
+
+    text = _norm_then_mlp(rows, d, f)
+    f32_launches = len([c for c in kiln.compile(text, target="cuda").manifest["programs"]["f"]["commands"]
+                        if c["op"] == "launch"])
+    art = kiln.compile(text, target="cuda", precision="bf16")
+    assert len([c for c in art.manifest["programs"]["f"]["commands"] if c["op"] == "launch"]) == f32_launches
+    with ir.Context():  # the emulator's CPU code rounds to bf16 with integer ops
+        module = ir.Module.parse(kiln.compile(text, target="cuda", precision="bf16", compile_to="loops"))
+        run_passes(module, "gpu.module(arith-expand{include-bf16=true})", "test")
+        loops = str(module)
+    program = kiln.runtime.load_artifact(art, emulated_device(loops))
+    h = rng.standard_normal((1, rows, d)).astype(np.float32)
+    g = (1 + 0.1 * rng.standard_normal(d)).astype(np.float32)
+    wq, wg, wu = ((0.1 * rng.standard_normal((f, d))).astype(np.float32) for _ in range(3))
+    wd = (0.1 * rng.standard_normal((d, f))).astype(np.float32)
+    q, r = program.f(h, g, wq, wg, wu, wd)
+
+    def low(x):
+        return np.asarray(x, np.float32).astype(numpy_dtype("bf16")).astype(np.float64)
+
+    n = ref.rms_norm(h, g, eps=1e-5)
+    gate, up = low(n) @ low(wg).T, low(n) @ low(wu).T
+    rounded = (low(n) @ low(wq).T, h + low(gate / (1 + np.exp(-gate)) * up) @ low(wd).T)
+    exact = (ref.linear(n, wq), h + ref.gated_mlp(n, wg, wu, wd))
+    for got, want, unrounded in zip((q, r), rounded, exact):
+        assert np.abs(got - want).max() * 4 < np.abs(got - unrounded).max()

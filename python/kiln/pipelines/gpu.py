@@ -128,16 +128,15 @@ def make_linalg(module: ir.Module) -> None:
     and future keys are masked by the causal bound (they add exp(-inf) = 0); the softmax·V kernel
     then stops at the position (`skip_masked_iterations`). A decode step's launches are its cost,
     so residual additions after a linear are done in the linear's accumulator
-    (kiln-accumulate-residuals), and in f32 the elementwise ops that compute a matvec's vector
-    (RMSNorm's scaling, SiLU(gate)·up) are fused into it (kiln-fuse-into-matvecs, see gpu_matvec)."""
+    (kiln-accumulate-residuals), and the elementwise ops that compute a matvec's vector (RMSNorm's
+    scaling, SiLU(gate)·up) are fused into it (kiln-fuse-into-matvecs, see gpu_matvec)."""
     _mask_dynamic_causal_attention(module)
     from .common import make_linalg as shared
 
     shared(module, "transformer-to-linalg{"
            f"flash-kv-tile={cpu.FLASH_KV_TILE} flash-query-rows={cpu.FLASH_QUERY_ROWS}}}")
-    fuse = "" if gpu_mma.module_precision(module) != "f32" else \
-        f",func.func(kiln-fuse-into-matvecs{{max-rows={gpu_matvec.MAX_ROWS}}}),canonicalize,cse"
-    run_passes(module, "func.func(kiln-accumulate-residuals),canonicalize,cse" + fuse, "linalg")
+    run_passes(module, "func.func(kiln-accumulate-residuals),canonicalize,cse,"
+               f"func.func(kiln-fuse-into-matvecs{{max-rows={gpu_matvec.MAX_ROWS}}}),canonicalize,cse", "linalg")
 
 
 def _mask_dynamic_causal_attention(module: ir.Module) -> None:
@@ -210,6 +209,8 @@ def make_tiled(module: ir.Module) -> None:
             continue
         if gpu_matvec.mark(kernel, funcs[kernel.name], precision):  # a warp per row of W (gpu_matvec.py)
             continue
+        if precision != "f32":  # a fused matvec left to the other schedules rounds its product's factors
+            gpu_matvec.round_fused_product(kernel, funcs[kernel.name], precision)
         if gpu_reduction.mark(kernel, funcs[kernel.name]):  # a warp per output (gpu_reduction.py)
             continue
         if precision != "f32" and kernel.gemm_rhs and kernel.f32:

@@ -19,6 +19,11 @@ the matvec (RMSNorm's scaling, SiLU(gate)·up), so the body computes x from seve
 operations are written on the lanes' 4-element vectors, except those that do not depend on k (an
 RMSNorm's rsqrt of the row's mean square), computed once per row before the K loop.
 
+With `precision="bf16"|"f16"` the lanes round their vectors of x (computed, for a fused matvec) and
+W to that type before the FMA: products of rounded values, summed in f32, as the tensor cores and
+the SIMT GEMMs of that precision compute (a fused matvec left to the generic schedules rounds them
+in its body: `round_fused_product`).
+
 The kernel is marked at the `tiled` stage (`mark`: not tiled there) and written on buffers at the
 `loops` stage (`build_kernels`), before the foralls are mapped to blocks and threads.
 """
@@ -38,34 +43,67 @@ _FUNC = {"arith.constant", "func.return", "linalg.fill", "linalg.generic"}
 
 
 def warps_per_block(kernel: schedules.Kernel, func, precision: str) -> int:
-    """Rows of W per block when `kernel` gets this schedule, else 0. The kernel: loops [b.., m, n, k]
-    (k the one reduction loop), static, at most two batch dims wider than 1, m <= MAX_ROWS rows of x,
-    K a multiple of 4; a root adding to its f32 output [b.., m, n] (zero-filled in the kernel or
-    before it) the sum over k of a product of f32 operands (`_product`): a weight W[n, k] and
-    operands indexed by some of b.., m and k (k innermost). Plain x·Wᵀ is a "contraction" kernel; a
-    matvec with a fused producer is a "reduction" one."""
-    if precision != "f32" or kernel.kernel_class not in ("contraction", "reduction"):
+    """Rows of W per block when `kernel` gets this schedule, else 0: a matvec (`_matvec_root`) with
+    at most two batch dims wider than 1, m <= MAX_ROWS rows of x and K a multiple of 4; with a
+    bf16/f16 `precision`, one whose product is a multiplication (the kernel rounds its factors)."""
+    root = _matvec_root(kernel, func)
+    if root is None:
         return 0
-    ranges, kinds = kernel.loop_ranges, kernel.iterator_types
-    if len(ranges) < 3 or kinds != "p" * (len(ranges) - 1) + "r" or any(r <= 0 for r in ranges):
-        return 0
+    ranges = kernel.loop_ranges
     nb = len(ranges) - 3
     m, n, k = ranges[nb:]
     if m > MAX_ROWS or k % VECTOR or sum(1 for r in ranges[:nb] if r > 1) > 2:
         return 0
+    if precision != "f32" and _product(root).owner.name != "arith.mulf":
+        return 0
+    return next(w for w in (4, 2, 1) if n % w == 0)
+
+
+def _matvec_root(kernel: schedules.Kernel, func):
+    """The root of a matvec kernel, else None: loops [b.., m, n, k] (k the one reduction loop),
+    static; a root adding to its f32 output [b.., m, n] (zero-filled in the kernel or before it) the
+    sum over k of a product of f32 operands (`_product`): a weight W[n, k] and operands indexed by
+    some of b.., m and k (k innermost). Plain x·Wᵀ is a "contraction" kernel; a matvec with a fused
+    producer (kiln-fuse-into-matvecs) is a "reduction" one."""
+    if kernel.kernel_class not in ("contraction", "reduction"):
+        return None
+    ranges, kinds = kernel.loop_ranges, kernel.iterator_types
+    if len(ranges) < 3 or kinds != "p" * (len(ranges) - 1) + "r" or any(r <= 0 for r in ranges):
+        return None
+    nb = len(ranges) - 3
     ops = list(func.regions[0].blocks[0].operations)
     names = [o.operation.name for o in ops]
     if set(names) - _FUNC or names.count("linalg.generic") != 1 or names.count("linalg.fill") > 1:
-        return 0
+        return None
     root = next(o for o in ops if "kiln.root" in o.attributes)
     maps = [_dims(m) for m in ir.ArrayAttr(root.attributes["indexing_maps"])]
     if any(d is None for d in maps) or maps[-1] != list(range(nb)) + [nb, nb + 1] or _product(root) is None:
-        return 0
+        return None
     if [d for d in maps[:-1] if nb + 1 in d] != [[nb + 1, nb + 2]]:
-        return 0  # not exactly one W[n, k]
+        return None  # not exactly one W[n, k]
     if any(nb + 2 in d and d[-1] != nb + 2 for d in maps[:-1]):
-        return 0  # read along k, but not contiguously
-    return next(w for w in (4, 2, 1) if n % w == 0)
+        return None  # read along k, but not contiguously
+    return root
+
+
+def round_fused_product(kernel: schedules.Kernel, func, precision: str) -> bool:
+    """A fused matvec ("reduction" kernel) left to the generic schedules with a bf16/f16 precision:
+    the factors of its product are rounded to `precision` in its root's body, as this schedule's
+    kernel rounds them. True if it was one."""
+    from mlir.dialects import arith
+
+    root = _matvec_root(kernel, func) if kernel.kernel_class == "reduction" else None
+    if root is None:
+        return False
+    mul = _product(root).owner
+    if mul.name != "arith.mulf":
+        raise KilnError(f"kernel {kernel.name}: a fused matvec whose product is {mul.name}, not a "
+                        f"multiplication, cannot take precision {precision}")
+    low = ir.BF16Type.get() if precision == "bf16" else ir.F16Type.get()
+    with ir.InsertionPoint(mul), mul.location:
+        for j, v in enumerate(list(mul.operands)):
+            mul.operands[j] = arith.extf(v.type, arith.truncf(low, v))
+    return True
 
 
 def _product(root):
@@ -103,10 +141,12 @@ def mark(kernel: schedules.Kernel, func, precision: str) -> bool:
 def build_kernels(module: ir.Module) -> list:
     """Rewrites every kernel marked `kiln.matvec_warps` (on buffers) into block and thread foralls
     around its lanes' K loop and shuffle reduction; returns the kernels' names."""
-    done = []
+    from .gpu_mma import module_precision
+
+    done, precision = [], module_precision(module)
     for op in marked_functions(module, MATVEC_ATTR):
         name = ir.StringAttr(op.attributes["sym_name"]).value
-        replace_function(op, _kernel_text(op, name, ir.IntegerAttr(op.attributes[MATVEC_ATTR]).value))
+        replace_function(op, _kernel_text(op, name, ir.IntegerAttr(op.attributes[MATVEC_ATTR]).value, precision))
         done.append(name)
     return done
 
@@ -131,7 +171,7 @@ def _alignment(memref_type) -> int:
     return 16 if offset == 0 and all(s % VECTOR == 0 for s in strides[:-1]) else 4
 
 
-def _kernel_text(func, name: str, warps: int) -> str:
+def _kernel_text(func, name: str, warps: int, precision: str = "f32") -> str:
     block = func.regions[0].blocks[0]
     ops = list(block.operations)
     root = next(o for o in ops if "kiln.root" in o.attributes)
@@ -209,10 +249,24 @@ def _kernel_text(func, name: str, warps: int) -> str:
             else:  # row-invariant: once per row, before the loop
                 before.append("    " + _generic_text(op, res, [rows[i][v][0] for v in op.operands], False))
                 rows[i][op.result] = (res, False)
+    rounded = {}  # vector -> its value rounded to `precision` (W's, shared by the rows, once)
+
+    def rounded_to_precision(ssa):
+        if precision == "f32":
+            return ssa
+        if ssa not in rounded:
+            low = f"vector<{VECTOR}x{precision}>"
+            inside.append(f"      {ssa}_low = arith.truncf {ssa} : {vec} to {low}")
+            inside.append(f"      {ssa}_rounded = arith.extf {ssa}_low : {low} to {vec}")
+            rounded[ssa] = f"{ssa}_rounded"
+        return rounded[ssa]
+
+    if precision != "f32" and not fma:
+        raise KilnError(f"stage 'loops': kernel {name}: a matvec of precision {precision} must end in a product")
     accs = [f"%a{i}" for i in range(m)]
     for i, a in enumerate(accs):
         if fma:
-            x, w = (vector_operand(i, v, f"p{p}") for p, v in enumerate(product.owner.operands))
+            x, w = (rounded_to_precision(vector_operand(i, v, f"p{p}")) for p, v in enumerate(product.owner.operands))
             inside.append(f"      %s{i} = vector.fma {x}, {w}, {a} : {vec}")
         else:
             inside.append(f"      %s{i} = arith.addf {a}, {vector_operand(i, product, 'p')} : {vec}")
