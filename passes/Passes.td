@@ -47,6 +47,10 @@ def TransformerToLinalg : Pass<"transformer-to-linalg"> {
     CPU's attention schedule; the forall records the scale, the causality and
     a constant offset (`kiln.flash_scale`, `kiln.flash_causal`,
     `kiln.flash_offset`) for GPU targets, which write the kernel themselves.
+    When the attention's only user is `merge_heads` (and it has more than one
+    position), the kernel writes its output position-major, [b, s, kv heads,
+    group, d] (`kiln.flash_position_major`): the merge is then a reshape of
+    it instead of a transpose kernel.
 
     Example: `kiln-opt --transformer-to-linalg input.mlir`,
     `kiln-opt --pass-pipeline='builtin.module(func.func(transformer-to-linalg{flash-kv-tile=32}))'`.
