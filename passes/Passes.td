@@ -173,6 +173,10 @@ def FormDispatches : Pass<"kiln-form-dispatches", "::mlir::ModuleOp"> {
     (contraction, reduction, elementwise, transpose, generic, attention),
     `kiln.loop_ranges` (static trip counts, -1 if dynamic),
     `kiln.iterator_types` (p/r per loop), and `kiln.root` on its root op.
+    A transpose kernel also records its `kiln.permutation`: after
+    bufferization, a host copy of its result can read its input through a
+    transposed view instead (a prefill's V split into heads and copied into
+    the KV cache).
 
     Example: `kiln-opt --kiln-form-dispatches linalg.mlir`.
   }];
