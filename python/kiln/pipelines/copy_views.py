@@ -56,7 +56,9 @@ def fold_transposes_into_copies(module: ir.Module, accepts=lambda copy: True) ->
         for alloc in [op for op in ops if op.name == "memref.alloc"]:
             for call, copy, perm in _written_then_copied(alloc.result, ops, position, transposes):
                 src = call.operands[0]
-                if not _untouched(_root(src), ops[position[call] + 1:position[copy]]) or not accepts(copy):
+                if (_root(copy.operands[1]) == _root(src)  # the copy would overlap its own source
+                        or not _untouched(_root(src), ops[position[call] + 1:position[copy]])
+                        or not accepts(copy)):
                     continue
                 src_type = ir.MemRefType(src.type)
                 if [src_type.shape[p] for p in perm] != list(ir.MemRefType(alloc.result.type).shape):
