@@ -17,7 +17,9 @@
 // in place. Each kernel is tagged with its class (`kiln.kernel_class`:
 // contraction, reduction, elementwise, transpose, generic), its loop trip
 // counts and kinds, and its root op with `kiln.root`, so the `tiled` stage
-// can pick and apply a schedule.
+// can pick and apply a schedule; a transpose kernel also with its
+// `kiln.permutation` (the bufferized stage may read a copy of its result
+// through a transposed view of its input instead).
 //
 //===----------------------------------------------------------------------===//
 
@@ -204,6 +206,10 @@ struct FormDispatches : kiln::impl::FormDispatchesBase<FormDispatches> {
     // What the tiled stage needs to choose a schedule: trip counts (-1: dynamic) and loop kinds.
     kernel->setAttr("kiln.loop_ranges", b.getDenseI64ArrayAttr(ranges));
     kernel->setAttr("kiln.iterator_types", b.getStringAttr(kinds));
+    // A transpose kernel only moves elements: the bufferized stage reads a copy of its result through
+    // a transposed view of its input instead (copy_views.py).
+    if (auto transpose = dyn_cast<linalg::TransposeOp>(rootOp))
+      kernel->setAttr("kiln.permutation", transpose.getPermutationAttr());
     symbols.insert(kernel);
 
     Block *body = kernel.addEntryBlock();

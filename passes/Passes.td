@@ -47,6 +47,10 @@ def TransformerToLinalg : Pass<"transformer-to-linalg"> {
     CPU's attention schedule; the forall records the scale, the causality and
     a constant offset (`kiln.flash_scale`, `kiln.flash_causal`,
     `kiln.flash_offset`) for GPU targets, which write the kernel themselves.
+    When the attention's only user is `merge_heads` (and it has more than one
+    position), the kernel writes its output position-major, [b, s, kv heads,
+    group, d] (`kiln.flash_position_major`): the merge is then a reshape of
+    it instead of a transpose kernel.
 
     Example: `kiln-opt --transformer-to-linalg input.mlir`,
     `kiln-opt --pass-pipeline='builtin.module(func.func(transformer-to-linalg{flash-kv-tile=32}))'`.
@@ -169,6 +173,10 @@ def FormDispatches : Pass<"kiln-form-dispatches", "::mlir::ModuleOp"> {
     (contraction, reduction, elementwise, transpose, generic, attention),
     `kiln.loop_ranges` (static trip counts, -1 if dynamic),
     `kiln.iterator_types` (p/r per loop), and `kiln.root` on its root op.
+    A transpose kernel also records its `kiln.permutation`: after
+    bufferization, a host copy of its result can read its input through a
+    transposed view instead (a prefill's V split into heads and copied into
+    the KV cache).
 
     Example: `kiln-opt --kiln-form-dispatches linalg.mlir`.
   }];

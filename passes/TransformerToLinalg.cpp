@@ -993,6 +993,9 @@ struct AttentionLowering : OpConversionPattern<AttentionOp> {
 /// `kiln.flash_causal`.
 /// A decode step is the same kernel with G rows (one position per tile): 4-5x faster than the
 /// decomposed form at 512 cached keys, although G-lane vectors fill little of a register.
+/// When the heads are merged next (a prefill's o projection input), the kernel writes its output
+/// position-major ([b, s, kv heads, group, d], `kiln.flash_position_major`) and the op's result is
+/// a transpose of that, which MergeHeadsLowering cancels: no transpose kernel for merge_heads.
 struct FlashAttentionLowering : OpConversionPattern<AttentionOp> {
   FlashAttentionLowering(MLIRContext *ctx, int64_t kvTile, int64_t queryRows)
       : OpConversionPattern(ctx, /*benefit=*/2), kvTile(kvTile), queryRows(queryRows) {}
@@ -1036,6 +1039,10 @@ struct FlashAttentionLowering : OpConversionPattern<AttentionOp> {
       return failure();
     int64_t group = heads / kvHeads;
     int64_t positions = positionsPerTile(qLen, group), rows = group * positions;
+    // When the heads are merged next ([b, h, s, d] -> [b, s, h*d], the o projection's input), the
+    // kernel writes its output position-major, [b, s, kv heads, group, d]: the merge is then a
+    // reshape instead of a transpose kernel (MergeHeadsLowering). One position needs no transpose.
+    bool positionMajor = qLen != 1 && op->hasOneUse() && isa<MergeHeadsOp>(*op->getUsers().begin());
     bool paddedQueries = ShapedType::isDynamic(qLen) || qLen % positions != 0;
     bool causal = op.getCausal();
     double scale = attentionScale(op, headDim);
@@ -1055,7 +1062,11 @@ struct FlashAttentionLowering : OpConversionPattern<AttentionOp> {
 
     Value q5 = splitGroups(rewriter, loc, q, kvHeads, group);
     SmallVector<OpFoldResult> q5Sizes = tensor::getMixedSizes(rewriter, loc, q5);
-    Value out5 = emptyTensor(rewriter, loc, q5Sizes, f32);
+    Value out5 = emptyTensor(rewriter, loc,
+                             positionMajor ? SmallVector<OpFoldResult>{q5Sizes[0], q5Sizes[3], q5Sizes[1],
+                                                                       q5Sizes[2], q5Sizes[4]}
+                                           : q5Sizes,
+                             f32);
     Value qLenV = tensor::DimOp::create(rewriter, loc, q, 2);
     Value kvLenV = tensor::DimOp::create(rewriter, loc, k, 2);
     Value tiles = arith::CeilDivUIOp::create(rewriter, loc, qLenV, idx(rewriter, positions));
@@ -1077,6 +1088,9 @@ struct FlashAttentionLowering : OpConversionPattern<AttentionOp> {
     // A constant offset is folded into the body; a runtime one stays the kernel's index argument.
     if (std::optional<int64_t> constOffset = offset ? getConstantIntValue(offset) : std::optional<int64_t>(0))
       forall->setAttr("kiln.flash_offset", rewriter.getI64IntegerAttr(*constOffset));
+    // The output's layout: [b, s, kv heads, group, d] rather than [b, kv heads, group, s, d].
+    if (positionMajor)
+      forall->setAttr("kiln.flash_position_major", rewriter.getUnitAttr());
 
     OpBuilder b = OpBuilder::atBlockBegin(forall.getBody());
     Value bI = forall.getInductionVars()[0], hI = forall.getInductionVars()[1];
@@ -1229,27 +1243,65 @@ struct FlashAttentionLowering : OpConversionPattern<AttentionOp> {
                                            keyTile(nb, v, j0, count, true), j0, iters, true));
         });
     Value acc = tail.getResult(2), sum = tail.getResult(1);
-    Value out = tag(generic(b, loc, sum, acc, {row2, id2}, iterators(2),
-                            [&](OpBuilder &nb, Location l, ValueRange a) {
-                              yieldValue(nb, l, arith::DivFOp::create(nb, l, a[1], a[0]));
-                            }),
-                    "normalize");
-    out = tensor::ExpandShapeOp::create(b, loc, RankedTensorType::get({group, positions, headDim}, f32), out,
-                                        SmallVector<ReassociationIndices>{{0, 1}, {2}});
+    auto divide = [&](OpBuilder &nb, Location l, ValueRange a) {
+      yieldValue(nb, l, arith::DivFOp::create(nb, l, a[1], a[0]));
+    };
+    Value out;
+    if (!positionMajor) {
+      out = tag(generic(b, loc, sum, acc, {row2, id2}, iterators(2), divide), "normalize");
+      out = tensor::ExpandShapeOp::create(b, loc, RankedTensorType::get({group, positions, headDim}, f32), out,
+                                          SmallVector<ReassociationIndices>{{0, 1}, {2}});
+    } else {
+      // The same divisions, written [positions, group, d] (loops p, g, e).
+      Value acc3 = tensor::ExpandShapeOp::create(
+          b, loc, RankedTensorType::get({group, positions, headDim}, f32), acc,
+          SmallVector<ReassociationIndices>{{0, 1}, {2}});
+      Value sum2 = tensor::ExpandShapeOp::create(b, loc, RankedTensorType::get({group, positions}, f32), sum,
+                                                 SmallVector<ReassociationIndices>{{0, 1}});
+      out = tag(generic(b, loc, ValueRange{sum2, acc3},
+                        emptyTensor(b, loc, getAsIndexOpFoldResult(ctx, {positions, group, headDim}), f32),
+                        {dimsMap(ctx, 3, {1, 0}), dimsMap(ctx, 3, {1, 0, 2}),
+                         AffineMap::getMultiDimIdentityMap(3, ctx)},
+                        iterators(3), divide),
+                "normalize");
+    }
     if (paddedQueries)
       out = tensor::ExtractSliceOp::create(
-          b, loc, RankedTensorType::get({group, ShapedType::kDynamic, headDim}, f32), out,
-          SmallVector<OpFoldResult>(3, zeroIdx),
-          SmallVector<OpFoldResult>{b.getIndexAttr(group), qValid, b.getIndexAttr(headDim)},
+          b, loc,
+          positionMajor ? RankedTensorType::get({ShapedType::kDynamic, group, headDim}, f32)
+                        : RankedTensorType::get({group, ShapedType::kDynamic, headDim}, f32),
+          out, SmallVector<OpFoldResult>(3, zeroIdx),
+          positionMajor ? SmallVector<OpFoldResult>{qValid, b.getIndexAttr(group), b.getIndexAttr(headDim)}
+                        : SmallVector<OpFoldResult>{b.getIndexAttr(group), qValid, b.getIndexAttr(headDim)},
           SmallVector<OpFoldResult>(3, one));
     b.setInsertionPointToStart(forall.getTerminator().getBody());
-    tensor::ParallelInsertSliceOp::create(
-        b, loc, out, forall.getRegionIterArgs()[0], SmallVector<OpFoldResult>{bI, hI, zeroIdx, q0, zeroIdx},
-        SmallVector<OpFoldResult>{one, one, b.getIndexAttr(group), qValid, b.getIndexAttr(headDim)}, ones);
+    if (positionMajor)
+      tensor::ParallelInsertSliceOp::create(
+          b, loc, out, forall.getRegionIterArgs()[0], SmallVector<OpFoldResult>{bI, q0, hI, zeroIdx, zeroIdx},
+          SmallVector<OpFoldResult>{one, qValid, one, b.getIndexAttr(group), b.getIndexAttr(headDim)}, ones);
+    else
+      tensor::ParallelInsertSliceOp::create(
+          b, loc, out, forall.getRegionIterArgs()[0], SmallVector<OpFoldResult>{bI, hI, zeroIdx, q0, zeroIdx},
+          SmallVector<OpFoldResult>{one, one, b.getIndexAttr(group), qValid, b.getIndexAttr(headDim)}, ones);
 
     rewriter.setInsertionPointAfter(forall);
-    rewriter.replaceOpWithNewOp<tensor::CollapseShapeOp>(
-        op, op.getType(), forall.getResult(0), SmallVector<ReassociationIndices>{{0}, {1, 2}, {3}, {4}});
+    if (!positionMajor) {
+      rewriter.replaceOpWithNewOp<tensor::CollapseShapeOp>(
+          op, op.getType(), forall.getResult(0), SmallVector<ReassociationIndices>{{0}, {1, 2}, {3}, {4}});
+      return success();
+    }
+    // [b, s, kv heads, group, d] -> [b, s, h, d], seen as the op's [b, h, s, d] through a transpose
+    // that the merge of the heads cancels.
+    RankedTensorType type = op.getType();
+    Value merged = tensor::CollapseShapeOp::create(
+        rewriter, loc,
+        RankedTensorType::get({type.getDimSize(0), type.getDimSize(2), heads, headDim}, f32),
+        forall.getResult(0), SmallVector<ReassociationIndices>{{0}, {1}, {2, 3}, {4}});
+    SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(rewriter, loc, merged);
+    Value init = emptyTensor(rewriter, loc, {sizes[0], sizes[2], sizes[1], sizes[3]}, f32);
+    rewriter.replaceOp(op, linalg::TransposeOp::create(rewriter, loc, merged, init,
+                                                       ArrayRef<int64_t>{0, 2, 1, 3})
+                               .getResult()[0]);
     return success();
   }
 };
@@ -1322,6 +1374,14 @@ struct MergeHeadsLowering : OpConversionPattern<MergeHeadsOp> {
     Location loc = op.getLoc();
     Value x = adaptor.getInput();
     RankedTensorType type = tensorType(x);
+    // A transpose of [b, s, h, d] (flash attention's output, written position-major for this
+    // merge): the two transposes cancel and the merge is a reshape of its source.
+    if (auto transpose = x.getDefiningOp<linalg::TransposeOp>();
+        transpose && transpose.getPermutation() == ArrayRef<int64_t>{0, 2, 1, 3}) {
+      rewriter.replaceOpWithNewOp<tensor::CollapseShapeOp>(
+          op, op.getType(), transpose.getInput(), SmallVector<ReassociationIndices>{{0}, {1}, {2, 3}});
+      return success();
+    }
     SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(rewriter, loc, x);
     if (type.getDimSize(2) == 1) {
       // One position: a reshape, as in SplitHeadsLowering. [b, h, 1, d] -> [b, h*d] -> [b, 1, h*d].

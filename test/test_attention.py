@@ -309,6 +309,37 @@ def test_flash_attention(rng, case):
     check(run(jm, q, k, v), ref.attention(q, k, v, causal=causal))
 
 
+@functools.lru_cache(maxsize=None)
+def merged_flash_fn(q_spec, kv_spec, causal):
+    """attention, then merge_heads ([b, h, s, d] -> [b, s, h*d]); checks that the merge costs no
+    kernel: the flash kernel writes its output position-major and the merge is a reshape."""
+    from kiln.jit import jit_compile
+    from reference import build_module
+
+    def body(q, k, v):
+        return transformer.merge_heads(transformer.attention(q, k, v, causal=causal))
+
+    stages = {}
+    jm = jit_compile(build_module([T(q_spec, "f32"), T(kv_spec, "f32"), T(kv_spec, "f32")], body),
+                     on_stage=lambda name, m: stages.setdefault(name, str(m)))
+    assert 'kiln.kernel_class = "attention"' in stages["dispatch"]
+    assert 'kiln.kernel_class = "transpose"' not in stages["dispatch"]
+    return jm
+
+
+@pytest.mark.parametrize("case", ["gqa_9_3_causal_five_query_tiles", "gqa_noncausal_cross_q19_kv77",
+                                  "mqa_8_1_partial_query_tile", "odd_head_dim_13", "mha_whole_tiles"])
+def test_flash_attention_writes_merged_heads(rng, case):
+    """The heads merged right after attention: [b, s, h*d] against float64, and bitwise the
+    [b, h, s, d] kernel's output transposed (the same arithmetic, only written elsewhere)."""
+    b, h, hkv, lq, lk, d, causal = FLASH[case]
+    q, k, v = qkv(rng, b, h, hkv, lq, lk, d)
+    out = run(merged_flash_fn((b, h, lq, d), (b, hkv, lk, d), causal), q, k, v)
+    check(out, ref.merge_heads(ref.attention(q, k, v, causal=causal)))
+    unmerged = run(flash_fn((b, h, lq, d), (b, hkv, lk, d), False, causal), q, k, v)
+    np.testing.assert_array_equal(out, unmerged.transpose(0, 2, 1, 3).reshape(b, lq, h * d))
+
+
 def test_flash_attention_large_scores_are_stable(rng):
     """Scores of ~1e3 across many key tiles: each tile's rescaling by e^(m - m') must keep the
     running sums finite and exact."""

@@ -125,3 +125,59 @@ def test_masked_and_low_precision_attention_stay_decomposed():
     assert gpu_flash.FLASH_ATTR not in tiled and 'kiln.kernel_class = "contraction"' in tiled
     tiled = kiln.compile(_attention(1, 4, 2, 4, 8, 16), target="cuda", compile_to="tiled", precision="bf16")
     assert tiled.count(gpu_flash.FLASH_ATTR + " = ") == 1
+
+
+def _prefill_block(heads, kv_heads, q_len, cache, dim):
+    """Projections -> heads -> KV caches at a runtime offset -> attention -> merged heads."""
+    x = lambda n: f"tensor<1x{q_len}x{n * dim}xf32>"  # noqa: E731
+    h = lambda n, s: f"tensor<1x{n}x{s}x{dim}xf32>"  # noqa: E731
+    c = h(kv_heads, cache)
+    return "\n".join([
+        f"func.func @f(%q: {x(heads)}, %k: {x(kv_heads)}, %v: {x(kv_heads)}, %kc: {c}, %vc: {c}, %pos: index)",
+        f"    -> ({x(heads)}, {c} {{kiln.updates_arg = 3 : i64}}, {c} {{kiln.updates_arg = 4 : i64}}) {{",
+        f"  %qh = transformer.split_heads %q {{num_heads = {heads} : i64}} : {x(heads)} -> {h(heads, q_len)}",
+        f"  %kh = transformer.split_heads %k {{num_heads = {kv_heads} : i64}} : {x(kv_heads)} -> {h(kv_heads, q_len)}",
+        f"  %vh = transformer.split_heads %v {{num_heads = {kv_heads} : i64}} : {x(kv_heads)} -> {h(kv_heads, q_len)}",
+        f"  %kc2 = transformer.kv_cache_update %kc, %kh at %pos : {c}, {h(kv_heads, q_len)} -> {c}",
+        f"  %vc2 = transformer.kv_cache_update %vc, %vh at %pos : {c}, {h(kv_heads, q_len)} -> {c}",
+        f"  %o = transformer.attention %qh, %kc2, %vc2 offset(%pos) {{causal}} : ({h(heads, q_len)}, {c}, {c}, index)"
+        f" -> {h(heads, q_len)}",
+        f"  %m = transformer.merge_heads %o : {h(heads, q_len)} -> {x(heads)}",
+        f"  return %m, %kc2, %vc2 : {x(heads)}, {c}, {c}",
+        "}",
+    ])
+
+
+def test_prefill_block_splits_and_merges_heads_without_kernels(rng):
+    """A prefill chunk at runtime offsets: the cache updates read K and V from the projections at
+    permuted indices (their split_heads transposes fold into the copies, copy_views.py), and
+    attention writes [b, s, h, d] (merge_heads is a reshape). Launches: q's split (attention reads
+    it), two cache updates, attention. Output and caches match float64 (the caches exactly), on the
+    emulated GPU and on the CPU."""
+    from collections import Counter
+
+    heads, kv_heads, q_len, cache, dim = 9, 3, 5, 24, 16
+    text = _prefill_block(heads, kv_heads, q_len, cache, dim)
+    program, device, _ = _program(text)
+    art = kiln.compile(text, target="cuda")
+    classes = {k["name"]: k["class"] for k in art.manifest["kernels"]}
+    launched = Counter(classes[c["kernel"]] for c in art.manifest["programs"]["f"]["commands"] if c["op"] == "launch")
+    assert launched == Counter(transpose=1, copy=2, attention=1), launched
+    cpu = kiln.compile(text)
+    for pos in (0, 7, cache - q_len):
+        q = rng.standard_normal((1, q_len, heads * dim)).astype(np.float32)
+        k, v = (rng.standard_normal((1, q_len, kv_heads * dim)).astype(np.float32) for _ in range(2))
+        kc, vc = (rng.standard_normal((1, kv_heads, cache, dim)).astype(np.float32) for _ in range(2))
+        want_k, want_v = kc.copy(), vc.copy()
+        want_k[:, :, pos:pos + q_len] = ref.split_heads(k, kv_heads)
+        want_v[:, :, pos:pos + q_len] = ref.split_heads(v, kv_heads)
+        expected = ref.merge_heads(ref.attention(ref.split_heads(q, heads), np.repeat(want_k, 3, axis=1),
+                                                 np.repeat(want_v, 3, axis=1), causal=True, offset=pos))
+        out, got_k, got_v = program.f(q, k, v, kc.copy(), vc.copy(), pos)
+        _check(out, expected)
+        np.testing.assert_array_equal(got_k, want_k)
+        np.testing.assert_array_equal(got_v, want_v)
+        cpu_out, cpu_k, cpu_v = cpu.f(q, k, v, kc.copy(), vc.copy(), pos)
+        _check(cpu_out, expected)
+        np.testing.assert_array_equal(cpu_k, want_k)
+        np.testing.assert_array_equal(cpu_v, want_v)

@@ -62,6 +62,38 @@ func.func @causal_gqa_prefill(%q: tensor<1x9x?x64xf32>, %k: tensor<1x3x?x64xf32>
 
 // -----
 
+// The heads merged next (the o projection's input): the kernel writes its output position-major,
+// [b, s, kv heads, group, d], normalizing each tile into [positions, group, d] (the same divisions;
+// the padded tile's valid positions inserted at [b, q0, kv head]). The attention's [b, h, s, d]
+// is a transpose of that which the merge cancels: merge_heads becomes a reshape of the kernel's
+// output, and the transpose is left unused (canonicalization erases it).
+// CHECK-LABEL: func.func @merged_heads_prefill
+// CHECK: %[[OUT:.+]] = tensor.empty(%{{.+}}) : tensor<1x?x3x3x64xf32>
+// CHECK: %[[R:.+]] = scf.forall (%[[B:.+]], %[[H:.+]], %[[T:.+]]) in (1, 3, %{{.+}}) shared_outs(%[[O:.+]] = %[[OUT]])
+// CHECK: %[[Q0:.+]] = arith.muli %[[T]], %{{.+}} : index
+// CHECK: %[[QN:.+]] = arith.minui
+// CHECK: %[[FULL:.+]]:3 = scf.for
+// CHECK: %[[TAIL:.+]]:3 = scf.for {{.+}} iter_args(%{{.+}} = %[[FULL]]#0,
+// CHECK: %[[ACC:.+]] = tensor.expand_shape %[[TAIL]]#2 {{\[}}[0, 1], [2]] output_shape [3, 16, 64] : tensor<48x64xf32> into tensor<3x16x64xf32>
+// CHECK: %[[SUM:.+]] = tensor.expand_shape %[[TAIL]]#1 {{\[}}[0, 1]] output_shape [3, 16] : tensor<48xf32> into tensor<3x16xf32>
+// CHECK: linalg.generic {indexing_maps = [#{{.+}}, #{{.+}}, #{{.+}}], iterator_types = ["parallel", "parallel", "parallel"]} ins(%[[SUM]], %[[ACC]] : tensor<3x16xf32>, tensor<3x16x64xf32>) outs(%{{.+}} : tensor<16x3x64xf32>) attrs = {kiln.flash = "normalize"}
+// CHECK: arith.divf
+// CHECK: %[[VALID:.+]] = tensor.extract_slice %{{.+}}[0, 0, 0] [%[[QN]], 3, 64]
+// CHECK: scf.forall.in_parallel
+// CHECK-NEXT: tensor.parallel_insert_slice %[[VALID]] into %[[O]][%[[B]], %[[Q0]], %[[H]], 0, 0] [1, %[[QN]], 1, 3, 64]
+// CHECK: } {kiln.flash_causal, kiln.flash_offset = 0 : i64, kiln.flash_position_major, kiln.flash_scale = 1.250000e-01 : f64
+// CHECK: %[[M:.+]] = tensor.collapse_shape %[[R]] {{\[}}[0], [1], [2, 3], [4]] : tensor<1x?x3x3x64xf32> into tensor<1x?x9x64xf32>
+// CHECK: linalg.transpose ins(%[[M]] : tensor<1x?x9x64xf32>) outs(%{{.+}} : tensor<1x9x?x64xf32>) permutation = [0, 2, 1, 3]
+// CHECK-NEXT: %[[Y:.+]] = tensor.collapse_shape %[[M]] {{\[}}[0], [1], [2, 3]] : tensor<1x?x9x64xf32> into tensor<1x?x576xf32>
+// CHECK-NEXT: return %[[Y]]
+func.func @merged_heads_prefill(%q: tensor<1x9x?x64xf32>, %k: tensor<1x3x?x64xf32>, %v: tensor<1x3x?x64xf32>) -> tensor<1x?x576xf32> {
+  %o = transformer.attention %q, %k, %v {causal} : (tensor<1x9x?x64xf32>, tensor<1x3x?x64xf32>, tensor<1x3x?x64xf32>) -> tensor<1x9x?x64xf32>
+  %m = transformer.merge_heads %o : tensor<1x9x?x64xf32> -> tensor<1x?x576xf32>
+  return %m : tensor<1x?x576xf32>
+}
+
+// -----
+
 // Not causal, 64 queries of 4 heads (one per kv head) in whole tiles of 32: no query padding, no
 // mask but the scale; the keys run to the end (96 = 3 whole tiles).
 // CHECK-LABEL: func.func @noncausal_whole_query_tiles

@@ -196,6 +196,8 @@ func.func @argmax(%x: tensor<8x16xf32>) -> tensor<8xi64> {
 // -----
 
 // Kernels in sequence: one kernel's result is the next one's input; numbering follows the host.
+// A transpose kernel records its permutation (`kiln.permutation`: a host copy of its result can read
+// its input through a transposed view instead, see copy_views.py).
 // A gather (tensor.extract in the body) counts as elementwise, as upstream's isElementwise has it;
 // the table it reads is passed in. A body with control flow makes a "generic" kernel.
 // CHECK-LABEL: func.func private @chain_dispatch_0_elementwise
@@ -204,6 +206,7 @@ func.func @argmax(%x: tensor<8x16xf32>) -> tensor<8xi64> {
 // CHECK: tensor.extract %[[TABLE]]
 // CHECK-LABEL: func.func private @chain_dispatch_1_transpose
 // CHECK-SAME: kiln.iterator_types = "pp", kiln.kernel_class = "transpose", kiln.loop_ranges = array<i64: 16, 8>
+// CHECK-SAME: kiln.permutation = array<i64: 1, 0>
 // CHECK: linalg.transpose
 // CHECK-LABEL: func.func private @chain_dispatch_2_generic
 // CHECK-SAME: (%[[FLAG:.+]]: i1, %{{.+}}: tensor<16x8xf32>, %{{.+}}: tensor<16x8xf32>)

@@ -114,7 +114,9 @@ func.func @zero_bias(%x: tensor<4x32xf32>, %w: tensor<16x32xf32>) -> tensor<4x16
 // DISPATCH: linalg.transpose {{.+}} {kiln.root}
 // Attention: one flash-attention kernel, a workgroup per kv head; the runtime offset is a kernel
 // argument that bounds the keys read (offset + 4 of the cache's 8 rows) and masks the future ones.
-// DISPATCH: func.func private @block_dispatch_{{[0-9]+}}_attention(%arg0: tensor<1x2x1x4x16xf32>, %arg1: index, %arg2: tensor<1x2x8x16xf32>, %arg3: tensor<1x2x8x16xf32>, %arg4: tensor<1x2x1x4x16xf32>) -> tensor<1x2x1x4x16xf32>
+// The heads are merged next, so it writes its output position-major ([b, s, kv heads, group, d]):
+// merge_heads is a reshape, not a transpose kernel.
+// DISPATCH: func.func private @block_dispatch_{{[0-9]+}}_attention(%arg0: tensor<1x2x1x4x16xf32>, %arg1: index, %arg2: tensor<1x2x8x16xf32>, %arg3: tensor<1x2x8x16xf32>, %arg4: tensor<1x4x2x1x16xf32>) -> tensor<1x4x2x1x16xf32>
 // DISPATCH-SAME: kiln.iterator_types = "ppp", kiln.kernel_class = "attention", kiln.loop_ranges = array<i64: 1, 2, 1>
 // DISPATCH: scf.forall
 // DISPATCH: %[[END:.+]] = arith.addi %arg1, %c4 : index
@@ -141,6 +143,7 @@ func.func @zero_bias(%x: tensor<4x32xf32>, %w: tensor<16x32xf32>) -> tensor<4x16
 // DISPATCH: call @block_dispatch_{{[0-9]+}}_transpose(
 // DISPATCH-NOT: linalg.
 // DISPATCH: call @block_dispatch_{{[0-9]+}}_attention(%{{.+}}, %arg6, %arg5, %arg4, %{{.+}})
+// DISPATCH-NOT: _transpose(
 // DISPATCH-NOT: linalg.
 // DISPATCH: %[[ARGMAX:.+]]:2 = call @block_dispatch_{{[0-9]+}}_reduction(
 // DISPATCH-NOT: linalg.

@@ -1,7 +1,8 @@
 // In a prefill, split_heads is a transpose ([b, s, h*d] -> [b, h, s, d]). RoPE reads the two halves
 // of the features through indexing maps, so kiln-fuse-elementwise folds the transpose of q and of k
 // into their rotations: one kernel each, reading the projections [b, s, h*d] through views. v, which
-// no RoPE reads, keeps its transpose kernel.
+// no RoPE reads, keeps its transpose kernel here (returned as it is; a KV-cache update that only
+// copies it reads the projection through a transposed view instead: split-heads-cache-view.mlir).
 //
 // RUN: kiln compile %s --compile-to=dispatch | FileCheck %s
 

@@ -17,6 +17,7 @@ from ..errors import KilnError
 from ..signature import updated_args
 from . import common, schedules
 from .common import find_ops, public_funcs, run_passes
+from .copy_views import fold_transposes_into_copies
 from .packed_c_init import start_from_fill_value
 from .panel_prefetch import prefetch_next_panels
 
@@ -62,11 +63,13 @@ def make_tiled(module: ir.Module) -> None:
     start_from_fill_value(module)
 
 
-def make_bufferized(module: ir.Module) -> None:
+def make_bufferized(module: ir.Module, copies_read_views=lambda copy: True) -> None:
     """Tensors -> memrefs. Entry-point arguments are read-only, except those a result updates in place
     (`kiln.updates_arg`, e.g. KV caches), which are written where they are; other results become
-    caller-provided out-params; kernels write the host-allocated buffers they are given in place; the
-    host's intermediate buffers share one arena by lifetime (kiln-plan-buffers)."""
+    caller-provided out-params; kernels write the host-allocated buffers they are given in place; a
+    host copy of a transpose kernel's result reads the kernel's input through a transposed view
+    instead, where `copies_read_views(copy)` (copy_views.py: a prefill's V cache update); the host's
+    intermediate buffers share one arena by lifetime (kiln-plan-buffers)."""
     updates = {}
     for func in public_funcs(module):
         updates[_name(func)] = updated_args(func)
@@ -88,6 +91,7 @@ def make_bufferized(module: ir.Module) -> None:
     run_passes(module, "buffer-results-to-out-params{hoist-static-allocs modify-public-functions}", "bufferized")
     for func in public_funcs(module):
         _write_results_in_place(func)
+    fold_transposes_into_copies(module, copies_read_views)
     run_passes(
         module,
         "buffer-deallocation-pipeline,canonicalize,func.func(kiln-plan-buffers),canonicalize",

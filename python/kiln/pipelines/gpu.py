@@ -329,8 +329,10 @@ def _apply(module: ir.Module, script_text: str, stage: str) -> None:
 
 
 def make_bufferized(module: ir.Module) -> None:
-    """Tensors -> memrefs, as for the CPU (the host's intermediates become one device arena)."""
-    cpu.make_bufferized(module)
+    """Tensors -> memrefs, as for the CPU (the host's intermediates become one device arena). A copy
+    reads a transpose kernel's input through a transposed view only where it becomes a cache-update
+    kernel (gpu_cache_update.py); other host copies are byte ranges."""
+    cpu.make_bufferized(module, gpu_cache_update.is_cache_update)
 
 
 def make_loops(module: ir.Module) -> None:

@@ -8,6 +8,10 @@ replayed at a new position must update every one of them. Here each such copy be
 that takes the position as a scalar operand (one thread per element: the view is rebuilt in the
 kernel at the runtime offset), so a step has one position-dependent launch per cache update.
 
+A copy may read a transposed view of its source (`memref.transpose`: a prefill's V, split into
+heads, copy_views.py): the kernel then takes the untransposed buffer and reads it at the permuted
+indices, so the split costs no kernel of its own.
+
 Written on buffers at the start of the `loops` stage, before the foralls are mapped to blocks and
 threads; copies from a view at a runtime offset, views that drop dims, or dynamic sizes stay host
 copies.
@@ -40,7 +44,11 @@ def build_kernels(module: ir.Module) -> list:
             if view is None:
                 continue
             offsets = list(view.operands[1:])
-            text = _kernel_text("NAME", op.operands[0].type, view, len(offsets))
+            src, perm = op.operands[0], None
+            if not isinstance(src.owner, ir.Block) and src.owner.name == "memref.transpose":
+                perm = _permutation(src.owner)
+                src = src.owner.operands[0]
+            text = _kernel_text("NAME", src.type, view, len(offsets), perm)
             name = by_text.get(text)
             if name is None:
                 name = by_text[text] = f"{host_name}_cache_update_{len(done)}"
@@ -51,11 +59,25 @@ def build_kernels(module: ir.Module) -> list:
                 func.attributes["kiln.scalar_bounds"] = ir.DenseI64ArrayAttr.get(_bounds(view))
                 done.append(name)
             with ir.InsertionPoint(op), op.location:
-                func_d.CallOp([], ir.FlatSymbolRefAttr.get(name), [op.operands[0], view.operands[0], *offsets])
+                func_d.CallOp([], ir.FlatSymbolRefAttr.get(name), [src, view.operands[0], *offsets])
+            transposed = op.operands[0].owner
             op.operation.erase()
             if not list(view.result.uses):
                 view.operation.erase()
+            if perm is not None and not list(transposed.result.uses):
+                transposed.erase()
     return done
+
+
+def is_cache_update(copy) -> bool:
+    """Whether a host memref.copy becomes a cache-update kernel here."""
+    return _dynamic_view(copy) is not None
+
+
+def _permutation(transpose) -> list:
+    """[source dim of each result dim] of a memref.transpose."""
+    m = ir.AffineMapAttr(transpose.attributes["permutation"]).value
+    return [ir.AffineDimExpr(e).position for e in m.results]
 
 
 def _dynamic_view(op):
@@ -100,7 +122,9 @@ def _threads(view) -> int:
     return min(BLOCK, _elements(view))
 
 
-def _kernel_text(name: str, src_type, view, n_offsets: int) -> str:
+def _kernel_text(name: str, src_type, view, n_offsets: int, perm=None) -> str:
+    """The kernel; with `perm`, it copies the transpose of `src` (view index i reads source dim
+    perm[i])."""
     dynamic = ir.ShapedType.get_dynamic_stride_or_offset()
     sizes = list(ir.DenseI64ArrayAttr(view.attributes["static_sizes"]))
     strides = list(ir.DenseI64ArrayAttr(view.attributes["static_strides"]))
@@ -131,10 +155,16 @@ def _kernel_text(name: str, src_type, view, n_offsets: int) -> str:
         lines.append(f"        %i{d} = affine.apply affine_map<(d0) -> ((d0 floordiv {stride}) mod {sizes[d]})>(%e)")
         stride *= sizes[d]
     idx = ", ".join(indices)
+    src_idx = idx
+    if perm is not None:
+        by_dim = [None] * len(perm)
+        for i, p in enumerate(perm):
+            by_dim[p] = indices[i]
+        src_idx = ", ".join(by_dim)
     lines += [
         f"        %view = memref.subview %dst[{', '.join(offsets)}] [{', '.join(map(str, sizes))}] "
         f"[{', '.join(map(str, strides))}] : {dst_type} to {view_type}",
-        f"        %v = memref.load %src[{idx}] : {src_type}",
+        f"        %v = memref.load %src[{src_idx}] : {src_type}",
         f"        memref.store %v, %view[{idx}] : {view_type}",
         "      }",
         "    } {mapping = [#gpu.thread<x>]}",

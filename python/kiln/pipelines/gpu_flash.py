@@ -3,7 +3,9 @@
 transformer-to-linalg gives f32 attention without a mask its flash form (one `scf.forall` kernel,
 `kiln.flash_tile`, online softmax over key tiles). The CPU schedules that form's tile body; on GPUs
 the kernel is written here instead, on buffers at the `loops` stage, from what the form records
-(its operands, `kiln.flash_scale`, `kiln.flash_causal`, a constant `kiln.flash_offset`):
+(its operands, `kiln.flash_scale`, `kiln.flash_causal`, a constant `kiln.flash_offset`, and
+`kiln.flash_position_major`: the output is stored [b, s, kv head, group, d] when the heads are merged
+next, so that the merge is a reshape):
 
     row     a query row is (head g of the kv head's group, position p); the rows of one (batch, kv
             head) are ordered position-major, so neighbouring rows share keys and their causal ends
@@ -42,6 +44,8 @@ from .written_kernels import WARP, constant_lines, marked_functions, replace_fun
 FLASH_ATTR = "kiln.gpu_flash"  # [lanes per slot, keys per step, warps per block, slots per row]
 OPERANDS_ATTR = "kiln.gpu_flash_operands"  # kernel argument numbers: [q, k, v, offset, out]; offset -1:
 # a constant (`kiln.flash_offset`)
+POSITION_MAJOR_ATTR = "kiln.flash_position_major"  # the output is [batch, q_len, kv heads, group, d]
+# (its heads are merged next), not [batch, kv heads, group, q_len, d]
 WARPS = 4  # per block, at most
 DIMS_PER_LANE = 8  # target head dims per lane (fewer lanes per row: fewer shuffles per key)
 KEYS_PER_STEP = 8  # keys per loop step (independent dot products in flight)
@@ -106,7 +110,7 @@ def mark(kernel: schedules.Kernel, func) -> bool:
     func.attributes[OPERANDS_ATTR] = ir.DenseI64ArrayAttr.get([q, k, v, -1 if constant else indices[0], out])
     func.attributes[FLASH_ATTR] = ir.DenseI64ArrayAttr.get([lanes, KEYS_PER_STEP, warps, key_split])
     func.attributes[BLOCK_DIM_ATTR] = ir.DenseI64ArrayAttr.get([WARP * warps, 1, 1])
-    for attr in ("kiln.flash_scale", "kiln.flash_causal", "kiln.flash_offset"):
+    for attr in ("kiln.flash_scale", "kiln.flash_causal", "kiln.flash_offset", POSITION_MAJOR_ATTR):
         if attr in forall.attributes:
             func.attributes[attr] = forall.attributes[attr]
     return True
@@ -300,6 +304,7 @@ def _kernel_text(func, name: str) -> str:
         ]
         m, l, acc = f"%mm{i}", f"%lm{i}", f"%am{i}"
     store_if = "%valid"
+    out_indices = "%b, %p, %h, %g, %d0" if POSITION_MAJOR_ATTR in func.attributes else "%b, %h, %g, %p, %d0"
     if key_split > 1:
         lines.append(f"      %phase0 = arith.cmpi eq, %phase, {ci(0)} : index")
         lines.append("      %store = arith.andi %valid, %phase0 : i1")
@@ -308,7 +313,7 @@ def _kernel_text(func, name: str) -> str:
         f"      %l_v = vector.broadcast {l} : f32 to {vec}",
         f"      %o = arith.divf {acc}, %l_v : {vec}",
         f"      scf.if {store_if} {{",
-        f"        vector.store %o, %arg{out_arg}[%b, %h, %g, %p, %d0] {{alignment = {align[out_arg]} : i64}} "
+        f"        vector.store %o, %arg{out_arg}[{out_indices}] {{alignment = {align[out_arg]} : i64}} "
         f": {types[out_arg]}, {vec}",
         "      }",
         "    }",
