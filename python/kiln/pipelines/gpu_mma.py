@@ -12,7 +12,8 @@ and B extended to f32 in its body, C f32), whatever the precision; and, with `pr
 
     block   TM x TN of C (a grid of M/TM x N/TN tiles x the batch loops' iterations): 128 x 128 for
             large GEMMs on 16-bit tensors, else up to 64 x 64
-    warps   WM x WN of C each (at most 2 x 2 warps or wavefronts; 64 x 64 or up to 32 x 32);
+    warps   WM x WN of C each (2 x 2 warps or wavefronts, 2 x 4 or 4 x 2 in tiles `kiln tune` may
+            pick; 64 x 64 or up to 32 x 32);
             16-row instruction tiles, f32 accumulators in registers through the whole K loop
     K step  KT (32 or 16) of A and B in shared memory: A as [TM, KT], B as [TN, KT] -- or [KT, TN]
             for B[k, n], read transposed, 16 columns per ldmatrix.x4.trans -- rows padded by 8
