@@ -174,11 +174,12 @@ def _tune_tensor_cores(module_text: str, target: str, precision: str, reps: int,
                 if tile == default:
                     continue
                 ms, got = _time_tile(text, tile, target, chip, device, reps)
-                if _agrees(got, expected):
+                right = _agrees(got, expected)
+                if right:
                     timings.append((ms, tile))
                 else:
                     wrong.append(tile.attribute())
-                bar.advance(f"{kernel.name} {tile.attribute()} {ms:.3f} ms{'' if _agrees(got, expected) else ' WRONG'}")
+                bar.advance(f"{kernel.name} {tile.attribute()} {ms:.3f} ms{'' if right else ' WRONG'}")
             best_ms, best = min(timings, key=lambda t: t[0])
             entry = {"mma_tile": best.attribute(), "ms": best_ms, "default_ms": default_ms,
                      "candidates": len(timings) + len(wrong), "device": device.gpu.device_name}

@@ -261,8 +261,6 @@ def _kernel_text(func, name: str, warps: int, precision: str = "f32") -> str:
             rounded[ssa] = f"{ssa}_rounded"
         return rounded[ssa]
 
-    if precision != "f32" and not fma:
-        raise KilnError(f"stage 'loops': kernel {name}: a matvec of precision {precision} must end in a product")
     accs = [f"%a{i}" for i in range(m)]
     for i, a in enumerate(accs):
         if fma:
