@@ -4,7 +4,7 @@
 share memory: a tensor-core block stages its A and B tiles in shared memory together, then waits at
 a barrier. Each GPU thread here is a Python thread calling the CPU-compiled kernel; a block's
 threads meet at `gpu.barrier` through a threading.Barrier callback; shared memory (dynamic, of the
-size the launch gives) is a module global (blocks run one after another); each thread's prefetch
+size the launch gives) is one array all threads get (blocks run one after another); each thread's prefetch
 buffer (memref.alloca) is its own.
 
 NVIDIA kernels run as `gpu_mma` writes them *before* the upstream conversion to nvgpu (the `loops`
@@ -18,6 +18,14 @@ exchange. Every lane stores its operands in a block-wide table and meets the oth
 whose action computes each wavefront's 16x16x16 product from the table with the instruction's lane
 layout (`LAYOUTS`, from AMD's matrix instruction documentation, written here independently of
 Kiln's `MatrixCore`) and hands every lane its accumulators back. This checks Kiln's layouts as well.
+
+Hopper wgmma kernels (`gpu_wgmma`, sm_90a) are written with nvvm ops at `loops`, so they run as
+compiled too: each nvvm.wgmma.mma_async becomes an exchange whose action reads the warpgroup's A and
+B out of shared memory through its two matrix descriptors -- decoded here from the PTX ISA's
+canonical layouts (K-major, N-major, 128-byte swizzle), not from Kiln's writer -- and hands every
+lane its accumulators in the instruction's D layout (`wgmma_product`). The descriptors' start
+addresses are offsets in the emulated shared memory (the shared window starts at 0); the fences,
+commits and waits are no-ops (the exchange is synchronous).
 
 cp.async copies (16-bit tensors on NVIDIA) become plain 16-byte loads and stores, done at once: the
 barrier that follows every wait orders them as the wait does on a GPU, so the ring of shared-memory
@@ -86,6 +94,13 @@ _ASYNC_COPY = re.compile(r"(%\w+) = nvgpu\.device_async_copy (%\w+)\[([^\]]*)\],
 _ASYNC_GROUP = re.compile(r"(%\w+) = nvgpu\.device_async_create_group .*")
 _ASYNC_WAIT = re.compile(r"nvgpu\.device_async_wait .*")
 _DYNAMIC_SHARED = re.compile(r"(%\w+) = gpu\.dynamic_shared_memory : memref<\?xi8>")
+_WGMMA = re.compile(r"(%\w+) = nvvm\.wgmma\.mma_async (%\w+), (%\w+), (%\w+), <m = 64, n = (\d+), k = 16>, "
+                    r"D\[<f32>, <one>\], A\[<(bf16|f16)>, <one>, <row>\], B\[<(?:bf16|f16)>, <one>, <(row|col)>\] "
+                    r": (!llvm\.struct<\([^)]*\)>) -> !llvm\.struct<\([^)]*\)>")
+_WGMMA_SYNC = re.compile(r"nvvm\.(fence\.proxy \{[^}]*\}|wgmma\.fence\.aligned|wgmma\.commit\.group\.sync\.aligned"
+                         r"|wgmma\.wait\.group\.sync\.aligned \d+)")
+# the shared window's address of the dynamic shared memory (what wgmma descriptors start from): 0
+_SHARED_ADDRESS = re.compile(r"(%\w+) = memref\.extract_aligned_pointer_as_index %\w+ : memref<\?xi8> -> index")
 
 
 def _copy(m) -> str:
@@ -123,6 +138,66 @@ def _exchange(m, table: str) -> str:
     lines.append("llvm.call %__exchange() : !llvm.ptr, () -> ()")
     lines.append(f"{res} = vector.load %__xd[%__thread_id_x, %__zero] : {table}, vector<{n}xf32>")
     return "\n".join(lines)
+
+
+def _wgmma_exchange(m, table: str, descriptors: str) -> str:
+    """An nvvm.wgmma.mma_async as: store this lane's descriptors and accumulators in the exchange
+    tables, meet the block at the exchange barrier (whose action computes every warpgroup's
+    product), build the result from this lane's row of table d."""
+    res, da, db, acc, n, acc_t = m.group(1), m.group(2), m.group(3), m.group(4), int(m.group(5)), m.group(8)
+    tag, fields = res[1:], int(m.group(5)) // 2
+    lines = [f"memref.store {d}, %__xdesc[%__thread_id_x, {i}] : {descriptors}" for i, d in (("%__zero", da), ("%__one", db))]
+    for e in range(fields):
+        lines.append(f"%__e{tag}_{e} = llvm.extractvalue {acc}[{e}] : {acc_t}")
+    lines.append(f"%__c{tag} = vector.from_elements {', '.join(f'%__e{tag}_{e}' for e in range(fields))} : vector<{fields}xf32>")
+    lines.append(f"vector.store %__c{tag}, %__xc[%__thread_id_x, %__zero] : {table}, vector<{fields}xf32>")
+    lines.append("llvm.call %__exchange() : !llvm.ptr, () -> ()")
+    lines.append(f"%__d{tag} = vector.load %__xd[%__thread_id_x, %__zero] : {table}, vector<{fields}xf32>")
+    lines.append(f"%__s{tag}_0 = llvm.mlir.undef : {acc_t}")
+    for e in range(fields):
+        lines.append(f"%__v{tag}_{e} = vector.extract %__d{tag}[{e}] : f32 from vector<{fields}xf32>")
+        into = res if e == fields - 1 else f"%__s{tag}_{e + 1}"
+        lines.append(f"{into} = llvm.insertvalue %__v{tag}_{e}, %__s{tag}_{e}[{e}] : {acc_t}")
+    return "\n".join(lines)
+
+
+def _smem_operand(shared: np.ndarray, descriptor: int, rows: int, k_major: bool, low: str) -> np.ndarray:
+    """The rows x 16 operand (A: 64 x 16 of M x K; B: N x 16, as N x K) a wgmma matrix descriptor
+    points at in shared memory (bytes): start address, LBO and SBO in 16-byte units at bits 0, 16
+    and 32, layout type at bit 62 (1: 128-byte swizzle, the only one Kiln writes). Canonical
+    layouts (PTX ISA, "shared memory matrix layout"): K-major, 8-row groups SBO apart, rows 128
+    bytes apart, K contiguous; N-major (B transposed), 64 columns contiguous per row of K, rows 128
+    bytes apart, 8-row groups of K SBO apart, the next 64 columns LBO on. The 128-byte swizzle
+    xors address bits 4-6 with bits 7-9."""
+    assert descriptor >> 62 == 1 and (descriptor >> 49) & 7 == 0, f"not a 128-byte-swizzle descriptor: {descriptor:#x}"
+    start, lbo, sbo = ((descriptor >> s & 0x3FFF) << 4 for s in (0, 16, 32))
+    r, kk = np.meshgrid(np.arange(rows), np.arange(16), indexing="ij")
+    if k_major:
+        address = start + (r // 8) * sbo + (r % 8) * 128 + 2 * kk
+    else:
+        address = start + (r // 64) * lbo + (kk // 8) * sbo + (kk % 8) * 128 + 2 * (r % 64)
+    address = address ^ (((address >> 7) & 7) << 4)
+    words = shared[address].astype(np.uint16) | shared[address + 1].astype(np.uint16) << 8
+    if low == "f16":
+        return words.view(np.float16).astype(np.float64)
+    return (words.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+
+
+def wgmma_product(shared: np.ndarray, descriptors: np.ndarray, c: np.ndarray, n: int, low: str, b_k_major: bool):
+    """One warpgroup's wgmma.mma_async.m64n{n}k16.f32: descriptors [128, 2] (every lane's A and B
+    descriptors, which must agree), c [128, n / 2] its accumulators; returns D's. Lane l of warp w
+    holds D[16 w + l / 4 + 8 ((i / 2) mod 2), 8 (i / 4) + 2 (l mod 4) + i mod 2] as accumulator i
+    (PTX ISA, "register fragment layout for accumulator matrix D" of .m64nNk16)."""
+    assert (descriptors == descriptors[0]).all(), "the lanes of a warpgroup gave different descriptors"
+    a = _smem_operand(shared, int(descriptors[0, 0]), 64, True, low)
+    b = _smem_operand(shared, int(descriptors[0, 1]), n, b_k_major, low)
+    lane, i = np.meshgrid(np.arange(128), np.arange(n // 2), indexing="ij")
+    row = 16 * (lane // 32) + (lane % 32) // 4 + 8 * ((i // 2) % 2)
+    col = 8 * (i // 4) + 2 * (lane % 4) + i % 2
+    d = np.zeros((64, n))
+    d[row, col] = c
+    d += a @ b.T
+    return d[row, col]
 
 
 def _lanes(lanes: int, per_lane: int):
@@ -173,30 +248,35 @@ class TensorCoreKernel:
     def __init__(self, loops_text: str, low: str, chip: str | None = None):
         name, self.types, body, self.grid, self.block, shared_bytes = _kernel(loops_text)
         threads = int(np.prod(self.block))
-        table = f"memref<{threads}x16xf32>"
+        table, descriptors = f"memref<{threads}x128xf32>", f"memref<{threads}x2xi64>"
         amd = bool(_AMD_MMA.search(body))
-        assert _SHARED in body and (amd or "vector.contract" in body), "not a tensor-core kernel"
+        # wgmma: (n, multiplicand type, is B K-major) of the kernel's instructions
+        self.wgmma = {(int(m.group(5)), m.group(6), m.group(7) == "col") for m in _WGMMA.finditer(body)}
+        assert len(self.wgmma) <= 1, f"wgmma instructions of several shapes: {self.wgmma}"
+        assert _SHARED in body and (amd or self.wgmma or "vector.contract" in body), "not a tensor-core kernel"
         assert amd == (chip is not None), "give the chip of an AMD kernel (and only of one)"
         body = _ID.sub(lambda m: f"{m.group(1)} = arith.addi %__{m.group(2)}_{m.group(3)}, %__zero : index", body)
         body = body.replace("gpu.barrier", "llvm.call %__barrier() : !llvm.ptr, () -> ()")
         body = body.replace("gpu.return", "return").replace(_SHARED, ">").replace(_PRIVATE, ">")
-        body = _DYNAMIC_SHARED.sub(lambda m: f"%__shared = memref.get_global @__shared : memref<{shared_bytes}xi8>\n"
-                                             f"{m.group(1)} = memref.cast %__shared : memref<{shared_bytes}xi8> "
+        body = _DYNAMIC_SHARED.sub(lambda m: f"{m.group(1)} = memref.cast %__shared : memref<{shared_bytes}xi8> "
                                              "to memref<?xi8>", body)
         body = _ASYNC_COPY.sub(_copy, body).replace("!nvgpu.device.async.token", "i1")
         body = _ASYNC_WAIT.sub("", _ASYNC_GROUP.sub(lambda m: f"{m.group(1)} = arith.constant true", body))
         body = _CONTRACT.sub(lambda m: _widened_contract(m, low), body)
         body = _AMD_MMA.sub(lambda m: _exchange(m, table), body)
+        body = _SHARED_ADDRESS.sub(lambda m: f"{m.group(1)} = arith.constant 0 : index", body)
+        body = _WGMMA.sub(lambda m: _wgmma_exchange(m, table, descriptors), _WGMMA_SYNC.sub("", body))
         assert "gpu." not in body, "an op the emulator does not know: " + body[body.index("gpu."):][:80]
         # the exchange tables (AMD) are arguments: every thread gets the same arrays
-        self.tables = {x: np.zeros((threads, 16), np.float32) for x in "abcd"}
+        self.tables = {x: np.zeros((threads, 128), np.float32) for x in "abcd"}
+        self.descriptors = np.zeros((threads, 2), np.int64)
         ids = [f"%__{k}_{a}: index" for k in ("block_id", "thread_id") for a in "xyz"]
         args = ", ".join([f"%arg{i}: {t}" for i, t in enumerate(self.types)]
-                         + [f"%__x{x}: {table}" for x in self.tables]
+                         + [f"%__x{x}: {table}" for x in self.tables] + [f"%__xdesc: {descriptors}"]
+                         + [f"%__shared: memref<{shared_bytes}xi8>"]
                          + ["%__barrier: !llvm.ptr", "%__exchange: !llvm.ptr"] + ids)
-        text = "module {\n" + f'memref.global "private" @__shared : memref<{shared_bytes}xi8> = uninitialized {{alignment = 16 : i64}}\n' + \
-            f"func.func @kernel({args}) attributes {{llvm.emit_c_interface}} {{\n" \
-            "  %__zero = arith.constant 0 : index\n" + body + "\n}\n}\n"
+        text = "module {\n" + f"func.func @kernel({args}) attributes {{llvm.emit_c_interface}} {{\n" \
+            "  %__zero = arith.constant 0 : index\n  %__one = arith.constant 1 : index\n" + body + "\n}\n}\n"
         with ir.Context():
             module = ir.Module.parse(text)
             run_passes(module, "arith-expand{include-bf16=true},expand-strided-metadata,lower-affine,convert-scf-to-cf,convert-vector-to-llvm,"
@@ -211,10 +291,24 @@ class TensorCoreKernel:
         if amd:
             self.lanes, self.instruction = LAYOUTS[chip]
             assert threads % self.lanes == 0
+        # the block's shared memory (an argument: the wgmma exchange reads it), 1024-byte aligned
+        # like the GPU's dynamic shared memory (`gpu.extern_dynamic_shared_memory`)
+        memory = np.zeros(shared_bytes + 1024, np.uint8)
+        skip = -memory.ctypes.data % 1024
+        self.shared = memory[skip:skip + shared_bytes]
 
     def _exchange(self) -> None:
-        """The barrier action of an amdgpu.mfma/wmma: every wavefront's product, into table d."""
+        """The barrier action of an amdgpu.mfma/wmma (every wavefront's product) or of a
+        wgmma.mma_async (every warpgroup's), into table d."""
         x = self.tables
+        if self.wgmma:
+            (n, low, b_k_major), = self.wgmma
+            for w in range(0, x["c"].shape[0], 128):
+                lanes = slice(w, w + 128)
+                x["d"][lanes, :n // 2] = wgmma_product(self.shared, self.descriptors[lanes], x["c"][lanes, :n // 2],
+                                                       n, low, b_k_major)
+            self.exchanges += 1
+            return
         for w in range(0, x["a"].shape[0], self.lanes):
             lanes = slice(w, w + self.lanes)
             d = self.instruction(x["a"][lanes].astype(np.float64), x["b"][lanes].astype(np.float64),
@@ -229,7 +323,7 @@ class TensorCoreKernel:
     def __call__(self, *arrays) -> None:
         """Runs every block (in turn) with all its threads (at once) on `arrays`, the kernel's arguments."""
         assert len(arrays) == len(self.types)
-        descs = [descriptor(a) for a in [*arrays, *self.tables.values()]]
+        descs = [descriptor(a) for a in [*arrays, *self.tables.values(), self.descriptors, self.shared]]
         fn = self.lib._mlir_ciface_kernel
         errors = []
         for bz in range(self.grid[2]):

@@ -69,7 +69,8 @@ def make_llvm(module: ir.Module) -> None:
     """Attach the NVVM target (chip from the module's `kiln.target_chip`) and lower every gpu.module
     to the LLVM + NVVM dialects (bare-pointer kernel arguments). Host code is left as it is.
     nvgpu ops (tensor-core kernels: ldmatrix, mma.sync) go first; vector ops after the gpu ones, whose
-    conversion maps shared memory (#gpu.address_space<workgroup>) to NVVM address space 3."""
+    conversion maps shared memory (#gpu.address_space<workgroup>) to NVVM address space 3; last, the
+    NVVM ops that are PTX inline assembly (wgmma, `gpu_wgmma`)."""
     chip = check_chip(gpu.target_chip(module, DEFAULT_CHIP))
     link = ""
     if gpu.uses_math(module):
@@ -84,7 +85,7 @@ def make_llvm(module: ir.Module) -> None:
         f"nvvm-attach-target{{chip={chip} O=3{link}}},"
         "gpu.module(convert-nvgpu-to-nvvm,expand-strided-metadata,lower-affine,convert-scf-to-cf,"
         "convert-gpu-to-nvvm{use-bare-ptr-memref-call-conv index-bitwidth=64},convert-vector-to-llvm,convert-ub-to-llvm,"
-        "canonicalize,cse,reconcile-unrealized-casts)",
+        "convert-nvvm-to-llvm,canonicalize,cse,reconcile-unrealized-casts)",
         "llvm",
     )
     gpu.extern_dynamic_shared_memory(module)

@@ -450,12 +450,13 @@ def extern_dynamic_shared_memory(module: ir.Module) -> None:
     what gpu.dynamic_shared_memory becomes) is an external declaration, so NVPTX writes `.extern
     .shared .b8 __dynamic_shmem__N[]` and AMDGPU takes it for dynamic LDS. The conversion makes it
     internal, and NVPTX then demotes it to a one-byte static variable of the kernel that the kernel
-    reads past."""
+    reads past. It is 1024-byte aligned: wgmma's swizzled tiles (`gpu_wgmma`) need that."""
     for _, body in kernel_modules(module):
         for op in body.operations:
             if (op.operation.name == "llvm.mlir.global"
                     and ir.StringAttr(op.attributes["sym_name"]).value.startswith("__dynamic_shmem__")):
                 op.attributes["linkage"] = ir.Attribute.parse("#llvm.linkage<external>")
+                op.attributes["alignment"] = ir.IntegerAttr.get(ir.IntegerType.get_signless(64), 1024)
 
 
 def _walk(op, fn) -> None:

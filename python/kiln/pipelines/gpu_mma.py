@@ -130,12 +130,21 @@ class MmaTile:
     def attribute(self) -> list:
         return [self.tm, self.tn, self.kt, self.wm, self.wn, self.lanes, self.stages]
 
+    @property
+    def warpgroups(self) -> bool:
+        """Is this a Hopper wgmma tile (`gpu_wgmma`): "warps" of 128 lanes, warpgroups?"""
+        return self.lanes == WARPGROUP
+
     def shared_bytes(self, kn: bool) -> int:
-        """Shared memory of the A and B buffers (16-bit elements, rows padded by _PAD)."""
+        """Shared memory of the A and B buffers (16-bit elements, rows padded by _PAD; unpadded,
+        swizzled, for wgmma)."""
+        if self.warpgroups:
+            return 2 * self.stages * self.kt * (self.tm + self.tn)
         b_rows = self.tn * (self.kt + _PAD) if not kn else self.kt * (self.tn + _PAD)
         return 2 * self.stages * (self.tm * (self.kt + _PAD) + b_rows)
 
 
+WARPGROUP = 128  # lanes of a Hopper warpgroup: the MmaTile.lanes of wgmma tiles
 ASYNC_STAGES = 4  # cp.async ring depth: three K steps in flight during a fourth's matrix instructions
 SHARED_BYTES_ATTR = "kiln.shared_bytes"  # on a tensor-core kernel: its dynamic shared memory
 
@@ -150,6 +159,12 @@ def shared_memory_limit(chip: str) -> int:
         major_minor = int(chip[3:].rstrip("af"))
         return {80: 163, 87: 163, 90: 227, 100: 227, 103: 227}.get(major_minor, 99) * 1024
     return 160 * 1024 if chip == "gfx950" else 64 * 1024
+
+
+def warpgroup_mma(chip: str) -> bool:
+    """Has `chip` Hopper's wgmma.mma_async (`gpu_wgmma`)? Only sm_90a: PTX's arch-specific target
+    (sm_90 code may not use it, nor may later chips')."""
+    return chip == "sm_90a"
 
 
 def mma_schedule(kernel: schedules.Kernel, func, precision: str, chip: str, cache=None) -> tuple:
@@ -202,9 +217,15 @@ def default_tile(kernel: schedules.Kernel, chip: str):
     (each element of A and B read from shared memory is used 8 (A) or 4 (B) times per warp; 128
     accumulators per lane), else blocks up to 64 x 64 of warps up to 32 x 32; K steps of 32 (or 16);
     on NVIDIA, for 16-bit tensors, a cp.async ring of as many buffers (up to 4) as the chip's shared
-    memory holds. None when no tile divides the GEMM."""
+    memory holds. On sm_90a, 16-bit GEMMs of 128 x 128 blocks or more take wgmma instead: 2
+    warpgroups of 64 x 256 (or 64 x 128) each. None when no tile divides the GEMM."""
     core = matrix_core(chip)
     m, n, k = kernel.loop_ranges[-3:]
+    for tn in (256, 128):  # sm_90a: 2 warpgroups of 64 x tn, K steps of 64, the deepest ring that fits
+        for stages in range(ASYNC_STAGES, 1, -1):
+            tile = MmaTile(128, tn, 64, 64, tn, WARPGROUP, stages)
+            if fits(tile, kernel, chip):
+                return tile
     kt = next((t for t in (32, 16) if k % t == 0), 0)
     if kernel.gemm_multiplicands != "f32" and m % 128 == 0 and n % 128 == 0 and kt == 32:
         tile = MmaTile(128, 128, kt, 64, 64, core.lanes)
@@ -228,6 +249,8 @@ def fits(tile: MmaTile, kernel: schedules.Kernel, chip: str) -> bool:
     least."""
     core = matrix_core(chip)
     m, n, k = kernel.loop_ranges[-3:]
+    if tile.warpgroups:
+        return _fits_warpgroups(tile, kernel, chip)
     if not (tile.lanes == core.lanes and tile.kt in (16, 32, 64) and m % tile.tm == 0 and n % tile.tn == 0
             and k % tile.kt == 0 and tile.tm % tile.wm == 0 and tile.tn % tile.wn == 0 and tile.wm % 16 == 0
             and tile.wn % core.n == 0 and tile.wm * tile.wn // core.lanes <= 128 and tile.threads <= 1024
@@ -240,10 +263,24 @@ def fits(tile: MmaTile, kernel: schedules.Kernel, chip: str) -> bool:
             and (tile.tm * tile.kt) % chunks == 0 and (tile.tn * tile.kt) % chunks == 0)
 
 
+def _fits_warpgroups(tile: MmaTile, kernel: schedules.Kernel, chip: str) -> bool:
+    """A wgmma tile (`gpu_wgmma`) on sm_90a, for 16-bit tensors: warpgroups of 64 rows and 64 to 256
+    columns (whole 128-byte swizzle atoms of B[k, n]), K steps of 64 (one 128-byte row of A), a
+    cp.async ring of 2 buffers or more with whole 16-byte chunks per thread, at most 128
+    accumulators per lane."""
+    m, n, k = kernel.loop_ranges[-3:]
+    return (warpgroup_mma(chip) and kernel.gemm_multiplicands in ("bf16", "f16") and tile.kt == 64
+            and tile.wm == 64 and tile.wn in (64, 128, 192, 256) and tile.tm % 64 == 0 and tile.tn % tile.wn == 0
+            and m % tile.tm == 0 and n % tile.tn == 0 and k % tile.kt == 0 and 2 <= tile.stages <= k // tile.kt
+            and tile.threads <= 1024 and tile.wn // 2 <= 128
+            and (tile.tm * tile.kt) % (8 * tile.threads) == 0 and (tile.tn * tile.kt) % (8 * tile.threads) == 0
+            and tile.shared_bytes(kernel.gemm_rhs == "kn") <= shared_memory_limit(chip))
+
+
 def tile_candidates(kernel: schedules.Kernel, chip: str) -> list:
     """The tiles `kiln tune` times for a tensor-core GEMM on `chip` (those that fit): blocks of 4 or 8
     warps from 32 x 32 to 256 x 128, K steps of 16 to 64, staged through registers or a cp.async ring
-    of 2 to 5 buffers."""
+    of 2 to 5 buffers; on sm_90a also wgmma tiles of 1 to 4 warpgroups, rings of 2 to 6 buffers."""
     core = matrix_core(chip)
     found = []
     for tm, tn, wm, wn in ((32, 32, 16, 16), (64, 64, 32, 32), (128, 64, 64, 32), (64, 128, 32, 64),
@@ -252,6 +289,13 @@ def tile_candidates(kernel: schedules.Kernel, chip: str) -> list:
         for kt in (16, 32, 64):
             for stages in (1, 2, 3, 4, 5):
                 tile = MmaTile(tm, tn, kt, wm, wn, core.lanes, stages)
+                if fits(tile, kernel, chip):
+                    found.append(tile)
+    if warpgroup_mma(chip):
+        for tm, tn, wn in ((64, 128, 128), (64, 256, 256), (128, 128, 128), (128, 128, 64), (128, 256, 256),
+                           (128, 256, 128), (256, 128, 128)):
+            for stages in (2, 3, 4, 5, 6):
+                tile = MmaTile(tm, tn, 64, 64, wn, WARPGROUP, stages)
                 if fits(tile, kernel, chip):
                     found.append(tile)
     return found
@@ -458,7 +502,13 @@ def build_kernels(module: ir.Module, chip: str) -> None:
         low = _multiplicand_type(op, precision)
         rounded_c = absorb_rounding(module, op, name)
         c_arg = _c_arg(op)
-        new = ir.Module.parse(_kernel_text(op, name, tile, low, core), context=module.context)
+        if tile.warpgroups:
+            from . import gpu_wgmma
+
+            text = gpu_wgmma.kernel_text(gemm_of(op, name), name, tile, low)
+        else:
+            text = _kernel_text(op, name, tile, low, core)
+        new = ir.Module.parse(text, context=module.context)
         ops = list(new.body.operations)
         for new_op in ops:
             new_op.operation.move_before(op)
@@ -466,7 +516,7 @@ def build_kernels(module: ir.Module, chip: str) -> None:
             if attr.name not in ("function_type", "sym_name", "sym_visibility"):
                 ops[-1].attributes[attr.name] = attr.attr
         op.operation.erase()
-        if core.name == "mma.sync":
+        if core.name == "mma.sync" and not tile.warpgroups:
             _to_mma_sync(ops[-1], name, low)
         if rounded_c:
             _round_c_stores(ops[-1], c_arg, rounded_c)
@@ -567,7 +617,7 @@ def _dims(amap_attr) -> list:
     return [e.maybe_downcast().position for e in ir.AffineMapAttr(amap_attr).value.results]
 
 
-class _Text:
+class KernelText:
     """SSA names and lines of the generated kernel."""
 
     def __init__(self):
@@ -592,10 +642,28 @@ class _Text:
         return v
 
 
-def _kernel_text(func, name: str, tile: MmaTile, low: str, core: MatrixCore) -> str:
-    """The tensor-core kernel replacing `func` (a fill + GEMM root on its arguments) multiplying in
-    `low` (bf16 or f16), as MLIR text (a function whose `kiln.shared_bytes` is the dynamic shared
-    memory it needs)."""
+@dataclass
+class Gemm:
+    """A tensor-core kernel's GEMM on its arguments, after bufferization: what both kernel writers
+    (this module's, `gpu_wgmma`'s) need."""
+
+    types: list  # the kernel's argument types
+    a: int  # argument numbers of A, B and C
+    b: int
+    c: int
+    init: float | None  # C's initial value: the fill's constant, or None (accumulated into C)
+    ranges: list  # loop ranges [b.., m, n, k]
+    rhs: list  # B's loops
+    kn: bool  # B is [k, n] (else [n, k])
+    elt: str  # A's and B's element type in memory
+
+    @property
+    def nb(self) -> int:
+        return len(self.ranges) - 3
+
+
+def gemm_of(func, name: str) -> Gemm:
+    """The GEMM of a kernel with the tensor-core schedule (a fill + GEMM root on its arguments)."""
     block = func.regions[0].blocks[0]
     root, fill = _root(func), next((o for o in block.operations if o.operation.name == "linalg.fill"), None)
     arg_of = [None if root is None else _arg_number(v, block) for v in (root.operands if root else [])]
@@ -603,24 +671,66 @@ def _kernel_text(func, name: str, tile: MmaTile, low: str, core: MatrixCore) -> 
             or (fill is not None and _arg_number(fill.operands[1], block) != arg_of[2])):
         raise KilnError(f"stage 'loops': kernel {name} has the tensor-core schedule but is not a GEMM on its "
                         f"arguments (C filled or accumulated into) after bufferization:\n{func}")
-    # C's initial value: the fill's constant, or C itself (a GEMM accumulating into a residual)
-    init = None if fill is None else ir.FloatAttr(fill.operands[0].owner.attributes["value"]).value
     types = [str(a.type) for a in block.arguments]
     for i in arg_of:
         strides, offset = ir.MemRefType(block.arguments[i].type).get_strides_and_offset()
         if offset != 0 or strides[-1] != 1:
             raise KilnError(f"stage 'loops': kernel {name}: argument {i} ({types[i]}) is not a dense buffer")
-    ta, tb, tc = (types[i] for i in arg_of)
-    va, vb, vc = (f"%arg{i}" for i in arg_of)
-    maps = ir.ArrayAttr(root.attributes["indexing_maps"])
-    rhs = _dims(maps[1])
     ranges = list(ir.DenseI64ArrayAttr(func.attributes["kiln.loop_ranges"]))
     nb = len(ranges) - 3
-    m, n, k = ranges[nb:]
-    kn = rhs[-2:] == [nb + 2, nb + 1]
+    rhs = _dims(ir.ArrayAttr(root.attributes["indexing_maps"])[1])
+    return Gemm(types, *arg_of, init=None if fill is None else ir.FloatAttr(fill.operands[0].owner.attributes["value"]).value,
+                ranges=ranges, rhs=rhs, kn=rhs[-2:] == [nb + 2, nb + 1],
+                elt=str(ir.MemRefType(block.arguments[arg_of[0]].type).element_type))
+
+
+def open_blocks(t: KernelText, g: Gemm, tm: int, tn: int) -> tuple:
+    """Opens the grid's scf.forall (M / tm x N / tn blocks; the batch loops with several iterations
+    share one more grid dimension, block z). Returns (grid, the block's first row and column of C,
+    A's batch indices, B's batch indices)."""
+    m, n, _ = g.ranges[g.nb:]
+    batch_loops = [d for d in range(g.nb) if g.ranges[d] > 1]
+    grid = ([math.prod(g.ranges[d] for d in batch_loops)] if batch_loops else []) + [m // tm, n // tn]
+    gids = [f"%g{i}" for i in range(len(grid))]
+    t.emit(f"scf.forall ({', '.join(gids)}) in ({', '.join(map(str, grid))}) {{")
+    batch = {}
+    for j, d in enumerate(batch_loops):
+        inner = math.prod(g.ranges[e] for e in batch_loops[j + 1:])
+        batch[d] = t.apply(f"(d0 floordiv {inner}) mod {g.ranges[d]}", gids[0])
+    a_batch = [batch.get(d, t.c(0)) for d in range(g.nb)]
+    b_batch = [batch.get(d, t.c(0)) for d in g.rhs[:-2]]
+    return grid, t.apply(f"d0 * {tm}", gids[-2]), t.apply(f"d0 * {tn}", gids[-1]), a_batch, b_batch
+
+
+def close_blocks(t: KernelText, grid: list) -> None:
+    """Closes the thread and grid foralls `open_blocks` and the kernel opened."""
+    t.emit("} {mapping = [#gpu.thread<x>]}")
+    axes = ["x", "y", "z"][: len(grid)]
+    t.emit(f"}} {{mapping = [{', '.join(f'#gpu.block<{a}>' for a in reversed(axes))}]}}")
+    t.emit("return")
+
+
+def function_text(name: str, types: list, shared_bytes: int, t: KernelText) -> str:
+    """The kernel function around `t`'s lines, with its constants and `kiln.shared_bytes`."""
+    consts = [f"%c{v} = arith.constant {v} : index" for v in sorted(t.constants)]
+    args = ", ".join(f"%arg{i}: {ty}" for i, ty in enumerate(types))
+    return "\n".join([
+        f"func.func private @{name}({args}) attributes {{{SHARED_BYTES_ATTR} = {shared_bytes} : i64}} {{",
+        *consts, *t.lines, "}",
+    ])
+
+
+def _kernel_text(func, name: str, tile: MmaTile, low: str, core: MatrixCore) -> str:
+    """The tensor-core kernel replacing `func` (a fill + GEMM root on its arguments) multiplying in
+    `low` (bf16 or f16), as MLIR text (a function whose `kiln.shared_bytes` is the dynamic shared
+    memory it needs)."""
+    g = gemm_of(func, name)
+    init, types, kn, elt = g.init, g.types, g.kn, g.elt
+    ta, tb, tc = (types[i] for i in (g.a, g.b, g.c))
+    va, vb, vc = (f"%arg{i}" for i in (g.a, g.b, g.c))
+    m, n, k = g.ranges[g.nb:]
     # A and B in memory: f32 (rounded to `low` on the way into shared memory), or `low` tensors,
     # copied as they are
-    elt = str(ir.MemRefType(block.arguments[arg_of[0]].type).element_type)
     vec = 16 // (4 if elt == "f32" else 2)  # elements per 16-byte load
     threads, stages = tile.threads, tile.stages
 
@@ -636,19 +746,8 @@ def _kernel_text(func, name: str, tile: MmaTile, low: str, core: MatrixCore) -> 
     raw_t = f"memref<?xi8, {smem}>"
     byte_offset = {"a": 0, "b": 2 * math.prod(shapes["a"])}
 
-    t = _Text()
-    # the batch loops with several iterations share one grid dimension (block z)
-    batch_loops = [d for d in range(nb) if ranges[d] > 1]
-    batch_blocks = math.prod(ranges[d] for d in batch_loops)
-    grid = ([batch_blocks] if batch_loops else []) + [m // tile.tm, n // tile.tn]
-    gids = [f"%g{i}" for i in range(len(grid))]
-    t.emit(f"scf.forall ({', '.join(gids)}) in ({', '.join(map(str, grid))}) {{")
-    batch = {}
-    for j, d in enumerate(batch_loops):
-        inner = math.prod(ranges[e] for e in batch_loops[j + 1:])
-        batch[d] = t.apply(f"(d0 floordiv {inner}) mod {ranges[d]}", gids[0])
-    a_batch = [batch.get(d, t.c(0)) for d in range(nb)]
-    b_batch = [batch.get(d, t.c(0)) for d in rhs[:-2]]
+    t = KernelText()
+    grid, m0, n0, a_batch, b_batch = open_blocks(t, g, tile.tm, tile.tn)
     copy_t = dict(smem_t)  # what cp.async writes: the operands' own type
     t.emit(f"%smem = gpu.dynamic_shared_memory : {raw_t}")
     for x in "ab":
@@ -659,8 +758,6 @@ def _kernel_text(func, name: str, tile: MmaTile, low: str, core: MatrixCore) -> 
             t.emit(f"%s{x}_in = memref.view %smem[{at}][] : {raw_t} to {copy_t[x]}")
     t.emit(f"scf.forall (%t) in ({threads}) {{")
     t.emit("%pad = arith.constant 0.0 : f16")
-    m0 = t.apply(f"d0 * {tile.tm}", gids[-2])
-    n0 = t.apply(f"d0 * {tile.tn}", gids[-1])
     wm, wn = _warp_offsets(t, tile)
     c_at = _CTile(t, vc, tc, a_batch, t.apply("d0 + d1", m0, wm), t.apply("d0 + d1", n0, wn))
     tiles = (_WarpTiles if core.name == "mma.sync" else _LaneTiles)(
@@ -740,20 +837,11 @@ def _kernel_text(func, name: str, tile: MmaTile, low: str, core: MatrixCore) -> 
     for i in range(tile.wm // 16):
         for j in range(tile.wn // core.n):
             tiles.write(i, j, f"{results}#{i * (tile.wn // core.n) + j}")
-    t.emit("} {mapping = [#gpu.thread<x>]}")
-    axes = ["x", "y", "z"][: len(grid)]
-    t.emit(f"}} {{mapping = [{', '.join(f'#gpu.block<{a}>' for a in reversed(axes))}]}}")
-    t.emit("return")
-
-    consts = [f"%c{v} = arith.constant {v} : index" for v in sorted(t.constants)]
-    args = ", ".join(f"%arg{i}: {ty}" for i, ty in enumerate(types))
-    return "\n".join([
-        f"func.func private @{name}({args}) attributes {{{SHARED_BYTES_ATTR} = {tile.shared_bytes(kn)} : i64}} {{",
-        *consts, *t.lines, "}",
-    ])
+    close_blocks(t, grid)
+    return function_text(name, types, tile.shared_bytes(kn), t)
 
 
-def _register_staged_loop(t: _Text, tiles, tile: MmaTile, sources: list, global_index, vec: int, elt: str,
+def _register_staged_loop(t: KernelText, tiles, tile: MmaTile, sources: list, global_index, vec: int, elt: str,
                           low: str, core: MatrixCore, k: int, inits: list, results: str) -> None:
     """The K loop with one shared-memory buffer, staged through registers: the chunks loaded during
     step i - 1 are stored (f32 ones rounded to `low`), the loads of step i + 1 issued (in flight during
@@ -823,7 +911,7 @@ class _CTile:
     """Where a warp's part of C is: the buffer, its type, the batch indices and the warp's first row
     and column."""
 
-    t: _Text
+    t: KernelText
     buffer: str
     type: str
     batch: list
@@ -847,7 +935,7 @@ class _WarpTiles:
              "affine_map<(m, n, k) -> (m, n)>], iterator_types = [\"parallel\", \"parallel\", \"reduction\"], "
              "kind = #vector.kind<add>")
 
-    def __init__(self, t: _Text, tile: MmaTile, core: MatrixCore, low: str, smem: tuple, warp: tuple,
+    def __init__(self, t: KernelText, tile: MmaTile, core: MatrixCore, low: str, smem: tuple, warp: tuple,
                  c: _CTile):
         self.t, self.tile, self.c = t, tile, c
         self.sa_t, self.sb_t, self.kn = smem
@@ -909,7 +997,7 @@ class _LaneTiles:
     """AMD: each lane loads its elements of the 16x16 tiles (`MatrixCore` layout) and issues
     amdgpu.mfma / amdgpu.wmma; C's accumulators are loaded and stored element by element."""
 
-    def __init__(self, t: _Text, tile: MmaTile, core: MatrixCore, low: str, smem: tuple, warp: tuple,
+    def __init__(self, t: KernelText, tile: MmaTile, core: MatrixCore, low: str, smem: tuple, warp: tuple,
                  c: _CTile):
         self.t, self.tile, self.core, self.low, self.c = t, tile, core, low, c
         self.sa_t, self.sb_t, self.kn = smem
@@ -987,7 +1075,7 @@ class _LaneTiles:
             t.emit(f"memref.store {x}, {self.c.buffer}[{index}] : {self.c.type}")
 
 
-def _warp_offsets(t: _Text, tile: MmaTile):
+def _warp_offsets(t: KernelText, tile: MmaTile):
     """The first row and column of this thread's warp in the block's tile of C."""
     warps_n = tile.tn // tile.wn
     return (t.apply(f"((d0 floordiv {tile.lanes}) floordiv {warps_n}) * {tile.wm}", "%t"),
