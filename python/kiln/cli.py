@@ -165,7 +165,7 @@ def main(argv=None) -> int:
     c.add_argument("input", help="input .mlir file")
     c.add_argument("-o", "--output", help="the .kiln artifact to write (with --compile-to STAGE: that stage's IR)")
     c.add_argument("--target", default="cpu", choices=TARGETS)
-    c.add_argument("--chip", help="GPU targets: sm_80, sm_90, ... (cuda; default sm_80) or gfx942, "
+    c.add_argument("--chip", help="GPU targets: sm_80, sm_90, sm_90a (Hopper wgmma), ... (cuda; default sm_80) or gfx942, "
                    "gfx1100, ... (rocm; default gfx942)")
     c.add_argument("--precision", help="GPU targets: what GEMMs multiply in: f32 (default), bf16 or f16 "
                    "(f32 sums; tensor cores on cuda sm_80+, rocm CDNA2+/RDNA3+)")
@@ -222,7 +222,7 @@ def main(argv=None) -> int:
                    "(written by --compile-only) instead of compiling them")
     b.add_argument("--compile-only", action="store_true", help="--target cuda: compile the suite into "
                    "--artifacts DIR for --chip and stop (no GPU needed)")
-    b.add_argument("--chip", help="--compile-only: the GPU to compile for (default sm_90)")
+    b.add_argument("--chip", help="--compile-only: the GPU to compile for (default sm_90a: H100/H200, wgmma)")
     b.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     b.add_argument("--rounds", type=int, default=4, help="interleaved rounds; medians over all samples")
     b.add_argument("--reps", type=int, default=5, help="timed calls per round")

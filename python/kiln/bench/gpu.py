@@ -1,7 +1,7 @@
 """`kiln bench --target cuda`: Kiln's GPU kernels and an LLM's decode against PyTorch on the same GPU.
 
     kiln bench --target cuda [--suite full|smoke|model|check] [--model DIR] [--rounds 4] [--reps 5]
-    kiln bench --target cuda --artifacts DIR --compile-only [--chip sm_90]   # on any machine, then
+    kiln bench --target cuda --artifacts DIR --compile-only [--chip sm_90a] # on any machine, then
     kiln bench --target cuda --artifacts DIR                                 # on the GPU: no compiler needed
 
 Kernels: GEMM 4096³ in f32 against torch.matmul with TF32 off (cuBLAS SIMT f32), and on bf16 tensors
@@ -337,8 +337,8 @@ def main(args) -> int:
     if args.compile_only:
         if not args.artifacts:
             raise KilnError("--compile-only writes the compiled programs to --artifacts DIR: name one")
-        compile_ahead(args.suite, args.artifacts, args.chip or "sm_90", args.model)
-        print(f"compiled the '{args.suite}' suite for {args.chip or 'sm_90'} into {args.artifacts}")
+        compile_ahead(args.suite, args.artifacts, args.chip or "sm_90a", args.model)
+        print(f"compiled the '{args.suite}' suite for {args.chip or 'sm_90a'} into {args.artifacts}")
         return 0
     output = args.output if args.output != "bench.json" else "bench-gpu.json"
     plot = args.plot if args.plot != "bench.png" else "bench-gpu.png"

@@ -65,7 +65,8 @@ class CudaDriver(GpuDriver):
         major, minor = ctypes.c_int(), ctypes.c_int()
         self._call("cuDeviceGetAttribute", ctypes.byref(major), ctypes.c_int(_CC_MAJOR), self.device)
         self._call("cuDeviceGetAttribute", ctypes.byref(minor), ctypes.c_int(_CC_MINOR), self.device)
-        self.chip = f"sm_{major.value}{minor.value}"
+        # Hopper (9.0) runs sm_90a code, and only it: Kiln compiles for it there (wgmma, `gpu_wgmma`)
+        self.chip = f"sm_{major.value}{minor.value}" + ("a" if (major.value, minor.value) == (9, 0) else "")
         self.context = ctypes.c_void_p()
         self._call("cuDevicePrimaryCtxRetain", ctypes.byref(self.context), self.device)
         self.activate()
@@ -86,10 +87,12 @@ class CudaDriver(GpuDriver):
         self._call("cuCtxSetCurrent", self.context)
 
     def select_image(self, kernel: dict, blobs: dict, target: dict) -> tuple:
-        """(image bytes, format): the cubin when built for this GPU's architecture, else the PTX."""
-        built = int(target.get("chip", "sm_0")[3:].rstrip("a") or 0)
-        have = int(self.chip[3:])
-        if built > have:
+        """(image bytes, format): the cubin when built for this GPU's architecture, else the PTX.
+        Code for an arch-specific chip (sm_90a) runs on that architecture only."""
+        chip = target.get("chip", "sm_0")
+        built = int(chip[3:].rstrip("a") or 0)
+        have = int(self.chip[3:].rstrip("a"))
+        if built > have or (chip.endswith("a") and built != have):
             raise KilnError(f"the artifact was compiled for {target.get('chip')}, this GPU ({self.device_name}) is "
                             f"{self.chip}: recompile with --chip {self.chip}")
         if "cubin" in kernel["blobs"] and built // 10 == have // 10 and built <= have:
