@@ -15,7 +15,7 @@
 
 // SM80:        .target sm_80
 // SM90:        .target sm_90
-// CHECK:       .extern .shared .align 16 .b8 __dynamic_shmem__0[];
+// CHECK:       .extern .shared .align 1024 .b8 __dynamic_shmem__0[];
 // CHECK-LABEL: .visible .entry proj_dispatch_0_contraction_kernel(
 // CHECK:       .maxntid 128, 1, 1
 // CHECK-NOT:   .shared .align

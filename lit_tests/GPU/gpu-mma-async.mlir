@@ -66,7 +66,7 @@
 
 // PLAN: launch mm_dispatch_0_contraction_kernel grid [2, 2, 1] block [128, 1, 1] args arg0+0 arg1+0 result0+0 shared 75776
 
-// PTX:       .extern .shared .align 16 .b8 __dynamic_shmem__0[];
+// PTX:       .extern .shared .align 1024 .b8 __dynamic_shmem__0[];
 // PTX-LABEL: .visible .entry mm_dispatch_0_contraction_kernel(
 // PTX-NOT:   .shared .align
 // PTX:       cp.async.cg.shared.global [%rd{{[0-9]+}}], [%rd{{[0-9]+}}], 16;

@@ -69,7 +69,7 @@
 // RDNA4:         vector.load %{{.*}}[%{{.*}}, %[[K]]] {alignment = 16 : i64} : memref<1x64x40xf16, #gpu.address_space<workgroup>>, vector<8xf16>
 // RDNA4:         amdgpu.wmma 16x16x16 %{{.*}} * %{{.*}} + %{{.*}} : vector<8xbf16>, vector<8xbf16>, vector<8xf32>
 
-// ROCDL:       llvm.mlir.global external @__dynamic_shmem__0() {addr_space = 3 : i32} : !llvm.array<0 x i8>
+// ROCDL:       llvm.mlir.global external @__dynamic_shmem__0() {addr_space = 3 : i32, alignment = 1024 : i64} : !llvm.array<0 x i8>
 // ROCDL-LABEL: llvm.func @proj_dispatch_0_contraction_kernel(
 // ROCDL:         llvm.load %{{.*}} {alignment = 8 : i64} : !llvm.ptr<3> -> vector<4xf16>
 // ROCDL:         rocdl.mfma.f32.16x16x16bf16.1k %{{.*}} : (vector<4xi16>, vector<4xi16>, vector<4xf32>, i32, i32, i32) -> vector<4xf32>
