@@ -714,7 +714,7 @@ def test_tensor_core_kernels_compile(case, precision, chip):
     assert f"mma.sync.aligned.m16n8k16.row.col.f32.{precision}.{precision}.f32" in ptx
     assert "ldmatrix.sync.aligned.m8n8.x4.shared.b16" in ptx
     assert "ld.global.v4" in ptx and f"cvt.rn.{precision}x2.f32" in ptx
-    assert ".shared .align 16 .b8" in ptx and "bar.sync" in ptx
+    assert ".extern .shared .align 1024 .b8" in ptx and "bar.sync" in ptx
     assert ".local" not in ptx, "the prefetch buffer was not promoted to registers"
 
 
@@ -960,7 +960,7 @@ def test_16bit_tensor_matmul_ptx(low, shape):
     assert f"mma.sync.aligned.m16n8k16.row.col.f32.{low}.{low}.f32" in gemm
     wait, shared = ("\t1;", 2 * 3 * (64 * 40 + 32 * 72)) if shape[0] == 64 else ("\t2;", 2 * 4 * (128 * 40 + 32 * 136))
     assert "cp.async.cg.shared.global" in gemm and "cp.async.wait_group " + wait in gemm
-    assert ".extern .shared .align 16 .b8 __dynamic_shmem__0[];" in gemm
+    assert ".extern .shared .align 1024 .b8 __dynamic_shmem__0[];" in gemm
     (launch,) = art.manifest["programs"]["f"]["commands"]
     assert launch["shared_bytes"] == shared
     assert "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16" in gemm and "ld.global" not in gemm
