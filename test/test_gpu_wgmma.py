@@ -5,6 +5,7 @@ and the CUDA runtime's handling of sm_90a code."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -70,11 +71,12 @@ def test_16bit_gemms_take_wgmma_on_sm_90a_only():
         assert not gpu_mma.default_tile(f32_kernel, CHIP).warpgroups
         _, short_kernel, _ = _kernel_and_func(_low_matmul("bf16", 128, 256, 64))
         assert not gpu_mma.default_tile(short_kernel, CHIP).warpgroups
-    forced = gpu_mma.MmaTile(128, 256, 64, 64, 256, 128, 2)
+    forced = gpu_mma.MmaTile(128, 256, 64, 64, 256, 128, 3)
     with ir.Context():
-        _, kernel, _ = _kernel_and_func(_low_matmul("bf16", 128, 256, 64))
-        assert not gpu_mma.fits(forced, kernel, CHIP)  # one K step: no ring
         _, kernel, _ = _kernel_and_func(_low_matmul("bf16", 128, 256, 128))
+        assert not gpu_mma.fits(forced, kernel, CHIP)  # 2 K steps: no ring of 3
+        assert not gpu_mma.fits(dataclasses.replace(forced, stages=2), kernel, CHIP)  # 2 buffers: too few
+        _, kernel, _ = _kernel_and_func(_low_matmul("bf16", 128, 256, 192))
         assert gpu_mma.fits(forced, kernel, CHIP) and not gpu_mma.fits(forced, kernel, "sm_90")
 
 
@@ -84,20 +86,20 @@ def test_16bit_gemms_take_wgmma_on_sm_90a_only():
 CASES = {
     "matmul_bf16": (_low_matmul("bf16", 128, 256, 192), lambda r: [_low(r, "bf16", 128, 192), _low(r, "bf16", 192, 256)],
                     lambda a, b: a @ b, "bf16", None),
-    "matmul_f16_2x64_columns": (_low_matmul("f16", 256, 256, 128),
-                                lambda r: [_low(r, "f16", 256, 128), _low(r, "f16", 128, 256)],
-                                lambda a, b: a @ b, "f16", (128, 128, 64, 64, 64, 128, 2)),
+    "matmul_f16_2x64_columns": (_low_matmul("f16", 256, 256, 256),
+                                lambda r: [_low(r, "f16", 256, 256), _low(r, "f16", 256, 256)],
+                                lambda a, b: a @ b, "f16", (128, 128, 64, 64, 64, 128, 3)),
     "linear_bf16": (_low_gemm("bf16", (128, 256), (128, 256), (128, 128), _MNK),
                     lambda r: [_low(r, "bf16", 128, 256), _low(r, "bf16", 128, 256, scale=0.1)],
                     lambda x, w: x @ w.T, "f32", None),
-    "linear_f16_4_warpgroups": (_low_gemm("f16", (256, 128), (128, 128), (256, 128), _MNK),
-                                lambda r: [_low(r, "f16", 256, 128), _low(r, "f16", 128, 128, scale=0.1)],
-                                lambda x, w: x @ w.T, "f32", (256, 128, 64, 64, 128, 128, 2)),
-    "batched_matmul_bf16": (_low_gemm("bf16", (2, 128, 128), (2, 128, 128), (2, 128, 128), _BMKN),
-                            lambda r: [_low(r, "bf16", 2, 128, 128), _low(r, "bf16", 2, 128, 128)],
+    "linear_f16_4_warpgroups": (_low_gemm("f16", (256, 320), (128, 320), (256, 128), _MNK),
+                                lambda r: [_low(r, "f16", 256, 320), _low(r, "f16", 128, 320, scale=0.1)],
+                                lambda x, w: x @ w.T, "f32", (256, 128, 64, 64, 128, 128, 4)),
+    "batched_matmul_bf16": (_low_gemm("bf16", (2, 128, 192), (2, 192, 128), (2, 128, 128), _BMKN),
+                            lambda r: [_low(r, "bf16", 2, 128, 192), _low(r, "bf16", 2, 192, 128)],
                             lambda a, b: a @ b, "f32", None),
-    "matmul_residual_bf16": (_low_gemm("bf16", (128, 128), (128, 128), (128, 128), _MKN, residual=True),
-                             lambda r: [_low(r, "bf16", 128, 128), _low(r, "bf16", 128, 128), _f32(r, 128, 128)],
+    "matmul_residual_bf16": (_low_gemm("bf16", (128, 192), (192, 128), (128, 128), _MKN, residual=True),
+                             lambda r: [_low(r, "bf16", 128, 192), _low(r, "bf16", 192, 128), _f32(r, 128, 128)],
                              lambda a, b, res: res + a @ b, "f32", None),
 }
 
@@ -181,7 +183,7 @@ def test_wgmma_kernels_fit_in_registers(tmp_path):
     the instructions)."""
     with ir.Context():
         module, kernel, func = _kernel_and_func(workloads.gemm(4096, 4096, 4096, "bf16").kiln_ir())
-        tiles = [t for t in gpu_mma.tile_candidates(kernel, CHIP) if t.warpgroups and t.stages == 3]
+        tiles = [t for t in gpu_mma.tile_candidates(kernel, CHIP) if t.warpgroups and t.stages == 4]
         texts = []
         for tile in tiles:
             func.attributes[gpu_mma.MMA_ATTR] = ir.DenseI64ArrayAttr.get(tile.attribute())
@@ -200,16 +202,16 @@ def test_wgmma_kernels_fit_in_registers(tmp_path):
 
 def test_cuda_runtime_runs_sm_90a_code_on_hopper_only(rng):
     """The CUDA driver calls a compute capability 9.0 GPU sm_90a (it runs the arch-specific code,
-    wgmma): an sm_90a artifact loads there, opting its kernel into 192 KiB of shared memory and
+    wgmma): an sm_90a artifact loads there, opting its kernel into 144 KiB of shared memory and
     launching 256 threads with them; an sm_90 artifact runs there too; on sm_100 the sm_90a one is
     refused, naming the chip to compile for."""
-    art = kiln.compile(_low_matmul("bf16", 128, 256, 128), target="cuda", chip=CHIP)
-    shared = 2 * (128 + 256) * 64 * 2
+    art = kiln.compile(_low_matmul("bf16", 128, 256, 192), target="cuda", chip=CHIP)
+    shared = 3 * (128 + 256) * 64 * 2
     device = _fake_cuda_device(CHIP)
     program = kiln.runtime.load_artifact(art, device)
     calls = device.gpu.lib.calls
     assert [(a[1].value, a[2].value) for n, a in calls if n == "cuFuncSetAttribute"] == [(8, shared)]
-    program.f(_low(rng, "bf16", 128, 128), _low(rng, "bf16", 128, 256))
+    program.f(_low(rng, "bf16", 128, 192), _low(rng, "bf16", 192, 256))
     (launch,) = [args for name, args in calls if name == "cuLaunchKernel"]
     assert [v.value for v in launch[1:8]] == [1, 1, 1, 256, 1, 1, shared]
     kiln.runtime.load_artifact(kiln.compile(_low_matmul("bf16", 128, 256, 128), target="cuda", chip="sm_90"), device)

@@ -5,9 +5,10 @@
 // through matrix descriptors: the shared window address >> 4 (14 bits), A's fields (SBO 1024, LBO
 // 16, 128-byte swizzle: 0x4000004000010000) and B[k, n]'s (N-major: SBO 1024, LBO 8 KiB between
 // blocks of 64 columns: 0x4000004002000000), B's 64 KiB into the buffer (4096 x 16 bytes). Per K
-// step: the copies made visible to the async proxy, a barrier, the next copies, 4 wgmma of
-// m64n256k16 (A's start 32 bytes further each, B's 2 KiB), commit, wait. On sm_90 the same program
-// keeps mma.sync.
+// step: wait until this step's copies landed (one group, the next step's, still in flight), make
+// them visible to the async proxy, a barrier, the copies 2 steps ahead, 4 wgmma of m64n256k16 (A's
+// start 32 bytes further each, B's 2 KiB), commit, wait until only these are in flight; after the
+// loop, wait for all. On sm_90 the same program keeps mma.sync.
 //
 // RUN: kiln compile %s --target cuda --chip sm_90a --compile-to tiled | FileCheck %s --check-prefix=TILED
 // RUN: kiln compile %s --target cuda --chip sm_90 --compile-to tiled | FileCheck %s --check-prefix=SM90
@@ -42,10 +43,10 @@
 // CHECK-COUNT-4: nvgpu.device_async_copy %[[A]][{{.*}}], %[[SA]][{{.*}}], 8 {bypassL1} : memref<256x256xbf16> to memref<32768xbf16, #gpu.address_space<workgroup>>
 // CHECK-COUNT-8: nvgpu.device_async_copy %[[B]][{{.*}}], %[[SB]][{{.*}}], 8 {bypassL1} : memref<256x512xbf16> to memref<65536xbf16, #gpu.address_space<workgroup>>
 // CHECK:         nvgpu.device_async_create_group
-// CHECK:         nvgpu.device_async_create_group
 // CHECK:         %[[G0:.*]] = nvgpu.device_async_create_group
+// CHECK-NOT:     nvgpu.device_async_create_group
 // CHECK:         %[[LOOP:.*]]:2 = scf.for %{{.*}} = %c0 to %c4 step %c1 iter_args(%[[ACC:.*]] = %[[ZERO]], %[[PENDING:.*]] = %[[G0]])
-// CHECK-NEXT:      nvgpu.device_async_wait %[[PENDING]] {numGroups = 2 : i32}
+// CHECK-NEXT:      nvgpu.device_async_wait %[[PENDING]] {numGroups = 1 : i32}
 // CHECK-NEXT:      nvvm.fence.proxy {kind = #nvvm.proxy_kind<async.shared>, space = #nvvm.shared_space<cta>}
 // CHECK-NEXT:      gpu.barrier
 // CHECK-COUNT-12:  nvgpu.device_async_copy
@@ -60,9 +61,10 @@
 // CHECK:           %[[D2:.*]] = nvvm.wgmma.mma_async %{{.*}}, %{{.*}}, %[[D1]], <m = 64, n = 256, k = 16>
 // CHECK:           %[[D3:.*]] = nvvm.wgmma.mma_async %{{.*}}, %{{.*}}, %[[D2]], <m = 64, n = 256, k = 16>
 // CHECK-NEXT:      nvvm.wgmma.commit.group.sync.aligned
-// CHECK-NEXT:      nvvm.wgmma.wait.group.sync.aligned 0
+// CHECK-NEXT:      nvvm.wgmma.wait.group.sync.aligned 1
 // CHECK-NEXT:      scf.yield %[[D3]], %[[G]]
-// CHECK:         nvgpu.device_async_wait %[[LOOP]]#1 {numGroups = 0 : i32}
+// CHECK:         nvvm.wgmma.wait.group.sync.aligned 0
+// CHECK-NEXT:    nvgpu.device_async_wait %[[LOOP]]#1 {numGroups = 0 : i32}
 // CHECK:         %[[H:.*]] = arith.truncf %{{.*}} : vector<2xf32> to vector<2xbf16>
 // CHECK-NEXT:    vector.store %[[H]], %[[C]][{{.*}}] {alignment = 4 : i64} : memref<256x512xbf16>, vector<2xbf16>
 // CHECK-COUNT-63: vector.store %{{.*}}, %[[C]][{{.*}}] {alignment = 4 : i64} : memref<256x512xbf16>, vector<2xbf16>
@@ -75,13 +77,14 @@
 // PTX:       .extern .shared .align 1024 .b8 __dynamic_shmem__0[];
 // PTX-LABEL: .visible .entry mm_dispatch_0_contraction_kernel(
 // PTX:       cp.async.cg.shared.global [%rd{{[0-9]+}}], [%rd{{[0-9]+}}], 16;
-// PTX:       cp.async.wait_group 2;
+// PTX:       cp.async.wait_group 1;
 // PTX-NEXT:  fence.proxy.async.shared::cta;
 // PTX-NEXT:  bar.sync 0;
 // PTX:       wgmma.fence.sync.aligned;
 // PTX:       wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16
 // PTX:       wgmma.commit_group.sync.aligned;
-// PTX-NEXT:  wgmma.wait_group.sync.aligned 0;
+// PTX-NEXT:  wgmma.wait_group.sync.aligned 1;
+// PTX:       wgmma.wait_group.sync.aligned 0;
 // PTX:       cvt.rn.bf16x2.f32
 // PTX-NOT:   mma.sync
 // PTX-NOT:   .entry

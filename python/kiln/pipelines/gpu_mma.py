@@ -222,7 +222,7 @@ def default_tile(kernel: schedules.Kernel, chip: str):
     core = matrix_core(chip)
     m, n, k = kernel.loop_ranges[-3:]
     for tn in (256, 128):  # sm_90a: 2 warpgroups of 64 x tn, K steps of 64, the deepest ring that fits
-        for stages in range(ASYNC_STAGES, 1, -1):
+        for stages in range(ASYNC_STAGES, 2, -1):
             tile = MmaTile(128, tn, 64, 64, tn, WARPGROUP, stages)
             if fits(tile, kernel, chip):
                 return tile
@@ -266,12 +266,13 @@ def fits(tile: MmaTile, kernel: schedules.Kernel, chip: str) -> bool:
 def _fits_warpgroups(tile: MmaTile, kernel: schedules.Kernel, chip: str) -> bool:
     """A wgmma tile (`gpu_wgmma`) on sm_90a, for 16-bit tensors: warpgroups of 64 rows and 64 to 256
     columns (whole 128-byte swizzle atoms of B[k, n]), K steps of 64 (one 128-byte row of A), a
-    cp.async ring of 2 buffers or more with whole 16-byte chunks per thread, at most 128
-    accumulators per lane."""
+    cp.async ring of 3 buffers or more (one read by the instructions in flight, one by those
+    issued, the others loading) with whole 16-byte chunks per thread, at most 128 accumulators per
+    lane."""
     m, n, k = kernel.loop_ranges[-3:]
     return (warpgroup_mma(chip) and kernel.gemm_multiplicands in ("bf16", "f16") and tile.kt == 64
             and tile.wm == 64 and tile.wn in (64, 128, 192, 256) and tile.tm % 64 == 0 and tile.tn % tile.wn == 0
-            and m % tile.tm == 0 and n % tile.tn == 0 and k % tile.kt == 0 and 2 <= tile.stages <= k // tile.kt
+            and m % tile.tm == 0 and n % tile.tn == 0 and k % tile.kt == 0 and 3 <= tile.stages <= k // tile.kt
             and tile.threads <= 1024 and tile.wn // 2 <= 128
             and (tile.tm * tile.kt) % (8 * tile.threads) == 0 and (tile.tn * tile.kt) % (8 * tile.threads) == 0
             and tile.shared_bytes(kernel.gemm_rhs == "kn") <= shared_memory_limit(chip))
@@ -280,7 +281,7 @@ def _fits_warpgroups(tile: MmaTile, kernel: schedules.Kernel, chip: str) -> bool
 def tile_candidates(kernel: schedules.Kernel, chip: str) -> list:
     """The tiles `kiln tune` times for a tensor-core GEMM on `chip` (those that fit): blocks of 4 or 8
     warps from 32 x 32 to 256 x 128, K steps of 16 to 64, staged through registers or a cp.async ring
-    of 2 to 5 buffers; on sm_90a also wgmma tiles of 1 to 4 warpgroups, rings of 2 to 6 buffers."""
+    of 2 to 5 buffers; on sm_90a also wgmma tiles of 1 to 4 warpgroups, rings of 3 to 6 buffers."""
     core = matrix_core(chip)
     found = []
     for tm, tn, wm, wn in ((32, 32, 16, 16), (64, 64, 32, 32), (128, 64, 64, 32), (64, 128, 32, 64),
@@ -294,7 +295,7 @@ def tile_candidates(kernel: schedules.Kernel, chip: str) -> list:
     if warpgroup_mma(chip):
         for tm, tn, wn in ((64, 128, 128), (64, 256, 256), (128, 128, 128), (128, 128, 64), (128, 256, 256),
                            (128, 256, 128), (256, 128, 128)):
-            for stages in (2, 3, 4, 5, 6):
+            for stages in (3, 4, 5, 6):
                 tile = MmaTile(tm, tn, 64, 64, wn, WARPGROUP, stages)
                 if fits(tile, kernel, chip):
                     found.append(tile)

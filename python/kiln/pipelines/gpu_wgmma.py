@@ -20,12 +20,15 @@ K steps of 16 within a buffer move the descriptors' start: 32 bytes along K-majo
 (16 rows) through N-major blocks.
 
     block    TM x TN of C, warpgroups of 64 x WN (MmaTile: wm = 64, wn = WN, lanes = 128)
-    K step   KT = 64, a cp.async ring of `stages` buffers (A's, then B's), copies issued stages - 1
-             steps ahead as in `gpu_mma`, each thread 16-byte chunks at their swizzled places
+    K step   KT = 64, a cp.async ring of `stages` (3 or more) buffers (A's, then B's), each thread
+             16-byte chunks at their swizzled places; copies issued stages - 2 steps ahead, one step's
+             instructions in flight
     per step wait for this step's copies, make them visible to the tensor cores (fence.proxy.async:
-             wgmma reads through the async proxy), a barrier, issue the next copies into the buffer
-             the last step read, wgmma.fence, KT / 16 wgmma.mma_async chained on the accumulators,
-             commit and wait for them (the next step's copies overwrite this buffer)
+             wgmma reads through the async proxy), a barrier, issue the copies of step i + stages - 2
+             into the buffer step i - 2 read, wgmma.fence, KT / 16 wgmma.mma_async chained on the
+             accumulators, commit, and wait until only these are in flight: the tensor cores work on
+             step i while the warpgroup goes on to step i + 1, and step i - 1's instructions are
+             done (by every warpgroup, after the next barrier) before its buffer is overwritten
     C        each lane's WN / 2 f32 accumulators, an !llvm.struct: lane l of warp w holds rows
              16 w + l / 4 (+ 8), columns 8 j + 2 (l mod 4) (+ 1), j < WN / 8; stored in pairs
 
@@ -157,16 +160,17 @@ def kernel_text(g: Gemm, name: str, tile: MmaTile, low: str) -> str:
                 t.emit(f"{inserted} = llvm.insertvalue {value}, {acc}[{2 * p + e}] : {acc_t}")
                 acc = inserted
 
-    pending = [copy(t.c(s * kt), t.c(s)) for s in range(stages - 1)][-1]
+    ahead = stages - 2  # steps whose copies are in flight during a step's instructions
+    pending = [copy(t.c(s * kt), t.c(s)) for s in range(ahead)][-1]
     results = t.fresh()
     t.emit(f"{results}:2 = scf.for %i = {t.c(0)} to {t.c(k // kt)} step {t.c(1)} iter_args("
            f"%acc = {acc}, %pending = {pending}) -> ({acc_t}, {token}) {{")
-    t.emit(f"nvgpu.device_async_wait %pending {{numGroups = {stages - 2} : i32}}")
+    t.emit(f"nvgpu.device_async_wait %pending {{numGroups = {ahead - 1} : i32}}")
     t.emit("nvvm.fence.proxy {kind = #nvvm.proxy_kind<async.shared>, space = #nvvm.shared_space<cta>}")
     t.emit("gpu.barrier")
     k_next = t.fresh()  # past the last step: the last one again (in bounds, never read)
-    t.emit(f"{k_next} = affine.min affine_map<(d0) -> ((d0 + {stages - 1}) * {kt}, {k - kt})>(%i)")
-    issued = copy(k_next, t.apply(f"(d0 + {stages - 1}) mod {stages}", "%i"))
+    t.emit(f"{k_next} = affine.min affine_map<(d0) -> ((d0 + {ahead}) * {kt}, {k - kt})>(%i)")
+    issued = copy(k_next, t.apply(f"(d0 + {ahead}) mod {stages}", "%i"))
     stage = t.apply(f"d0 mod {stages}", "%i")
     step_desc = {}
     for x, step_units in (("a", tile.tm * kt * 2 >> 4), ("b", tile.tn * kt * 2 >> 4)):
@@ -182,9 +186,10 @@ def kernel_text(g: Gemm, name: str, tile: MmaTile, low: str) -> str:
                f"B [<{low}>, #nvvm.wgmma_scale_in<one>, <{'row' if g.kn else 'col'}>] : {acc_t} -> {acc_t}")
         current = d
     t.emit("nvvm.wgmma.commit.group.sync.aligned")
-    t.emit("nvvm.wgmma.wait.group.sync.aligned 0")
+    t.emit("nvvm.wgmma.wait.group.sync.aligned 1")
     t.emit(f"scf.yield {current}, {issued} : {acc_t}, {token}")
     t.emit("}")
+    t.emit("nvvm.wgmma.wait.group.sync.aligned 0")
     t.emit(f"nvgpu.device_async_wait {results}#1 {{numGroups = 0 : i32}}")
     for p in range(wn // 4):
         values = []
