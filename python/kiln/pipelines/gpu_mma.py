@@ -1,6 +1,8 @@
 """Tensor-core GEMMs: bf16/f16 operands, f32 accumulators, on the matrix instruction of the chip.
 
     NVIDIA sm_80+      `mma.sync.m16n8k16`, per warp of 32 lanes
+    NVIDIA sm_90a      `wgmma.mma_async.m64nNk16` per warpgroup of 128 lanes, for 16-bit tensors
+                       (`gpu_wgmma` writes those kernels; this module picks their tiles)
     AMD CDNA gfx90a/gfx94x/gfx950   `v_mfma_f32_16x16x16_{bf16,f16}` (amdgpu.mfma), per wavefront of 64
     AMD RDNA3 gfx11xx  `v_wmma_f32_16x16x16_{bf16,f16}` (amdgpu.wmma), per wavefront of 32
     AMD RDNA4 gfx12xx  the same wmma with its own lane layout
