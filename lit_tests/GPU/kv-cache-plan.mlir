@@ -1,8 +1,9 @@
 // A decode step on the GPU targets: f32 causal attention with a runtime offset is one flash-attention
 // kernel over the whole (static) cache that stops at the position; no tensor of a runtime length
-// appears. The new K/V rows are written into the caches (updated in place: no out-param) by one
-// cache-update kernel per cache (gpu_cache_update.py), shared by K and V, which rebuilds the cache's
-// view at the position: no copy's address depends on it. Every kernel reads the position from the
+// appears. The new K/V rows are written into the caches (updated in place: no out-param) by a
+// cache-update kernel (gpu_cache_update.py), which rebuilds the cache's view at the position: no
+// copy's address depends on it. K's and V's are independent, so they are one launch
+// (launch_merging.py): K's blocks, then V's. Every kernel reads the position from the
 // entry point's scalar buffer (gpu_scalars.py: `scalars0+40` is word 5, argument 5), so no launch
 // parameter depends on it either. The plan bounds the position (8 rows - 1) so the cache update
 // cannot write outside the cache.
@@ -16,9 +17,9 @@
 // LINALG-NOT:     tensor<1x2x?x16xf32>
 // LINALG:         return
 
-// LOOPS-LABEL: gpu.func @decode_cache_update_0_kernel(
-// LOOPS-SAME:    known_block_size = array<i32: 32, 1, 1>, known_grid_size = array<i32: 1, 1, 1>
-// LOOPS:         memref.load %{{.*}}[%c0] : memref<1xi64>
+// LOOPS-LABEL: gpu.func @decode_merged_0_kernel(
+// LOOPS-SAME:    known_block_size = array<i32: 32, 1, 1>, known_grid_size = array<i32: 2, 1, 1>
+// LOOPS-COUNT-2: memref.load %{{.*}}[%c0{{.*}}] : memref<1xi64>
 // LOOPS:         %[[VIEW:.*]] = memref.subview %{{.*}}[0, 0, %{{.*}}, 0] [1, 2, 1, 16] [1, 1, 1, 1]
 // LOOPS:         %[[V:.*]] = memref.load %{{.*}} : memref<1x2x1x16xf32>
 // LOOPS:         memref.store %[[V]], %[[VIEW]]
@@ -27,12 +28,10 @@
 // LOOPS:         %[[SLOT:.*]] = memref.alloca() {kiln.scalar_slot} : memref<1xi64>
 // LOOPS:         %[[WORD:.*]] = arith.index_cast %arg5 : index to i64
 // LOOPS:         memref.store %[[WORD]], %[[SLOT]][%c0] : memref<1xi64>
-// LOOPS:         call @decode_cache_update_0(%arg1, %arg3, %[[SLOT]])
-// LOOPS:         call @decode_cache_update_0(%arg2, %arg4, %{{.*}})
+// LOOPS:         call @decode_merged_0(%[[SLOT]], %arg3, %arg1, %{{.*}}, %arg4, %arg2)
 
 // CHECK:      entry decode allocations
-// CHECK-NEXT: launch decode_cache_update_0_kernel grid [1, 1, 1] block [32, 1, 1] args scalars0+40 arg3+0 arg1+0 bound arg5<=7
-// CHECK-NEXT: launch decode_cache_update_0_kernel grid [1, 1, 1] block [32, 1, 1] args scalars0+40 arg4+0 arg2+0 bound arg5<=7
+// CHECK-NEXT: launch decode_merged_0_kernel grid [2, 1, 1] block [32, 1, 1] args scalars0+40 arg3+0 arg1+0 scalars0+40 arg4+0 arg2+0 bound arg5<=7 bound arg5<=7
 // The causal bound reads the position too; then q and both caches.
 // CHECK-NEXT: launch decode_dispatch_0_attention_kernel grid [2, 1, 1] block [32, 1, 1] args scalars0+40 arg0+0 arg3+0 arg4+0 alloc0+0
 // CHECK-NEXT: copy 256 bytes alloc0+0 -> result0+0

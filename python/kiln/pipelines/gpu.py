@@ -24,7 +24,8 @@ from mlir import ir
 from mlir.dialects.transform import interpreter
 
 from ..errors import KilnError
-from . import cpu, gpu_cache_update, gpu_flash, gpu_matvec, gpu_mma, gpu_reduction, gpu_scalars, schedules
+from . import (cpu, gpu_cache_update, gpu_flash, gpu_matvec, gpu_mma, gpu_reduction, gpu_scalars, launch_merging,
+               schedules)
 from .common import run_passes
 
 MAX_THREADS = 256  # threads per block
@@ -374,6 +375,7 @@ def make_loops(module: ir.Module) -> None:
     )
     gpu_mma.size_shared_memory(module)
     skip_masked_iterations(module)
+    launch_merging.merge_launches(module)
 
 
 def skip_masked_iterations(module: ir.Module) -> None:

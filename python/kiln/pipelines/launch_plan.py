@@ -208,7 +208,8 @@ def _bound_scalars(func, call, refs, constants, launched: list, here: str) -> No
         else:
             r = _scalar_ref(refs, operand, here)
         if r["scalar"] == "arg":
-            bounds.append([r["index"], hi])
+            if [r["index"], hi] not in bounds:  # (merged launches: each member bounds the same scalar)
+                bounds.append([r["index"], hi])
         elif not 0 <= r["value"] <= hi:
             raise KilnError(f"{here}: operand {arg} of @{ir.StringAttr(func.attributes['sym_name']).value} is "
                             f"{r['value']}, outside 0..{hi}")

@@ -1,0 +1,131 @@
+"""Independent launches side by side (`pipelines/launch_merging.py`): which consecutive launches
+merge (hazards through views of one allocation, block shapes, host ops between them), and merged
+programs on the emulated GPU against numpy on fresh random inputs."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+from mlir import ir
+
+import kiln
+from kiln.pipelines import launch_merging
+
+sys.path.insert(0, os.path.dirname(__file__))
+from gpu_emulation import emulated_device  # noqa: E402
+
+
+def _kernel(name: str, block: int, store: bool) -> str:
+    """A dispatch function and its kernel on a memref<64xf32>: it stores into it (`store`) or only
+    loads from it."""
+    body = ("%v = arith.constant 1.0 : f32\n memref.store %v, %arg0[%t] : memref<64xf32>" if store
+            else "%v = memref.load %arg0[%t] : memref<64xf32>")
+    return f"""
+  gpu.module @{name}_kernel {{
+    gpu.func @{name}_kernel(%arg0: memref<64xf32>) kernel attributes {{known_block_size = array<i32: {block}, 1, 1>, known_grid_size = array<i32: 2, 1, 1>}} {{
+      %t = gpu.thread_id x
+      {body}
+      gpu.return
+    }}
+  }}
+  func.func private @{name}(%arg0: memref<64xf32>) attributes {{kiln.dispatch, kiln.kernel_class = "elementwise"}} {{
+    %c1 = arith.constant 1 : index
+    %c2 = arith.constant 2 : index
+    %cb = arith.constant {block} : index
+    gpu.launch_func @{name}_kernel::@{name}_kernel blocks in (%c2, %c1, %c1) threads in (%cb, %c1, %c1) args(%arg0 : memref<64xf32>)
+    return
+  }}"""
+
+
+def _host(first: int, second: int, between: str = "") -> str:
+    """An entry point calling `read` on the 256 bytes at byte `first` of an allocation, then `write`
+    on those at byte `second` (`between`: host ops between the calls)."""
+    return f"""
+module attributes {{gpu.container_module}} {{
+  {_kernel("read", 32, False)}
+  {_kernel("write", 32, True)}
+  {_kernel("write_wide", 64, True)}
+  func.func @entry(%other: memref<64xf32>) {{
+    %c{first} = arith.constant {first} : index
+    %c{second}_ = arith.constant {second} : index
+    %alloc = memref.alloc() : memref<1024xi8>
+    %a = memref.view %alloc[%c{first}][] : memref<1024xi8> to memref<64xf32>
+    %b = memref.view %alloc[%c{second}_][] : memref<1024xi8> to memref<64xf32>
+    call @read(%a) : (memref<64xf32>) -> ()
+    {between}
+    call @write(%b) : (memref<64xf32>) -> ()
+    return
+  }}
+}}"""
+
+
+def _merged(text: str) -> tuple:
+    with ir.Context():
+        module = ir.Module.parse(text)
+        gone = launch_merging.merge_launches(module)
+        return gone, str(module)
+
+
+@pytest.mark.parametrize("first, second, merges", [(0, 256, True), (0, 128, False), (512, 0, True), (256, 0, True),
+                                                   (0, 252, False)])
+def test_a_write_merges_only_with_launches_that_do_not_touch_its_bytes(first, second, merges):
+    """A kernel writing bytes [second, second + 256) of an allocation merges with one reading
+    [first, first + 256) of it only when the ranges are disjoint."""
+    gone, text = _merged(_host(first, second))
+    assert gone == (1 if merges else 0)
+    assert ("call @entry_merged_0(" in text) == merges
+    assert ('kiln.kernel_class = "elementwise+elementwise"' in text) == merges
+    if merges:  # the members are gone; the merged kernel runs read's 2 blocks, then write's
+        assert "gpu.module @read_kernel" not in text and "known_grid_size = array<i32: 4, 1, 1>" in text
+
+
+@pytest.mark.parametrize("between, merges", [
+    ("%zero = arith.constant 0 : index", True),
+    ("memref.copy %other, %a : memref<64xf32> to memref<64xf32>", False),  # a host copy orders them
+    ("call @write_wide(%other) : (memref<64xf32>) -> ()", False),  # another block shape ends the run
+])
+def test_host_ops_between_launches(between, merges):
+    gone, text = _merged(_host(0, 256, between))
+    assert (gone >= 1) == merges, text
+
+
+def _run(text: str, inputs: list) -> tuple:
+    loops = kiln.compile(text, target="cuda", compile_to="loops")
+    program = kiln.runtime.load_artifact(kiln.compile(text, target="cuda"), emulated_device(loops))
+    return loops, program.f(*inputs)
+
+
+def test_independent_projections_run_as_one_launch(rng):
+    """k, v and a third projection of one position read x and write their own outputs: one launch of
+    their three kernels' blocks; SiLU(k) reads k's output: a launch after it. On the emulated GPU the
+    results are numpy's, for fresh random inputs."""
+    t = "tensor<1x96xf32>"
+    text = (f"func.func @f(%x: {t}, %wk: tensor<32x96xf32>, %wv: tensor<32x96xf32>, %wo: tensor<64x96xf32>) "
+            "-> (tensor<1x32xf32>, tensor<1x32xf32>, tensor<1x64xf32>) {\n"
+            f"  %k = transformer.linear %x, %wk : ({t}, tensor<32x96xf32>) -> tensor<1x32xf32>\n"
+            f"  %v = transformer.linear %x, %wv : ({t}, tensor<32x96xf32>) -> tensor<1x32xf32>\n"
+            f"  %o = transformer.linear %x, %wo : ({t}, tensor<64x96xf32>) -> tensor<1x64xf32>\n"
+            "  %s = transformer.silu %k : tensor<1x32xf32>\n"
+            "  return %s, %v, %o : tensor<1x32xf32>, tensor<1x32xf32>, tensor<1x64xf32>\n}")
+    x, wk, wv, wo = (rng.standard_normal(s).astype(np.float32) for s in ((1, 96), (32, 96), (32, 96), (64, 96)))
+    loops, (s, v, o) = _run(text, [x, wk, wv, wo])
+    assert loops.count("gpu.launch_func") == 2 and 'kiln.kernel_class = "contraction+contraction+contraction"' in loops
+    k = x.astype(np.float64) @ wk.T.astype(np.float64)
+    np.testing.assert_allclose(s, k / (1 + np.exp(-k)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(v, x.astype(np.float64) @ wv.T, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(o, x.astype(np.float64) @ wo.T, rtol=1e-5, atol=1e-5)
+
+
+def test_dependent_projections_stay_apart(rng):
+    """y = (x W1ᵀ) W2ᵀ: the second matvec reads what the first writes, so they stay two launches."""
+    text = ("func.func @f(%x: tensor<1x64xf32>, %w1: tensor<64x64xf32>, %w2: tensor<32x64xf32>) -> tensor<1x32xf32> {\n"
+            "  %h = transformer.linear %x, %w1 : (tensor<1x64xf32>, tensor<64x64xf32>) -> tensor<1x64xf32>\n"
+            "  %y = transformer.linear %h, %w2 : (tensor<1x64xf32>, tensor<32x64xf32>) -> tensor<1x32xf32>\n"
+            "  return %y : tensor<1x32xf32>\n}")
+    x, w1, w2 = (rng.standard_normal(s).astype(np.float32) for s in ((1, 64), (64, 64), (32, 64)))
+    loops, (y,) = _run(text, [x, w1, w2])
+    assert loops.count("gpu.launch_func") == 2 and "merged" not in loops
+    np.testing.assert_allclose(y, (x.astype(np.float64) @ w1.T) @ w2.T, rtol=1e-4, atol=1e-4)
