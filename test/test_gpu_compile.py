@@ -433,7 +433,7 @@ def test_emulated_decode_steps_update_the_kv_cache_in_place(rng):
         expected = ref.attention(q, np.repeat(kc, 2, axis=1), np.repeat(vc, 2, axis=1), causal=True, offset=pos)
         np.testing.assert_allclose(o, expected, rtol=2e-5, atol=2e-6)
     launches = len(device.gpu.launches)
-    with pytest.raises(KilnError, match="argument 5 is 8, but kernel decode_cache_update_0_kernel writes "
+    with pytest.raises(KilnError, match="argument 5 is 8, but kernel decode_merged_0_kernel writes "
                                         "outside its buffer past 7"):
         program.decode(q, k, v, bk, bv, 8)
     assert len(device.gpu.launches) == launches

@@ -31,7 +31,7 @@
 // LOOPS:         call @decode_merged_0(%[[SLOT]], %arg3, %arg1, %{{.*}}, %arg4, %arg2)
 
 // CHECK:      entry decode allocations
-// CHECK-NEXT: launch decode_merged_0_kernel grid [2, 1, 1] block [32, 1, 1] args scalars0+40 arg3+0 arg1+0 scalars0+40 arg4+0 arg2+0 bound arg5<=7 bound arg5<=7
+// CHECK-NEXT: launch decode_merged_0_kernel grid [2, 1, 1] block [32, 1, 1] args scalars0+40 arg3+0 arg1+0 scalars0+40 arg4+0 arg2+0 bound arg5<=7
 // The causal bound reads the position too; then q and both caches.
 // CHECK-NEXT: launch decode_dispatch_0_attention_kernel grid [2, 1, 1] block [32, 1, 1] args scalars0+40 arg0+0 arg3+0 arg4+0 alloc0+0
 // CHECK-NEXT: copy 256 bytes alloc0+0 -> result0+0
