@@ -341,7 +341,8 @@ def make_loops(module: ir.Module) -> None:
     into kernels of one gpu.module (`kernels`). KV-cache writes become kernels, and tensor-core,
     matvec, flash-attention and row-reduction kernels are written first (gpu_cache_update.py,
     gpu_mma.py, gpu_matvec.py, gpu_flash.py, gpu_reduction.py); then integer kernel operands are
-    passed through device memory (gpu_scalars.py)."""
+    passed through device memory (gpu_scalars.py). Last, neighbouring launches that do not depend on
+    each other become one (launch_merging.py)."""
     gpu_cache_update.build_kernels(module)
     gpu_mma.build_kernels(module, target_chip(module, ""))
     gpu_matvec.build_kernels(module)

@@ -20,6 +20,8 @@ When launches may merge (decided on the host code at the `loops` stage, after ou
     to an op that may write (anything other than loads and views);
   - only views, reshapes, constants and scalar slots (gpu_scalars.py) are between them on the host:
     the merged launch takes the place of the last one.
+Distinct arguments of an entry point are taken to be distinct buffers (as Kiln's runtime and models
+pass them).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from mlir import ir
 
 from . import gpu
 
+MAX_MEMBERS = 8  # launches per merged kernel: its code holds all of theirs
 _NEUTRAL_HOST_OPS = ("arith.constant", "arith.index_cast", "memref.view", "memref.expand_shape",
                      "memref.collapse_shape", "memref.cast", "memref.subview")
 _VIEW_OPS = ("memref.view", "memref.expand_shape", "memref.collapse_shape", "memref.cast", "memref.subview",
@@ -102,17 +105,30 @@ def merge_launches(module: ir.Module) -> int:
 
 def _drop_unused(module: ir.Module) -> None:
     """Dispatch functions no longer called, then kernels no longer launched."""
-    text = str(module)
-    called = set(re.findall(r"call @([\w$.-]+)\(", text))
+    def referenced(op_name: str, attribute: str) -> set:
+        found = set()
+
+        def visit(op):
+            for region in op.regions:
+                for block in region.blocks:
+                    for child in block.operations:
+                        if child.operation.name == op_name:
+                            found.add(str(child.attributes[attribute]).split("::")[0].lstrip("@"))
+                        visit(child)
+        for op in module.body.operations:
+            if op.operation.name == "func.func":
+                visit(op)
+        return found
+
+    called = referenced("func.call", "callee")
     for op in list(module.body.operations):
         if (op.operation.name == "func.func" and "kiln.dispatch" in op.attributes
                 and ir.StringAttr(op.attributes["sym_name"]).value not in called):
             op.operation.erase()
-    launched = set(re.findall(r"gpu\.launch_func\s+@([\w$.-]+)::", str(module)))
-    for name, _ in list(gpu.kernel_modules(module)):
-        if name not in launched:
-            next(op for op in module.body.operations if op.operation.name == "gpu.module"
-                 and ir.StringAttr(op.attributes["sym_name"]).value == name).operation.erase()
+    launched = referenced("gpu.launch_func", "kernel")
+    for op in list(module.body.operations):
+        if op.operation.name == "gpu.module" and ir.StringAttr(op.attributes["sym_name"]).value not in launched:
+            op.operation.erase()
 
 
 def _launch(call, funcs: dict, kernels: dict):
@@ -204,7 +220,7 @@ def _neutral(op) -> bool:
 def _joins(run: list, launch: _Launch) -> bool:
     """May `launch` join the run of launches before it?"""
     first = run[0]
-    if launch.block != first.block or len(run) >= 8:
+    if launch.block != first.block or len(run) >= MAX_MEMBERS:
         return False
     mine = [(_bytes(v), w) for v, w in zip(launch.operands, launch.written)]
     for other in run:
