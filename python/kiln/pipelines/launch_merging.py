@@ -78,13 +78,13 @@ def merge_launches(module: ir.Module) -> int:
                for name, body in gpu.kernel_modules(module) for f in body.operations if f.operation.name == "gpu.func"}
     funcs = {ir.StringAttr(op.attributes["sym_name"]).value: op
              for op in module.body.operations if op.operation.name == "func.func"}
-    merged, gone = {}, 0
+    merged, gone, mergeable = {}, 0, {}
     for func in list(funcs.values()):
         if "kiln.dispatch" in func.attributes or not func.regions[0].blocks:
             continue
         runs, run = [], []
         for op in list(func.regions[0].blocks[0].operations):
-            launch = _launch(op, funcs, kernels) if op.operation.name == "func.call" else None
+            launch = _launch(op, funcs, kernels, mergeable) if op.operation.name == "func.call" else None
             if launch is not None and run and _joins(run, launch):
                 run.append(launch)
             elif launch is not None:
@@ -131,9 +131,10 @@ def _drop_unused(module: ir.Module) -> None:
             op.operation.erase()
 
 
-def _launch(call, funcs: dict, kernels: dict):
+def _launch(call, funcs: dict, kernels: dict, mergeable: dict):
     """The _Launch of a host call, or None when it is not a call of a single-launch dispatch
-    function the merging can take (module doc)."""
+    function the merging can take (module doc). `mergeable` caches, per kernel, whether its code
+    can be merged."""
     callee = funcs.get(ir.FlatSymbolRefAttr(call.attributes["callee"]).value)
     if callee is None or "kiln.dispatch" not in callee.attributes or not callee.regions[0].blocks:
         return None
@@ -155,11 +156,14 @@ def _launch(call, funcs: dict, kernels: dict):
     func = kernels.get(kernel)
     if func is None or len(func.regions[0].blocks) != 1 or len(func.operation.parent.regions[0].blocks[0].operations) != 1:
         return None  # not one block, or other symbols beside it in its gpu.module
-    text = str(func)
-    header = text.split("\n", 1)[0]
-    if (any(s in text for s in ("gpu.grid_dim", "gpu.global_id")) or not _HEADER.match(header)
-            or text.count("gpu.return") != 1 or text.rstrip().rsplit("\n", 2)[-2].strip() != "gpu.return"):
-        return None  # it uses its grid's shape, has private attributions, or returns early
+    if kernel not in mergeable:
+        text = kernel_text(func)
+        # not when it uses its grid's shape, has private attributions, or returns early
+        mergeable[kernel] = not (any(s in text for s in ("gpu.grid_dim", "gpu.global_id"))
+                                 or not _HEADER.match(text.split("\n", 1)[0]) or text.count("gpu.return") != 1
+                                 or text.rstrip().rsplit("\n", 2)[-2].strip() != "gpu.return")
+    if not mergeable[kernel]:
+        return None
     positions, operands = [], []
     for v in launch.kernelOperands:
         if not isinstance(v.owner, ir.Block) and v.owner.operation.name == "memref.get_global":
@@ -180,6 +184,12 @@ def _launch(call, funcs: dict, kernels: dict):
     written = [_may_write(a) for a in func.regions[0].blocks[0].arguments[:len(operands)]]
     return _Launch(call, kernel, func, tuple(sizes[:3]), math.prod(sizes[:3]), tuple(sizes[3:]), shared, operands,
                    written, bounds)
+
+
+def kernel_text(func) -> str:
+    """A gpu.func's text, printed in its own scope (printing a nested op in the module's scope walks
+    the whole module: seconds per kernel for a model)."""
+    return func.operation.get_asm(use_local_scope=True)
 
 
 def _constant(value):
@@ -294,7 +304,7 @@ def _make_merged(module: ir.Module, run: list, number: int) -> str:
     name = f"{dispatch_name}_kernel"
     signature, bodies, attributions = [], [], []
     for j, m in enumerate(run):
-        text = _SSA.sub(lambda x: f"%m{j}_{x.group(1)}", str(m.func))
+        text = _SSA.sub(lambda x: f"%m{j}_{x.group(1)}", kernel_text(m.func))
         header, body = text.split("\n", 1)
         body = body.rstrip().rsplit("\n", 1)[0]  # without the closing brace
         lines = body.split("\n")
