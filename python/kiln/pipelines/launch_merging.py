@@ -321,8 +321,7 @@ def _make_merged(module: ir.Module, run: list, number: int) -> str:
             return (f"{x.group(1)} = affine.apply affine_map<(d0) -> (((d0 - {first}) floordiv {inner}) "
                     f"mod {m.grid[axis]})>(%bid)")
 
-        bodies.append(("\n".join(lines[:-1]), first))
-        bodies[-1] = (_BLOCK_ID.sub(block_id, bodies[-1][0]), first)
+        bodies.append((_BLOCK_ID.sub(block_id, "\n".join(lines[:-1])), first))  # without the gpu.return
     total = sum(m.blocks for m in run)
     workgroup = ""
     if attributions:
@@ -361,7 +360,9 @@ def _make_merged(module: ir.Module, run: list, number: int) -> str:
     args = ", ".join(f"%a{i}: {t}" for i, t in enumerate(types))
     shared = max(m.shared for m in run)
     classes = "+".join(_kernel_class(m) for m in run)
-    attributes = f'kiln.dispatch, kiln.kernel_class = "{classes}"' + (f", kiln.scalar_bounds = array<i64: {', '.join(map(str, bounds))}>" if bounds else "")
+    attributes = f'kiln.dispatch, kiln.kernel_class = "{classes}"'
+    if bounds:
+        attributes += f", kiln.scalar_bounds = array<i64: {', '.join(map(str, bounds))}>"
     dispatch = [f"func.func private @{dispatch_name}({args}) attributes {{{attributes}}} {{",
                 f"%blocks = arith.constant {total} : index", "%one = arith.constant 1 : index",
                 f"%bx = arith.constant {bx} : index", f"%by = arith.constant {by} : index",
