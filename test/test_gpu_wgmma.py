@@ -5,6 +5,7 @@ and the CUDA runtime's handling of sm_90a code."""
 
 from __future__ import annotations
 
+import ctypes.util
 import dataclasses
 import os
 import re
@@ -119,6 +120,38 @@ def test_wgmma_kernel_emulated(case, rng):
     c = _run_gemm_kernel(loops, kernel, inputs, exact.shape, numpy_dtype(c_type)).astype(np.float64)
     k = inputs[0].shape[-1]
     assert kernel.exchanges == np.prod(kernel.grid) * k // 16, "one exchange per wgmma: K / 16 per block"
+    if c_type == "f32":
+        np.testing.assert_allclose(c, exact, rtol=1e-5, atol=1e-6 * k * max(1.0, np.abs(exact).max()))
+    else:
+        half_ulp = 2.0 ** (-8 if c_type == "bf16" else -11)
+        assert (np.abs(c - exact) <= half_ulp * np.abs(exact) + 1e-5 * np.abs(exact).max()).all()
+
+
+HAS_CUDA = ctypes.util.find_library("cuda") is not None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA driver (libcuda) on this machine")
+@pytest.mark.parametrize("case", sorted(CASES) + ["matmul_1024_bf16"])
+def test_16bit_gemms_on_gpu(case, rng):
+    """The cases above (and a 1024³ bf16 matmul) compiled for the GPU present (an H100/H200 is
+    sm_90a: wgmma; others run them on mma.sync), fresh random inputs, against the float64 product,
+    with the tolerances of the emulated runs."""
+    try:
+        device = kiln.runtime.Device("cuda")
+    except KilnError as e:
+        pytest.skip(f"no usable cuda device: {e}")
+    if case == "matmul_1024_bf16":
+        text, c_type = _low_matmul("bf16", 1024, 1024, 1024), "bf16"
+        inputs, reference = [_low(rng, "bf16", 1024, 1024), _low(rng, "bf16", 1024, 1024)], (lambda a, b: a @ b)
+    else:
+        text, make_inputs, reference, c_type, _ = CASES[case]
+        inputs = make_inputs(rng)
+    program = kiln.compile(text, target="cuda", chip=device.gpu.chip, device=device)
+    (c,) = program.f(*inputs)
+    c = np.asarray(c).astype(np.float64)
+    exact = reference(*[x.astype(np.float64) for x in inputs])
+    k = inputs[0].shape[-1]
     if c_type == "f32":
         np.testing.assert_allclose(c, exact, rtol=1e-5, atol=1e-6 * k * max(1.0, np.abs(exact).max()))
     else:
