@@ -144,7 +144,7 @@ def _wgmma_exchange(m, table: str, descriptors: str) -> str:
     """An nvvm.wgmma.mma_async as: store this lane's descriptors and accumulators in the exchange
     tables, meet the block at the exchange barrier (whose action computes every warpgroup's
     product), build the result from this lane's row of table d."""
-    res, da, db, acc, n, acc_t = m.group(1), m.group(2), m.group(3), m.group(4), int(m.group(5)), m.group(8)
+    res, da, db, acc, acc_t = m.group(1), m.group(2), m.group(3), m.group(4), m.group(8)
     tag, fields = res[1:], int(m.group(5)) // 2
     lines = [f"memref.store {d}, %__xdesc[%__thread_id_x, {i}] : {descriptors}" for i, d in (("%__zero", da), ("%__one", db))]
     for e in range(fields):
