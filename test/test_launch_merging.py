@@ -82,6 +82,24 @@ def test_a_write_merges_only_with_launches_that_do_not_touch_its_bytes(first, se
         assert "gpu.module @read_kernel" not in text and "known_grid_size = array<i32: 4, 1, 1>" in text
 
 
+def test_buffers_the_tracing_cannot_name_are_taken_to_overlap():
+    """A view at a runtime offset may be anywhere in its allocation; a buffer from an op the tracing
+    does not know (memref.reinterpret_cast here) may be anywhere at all: a write there merges with
+    no neighbour."""
+    text = _host(0, 512).replace(
+        "%b = memref.view %alloc[%c512_][] : memref<1024xi8> to memref<64xf32>",
+        "%n = memref.dim %other, %c0x : memref<64xf32>\n"
+        "    %b = memref.view %alloc[%n][] : memref<1024xi8> to memref<64xf32>").replace(
+        "%alloc = memref.alloc()", "%c0x = arith.constant 0 : index\n    %alloc = memref.alloc()")
+    assert _merged(text)[0] == 0
+    text = _host(0, 512).replace(
+        "%b = memref.view %alloc[%c512_][] : memref<1024xi8> to memref<64xf32>",
+        "%b = memref.reinterpret_cast %other to offset: [0], sizes: [64], strides: [1] "
+        ": memref<64xf32> to memref<64xf32>")
+    assert _merged(text)[0] == 0
+    assert _merged(_host(0, 512))[0] == 1
+
+
 @pytest.mark.parametrize("between, merges", [
     ("%zero = arith.constant 0 : index", True),
     ("memref.copy %other, %a : memref<64xf32> to memref<64xf32>", False),  # a host copy orders them

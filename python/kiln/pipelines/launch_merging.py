@@ -45,6 +45,8 @@ _BLOCK_ID = re.compile(r"(%[\w$.-]+) = gpu\.block_id\s+([xyz])(?:\s+upper_bound\
 _HEADER = re.compile(r"gpu\.func @[\w$.-]+\((.*?)\)( workgroup\(.*?\))? kernel")
 _SSA = re.compile(r"%([\w$.-]+)")
 _AXES = "xyz"
+_FRESH = ("memref.alloc", "memref.alloca", "memref.get_global")  # host ops that make a buffer of their own
+_ANYWHERE = object()  # (see _bytes)
 
 
 @dataclasses.dataclass
@@ -244,21 +246,24 @@ def _joins(run: list, launch: _Launch) -> bool:
 
 def _bytes(value) -> tuple:
     """(buffer, first byte, end byte) of a host memref value: its allocation or argument through
-    views and reshapes; end None when unknown (the whole buffer from there)."""
+    views and reshapes; end None when unknown (the whole buffer from there); buffer _ANYWHERE when
+    the value comes from an op the tracing does not know (it may overlap anything)."""
     if isinstance(value, _Global):
         return value, 0, None
     offset = 0
     end = _size(value.type)
     while not isinstance(value.owner, ir.Block):
         op = value.owner
-        if op.operation.name == "memref.view" and _constant(op.operands[1]) is not None:
-            offset += _constant(op.operands[1])
-        elif op.operation.name in ("memref.expand_shape", "memref.collapse_shape", "memref.cast"):
-            pass
-        elif op.operation.name == "memref.subview":
-            end = None  # somewhere in its source
-        else:
+        name = op.operation.name
+        if name == "memref.view":
+            at = _constant(op.operands[1])
+            offset, end = (offset + at, end) if at is not None else (0, None)
+        elif name == "memref.subview":
+            end = None  # somewhere in its source, past the offset so far
+        elif name in _FRESH:
             break
+        elif name not in ("memref.expand_shape", "memref.collapse_shape", "memref.cast"):
+            return _ANYWHERE, 0, None
         value = op.operands[0]
     return value, offset, None if end is None else offset + end
 
@@ -273,6 +278,8 @@ def _size(t) -> int | None:
 
 def _overlap(a: tuple, b: tuple) -> bool:
     (ba, la, ea), (bb, lb, eb) = a, b
+    if ba is _ANYWHERE or bb is _ANYWHERE:
+        return True
     if ba != bb:
         return False
     if ea is None or eb is None:
