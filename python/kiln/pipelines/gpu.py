@@ -146,7 +146,7 @@ def _mask_dynamic_causal_attention(module: ir.Module) -> None:
     found = []
     for op in module.body.operations:
         if op.operation.name == "func.func":
-            _walk(op, lambda o: found.append(o) if o.operation.name == "transformer.attention" else None)
+            walk_ops(op, lambda o: found.append(o) if o.operation.name == "transformer.attention" else None)
     for op in found:
         seg = list(ir.DenseI32ArrayAttr(op.attributes["operandSegmentSizes"]))
         q, k, v = op.operands[0], op.operands[1], op.operands[2]
@@ -392,7 +392,7 @@ def skip_masked_iterations(module: ir.Module) -> None:
     loops = []
     for _, body in kernel_modules(module):
         for op in body.operations:
-            _walk(op, lambda o: loops.append(o) if o.operation.name == "scf.for" else None)
+            walk_ops(op, lambda o: loops.append(o) if o.operation.name == "scf.for" else None)
     for loop in loops:
         bound = _masked_bound(loop)
         if bound is None:
@@ -462,12 +462,13 @@ def extern_dynamic_shared_memory(module: ir.Module) -> None:
                 op.attributes["alignment"] = ir.IntegerAttr.get(ir.IntegerType.get_signless(64), 1024)
 
 
-def _walk(op, fn) -> None:
+def walk_ops(op, fn) -> None:
+    """Calls fn on every op nested in `op`, outer ones first."""
     for region in op.regions:
         for block in region.blocks:
             for child in block.operations:
                 fn(child)
-                _walk(child, fn)
+                walk_ops(child, fn)
 
 
 def uses_math(module: ir.Module) -> bool:
@@ -475,7 +476,7 @@ def uses_math(module: ir.Module) -> bool:
     found = []
     for _, body in kernel_modules(module):
         for op in body.operations:
-            _walk(op, lambda o: found.append(o) if o.operation.name.startswith("math.") else None)
+            walk_ops(op, lambda o: found.append(o) if o.operation.name.startswith("math.") else None)
     return bool(found)
 
 
@@ -493,7 +494,7 @@ def expand_erf(module: ir.Module) -> None:
     erfs = []
     for _, body in kernel_modules(module):
         for op in body.operations:
-            _walk(op, lambda o: erfs.append(o) if o.operation.name == "math.erf" else None)
+            walk_ops(op, lambda o: erfs.append(o) if o.operation.name == "math.erf" else None)
     for op in erfs:
         x = op.operands[0]
         t_ = x.type

@@ -109,17 +109,10 @@ def _drop_unused(module: ir.Module) -> None:
     """Dispatch functions no longer called, then kernels no longer launched."""
     def referenced(op_name: str, attribute: str) -> set:
         found = set()
-
-        def visit(op):
-            for region in op.regions:
-                for block in region.blocks:
-                    for child in block.operations:
-                        if child.operation.name == op_name:
-                            found.add(str(child.attributes[attribute]).split("::")[0].lstrip("@"))
-                        visit(child)
         for op in module.body.operations:
             if op.operation.name == "func.func":
-                visit(op)
+                gpu.walk_ops(op, lambda o: found.add(str(o.attributes[attribute]).split("::")[0].lstrip("@"))
+                             if o.operation.name == op_name else None)
         return found
 
     called = referenced("func.call", "callee")
@@ -159,7 +152,7 @@ def _launch(call, funcs: dict, kernels: dict, mergeable: dict):
     if func is None or len(func.regions[0].blocks) != 1 or len(func.operation.parent.regions[0].blocks[0].operations) != 1:
         return None  # not one block, or other symbols beside it in its gpu.module
     if kernel not in mergeable:
-        text = kernel_text(func)
+        text = _printed(func)
         # not when it uses its grid's shape, has private attributions, or returns early
         mergeable[kernel] = not (any(s in text for s in ("gpu.grid_dim", "gpu.global_id"))
                                  or not _HEADER.match(text.split("\n", 1)[0]) or text.count("gpu.return") != 1
@@ -188,7 +181,7 @@ def _launch(call, funcs: dict, kernels: dict, mergeable: dict):
                    written, bounds)
 
 
-def kernel_text(func) -> str:
+def _printed(func) -> str:
     """A gpu.func's text, printed in its own scope (printing a nested op in the module's scope walks
     the whole module: seconds per kernel for a model)."""
     return func.operation.get_asm(use_local_scope=True)
@@ -311,7 +304,7 @@ def _make_merged(module: ir.Module, run: list, number: int) -> str:
     name = f"{dispatch_name}_kernel"
     signature, bodies, attributions = [], [], []
     for j, m in enumerate(run):
-        text = _SSA.sub(lambda x: f"%m{j}_{x.group(1)}", kernel_text(m.func))
+        text = _SSA.sub(lambda x: f"%m{j}_{x.group(1)}", _printed(m.func))
         header, body = text.split("\n", 1)
         body = body.rstrip().rsplit("\n", 1)[0]  # without the closing brace
         lines = body.split("\n")
