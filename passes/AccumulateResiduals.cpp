@@ -10,6 +10,8 @@
 
 #include "passes/Passes.h"
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Linalg/IR/LinalgInterfaces.h"
 #include "mlir/IR/Dominance.h"
 #include "mlir/IR/Matchers.h"
@@ -40,11 +42,25 @@ bool isElementwiseAdd(linalg::GenericOp op) {
   return (add.getLhs() == a && add.getRhs() == b) || (add.getLhs() == b && add.getRhs() == a);
 }
 
-/// The zero-filled accumulator of `value`'s defining contraction when it has no other use.
+/// Does `op` only add terms to its accumulator: reduction loops, and a body yielding
+/// `out + term` (or `term + out`) with `out` used nowhere else? A linear over quantized blocks is
+/// such a sum, though not a contraction.
+bool sumsIntoAccumulator(linalg::LinalgOp op) {
+  auto generic = dyn_cast<linalg::GenericOp>(op.getOperation());
+  if (!generic || generic.getNumReductionLoops() == 0 || generic.getNumDpsInits() != 1)
+    return false;
+  Block &body = generic.getRegion().front();
+  BlockArgument out = body.getArguments().back();
+  auto add = body.getTerminator()->getOperand(0).getDefiningOp<arith::AddFOp>();
+  return add && out.hasOneUse() && (add.getLhs() == out || add.getRhs() == out);
+}
+
+/// The zero-filled accumulator of `value`'s defining contraction (or sum, `sumsIntoAccumulator`)
+/// when it has no other use.
 OpOperand *zeroStartedAccumulator(Value value) {
   auto contraction = value.getDefiningOp<linalg::LinalgOp>();
   if (!contraction || !value.hasOneUse() || contraction->getNumResults() != 1 ||
-      !linalg::isaContractionOpInterface(contraction))
+      !(linalg::isaContractionOpInterface(contraction) || sumsIntoAccumulator(contraction)))
     return nullptr;
   OpOperand *init = contraction.getDpsInitOperand(0);
   auto fill = init->get().getDefiningOp<linalg::FillOp>();

@@ -6,13 +6,16 @@
 // fuses such a producer into every matvec that reads it (cloning it for each),
 // so the matvec recomputes the vector as it reads it: one launch instead of
 // two, for a little arithmetic per output row. kiln-fuse-elementwise never
-// does this (on a CPU, the recompute per output column is the cost).
+// does this (on a CPU, the recompute per output column is the cost). A linear
+// over quantized blocks reads its vector through a tensor.expand_shape
+// ([.., K] -> [.., K/32, 2, 16]): the producer is expanded to that shape first.
 //
 //===----------------------------------------------------------------------===//
 
 #include "passes/Passes.h"
 
 #include "mlir/Dialect/Linalg/Transforms/Transforms.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/Interfaces/FunctionInterfaces.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 
@@ -39,12 +42,13 @@ bool isPlainElementwise(linalg::GenericOp op) {
   return true;
 }
 
-/// Does `consumer` read `operand` as a matvec reads its vector: a static contraction-shaped op
-/// (one reduction loop) whose map for the operand keeps the reduction loop but drops the output's
-/// innermost (column) loop, so the operand is read once per output column, with at most `maxRows`
-/// rows?
+/// Does `consumer` read `operand` as a matvec reads its vector: a static op with reduction loops
+/// (one for x · Wᵀ; two or three for a linear over quantized blocks, whose vector is viewed as
+/// [.., block, (half,) j] and may be read at a constant half) whose map for the operand reads a
+/// reduction loop but drops the output's innermost (column) loop, so the operand is read once per
+/// output column, with at most `maxRows` rows?
 bool readsAsMatvecVector(linalg::GenericOp consumer, OpOperand &operand, int64_t maxRows) {
-  if (!consumer.hasPureTensorSemantics() || consumer.getNumReductionLoops() != 1 ||
+  if (!consumer.hasPureTensorSemantics() || consumer.getNumReductionLoops() == 0 ||
       consumer.getNumDpsInits() != 1 || !consumer.isDpsInput(&operand))
     return false;
   SmallVector<int64_t> ranges = consumer.getStaticLoopRanges();
@@ -53,18 +57,33 @@ bool readsAsMatvecVector(linalg::GenericOp consumer, OpOperand &operand, int64_t
   AffineMap map = consumer.getMatchingIndexingMap(&operand);
   AffineMap outMap = consumer.getMatchingIndexingMap(consumer.getDpsInitOperand(0));
   auto column = outMap.getNumResults() ? dyn_cast<AffineDimExpr>(outMap.getResults().back()) : nullptr;
-  if (!map.isProjectedPermutation() || !column || map.isFunctionOfDim(column.getPosition()))
+  if (!column || map.isFunctionOfDim(column.getPosition()) ||
+      !llvm::all_of(map.getResults(), [](AffineExpr e) { return isa<AffineDimExpr, AffineConstantExpr>(e); }))
     return false;
   SmallVector<utils::IteratorType> kinds = consumer.getIteratorTypesArray();
   bool readsReduction = false;
   int64_t rows = 1;
   for (unsigned d = 0; d < ranges.size(); ++d) {
     if (kinds[d] == utils::IteratorType::reduction)
-      readsReduction = map.isFunctionOfDim(d);
+      readsReduction |= map.isFunctionOfDim(d);
     else if (map.isFunctionOfDim(d))
       rows *= ranges[d];
   }
   return readsReduction && rows <= maxRows;
+}
+
+/// Is `reshaped` (a tensor.expand_shape's source operand) the result of a plain elementwise op
+/// that every user of the expand_shape reads as a matvec vector? Then the elementwise op is
+/// expanded to the reshaped shape (linalg's fold-reshape-by-expansion) and can be fused.
+bool expandsMatvecVector(OpOperand *reshaped, int64_t maxRows) {
+  auto reshape = dyn_cast<tensor::ExpandShapeOp>(reshaped->getOwner());
+  auto producer = reshaped->get().getDefiningOp<linalg::GenericOp>();
+  if (!reshape || !producer || !isPlainElementwise(producer) || reshape->use_empty())
+    return false;
+  return llvm::all_of(reshape->getUses(), [&](OpOperand &use) {
+    auto consumer = dyn_cast<linalg::GenericOp>(use.getOwner());
+    return consumer && readsAsMatvecVector(consumer, use, maxRows);
+  });
 }
 
 struct FuseProducerIntoMatvec : OpRewritePattern<linalg::GenericOp> {
@@ -102,6 +121,9 @@ struct FuseIntoMatvecs : kiln::impl::FuseIntoMatvecsBase<FuseIntoMatvecs> {
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     patterns.add<FuseProducerIntoMatvec>(&getContext(), maxRows);
+    int64_t rows = maxRows;
+    linalg::populateFoldReshapeOpsByExpansionPatterns(
+        patterns, [rows](OpOperand *operand) { return expandsMatvecVector(operand, rows); });
     if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
       signalPassFailure();
   }

@@ -58,7 +58,7 @@ def compile_model(
     With `quantized_weights`, linear weights a GGUF file stores as Q4_0/Q4_1/Q8_0 blocks are read as
     stored by decode steps (and a prefill's output head), dequantized inside the kernels: 4.5-8.5
     bits per weight read instead of 32, with the same float32 values (prefill GEMMs use float32
-    copies). Off, every weight is dequantized to float32 at load. CPU target only, for now.
+    copies). Off, every weight is dequantized to float32 at load.
     """
     if COMPILER_MISSING:
         raise KilnError(COMPILER_MISSING)
@@ -134,10 +134,10 @@ def model_ir(model: str, max_seq_len: Optional[int] = None, prefill_chunk: int =
 
 
 def _weight_layout(target: str, quantized_weights: bool) -> dict:
-    """How a target's kernels read linear weights: on the CPU, GGUF blocks as stored (decode) and
-    panels packed once at load (prefill GEMMs, see models.graph.panel_params); GPUs, whose schedules
-    for either are not written yet, read plain float32 weights."""
-    return {"quantized_weights": bool(quantized_weights) and target == "cpu", "panel_weights": target == "cpu"}
+    """How a target's kernels read linear weights: GGUF blocks as stored by decode steps (on GPUs,
+    `gpu_matvec`'s dequantized matvec: a warp per row of blocks), and on the CPU, panels packed once
+    at load for prefill GEMMs (models.graph.panel_params; GPU GEMMs read W[N, K] as it is)."""
+    return {"quantized_weights": bool(quantized_weights), "panel_weights": target == "cpu"}
 
 
 def load(path: str, device=None, checkpoint: Optional[str] = None):

@@ -136,8 +136,42 @@ def make_linalg(module: ir.Module) -> None:
 
     shared(module, "transformer-to-linalg{"
            f"flash-kv-tile={cpu.FLASH_KV_TILE} flash-query-rows={cpu.FLASH_QUERY_ROWS}}}")
+    read_slices_in_place(module)
     run_passes(module, "func.func(kiln-accumulate-residuals),canonicalize,cse,"
                f"func.func(kiln-fuse-into-matvecs{{max-rows={gpu_matvec.MAX_ROWS}}}),canonicalize,cse", "linalg")
+
+
+def read_slices_in_place(module: ir.Module) -> None:
+    """A linalg.generic input that is a rank-reducing tensor.extract_slice at a static position
+    (dropped unit dims at constant offsets, the others whole) is read from the sliced tensor
+    instead, through an indexing map with those constants: the halves of x a dequantized linear
+    reads (TransformerToLinalg) would otherwise be strided views a kernel boundary copies into
+    contiguous buffers, a host copy per row on GPUs."""
+    def fold(op):
+        if op.name != "linalg.generic":
+            return
+        maps = list(ir.ArrayAttr(op.attributes["indexing_maps"]))
+        n_in = len(maps) - len(op.results)
+        for i, v in enumerate(list(op.operands)[:n_in]):
+            slice_op = v.owner if isinstance(v, ir.OpResult) else None
+            if slice_op is None or slice_op.name != "tensor.extract_slice" or len(slice_op.operands) != 1:
+                continue
+            source_t, result_t = ir.RankedTensorType(slice_op.operands[0].type), ir.RankedTensorType(v.type)
+            offsets, sizes, strides = (list(ir.DenseI64ArrayAttr(slice_op.attributes[f"static_{x}"]))
+                                       for x in ("offsets", "sizes", "strides"))
+            kept = [d for d in range(source_t.rank) if sizes[d] != 1 or source_t.shape[d] == 1]
+            if (set(strides) != {1} or len(kept) != result_t.rank
+                    or any(offsets[d] or sizes[d] != source_t.shape[d] for d in kept)):
+                continue
+            old = ir.AffineMapAttr(maps[i]).value
+            results, kept_results = [], iter(old.results)
+            for d in range(source_t.rank):
+                results.append(next(kept_results) if d in kept else ir.AffineConstantExpr.get(offsets[d]))
+            maps[i] = ir.AffineMapAttr.get(ir.AffineMap.get(old.n_dims, old.n_symbols, results))
+            op.operands[i] = slice_op.operands[0]
+        op.attributes["indexing_maps"] = ir.ArrayAttr.get(maps)
+
+    walk_ops(module.operation, fold)
 
 
 def _mask_dynamic_causal_attention(module: ir.Module) -> None:

@@ -30,6 +30,9 @@ The kernel is marked at the `tiled` stage (`mark`: not tiled there) and written 
 
 from __future__ import annotations
 
+import itertools
+from typing import NamedTuple
+
 from mlir import ir
 
 from ..errors import KilnError
@@ -46,6 +49,9 @@ def warps_per_block(kernel: schedules.Kernel, func, precision: str) -> int:
     """Rows of W per block when `kernel` gets this schedule, else 0: a matvec (`_matvec_root`) with
     at most two batch dims wider than 1, m <= MAX_ROWS rows of x and K a multiple of 4; with a
     bf16/f16 `precision`, one whose product is a multiplication (the kernel rounds its factors)."""
+    if _dequantized_root(kernel, func) is not None:
+        n = kernel.loop_ranges[-1 - _reductions(kernel)]
+        return next(w for w in (4, 2, 1) if n % w == 0)
     root = _matvec_root(kernel, func)
     if root is None:
         return 0
@@ -106,9 +112,42 @@ def round_fused_product(kernel: schedules.Kernel, func, precision: str) -> bool:
     return True
 
 
-def _product(root):
+def _dequantized_root(kernel: schedules.Kernel, func):
+    """The root of a decode-step linear over block-quantized weights, else None: loops [b.., n,
+    block, (half,) j] (`schedules.is_dequantized_matvec`: j the 16 values one step expands), at most
+    two batch dims wider than 1, a root adding to its f32 output [b.., n] (zero-filled in the kernel
+    or before it) a term computed by integer and float arith/math (`_product`) from operands indexed
+    by plain loops, j innermost where it indexes one."""
+    if not schedules.is_dequantized_matvec(kernel):
+        return None
+    ranges = kernel.loop_ranges
+    nb = len(ranges) - 1 - _reductions(kernel)
+    ops = list(func.regions[0].blocks[0].operations)
+    names = [o.operation.name for o in ops]
+    if set(names) - _FUNC or names.count("linalg.generic") != 1 or names.count("linalg.fill") > 1:
+        return None
+    if sum(1 for r in ranges[:nb] if r > 1) > 2:
+        return None
+    root = next(o for o in ops if "kiln.root" in o.attributes)
+    maps = [_dims(m, constants=True) for m in ir.ArrayAttr(root.attributes["indexing_maps"])]
+    if any(d is None for d in maps) or maps[-1] != list(range(nb + 1)) or _product(root, f32_only=False) is None:
+        return None
+    j = len(ranges) - 1
+    if any(j in d and d[-1] != j for d in maps[:-1]):
+        return None
+    if not isinstance(ir.ShapedType(root.operands[-1].type).element_type, ir.F32Type):
+        return None
+    return root
+
+
+def _reductions(kernel: schedules.Kernel) -> int:
+    return len(kernel.iterator_types) - len(kernel.iterator_types.rstrip("r"))
+
+
+def _product(root, f32_only: bool = True):
     """The value the body adds to the output (`out + p` or `p + out`, `out` used nowhere else) when
-    every other op is f32 arith/math with one result and no regions; else None."""
+    every other op is arith/math with one result and no regions, on f32 block arguments only with
+    `f32_only`; else None."""
     body = root.regions[0].blocks[0]
     ops = list(body.operations)
     out = body.arguments[len(body.arguments) - 1]
@@ -121,7 +160,7 @@ def _product(root):
         if (op.name.split(".")[0] not in ("arith", "math") or len(op.results) != 1 or len(op.regions)
                 or out in list(op.operands) or "index" in str(op.result.type)):
             return None
-    if any(str(a.type) != "f32" for a in body.arguments):
+    if f32_only and any(str(a.type) != "f32" for a in body.arguments):
         return None
     product = operands[1] if operands[0] == out else operands[0]
     return None if isinstance(product.owner, ir.Block) else product
@@ -146,44 +185,68 @@ def build_kernels(module: ir.Module) -> list:
     done, precision = [], module_precision(module)
     for op in marked_functions(module, MATVEC_ATTR):
         name = ir.StringAttr(op.attributes["sym_name"]).value
-        replace_function(op, _kernel_text(op, name, ir.IntegerAttr(op.attributes[MATVEC_ATTR]).value, precision))
+        warps = ir.IntegerAttr(op.attributes[MATVEC_ATTR]).value
+        dequantized = ir.StringAttr(op.attributes["kiln.iterator_types"]).value.endswith("rr")
+        replace_function(op, _dequantized_kernel_text(op, name, warps) if dequantized
+                         else _kernel_text(op, name, warps, precision))
         done.append(name)
     return done
 
 
-def _dims(amap_attr):
-    """The loop of each result of an indexing map (None unless every result is a plain loop)."""
+class Constant(NamedTuple):
+    """An indexing map's constant result (`_dims(..., constants=True)`)."""
+
+    value: int
+
+
+def _dims(amap_attr, constants: bool = False):
+    """The loop of each result of an indexing map, or with `constants` a `Constant` for a constant
+    result (None unless every result is one of those)."""
     dims = []
     for e in ir.AffineMapAttr(amap_attr).value.results:
         e = e.maybe_downcast()
-        if not isinstance(e, ir.AffineDimExpr):
+        if isinstance(e, ir.AffineDimExpr):
+            dims.append(e.position)
+        elif constants and isinstance(e, ir.AffineConstantExpr):
+            dims.append(Constant(e.value))
+        else:
             return None
-        dims.append(e.position)
     return dims
 
 
 def _alignment(memref_type) -> int:
-    """16 where every row of the buffer starts 16-byte aligned (dense, no offset), else 4."""
+    """The byte alignment of a vector load starting at a multiple of 16 bytes along a row of the
+    buffer: 16 where every row starts 16-byte aligned (static offset and strides), else the
+    element's size."""
     t = ir.MemRefType(memref_type)
     strides, offset = t.get_strides_and_offset()
     if strides[-1] != 1:
         raise KilnError(f"the matvec schedule needs unit-stride rows, got a buffer {t}")
-    return 16 if offset == 0 and all(s % VECTOR == 0 for s in strides[:-1]) else 4
+    size = max(1, t.element_type.width // 8)
+    dynamic = ir.ShapedType.get_dynamic_stride_or_offset()
+    aligned = offset != dynamic and all(x != dynamic and x * size % 16 == 0 for x in (offset, *strides[:-1]))
+    return 16 if aligned else size
 
 
-def _kernel_text(func, name: str, warps: int, precision: str = "f32") -> str:
+def _linear_parts(func, name: str) -> tuple:
+    """(root, its operands' argument numbers, the argument types, the fill value or None: the sum
+    is added to what the output holds, filled by an earlier kernel)."""
     block = func.regions[0].blocks[0]
     ops = list(block.operations)
     root = next(o for o in ops if "kiln.root" in o.attributes)
     fill = next((o for o in ops if o.operation.name == "linalg.fill"), None)
     what = f"kernel {name} has the matvec schedule but an operand of its linear"
     args = [kernel_argument(v, block, what) for v in root.operands]
-    out_arg = args[-1]
-    if fill is not None and kernel_argument(fill.operands[1], block, what) != out_arg:
+    if fill is not None and kernel_argument(fill.operands[1], block, what) != args[-1]:
         raise KilnError(f"stage 'loops': kernel {name}: the fill does not initialize the linear's output")
-    # The sum is added to the fill value, or to what the output holds (filled by an earlier kernel).
     init = None if fill is None else ir.FloatAttr(fill.operands[0].owner.attributes["value"]).value
-    types = [str(a.type) for a in block.arguments]
+    return root, args, [str(a.type) for a in block.arguments], init
+
+
+def _kernel_text(func, name: str, warps: int, precision: str = "f32") -> str:
+    block = func.regions[0].blocks[0]
+    root, args, types, init = _linear_parts(func, name)
+    out_arg = args[-1]
     maps = [_dims(m) for m in ir.ArrayAttr(root.attributes["indexing_maps"])]
     ranges = list(ir.DenseI64ArrayAttr(func.attributes["kiln.loop_ranges"]))
     nb = len(ranges) - 3
@@ -244,10 +307,10 @@ def _kernel_text(func, name: str, warps: int, precision: str = "f32") -> str:
             res = f"%e{i}_{o}"
             if any(rows[i][v][1] for v in op.operands):  # on the lanes' vectors, in the K loop
                 operands = [vector_operand(i, v, f"{o}_{p}") for p, v in enumerate(op.operands)]
-                inside.append("      " + _generic_text(op, res, operands, True))
+                inside.append("      " + _generic_text(op, res, operands, VECTOR))
                 rows[i][op.result] = (res, True)
             else:  # row-invariant: once per row, before the loop
-                before.append("    " + _generic_text(op, res, [rows[i][v][0] for v in op.operands], False))
+                before.append("    " + _generic_text(op, res, [rows[i][v][0] for v in op.operands], 0))
                 rows[i][op.result] = (res, False)
     rounded = {}  # vector -> its value rounded to `precision` (W's, shared by the rows, once)
 
@@ -281,10 +344,22 @@ def _kernel_text(func, name: str, warps: int, precision: str = "f32") -> str:
         f"      scf.yield {', '.join(f'%s{i}' for i in range(m))} : {', '.join([vec] * m)}",
         "    }",
     ]
-    totals = []
-    for i in range(m):
+    c(0)
+    outputs = [(f"%acc#{i}", f"%arg{out_arg}[{index(maps[-1], i)}] : {types[out_arg]}") for i in range(m)]
+    lines += _sum_lanes_and_store(outputs, vec, init, len(grid))
+    header = constant_lines(constants, (16, 8, 4, 2, 1)) + header
+    header.append(f"%zero = arith.constant dense<0.0> : {vec}")
+    return _function_text(name, types, header, init, lines)
+
+
+def _sum_lanes_and_store(outputs: list, vec: str, init, grid_dims: int) -> list:
+    """The end of a matvec kernel, in its thread forall: each (accumulator vector, output element)
+    of `outputs` summed over the vector, then over the warp's lanes (a butterfly of shuffles), and
+    lane 0 adds it to `init` (None: to what the output holds) and stores it; the foralls closed."""
+    lines, totals = [], []
+    for i, (acc, _) in enumerate(outputs):
         total = f"%r{i}_0"
-        lines.append(f"    {total} = vector.reduction <add>, %acc#{i} : {vec} into f32")
+        lines.append(f"    {total} = vector.reduction <add>, {acc} : {vec} into f32")
         for step, offset in enumerate((16, 8, 4, 2, 1), start=1):
             lines += [
                 f"    %sh{i}_{step}, %ok{i}_{step} = gpu.shuffle xor {total}, %o{offset}, %width : f32",
@@ -292,38 +367,138 @@ def _kernel_text(func, name: str, warps: int, precision: str = "f32") -> str:
             ]
             total = f"%r{i}_{step}"
         totals.append(total)
-    lines.append(f"    %first = arith.cmpi eq, %lane, {c(0)} : index")
+    lines.append("    %first = arith.cmpi eq, %lane, %c0 : index")
     lines.append("    scf.if %first {")
-    for i, total in enumerate(totals):
-        out = f"%arg{out_arg}[{index(maps[-1], i)}] : {types[out_arg]}"
+    for i, ((_, out), total) in enumerate(zip(outputs, totals)):
         start = "%init"
         if init is None:
             start = f"%init{i}"
             lines.append(f"      {start} = memref.load {out}")
         lines += [f"      %y{i} = arith.addf {start}, {total} : f32", f"      memref.store %y{i}, {out}"]
-    lines += [
+    return lines + [
         "    }",
         "  } {mapping = [#gpu.thread<x>]}",
-        f"}} {{mapping = [{', '.join(f'#gpu.block<{a}>' for a in reversed('xyz'[:len(grid)]))}]}}",
+        f"}} {{mapping = [{', '.join(f'#gpu.block<{a}>' for a in reversed('xyz'[:grid_dims]))}]}}",
         "return",
     ]
-    header = constant_lines(constants, (16, 8, 4, 2, 1)) + header
-    header.append(f"%zero = arith.constant dense<0.0> : {vec}")
+
+
+def _function_text(name: str, types: list, header: list, init, lines: list) -> str:
     if init is not None:
-        header.append(f"%init = arith.constant {f32_literal(init)} : f32")
+        header = header + [f"%init = arith.constant {f32_literal(init)} : f32"]
     arg_list = ", ".join(f"%arg{i}: {t}" for i, t in enumerate(types))
     return "\n".join([f"func.func private @{name}({arg_list}) {{", *header, *lines, "}"])
 
 
-def _generic_text(op, result: str, operands: list, vector: bool) -> str:
-    """`op` (one scalar result) in MLIR's generic form on `operands`, on VECTOR-wide vectors of its
-    operand and result types when `vector`."""
+def _dequantized_kernel_text(func, name: str, warps: int) -> str:
+    """A decode-step linear over block-quantized weights (`_dequantized_root`), loops [b.., n, block,
+    (half,) j]: a warp per row n of W, lane l expanding blocks l, l + 32, ... (one 16-byte load of
+    a block's data per half, its scale and min) and evaluating the root's body on vectors along j;
+    the half loop (q8_0's two 16-byte halves) is unrolled. Operands indexed by neither block nor
+    j are read once per row, before the loop."""
+    root, args, types, init = _linear_parts(func, name)
+    arguments = func.regions[0].blocks[0].arguments
+    maps = [_dims(m, constants=True) for m in ir.ArrayAttr(root.attributes["indexing_maps"])]
+    ranges = list(ir.DenseI64ArrayAttr(func.attributes["kiln.loop_ranges"]))
+    kinds = ir.StringAttr(func.attributes["kiln.iterator_types"]).value
+    j = len(ranges) - 1
+    nb = len(kinds.rstrip("r")) - 1  # batch loops before n
+    blk, halves = nb + 1, list(range(nb + 2, j))
+    width = ranges[j]
+    batch = [d for d in range(nb) if ranges[d] > 1]
+    grid = [ranges[d] for d in batch] + [ranges[nb] // warps]
+    gids = [f"%g{i}" for i in range(len(grid))]
+    constants = {0, ranges[blk], WARP}
+    vec = f"vector<{width}xf32>"
+    before, inside, memo = [], [], {}
+
+    def emit(where: list, indent: str, text: str) -> str:
+        """`text`'s value (once: equal expressions are one SSA value)."""
+        if text not in memo:
+            memo[text] = f"%q{len(memo)}"
+            where.append(f"{indent}{memo[text]} = {text}")
+        return memo[text]
+
+    body = root.regions[0].blocks[0]
+    term = _product(root, f32_only=False)
+    body_ops = list(body.operations)[:-2]
+    fma = term.owner.name == "arith.mulf"
+    acc = "%acc"
+    for step_number, half in enumerate(itertools.product(*(range(ranges[h]) for h in halves))):
+        value = {d: (gids[batch.index(d)] if d in batch else "%c0") for d in range(nb)}
+        value.update({nb: "%n", blk: "%blk", j: "%c0"})
+        value.update({h: f"%c{i}" for h, i in zip(halves, half)})
+        constants.update(half)
+        for d in {d for m in maps for d in m if isinstance(d, Constant)}:  # a constant index (x's half)
+            value[d] = f"%c{d.value}"
+            constants.add(d.value)
+        # body value -> (SSA name, level): 0 once per row, 1 once per step, 2 a vector along j
+        known = {}
+        for a, arg in enumerate(list(body.arguments)[:-1]):
+            at = f"%arg{args[a]}[{', '.join(value[d] for d in maps[a])}]"
+            if j in maps[a]:
+                align = _alignment(arguments[args[a]].type)
+                known[arg] = (emit(inside, "      ", f"vector.load {at} {{alignment = {align} : i64}} : "
+                                                   f"{types[args[a]]}, vector<{width}x{arg.type}>"), 2)
+            else:
+                level = int(blk in maps[a] or any(h in maps[a] for h in halves))
+                known[arg] = (emit(inside if level else before, "      " if level else "    ",
+                                   f"memref.load {at} : {types[args[a]]}"), level)
+
+        def operand(v, level: int) -> str:
+            """`v` at `level` (a scalar broadcast to a vector where the op is one)."""
+            if v not in known:  # a constant the body uses from outside
+                known[v] = (emit(before, "    ", str(v.owner).split(" = ", 1)[1]), 0)
+            ssa, own = known[v]
+            if level < 2 or own == 2:
+                return ssa
+            where, indent = (inside, "      ") if own else (before, "    ")
+            return emit(where, indent, f"vector.broadcast {ssa} : {v.type} to vector<{width}x{v.type}>")
+
+        for op in body_ops:
+            if fma and op == term.owner:
+                break
+            for v in op.operands:
+                operand(v, 0)
+            level = max(known[v][1] for v in op.operands)
+            where, indent = (inside, "      ") if level else (before, "    ")
+            known[op.result] = (emit(where, indent, _generic_text(op, "", [operand(v, level) for v in op.operands],
+                                                                  width if level == 2 else 0)), level)
+        step = f"%acc{step_number}"
+        if fma:
+            x, w = (operand(v, 2) for v in term.owner.operands)
+            inside.append(f"      {step} = vector.fma {x}, {w}, {acc} : {vec}")
+        else:
+            inside.append(f"      {step} = arith.addf {acc}, {operand(term, 2)} : {vec}")
+        acc = step
+    lines = [
+        f"scf.forall ({', '.join(gids)}) in ({', '.join(map(str, grid))}) {{",
+        f"  scf.forall (%t) in ({WARP * warps}) {{",
+        f"    %lane = affine.apply affine_map<(d0) -> (d0 mod {WARP})>(%t)",
+        f"    %n = affine.apply affine_map<(d0, d1) -> (d0 * {warps} + d1 floordiv {WARP})>({gids[-1]}, %t)",
+        *before,
+        f"    %sum = scf.for %blk = %lane to %c{ranges[blk]} step %c{WARP} iter_args(%acc = %zero) -> ({vec}) {{",
+        *inside,
+        f"      scf.yield {acc} : {vec}",
+        "    }",
+    ]
+    out = f"%arg{args[-1]}[{', '.join([*(gids[batch.index(d)] if d in batch else '%c0' for d in range(nb)), '%n'])}]"
+    lines += _sum_lanes_and_store([("%sum", f"{out} : {types[args[-1]]}")], vec, init, len(grid))
+    header = constant_lines(constants, (16, 8, 4, 2, 1)) + [f"%zero = arith.constant dense<0.0> : {vec}"]
+    return _function_text(name, types, header, init, lines)
+
+
+def _generic_text(op, result: str, operands: list, width: int) -> str:
+    """`op` (one scalar result) in MLIR's generic form on `operands`, on `width`-wide vectors of its
+    operand and result types unless `width` is 0; `result` is the name it defines ("": the op's
+    text alone)."""
     asm = op.get_asm(print_generic_op_form=True).strip()
     name_and_operands, _ = asm.split(" = ", 1)[1].rsplit(" : ", 1)
     attributes = name_and_operands.split(")", 1)[1]
 
     def typed(t):
-        return f"vector<{VECTOR}x{t}>" if vector else str(t)
+        return f"vector<{width}x{t}>" if width else str(t)
 
     in_types = ", ".join(typed(v.type) for v in op.operands)
-    return f'{result} = "{op.name}"({", ".join(operands)}){attributes} : ({in_types}) -> {typed(op.result.type)}'
+    text = f'"{op.name}"({", ".join(operands)}){attributes} : ({in_types}) -> {typed(op.result.type)}'
+    return f"{result} = {text}" if result else text
