@@ -2,9 +2,14 @@
 
 `transformer.dequantize` must give exactly the float32 values the `gguf` package's numpy dequantizer
 gives; a decode-shaped linear over it (fused: one kernel reading the blocks) must match a float64
-product with those weights; and a GGUF model compiled with `quantized_weights` must generate the
-same tokens as the same model dequantized to float32 at load.
+product with those weights, on the CPU and on GPU targets (the dequantized matvec of
+pipelines/gpu_matvec.py, run on the CPU emulation of the driver, test/gpu_emulation.py); and a GGUF
+model compiled with `quantized_weights` must generate the same tokens as the same model dequantized
+to float32 at load, on the CPU and on the emulated GPU (with as many launches per decode step).
 """
+
+import os
+import sys
 
 import numpy as np
 import pytest
@@ -14,6 +19,10 @@ gguf = pytest.importorskip("gguf")
 import kiln  # noqa: E402
 from kiln.errors import KilnError  # noqa: E402
 from kiln.loaders import load_checkpoint  # noqa: E402
+from kiln import reference as ref  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))
+from gpu_emulation import emulated_device  # noqa: E402
 
 FORMATS = {"q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0,
            "q4_1": gguf.GGMLQuantizationType.Q4_1}
@@ -76,6 +85,56 @@ def test_dequantize_and_linear_match_gguf_and_float64(fmt, lead, n, k, bias, rng
     want = x.astype(np.float64) @ weight.astype(np.float64).T + (b if bias else 0)
     assert got.shape == want.shape
     assert np.abs(got - want).max() / np.abs(want).max() < 1e-5
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+@pytest.mark.parametrize("lead,n,k,bias", [((1, 1), 48, 64, False),  # 2 blocks a row: lanes 2-31 idle
+                                           ((2, 3), 40, 96, True),  # 6 rows of x: a block grid over them
+                                           ((1,), 36, 1536, False)])  # 48 blocks: lanes 0-15 take two
+def test_gpu_dequantized_matvec_matches_gguf_and_float64(fmt, lead, n, k, bias, rng):
+    """On GPU targets the decode linear is one launch of the dequantized matvec (a warp per row of
+    blocks; the bias is the output's start, filled before it), reading the blocks as stored."""
+    data, scales, mins, weight = _random_blocks(rng, fmt, n, k)
+    text = _program(fmt, lead, n, k, bias)
+    loops = kiln.compile(text, target="cuda", compile_to="loops")
+    assert loops.count("gpu.shuffle  xor") == 5
+    assert "memref.copy" not in loops.split("func.func @linear")[1]  # x's halves are read in place
+    device = emulated_device(loops)
+    program = kiln.runtime.load_artifact(kiln.compile(text, target="cuda"), device)
+    quantized = [data, scales] + ([mins] if mins is not None else [])
+    x = rng.standard_normal((*lead, k)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    (got,) = program.linear(x, *quantized, *([b] if bias else []))
+    want = x.astype(np.float64) @ weight.astype(np.float64).T + (b if bias else 0)
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() / np.abs(want).max() < 1e-6
+    assert device.gpu.launches[-1][2] == (128, 1, 1)  # 4 warps: 4 rows of W a block
+
+
+def test_gpu_norm_and_residual_fuse_into_the_dequantized_matvec(rng):
+    """h + RMSNorm(h)·Wᵀ with W in Q4_1 blocks: the norm's scaling is computed as the matvec reads
+    x (through x's [.., K/32, 2, 16] view) and the residual is its accumulator's start, so a decode
+    step runs the norm's sum and one matvec: 2 launches, against float64."""
+    n = k = 96
+    data, scales, mins, weight = _random_blocks(rng, "q4_1", n, k)
+    h, g = _ty((1, 1, k), "f32"), _ty((k,), "f32")
+    qs, sc = _ty((n, k // 32, 16), "i8"), _ty((n, k // 32), "f16")
+    text = f"""
+func.func @f(%h: {h}, %g: {g}, %qs: {qs}, %d: {sc}, %m: {sc}) -> {h} {{
+  %x = transformer.rms_norm %h, %g {{eps = 1.0e-5 : f64}} : ({h}, {g}) -> {h}
+  %w = transformer.dequantize %qs, %d, %m {{format = "q4_1"}} : ({qs}, {sc}, {sc}) -> {_ty((n, k), "f32")}
+  %y = transformer.linear %x, %w : ({h}, {_ty((n, k), "f32")}) -> {h}
+  %r = arith.addf %h, %y : {h}
+  return %r : {h}
+}}"""
+    device = emulated_device(kiln.compile(text, target="cuda", compile_to="loops"))
+    program = kiln.runtime.load_artifact(kiln.compile(text, target="cuda"), device)
+    x = rng.standard_normal((1, 1, k)).astype(np.float32)
+    gamma = (1 + 0.1 * rng.standard_normal(k)).astype(np.float32)
+    (got,) = program.f(x, gamma, data, scales, mins)
+    want = x + ref.rms_norm(x.astype(np.float64), gamma, eps=1e-5) @ weight.astype(np.float64).T
+    assert np.abs(got - want).max() / np.abs(want).max() < 1e-5
+    assert len(device.gpu.launches) == 2
 
 
 def test_decode_linear_reads_the_blocks_in_one_kernel():
@@ -183,6 +242,34 @@ def test_quantized_decode_generates_like_float32_weights(tiny_gguf, rng):
     for position, token in enumerate(a.ids[:6], start=len(prompt)):
         got, want = quantized._decode(token, position), dense._decode(token, position)
         assert np.abs(got - want).max() / np.abs(want).max() < 1e-5
+
+
+def test_quantized_decode_on_gpu_generates_like_float32_weights(tiny_gguf, rng):
+    """The tiny GGUF Llama on the emulated cuda driver: decode steps read the blocks (6x fewer weight
+    bytes) in as many launches as with float32 weights, and generate the same tokens."""
+    from kiln import model as kiln_model
+
+    models = {}
+    for quantized in (True, False):
+        text = kiln_model.model_ir(tiny_gguf, max_seq_len=64, prefill_chunk=16, quantized_weights=quantized,
+                                   target="cuda")
+        device = emulated_device(kiln.compile(text, target="cuda", compile_to="loops"))
+        models[quantized] = (kiln.compile_model(tiny_gguf, target="cuda", device=device, max_seq_len=64,
+                                                prefill_chunk=16, cache=False, progress=False,
+                                                quantized_weights=quantized), device)
+    (quantized, q_device), (dense, d_device) = models[True], models[False]
+    assert quantized.weight_bytes_per_token < dense.weight_bytes_per_token / 3
+    prompt = rng.integers(3, VOCAB, size=13)
+    launches = []
+    for model, device in models.values():
+        model.generate(prompt, max_new_tokens=2)
+        before = len(device.gpu.launches)
+        model._decode(int(prompt[0]), len(prompt) + 2)
+        launches.append(len(device.gpu.launches) - before)
+    assert launches[0] == launches[1] > 0
+    a = quantized.generate(prompt, max_new_tokens=12)
+    b = dense.generate(prompt, max_new_tokens=12)
+    assert a.ids == b.ids and len(set(a.ids)) > 3
 
 
 def test_blocks_needed_but_not_stored_is_an_error():

@@ -160,3 +160,71 @@ func.func @not_a_plain_addition(%r: tensor<4x8xf32>, %bias: tensor<8xf32>, %a: t
   } -> tensor<4x8xf32>
   return %d, %e : tensor<4x8xf32>, tensor<4x8xf32>
 }
+
+// -----
+
+// A decode linear over quantized blocks is not a contraction, but it only adds terms to its
+// zero-filled accumulator: the residual becomes its accumulator's start.
+// CHECK-LABEL: func.func @residual_after_quantized_linear
+// CHECK-SAME: (%[[R:[a-z0-9]+]]: tensor<1x3xf32>,
+// CHECK-NOT:  linalg.fill
+// CHECK:      %[[Y:.+]] = linalg.generic {{.*}} outs(%[[R]] : tensor<1x3xf32>)
+// CHECK-NOT:  linalg.generic
+// CHECK:      return %[[Y]]
+#x = affine_map<(m, n, b, j) -> (m, b, j)>
+#q = affine_map<(m, n, b, j) -> (n, b, j)>
+#d = affine_map<(m, n, b, j) -> (n, b)>
+#y = affine_map<(m, n, b, j) -> (m, n)>
+#e = affine_map<(m, n) -> (m, n)>
+func.func @residual_after_quantized_linear(%r: tensor<1x3xf32>, %x: tensor<1x2x16xf32>, %qs: tensor<3x2x16xi8>, %d: tensor<3x2xf16>) -> tensor<1x3xf32> {
+  %zero = arith.constant 0.0 : f32
+  %ey = tensor.empty() : tensor<1x3xf32>
+  %fy = linalg.fill ins(%zero : f32) outs(%ey : tensor<1x3xf32>) -> tensor<1x3xf32>
+  %y = linalg.generic {indexing_maps = [#x, #q, #d, #y], iterator_types = ["parallel", "parallel", "reduction", "reduction"]}
+      ins(%x, %qs, %d : tensor<1x2x16xf32>, tensor<3x2x16xi8>, tensor<3x2xf16>) outs(%fy : tensor<1x3xf32>) {
+  ^bb0(%a: f32, %byte: i8, %scale: f16, %acc: f32):
+    %q = arith.sitofp %byte : i8 to f32
+    %s = arith.extf %scale : f16 to f32
+    %w = arith.mulf %s, %q : f32
+    %p = arith.mulf %a, %w : f32
+    %sum = arith.addf %acc, %p : f32
+    linalg.yield %sum : f32
+  } -> tensor<1x3xf32>
+  %h = linalg.generic {indexing_maps = [#e, #e, #e], iterator_types = ["parallel", "parallel"]}
+      ins(%r, %y : tensor<1x3xf32>, tensor<1x3xf32>) outs(%ey : tensor<1x3xf32>) {
+  ^bb0(%a: f32, %b: f32, %o: f32):
+    %s = arith.addf %a, %b : f32
+    linalg.yield %s : f32
+  } -> tensor<1x3xf32>
+  return %h : tensor<1x3xf32>
+}
+
+// -----
+
+// A reduction whose body uses its accumulator for more than the sum (here a running maximum) is
+// not a sum: the residual stays a separate addition.
+// CHECK-LABEL: func.func @reduction_not_a_sum
+// CHECK:      linalg.fill
+// CHECK:      linalg.generic {{.*}} iterator_types = ["parallel", "reduction"]
+// CHECK:      linalg.generic {{.*}} iterator_types = ["parallel"]
+#in = affine_map<(m, k) -> (m, k)>
+#out = affine_map<(m, k) -> (m)>
+#id = affine_map<(m) -> (m)>
+func.func @reduction_not_a_sum(%r: tensor<4xf32>, %x: tensor<4x8xf32>) -> tensor<4xf32> {
+  %zero = arith.constant 0.0 : f32
+  %e = tensor.empty() : tensor<4xf32>
+  %f = linalg.fill ins(%zero : f32) outs(%e : tensor<4xf32>) -> tensor<4xf32>
+  %m = linalg.generic {indexing_maps = [#in, #out], iterator_types = ["parallel", "reduction"]}
+      ins(%x : tensor<4x8xf32>) outs(%f : tensor<4xf32>) {
+  ^bb0(%a: f32, %acc: f32):
+    %s = arith.maximumf %acc, %a : f32
+    linalg.yield %s : f32
+  } -> tensor<4xf32>
+  %h = linalg.generic {indexing_maps = [#id, #id, #id], iterator_types = ["parallel"]}
+      ins(%r, %m : tensor<4xf32>, tensor<4xf32>) outs(%e : tensor<4xf32>) {
+  ^bb0(%a: f32, %b: f32, %o: f32):
+    %s = arith.addf %a, %b : f32
+    linalg.yield %s : f32
+  } -> tensor<4xf32>
+  return %h : tensor<4xf32>
+}

@@ -157,3 +157,62 @@ func.func @not_a_matvec_vector(%x: tensor<1x8xf32>, %w: tensor<3x8xf32>, %big: t
   } -> tensor<64x3xf32>
   return %y1, %y2, %y3 : tensor<1x3xf32>, tensor<1x3xf32>, tensor<64x3xf32>
 }
+
+// -----
+
+// A decode linear over Q4 blocks reads its vector viewed as [.., K/32, 2, 16] (tensor.expand_shape),
+// both halves through maps with a constant half: the RMSNorm scaling is expanded to that shape
+// (x and the norm weight are reshaped instead, as views) and fused, so the linear reads x, the mean
+// square and the norm weight directly.
+// CHECK-LABEL: func.func @norm_into_quantized_linear
+// CHECK-SAME: (%[[X:[a-z0-9]+]]: tensor<1x64xf32>, %[[MS:[a-z0-9]+]]: tensor<1xf32>, %[[G:[a-z0-9]+]]: tensor<64xf32>, %[[QS:[a-z0-9]+]]: tensor<3x2x16xi8>, %[[D:[a-z0-9]+]]: tensor<3x2xf16>)
+// CHECK-DAG:  %[[XE:.+]] = tensor.expand_shape %[[X]] {{\[}}[0], [1, 2, 3]] output_shape [1, 2, 2, 16]
+// CHECK-DAG:  %[[GE:.+]] = tensor.expand_shape %[[G]] {{\[}}[0, 1, 2]] output_shape [2, 2, 16]
+// CHECK-NOT:  iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+// CHECK:      linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "reduction", "reduction"]} ins(%[[XE]], %[[MS]], %[[GE]], %[[XE]], %[[MS]], %[[GE]], %[[QS]], %[[D]] :
+// CHECK-COUNT-2: math.rsqrt
+// CHECK:      arith.extui
+#v = affine_map<(m, k) -> (m, k)>
+#r = affine_map<(m, k) -> (m)>
+#g = affine_map<(m, k) -> (k)>
+#lo = affine_map<(m, n, b, j) -> (m, b, 0, j)>
+#hi = affine_map<(m, n, b, j) -> (m, b, 1, j)>
+#q = affine_map<(m, n, b, j) -> (n, b, j)>
+#d = affine_map<(m, n, b, j) -> (n, b)>
+#y = affine_map<(m, n, b, j) -> (m, n)>
+func.func @norm_into_quantized_linear(%x: tensor<1x64xf32>, %ms: tensor<1xf32>, %g: tensor<64xf32>, %qs: tensor<3x2x16xi8>, %d: tensor<3x2xf16>) -> tensor<1x3xf32> {
+  %zero = arith.constant 0.0 : f32
+  %c15 = arith.constant 15 : i32
+  %c4 = arith.constant 4 : i32
+  %e = tensor.empty() : tensor<1x64xf32>
+  %n = linalg.generic {indexing_maps = [#v, #r, #g, #v], iterator_types = ["parallel", "parallel"]}
+      ins(%x, %ms, %g : tensor<1x64xf32>, tensor<1xf32>, tensor<64xf32>) outs(%e : tensor<1x64xf32>) {
+  ^bb0(%a: f32, %s: f32, %c: f32, %o: f32):
+    %r = math.rsqrt %s : f32
+    %u = arith.mulf %a, %r : f32
+    %v = arith.mulf %c, %u : f32
+    linalg.yield %v : f32
+  } -> tensor<1x64xf32>
+  %xb = tensor.expand_shape %n [[0], [1, 2, 3]] output_shape [1, 2, 2, 16] : tensor<1x64xf32> into tensor<1x2x2x16xf32>
+  %ey = tensor.empty() : tensor<1x3xf32>
+  %fy = linalg.fill ins(%zero : f32) outs(%ey : tensor<1x3xf32>) -> tensor<1x3xf32>
+  %y = linalg.generic {indexing_maps = [#lo, #hi, #q, #d, #y], iterator_types = ["parallel", "parallel", "reduction", "reduction"]}
+      ins(%xb, %xb, %qs, %d : tensor<1x2x2x16xf32>, tensor<1x2x2x16xf32>, tensor<3x2x16xi8>, tensor<3x2xf16>) outs(%fy : tensor<1x3xf32>) {
+  ^bb0(%xl: f32, %xh: f32, %byte: i8, %scale: f16, %acc: f32):
+    %b = arith.extui %byte : i8 to i32
+    %lo = arith.andi %b, %c15 : i32
+    %sh = arith.shrui %b, %c4 : i32
+    %hi = arith.andi %sh, %c15 : i32
+    %sf = arith.extf %scale : f16 to f32
+    %lf = arith.uitofp %lo : i32 to f32
+    %hf = arith.uitofp %hi : i32 to f32
+    %wl = arith.mulf %sf, %lf : f32
+    %wh = arith.mulf %sf, %hf : f32
+    %pl = arith.mulf %xl, %wl : f32
+    %ph = arith.mulf %xh, %wh : f32
+    %p = arith.addf %pl, %ph : f32
+    %s = arith.addf %acc, %p : f32
+    linalg.yield %s : f32
+  } -> tensor<1x3xf32>
+  return %y : tensor<1x3xf32>
+}
