@@ -99,7 +99,22 @@ def test_plot_names_the_device_and_versions(tmp_path):
                         "cuda_driver": "13.0", "transformers": "4.60.0"},
            "kernels": [{"workload": "gemm_4096x4096x4096", "precision": "bf16", "speedup": 0.8},
                        {"workload": "linear_1x4096x4096", "precision": "f32", "speedup": 1.3}],
-           "model": {"model": "/models/SmolLM2-135M-Instruct", "kiln": {"decode_tok_s": 400.0},
-                     "hf": {"decode_tok_s": 60.0}}}
+           "model": {"model": "/models/SmolLM2-135M-Instruct.Q4_1.gguf", "kiln": {"decode_tok_s": 400.0},
+                     "kiln_fp32": {"decode_tok_s": 350.0}, "hf": {"decode_tok_s": 60.0}}}
     gpu_bench.plot_report(str(tmp_path / "p.png"), rep)
     assert (tmp_path / "p.png").stat().st_size > 10000
+
+
+def test_the_model_bench_runs_a_gguf_with_blocks_and_with_float32_weights(tmp_path):
+    """A GGUF storing Q4/Q8 blocks is timed both ways (compile_model's default reads the blocks); a
+    checkpoint of float32 tensors only once."""
+    pytest.importorskip("gguf")
+    pytest.importorskip("transformers")
+    from test_quantized_weights import _write_tiny_llama
+    from tiny_llama import save_tiny_llama
+
+    path = str(tmp_path / "tiny.gguf")
+    _write_tiny_llama(path, np.random.default_rng(3))
+    assert gpu_bench.model_systems(path) == {"kiln": "model.kiln", "kiln_fp32": "model-fp32.kiln"}
+    save_tiny_llama(tmp_path / "hf", seed=3)
+    assert gpu_bench.model_systems(str(tmp_path / "hf")) == {"kiln": "model.kiln"}

@@ -204,9 +204,9 @@ def main(argv=None) -> int:
     im.add_argument("--max-seq-len", type=int)
     im.add_argument("--prefill-chunk", type=int, default=128)
     im.add_argument("--target", default="cpu", choices=TARGETS,
-                    help="the weight layout compile_model uses for this target (GPUs: plain float32 weights)")
+                    help="the weight layout compile_model uses for this target (GPUs: W[N, K], not packed panels)")
     im.add_argument("--float32-weights", action="store_true",
-                    help="GGUF on the cpu target: float32 weight arguments instead of quantized blocks")
+                    help="GGUF: float32 weight arguments instead of quantized blocks")
     im.add_argument("-o", "--output", help="write the IR here instead of stdout")
     im.set_defaults(run=_import)
     b = sub.add_parser("bench", help="benchmark Kiln against numpy, PyTorch and (if installed) onnxruntime "

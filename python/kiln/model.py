@@ -92,10 +92,12 @@ def compile_model(
 
 
 def compile_model_to_file(model, path: str, target: str = "cuda", chip: Optional[str] = None,
-                          max_seq_len: Optional[int] = None, prefill_chunk: int = 128, progress: bool = True) -> None:
+                          max_seq_len: Optional[int] = None, prefill_chunk: int = 128, progress: bool = True,
+                          quantized_weights: bool = True) -> None:
     """Compiles a checkpoint for `target` without opening a device and writes the saved model to `path`
     (what `CompiledModel.save` writes): cross-compiling for a GPU this machine does not have. The
-    machine with the GPU runs it with `kiln.load(path, checkpoint=...)`, which needs no compiler."""
+    machine with the GPU runs it with `kiln.load(path, checkpoint=...)`, which needs no compiler.
+    `quantized_weights` as for `compile_model`."""
     if COMPILER_MISSING:
         raise KilnError(COMPILER_MISSING)
     from .loaders import load_checkpoint
@@ -106,7 +108,7 @@ def compile_model_to_file(model, path: str, target: str = "cuda", chip: Optional
                         f"for '{target}' use compile_model(...).save(path)")
     checkpoint = load_checkpoint(model)
     options = _options(checkpoint.config, target, "float32", max_seq_len, prefill_chunk)
-    options.update(_weight_layout(target, False), chip=chip or (cuda if target == "cuda" else rocm).DEFAULT_CHIP)
+    options.update(_weight_layout(target, quantized_weights), chip=chip or (cuda if target == "cuda" else rocm).DEFAULT_CHIP)
     graph = _build_graph(checkpoint, options)
     graph.bind(checkpoint.tensor, checkpoint.blocks)  # a bad tensor fails before compiling
     label = f"compiling {os.path.basename(os.path.normpath(str(model)))} for {options['chip']}"

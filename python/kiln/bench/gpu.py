@@ -7,7 +7,8 @@
 Kernels: GEMM 4096³ in f32 against torch.matmul with TF32 off (cuBLAS SIMT f32), and on bf16 tensors
 against torch.matmul on the same bf16 tensors (tensor cores on both sides, f32 sums), decode-shaped linears (the matvec schedule) against
 F.linear, causal GQA attention against scaled_dot_product_attention. Model: greedy decode tok/s of
-SmolLM2 (or `--model`), Kiln's `compile_model(target="cuda")` against HF transformers eager in fp32.
+SmolLM2 (or `--model`), Kiln's `compile_model(target="cuda")` (a GGUF's blocks read as stored, and
+float32 weights) against HF transformers eager in fp32.
 Check (`gpu_check.py`): every kernel class and tiny models of every decoder family against PyTorch
 and HF transformers on the GPU, on fresh random inputs.
 
@@ -159,44 +160,64 @@ PROMPT_TOKENS, NEW_TOKENS = 128, 128
 MODEL_MAX_SEQ_LEN = PROMPT_TOKENS + NEW_TOKENS + 1
 
 
-def load_or_compile_model(device, path: str, artifacts: str | None):
-    """The model at `path` for `device`: loaded from `artifacts`/model.kiln when it was compiled ahead."""
+def model_systems(path: str) -> dict:
+    """Kiln's configurations of the model at `path` the bench runs: "kiln" (compile_model's default:
+    a GGUF's blocks read as stored by decode steps) and, where the checkpoint stores blocks,
+    "kiln_fp32" (every weight float32, as HF reads it) -> the saved model's file name."""
+    from ..loaders import load_checkpoint
+    from ..model import _block_formats
+
+    systems = {"kiln": "model.kiln"}
+    if _block_formats(load_checkpoint(path)):
+        systems["kiln_fp32"] = "model-fp32.kiln"
+    return systems
+
+
+def load_or_compile_model(device, path: str, artifacts: str | None, system: str = "kiln"):
+    """Kiln's `system` (see `model_systems`) of the model at `path` for `device`: loaded from
+    `artifacts` when it was compiled ahead."""
     import kiln
 
-    saved = os.path.join(artifacts, "model.kiln") if artifacts else None
+    saved = os.path.join(artifacts, model_systems(path)[system]) if artifacts else None
     if saved and os.path.exists(saved):
         return kiln.load(saved, device, checkpoint=path)
-    return kiln.compile_model(path, target="cuda", device=device, max_seq_len=MODEL_MAX_SEQ_LEN)
+    return kiln.compile_model(path, target="cuda", device=device, max_seq_len=MODEL_MAX_SEQ_LEN,
+                              quantized_weights=system == "kiln")
 
 
 def run_model(device, torch, path: str, rounds: int, artifacts: str | None = None) -> dict:
-    """Greedy decode tok/s of Kiln (cuda) and HF transformers eager (fp32, cuda) on the same prompt ids."""
+    """Greedy decode tok/s of Kiln (cuda; with a GGUF's blocks and with float32 weights) and HF
+    transformers eager (fp32, cuda) on the same prompt ids."""
     import transformers
 
     from .model import _kiln_run, hf_source, matching_prefix
 
     prompt_len, new_tokens = PROMPT_TOKENS, NEW_TOKENS
-    model = load_or_compile_model(device, path, artifacts)
-    ids = [int(i) for i in np.random.default_rng(0).integers(100, model.graph.vocab_size - 100, size=prompt_len)]
+    models = {who: load_or_compile_model(device, path, artifacts, who) for who in model_systems(path)}
+    vocab = models["kiln"].graph.vocab_size
+    ids = [int(i) for i in np.random.default_rng(0).integers(100, vocab - 100, size=prompt_len)]
     folder, gguf = hf_source(path)
     hf = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **gguf).cuda().eval()
-    samples = {"kiln": {"prefill_s": [], "decode_s": []}, "hf": {"prefill_s": [], "decode_s": []}}
-    same = 0
+    samples = {who: {"prefill_s": [], "decode_s": []} for who in (*models, "hf")}
+    same = {}
     with Progress(rounds, f"decoding {path}", always=True) as bar:
         for _ in range(rounds):
-            k, h = _kiln_run(model, ids, new_tokens), _hf_run(torch, hf, ids, new_tokens)
-            for who, r in (("kiln", k), ("hf", h)):
+            runs = {who: _kiln_run(model, ids, new_tokens) for who, model in models.items()}
+            runs["hf"] = _hf_run(torch, hf, ids, new_tokens)
+            for who, r in runs.items():
                 samples[who]["prefill_s"] += r["prefill_s"]
                 samples[who]["decode_s"] += r["step_s"]
-            same = matching_prefix(k["tokens"], h["tokens"])
+            same = {who: matching_prefix(runs[who]["tokens"], runs["hf"]["tokens"]) for who in models}
             bar.advance("round")
-    row = {"model": path, "prompt_tokens": prompt_len, "new_tokens": new_tokens, "tokens_identical": same,
-           "weight_bytes_per_token": model.weight_bytes_per_token}
-    for who in ("kiln", "hf"):
+    row = {"model": path, "prompt_tokens": prompt_len, "new_tokens": new_tokens, "tokens_identical": same["kiln"]}
+    for who in samples:
         row[who] = {"prefill_tok_s": prompt_len / median(samples[who]["prefill_s"]),
                     "decode_tok_s": 1.0 / median(samples[who]["decode_s"]), "samples": samples[who]}
-    row["decode_ratio"] = row["kiln"]["decode_tok_s"] / row["hf"]["decode_tok_s"]
-    row["kiln_decode_gb_s"] = row["weight_bytes_per_token"] * row["kiln"]["decode_tok_s"] / 1e9
+    for who, model in models.items():
+        suffix = who[len("kiln"):]  # "" or "_fp32"
+        row[who].update(tokens_identical=same[who], weight_bytes_per_token=model.weight_bytes_per_token,
+                        decode_gb_s=model.weight_bytes_per_token * row[who]["decode_tok_s"] / 1e9)
+        row[f"decode_ratio{suffix}"] = row[who]["decode_tok_s"] / row["hf"]["decode_tok_s"]
     return row
 
 
@@ -264,8 +285,10 @@ def compile_ahead(suite: str, folder: str, chip: str, model_path: str | None = N
     if suite in ("full", "model") or model_path:
         from .. import default_model
 
-        compile_model_to_file(model_path or default_model.path(), os.path.join(folder, "model.kiln"), "cuda", chip,
-                              max_seq_len=MODEL_MAX_SEQ_LEN)
+        path = model_path or default_model.path()
+        for who, name in model_systems(path).items():
+            compile_model_to_file(path, os.path.join(folder, name), "cuda", chip, max_seq_len=MODEL_MAX_SEQ_LEN,
+                                  quantized_weights=who == "kiln")
 
 
 def run(suite: str = "full", model_path: str | None = None, rounds: int = 4, reps: int = 5,
@@ -317,11 +340,13 @@ def plot_report(path: str, rep: dict) -> None:
     left.set_title("kernels vs PyTorch (cuBLAS, SDPA)")
     model = rep.get("model")
     if model:
-        right.bar([0, 1], [model["kiln"]["decode_tok_s"], model["hf"]["decode_tok_s"]],
-                  color=["tab:orange", "tab:blue"])
-        right.set_xticks([0, 1], ["Kiln", "HF eager"])
+        labels = {"kiln": "Kiln", "kiln_fp32": "Kiln, fp32\nweights", "hf": "HF eager\n(fp32)"}
+        colors = {"kiln": "tab:orange", "kiln_fp32": "tab:red", "hf": "tab:blue"}
+        shown = [who for who in labels if who in model]
+        right.bar(range(len(shown)), [model[who]["decode_tok_s"] for who in shown], color=[colors[w] for w in shown])
+        right.set_xticks(range(len(shown)), [labels[who] for who in shown], fontsize=8)
         right.set_ylabel("decode tokens / s")
-        right.set_title(f"{model['model'].rstrip('/').split('/')[-1]}, fp32")
+        right.set_title(model["model"].rstrip("/").split("/")[-1])
     else:
         right.axis("off")
     v = rep["versions"]
