@@ -257,7 +257,7 @@ def test_quantized_decode_on_gpu_generates_like_float32_weights(tiny_gguf, rng):
         models[quantized] = (kiln.compile_model(tiny_gguf, target="cuda", device=device, max_seq_len=64,
                                                 prefill_chunk=16, cache=False, progress=False,
                                                 quantized_weights=quantized), device)
-    (quantized, q_device), (dense, d_device) = models[True], models[False]
+    quantized, dense = models[True][0], models[False][0]
     assert quantized.weight_bytes_per_token < dense.weight_bytes_per_token / 3
     prompt = rng.integers(3, VOCAB, size=13)
     launches = []

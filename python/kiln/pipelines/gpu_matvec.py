@@ -24,6 +24,21 @@ W to that type before the FMA: products of rounded values, summed in f32, as the
 the SIMT GEMMs of that precision compute (a fused matvec left to the generic schedules rounds them
 in its body: `round_fused_product`).
 
+A decode linear over GGUF blocks (transformer.dequantize fused into it: loops [b.., n, block, (half,)
+j], see TransformerToLinalg) gets the same warp per row of W, with blocks instead of 4-element vectors:
+
+    lane    expands blocks l, l + 32, ... of row n: one 16-byte load of the block's bytes per half (j
+            is 16 wide: both nibbles of 16 bytes for Q4_0/Q4_1, two halves of 32 bytes for Q8_0), its
+            f16 scale (and min) once, x's 2 x 16 values at the block; the root's body is evaluated on
+            16-wide vectors (integer ops included), scalars broadcast
+    reduce  as above; a warp reads 512 contiguous bytes of blocks per step
+
+Its vector of x is read through the [.., K/32, 2, 16] view the lowering gives it (the halves at a
+constant index, `gpu.read_slices_in_place`), computed from RMSNorm or SiLU(gate)·up as it is read
+(kiln-fuse-into-matvecs expands those producers to the view's shape), and a residual is its output's
+start (kiln-accumulate-residuals): a decode step with quantized weights launches as many kernels as
+one with float32 weights, and reads 4.5-8.5 bits per weight instead of 32.
+
 The kernel is marked at the `tiled` stage (`mark`: not tiled there) and written on buffers at the
 `loops` stage (`build_kernels`), before the foralls are mapped to blocks and threads.
 """
@@ -48,9 +63,11 @@ _FUNC = {"arith.constant", "func.return", "linalg.fill", "linalg.generic"}
 def warps_per_block(kernel: schedules.Kernel, func, precision: str) -> int:
     """Rows of W per block when `kernel` gets this schedule, else 0: a matvec (`_matvec_root`) with
     at most two batch dims wider than 1, m <= MAX_ROWS rows of x and K a multiple of 4; with a
-    bf16/f16 `precision`, one whose product is a multiplication (the kernel rounds its factors)."""
+    bf16/f16 `precision`, one whose product is a multiplication (the kernel rounds its factors). A
+    linear over quantized blocks (`_dequantized_root`) takes it at any precision: its weights are
+    the stored values, and it multiplies in f32."""
     if _dequantized_root(kernel, func) is not None:
-        n = kernel.loop_ranges[-1 - _reductions(kernel)]
+        n = kernel.loop_ranges[-1 - schedules.reduction_loops(kernel)]
         return next(w for w in (4, 2, 1) if n % w == 0)
     root = _matvec_root(kernel, func)
     if root is None:
@@ -117,11 +134,11 @@ def _dequantized_root(kernel: schedules.Kernel, func):
     block, (half,) j] (`schedules.is_dequantized_matvec`: j the 16 values one step expands), at most
     two batch dims wider than 1, a root adding to its f32 output [b.., n] (zero-filled in the kernel
     or before it) a term computed by integer and float arith/math (`_product`) from operands indexed
-    by plain loops, j innermost where it indexes one."""
+    by plain loops and constants (x's halves), j innermost where it indexes one."""
     if not schedules.is_dequantized_matvec(kernel):
         return None
     ranges = kernel.loop_ranges
-    nb = len(ranges) - 1 - _reductions(kernel)
+    nb = len(ranges) - 1 - schedules.reduction_loops(kernel)
     ops = list(func.regions[0].blocks[0].operations)
     names = [o.operation.name for o in ops]
     if set(names) - _FUNC or names.count("linalg.generic") != 1 or names.count("linalg.fill") > 1:
@@ -138,10 +155,6 @@ def _dequantized_root(kernel: schedules.Kernel, func):
     if not isinstance(ir.ShapedType(root.operands[-1].type).element_type, ir.F32Type):
         return None
     return root
-
-
-def _reductions(kernel: schedules.Kernel) -> int:
-    return len(kernel.iterator_types) - len(kernel.iterator_types.rstrip("r"))
 
 
 def _product(root, f32_only: bool = True):

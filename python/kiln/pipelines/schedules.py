@@ -331,7 +331,7 @@ def is_dequantized_matvec(kernel: Kernel) -> bool:
 def dequantized_matvec_schedule(kernel: Kernel, rows: int = 1, target_workgroups: int = 64) -> Schedule:
     """`rows` rows of quantized W per register tile (a divisor of N), each with 16 f32 partial sums,
     about `target_workgroups` workgroups over N (see `_dequantized_matvec_lines`)."""
-    n = kernel.loop_ranges[-1 - _reductions(kernel)]
+    n = kernel.loop_ranges[-1 - reduction_loops(kernel)]
     rows = max(d for d in range(1, min(rows, n) + 1) if n % d == 0)
     blocks = n // rows
     per_workgroup = max(1, math.ceil(blocks / target_workgroups))
@@ -780,7 +780,8 @@ def _matvec_lines(i: int, kernel: Kernel, s: Schedule) -> list:
     return lines
 
 
-def _reductions(kernel: Kernel) -> int:
+def reduction_loops(kernel: Kernel) -> int:
+    """How many loops the kernel's iterator types end with that are reductions."""
     return len(kernel.iterator_types) - len(kernel.iterator_types.rstrip("r"))
 
 
@@ -792,7 +793,7 @@ def _dequantized_matvec_lines(i: int, kernel: Kernel, s: Schedule) -> list:
     multiply-adds them with x in vector registers), summed horizontally once per row. More than
     one row per tile gives the vectorizer 2-D broadcasts it lowers poorly: rows = 1."""
     any_op = "!transform.any_op"
-    reductions = _reductions(kernel)
+    reductions = reduction_loops(kernel)
     nb = len(kernel.loop_ranges) - 1 - reductions
     steps = [1] * (reductions - 1) + [16]
     nc, nr = s.workgroup_tiles[0], s.register_tile[1]
