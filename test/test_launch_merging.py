@@ -5,6 +5,7 @@ programs on the emulated GPU against numpy on fresh random inputs."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import numpy as np
@@ -18,11 +19,13 @@ sys.path.insert(0, os.path.dirname(__file__))
 from gpu_emulation import emulated_device  # noqa: E402
 
 
-def _kernel(name: str, block: int, store: bool) -> str:
+def _kernel(name: str, block: int, store: bool, synced: bool = False) -> str:
     """A dispatch function and its kernel on a memref<64xf32>: it stores into it (`store`) or only
-    loads from it."""
+    loads from it; with `synced` its threads meet at a barrier first."""
     body = ("%v = arith.constant 1.0 : f32\n memref.store %v, %arg0[%t] : memref<64xf32>" if store
             else "%v = memref.load %arg0[%t] : memref<64xf32>")
+    if synced:
+        body = "gpu.barrier\n      " + body
     return f"""
   gpu.module @{name}_kernel {{
     gpu.func @{name}_kernel(%arg0: memref<64xf32>) kernel attributes {{known_block_size = array<i32: {block}, 1, 1>, known_grid_size = array<i32: 2, 1, 1>}} {{
@@ -48,6 +51,7 @@ module attributes {{gpu.container_module}} {{
   {_kernel("read", 32, False)}
   {_kernel("write", 32, True)}
   {_kernel("write_wide", 64, True)}
+  {_kernel("read_synced", 32, False, synced=True)}
   func.func @entry(%other: memref<64xf32>) {{
     %c{first} = arith.constant {first} : index
     %c{second}_ = arith.constant {second} : index
@@ -103,11 +107,46 @@ def test_buffers_the_tracing_cannot_name_are_taken_to_overlap():
 @pytest.mark.parametrize("between, merges", [
     ("%zero = arith.constant 0 : index", True),
     ("memref.copy %other, %a : memref<64xf32> to memref<64xf32>", False),  # a host copy orders them
-    ("call @write_wide(%other) : (memref<64xf32>) -> ()", False),  # another block shape ends the run
 ])
 def test_host_ops_between_launches(between, merges):
     gone, text = _merged(_host(0, 256, between))
     assert (gone >= 1) == merges, text
+
+
+def test_smaller_blocks_are_padded_unless_their_threads_meet():
+    """A launch with 64-thread blocks between two with 32: the merged kernel has 64-thread blocks, and
+    the 32-thread members' code runs in threads 0-31 only (each member's trailing barrier, a no-op,
+    dropped). A smaller kernel whose threads meet at a barrier keeps its own blocks: it ends the run."""
+    wide = "call @write_wide(%other) : (memref<64xf32>) -> ()"
+    gone, text = _merged(_host(0, 256, wide))
+    assert gone == 2 and "known_block_size = array<i32: 64, 1, 1>, known_grid_size = array<i32: 6, 1, 1>" in text
+    assert text.count("scf.if") == 4  # two member branches, two thread guards
+    # read's and write's guards: thread x below 32 (and y, z below 1), all three tests taken
+    assert len(re.findall(r"arith.cmpi ult, %thread_id_x[\w]*, %c32[\w]* : index", text)) == 2
+    assert len(re.findall(r"arith.cmpi ult, %thread_id_[yz][\w]*, %c1[\w]* : index", text)) == 4
+    assert text.count("arith.andi") == 4
+    gone, text = _merged(_host(0, 256, wide).replace("call @read(%a)", "call @read_synced(%a)"))
+    assert gone == 1 and "call @read_synced(" in text and 'kiln.kernel_class = "elementwise+elementwise"' in text
+
+
+def test_padded_launches_run_in_their_own_threads(rng):
+    """Three independent elementwise ops on 9, 3 and 5 rows of 32: 2 blocks of 32 x 8 threads (the
+    second masked), one of 32 x 3 and one of 32 x 5; one launch of 4 blocks of 32 x 8. On the
+    emulated GPU the results are numpy's (a thread outside its member's block shape writing
+    anything would show)."""
+    shapes = ((9, 32), (3, 32), (5, 32))
+    types = [f"tensor<{r}x{c}xf32>" for r, c in shapes]
+    text = (f"func.func @f(%a: {types[0]}, %b: {types[1]}, %c: {types[2]}) -> ({', '.join(types)}) {{\n"
+            f"  %x = transformer.silu %a : {types[0]}\n"
+            f"  %y = transformer.silu %b : {types[1]}\n"
+            f"  %z = transformer.silu %c : {types[2]}\n"
+            f"  return %x, %y, %z : {', '.join(types)}\n}}")
+    inputs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    loops, outputs = _run(text, inputs)
+    assert loops.count("gpu.launch_func") == 1
+    assert "known_block_size = array<i32: 32, 8, 1>, known_grid_size = array<i32: 4, 1, 1>" in loops
+    for got, x in zip(outputs, inputs):
+        np.testing.assert_allclose(got, x / (1 + np.exp(-x.astype(np.float64))), rtol=1e-6, atol=1e-6)
 
 
 def _run(text: str, inputs: list) -> tuple:

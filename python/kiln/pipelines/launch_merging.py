@@ -14,7 +14,9 @@ When launches may merge (decided on the host code at the `loops` stage, after ou
     function's arguments (or constant globals), and its kernel does not use gpu.grid_dim or global
     ids (its grid changes: member j's grid is linearized, x fastest, into blocks after those of
     members 0..j-1, and its block ids computed back from the merged kernel's);
-  - all have the same block shape;
+  - all have the same block shape, or the others are small plain kernels (`_Launch.paddable`):
+    the merged block is the largest along each axis, and a smaller member's code runs only in the
+    threads inside its own block shape (the others of its blocks skip it);
   - none writes memory another one reads or writes: operands are traced through views and reshapes
     to their buffer and byte range; a kernel writes an operand it stores into, copies into or passes
     to an op that may write (anything other than loads and views);
@@ -35,6 +37,8 @@ from mlir import ir
 from . import gpu
 
 MAX_MEMBERS = 8  # launches per merged kernel: its code holds all of theirs
+MAX_PADDED_THREADS = 16384  # threads of all blocks of a kernel that runs in larger blocks than its own
+MAX_BLOCK_THREADS = 1024
 _NEUTRAL_HOST_OPS = ("arith.constant", "arith.index_cast", "memref.view", "memref.expand_shape",
                      "memref.collapse_shape", "memref.cast", "memref.subview")
 _VIEW_OPS = ("memref.view", "memref.expand_shape", "memref.collapse_shape", "memref.cast", "memref.subview",
@@ -63,6 +67,10 @@ class _Launch:
     operands: list  # the kernel's arguments in order: host values, or _Global constants
     written: list  # per operand: may the kernel write it?
     bounds: list  # kiln.scalar_bounds of the dispatch function, per kernel operand: [(operand, hi)]
+    # may it run in larger blocks, its code skipped by the threads outside its own? Small kernels
+    # (MAX_PADDED_THREADS) whose threads do not meet: no barrier but the one before gpu.return (a
+    # no-op there), no shuffles, shared memory or warp-wide instructions
+    paddable: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,7 +186,18 @@ def _launch(call, funcs: dict, kernels: dict, mergeable: dict):
             bounds.append((positions.index(arg), hi))
     written = [_may_write(a) for a in func.regions[0].blocks[0].arguments[:len(operands)]]
     return _Launch(call, kernel, func, tuple(sizes[:3]), math.prod(sizes[:3]), tuple(sizes[3:]), shared, operands,
-                   written, bounds)
+                   written, bounds, _paddable(func, math.prod(sizes), shared))
+
+
+def _paddable(func, threads: int, shared: int) -> bool:
+    """`_Launch.paddable` of a kernel of `threads` threads in all."""
+    body = _printed(func).rstrip().split("\n")[1:-2]  # without the header, gpu.return and the brace
+    if body and body[-1].strip() == "gpu.barrier":
+        body = body[:-1]
+    text = "\n".join(body)
+    return (threads <= MAX_PADDED_THREADS and not shared and not _HEADER.match(_printed(func).split("\n", 1)[0]).group(2)
+            and not any(s in text for s in ("gpu.barrier", "gpu.shuffle", "gpu.block_dim", "gpu.subgroup",
+                                            "nvvm.", "nvgpu.", "rocdl.", "amdgpu.", "workgroup")))
 
 
 def _printed(func) -> str:
@@ -222,10 +241,17 @@ def _neutral(op) -> bool:
     return False
 
 
+def _merged_block(run: list) -> tuple:
+    """The block shape of the merged kernel of `run`: the largest along each axis."""
+    return tuple(max(m.block[a] for m in run) for a in range(3))
+
+
 def _joins(run: list, launch: _Launch) -> bool:
     """May `launch` join the run of launches before it?"""
-    first = run[0]
-    if launch.block != first.block or len(run) >= MAX_MEMBERS:
+    block = _merged_block([*run, launch])
+    if len(run) >= MAX_MEMBERS or math.prod(block) > MAX_BLOCK_THREADS:
+        return False
+    if any(m.block != block and not m.paddable for m in (*run, launch)):
         return False
     mine = [(_bytes(v), w) for v, w in zip(launch.operands, launch.written)]
     for other in run:
@@ -303,6 +329,7 @@ def _make_merged(module: ir.Module, run: list, number: int) -> str:
     dispatch_name = f"{host}_merged_{number}"
     name = f"{dispatch_name}_kernel"
     signature, bodies, attributions = [], [], []
+    block = _merged_block(run)
     for j, m in enumerate(run):
         text = _SSA.sub(lambda x: f"%m{j}_{x.group(1)}", _printed(m.func))
         header, body = text.split("\n", 1)
@@ -321,12 +348,23 @@ def _make_merged(module: ir.Module, run: list, number: int) -> str:
             return (f"{x.group(1)} = affine.apply affine_map<(d0) -> (((d0 - {first}) floordiv {inner}) "
                     f"mod {m.grid[axis]})>(%bid)")
 
-        bodies.append((_BLOCK_ID.sub(block_id, "\n".join(lines[:-1])), first))  # without the gpu.return
+        code = _BLOCK_ID.sub(block_id, "\n".join(lines[:-1]))  # without the gpu.return
+        if m.block != block:  # padded: its code in its own threads only (its last barrier is a no-op)
+            code = code.rstrip()
+            if code.endswith("gpu.barrier"):
+                code = code[:-len("gpu.barrier")]
+            inside = [f"%m{j}_tid{x} = gpu.thread_id {x}" for x in _AXES]
+            tests = [f"%m{j}_in{x} = arith.cmpi ult, %m{j}_tid{x}, %m{j}_size{x} : index" for x in _AXES]
+            sizes = [f"%m{j}_size{x} = arith.constant {n} : index" for x, n in zip(_AXES, m.block)]
+            code = "\n".join([*inside, *sizes, *tests, f"%m{j}_inxy = arith.andi %m{j}_inx, %m{j}_iny : i1",
+                              f"%m{j}_active = arith.andi %m{j}_inxy, %m{j}_inz : i1",
+                              f"scf.if %m{j}_active {{", code, "}"])
+        bodies.append((code, first))
     total = sum(m.blocks for m in run)
     workgroup = ""
     if attributions:
         workgroup = " workgroup(" + ", ".join(a[len("workgroup("):-1] for a in attributions) + ")"
-    bx, by, bz = run[0].block
+    bx, by, bz = block
     lines = [f"gpu.module @{name} {{",
              f"gpu.func @{name}({', '.join(s for s in signature if s)}){workgroup} kernel attributes "
              f"{{known_block_size = array<i32: {bx}, {by}, {bz}>, known_grid_size = array<i32: {total}, 1, 1>}} {{",
