@@ -353,12 +353,16 @@ def _make_merged(module: ir.Module, run: list, number: int) -> str:
             code = code.rstrip()
             if code.endswith("gpu.barrier"):
                 code = code[:-len("gpu.barrier")]
-            inside = [f"%m{j}_tid{x} = gpu.thread_id {x}" for x in _AXES]
-            tests = [f"%m{j}_in{x} = arith.cmpi ult, %m{j}_tid{x}, %m{j}_size{x} : index" for x in _AXES]
-            sizes = [f"%m{j}_size{x} = arith.constant {n} : index" for x, n in zip(_AXES, m.block)]
-            code = "\n".join([*inside, *sizes, *tests, f"%m{j}_inxy = arith.andi %m{j}_inx, %m{j}_iny : i1",
-                              f"%m{j}_active = arith.andi %m{j}_inxy, %m{j}_inz : i1",
-                              f"scf.if %m{j}_active {{", code, "}"])
+            guard, active = [], None  # thread id < the member's block size, along the axes it is smaller
+            for x, size, merged_size in zip(_AXES, m.block, block):
+                if size == merged_size:
+                    continue
+                guard += [f"%m{j}_tid{x} = gpu.thread_id {x}", f"%m{j}_size{x} = arith.constant {size} : index",
+                          f"%m{j}_in{x} = arith.cmpi ult, %m{j}_tid{x}, %m{j}_size{x} : index"]
+                if active is not None:
+                    guard.append(f"%m{j}_in{x}_all = arith.andi {active}, %m{j}_in{x} : i1")
+                active = f"%m{j}_in{x}_all" if active is not None else f"%m{j}_in{x}"
+            code = "\n".join([*guard, f"scf.if {active} {{", code, "}"])
         bodies.append((code, first))
     total = sum(m.blocks for m in run)
     workgroup = ""
