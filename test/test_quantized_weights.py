@@ -79,12 +79,18 @@ def test_dequantize_and_linear_match_gguf_and_float64(fmt, lead, n, k, bias, rng
     quantized = [data, scales] + ([mins] if mins is not None else [])
     (dequantized,) = program.dequantize(*quantized)
     np.testing.assert_array_equal(dequantized, weight)  # bit for bit
+    _check_linear(program, quantized, weight, lead, bias, rng, 1e-5)
+
+
+def _check_linear(program, quantized, weight, lead, bias, rng, tolerance) -> None:
+    """`program.linear` on fresh random x (and bias) against the float64 product with `weight`."""
+    n, k = weight.shape
     x = rng.standard_normal((*lead, k)).astype(np.float32)
     b = rng.standard_normal(n).astype(np.float32)
     (got,) = program.linear(x, *quantized, *([b] if bias else []))
     want = x.astype(np.float64) @ weight.astype(np.float64).T + (b if bias else 0)
     assert got.shape == want.shape
-    assert np.abs(got - want).max() / np.abs(want).max() < 1e-5
+    assert np.abs(got - want).max() / np.abs(want).max() < tolerance
 
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
@@ -102,12 +108,7 @@ def test_gpu_dequantized_matvec_matches_gguf_and_float64(fmt, lead, n, k, bias, 
     device = emulated_device(loops)
     program = kiln.runtime.load_artifact(kiln.compile(text, target="cuda"), device)
     quantized = [data, scales] + ([mins] if mins is not None else [])
-    x = rng.standard_normal((*lead, k)).astype(np.float32)
-    b = rng.standard_normal(n).astype(np.float32)
-    (got,) = program.linear(x, *quantized, *([b] if bias else []))
-    want = x.astype(np.float64) @ weight.astype(np.float64).T + (b if bias else 0)
-    assert got.shape == want.shape
-    assert np.abs(got - want).max() / np.abs(want).max() < 1e-6
+    _check_linear(program, quantized, weight, lead, bias, rng, 1e-6)
     assert device.gpu.launches[-1][2] == (128, 1, 1)  # 4 warps: 4 rows of W a block
 
 
