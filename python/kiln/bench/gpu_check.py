@@ -105,6 +105,12 @@ def torch_reference(torch, name: str, inputs) -> np.ndarray:
         y = t[0] @ t[1]
     elif name in ("linear", "matvec", "ragged_linear"):
         y = F.linear(t[0], t[1])
+    elif name == "q4_1_matvec":  # the blocks expanded by PyTorch: low nibbles, then high ones
+        data, scales, mins = t[1:]
+        u = data.to(torch.int32) & 0xFF
+        q = torch.cat([u & 15, u >> 4], dim=2).double()
+        w = (scales.double()[:, :, None] * q + mins.double()[:, :, None]).reshape(data.shape[0], -1)
+        y = F.linear(t[0], w)
     elif name == "rms_norm":
         y = F.rms_norm(t[0], (t[0].shape[-1],), t[1], eps=1e-5)
     elif name in ("softmax", "ragged_softmax"):

@@ -58,6 +58,32 @@ def random_f32(rng, *shape, scale=1.0):
     return (rng.standard_normal(shape) * scale).astype(np.float32)
 
 
+def _q4_1_linear(n, k):
+    """x[1, 1, k] · Wᵀ with W [n, k] in GGUF Q4_1 blocks (a decode step's linear over the blocks)."""
+    x, y, w = tensor_type((1, 1, k)), tensor_type((1, 1, n)), tensor_type((n, k))
+    qs, sc = tensor_type((n, k // 32, 16), "i8"), tensor_type((n, k // 32), "f16")
+    return (f"func.func @f(%x: {x}, %qs: {qs}, %d: {sc}, %m: {sc}) -> {y} {{\n"
+            f'  %w = transformer.dequantize %qs, %d, %m {{format = "q4_1"}} : ({qs}, {sc}, {sc}) -> {w}\n'
+            f"  %y = transformer.linear %x, %w : ({x}, {w}) -> {y}\n  return %y : {y}\n}}")
+
+
+def random_q4_1(rng, n, k):
+    """Random Q4_1 blocks of an [n, k] weight: bytes [n, k/32, 16] (two 4-bit values each), f16
+    scales and mins [n, k/32]."""
+    data = rng.integers(-128, 128, (n, k // 32, 16), dtype=np.int8)
+    scales, mins = ((rng.standard_normal((n, k // 32)) * 0.02).astype(np.float16) for _ in range(2))
+    return [data, scales, mins]
+
+
+def dequantized_q4_1(data, scales, mins):
+    """The float64 [n, k] weight of Q4_1 blocks: block value j is the low nibble of byte j, value
+    16 + j its high nibble, each times the scale plus the min."""
+    u = data.view(np.uint8)
+    q = np.concatenate([u & 15, u >> 4], axis=2).astype(np.float64)
+    w = scales.astype(np.float64)[:, :, None] * q + mins.astype(np.float64)[:, :, None]
+    return w.reshape(data.shape[0], -1)
+
+
 # name -> (a kernel class it must produce, IR, inputs(rng), float64 reference(*inputs)); f32 attention
 # is one flash-attention kernel
 CASES = {
@@ -67,6 +93,9 @@ CASES = {
                lambda r: [random_f32(r, 32, 64), random_f32(r, 48, 64, scale=0.1)], ref.linear),
     "matvec": ("contraction", workloads.linear(1, 256, 128).kiln_ir(),
                lambda r: [random_f32(r, 1, 128), random_f32(r, 256, 128, scale=0.1)], ref.linear),
+    "q4_1_matvec": ("reduction", _q4_1_linear(96, 256),
+                    lambda r: [random_f32(r, 1, 1, 256)] + random_q4_1(r, 96, 256),
+                    lambda x, *blocks: ref.linear(x, dequantized_q4_1(*blocks))),
     "rms_norm": ("reduction", workloads.rms_norm(8, 128).kiln_ir(),
                  lambda r: [random_f32(r, 8, 128), random_f32(r, 128)], lambda x, w: ref.rms_norm(x, w, eps=1e-5)),
     "softmax": ("reduction", _unary("softmax", (2, 4, 16, 24), " {axis = -1 : i64}"),
