@@ -159,13 +159,14 @@ def _launch(call, funcs: dict, kernels: dict, mergeable: dict):
     func = kernels.get(kernel)
     if func is None or len(func.regions[0].blocks) != 1 or len(func.operation.parent.regions[0].blocks[0].operations) != 1:
         return None  # not one block, or other symbols beside it in its gpu.module
-    if kernel not in mergeable:
+    if kernel not in mergeable:  # (may it merge, may its code run in larger blocks)
         text = _printed(func)
         # not when it uses its grid's shape, has private attributions, or returns early
-        mergeable[kernel] = not (any(s in text for s in ("gpu.grid_dim", "gpu.global_id"))
-                                 or not _HEADER.match(text.split("\n", 1)[0]) or text.count("gpu.return") != 1
-                                 or text.rstrip().rsplit("\n", 2)[-2].strip() != "gpu.return")
-    if not mergeable[kernel]:
+        mergeable[kernel] = (not (any(s in text for s in ("gpu.grid_dim", "gpu.global_id"))
+                                  or not _HEADER.match(text.split("\n", 1)[0]) or text.count("gpu.return") != 1
+                                  or text.rstrip().rsplit("\n", 2)[-2].strip() != "gpu.return"),
+                             _threads_never_meet(text))
+    if not mergeable[kernel][0]:
         return None
     positions, operands = [], []
     for v in launch.kernelOperands:
@@ -185,19 +186,20 @@ def _launch(call, funcs: dict, kernels: dict, mergeable: dict):
                 return None
             bounds.append((positions.index(arg), hi))
     written = [_may_write(a) for a in func.regions[0].blocks[0].arguments[:len(operands)]]
+    paddable = mergeable[kernel][1] and not shared and math.prod(sizes) <= MAX_PADDED_THREADS
     return _Launch(call, kernel, func, tuple(sizes[:3]), math.prod(sizes[:3]), tuple(sizes[3:]), shared, operands,
-                   written, bounds, _paddable(func, math.prod(sizes), shared))
+                   written, bounds, paddable)
 
 
-def _paddable(func, threads: int, shared: int) -> bool:
-    """`_Launch.paddable` of a kernel of `threads` threads in all."""
-    body = _printed(func).rstrip().split("\n")[1:-2]  # without the header, gpu.return and the brace
+def _threads_never_meet(text: str) -> bool:
+    """Do the threads of the kernel printed as `text` never communicate: no barrier but the one
+    before gpu.return, no shuffles, workgroup memory or warp-wide instructions?"""
+    header, *body = text.rstrip().split("\n")[:-2]  # without gpu.return and the closing brace
     if body and body[-1].strip() == "gpu.barrier":
         body = body[:-1]
-    text = "\n".join(body)
-    return (threads <= MAX_PADDED_THREADS and not shared and not _HEADER.match(_printed(func).split("\n", 1)[0]).group(2)
-            and not any(s in text for s in ("gpu.barrier", "gpu.shuffle", "gpu.block_dim", "gpu.subgroup",
-                                            "nvvm.", "nvgpu.", "rocdl.", "amdgpu.", "workgroup")))
+    return not any(s in line for line in [header, *body] for s in (
+        "gpu.barrier", "gpu.shuffle", "gpu.block_dim", "gpu.subgroup", "workgroup", "nvvm.", "nvgpu.", "rocdl.",
+        "amdgpu."))
 
 
 def _printed(func) -> str:
