@@ -125,6 +125,36 @@ def test_cached_and_saved_gpu_artifacts_reload(tiny_llama, gpu_model, tmp_path, 
     assert kiln.load(str(tmp_path / "m.kiln"), device=device).generate(prompt, max_new_tokens=6).ids == want
 
 
+def test_bf16_precision_rounds_the_gemm_operands(tiny_llama, rng):
+    """compile_model(precision="bf16") on a GPU target: the prefill GEMMs and decode matvecs multiply
+    operands rounded to bf16, summing in f32 (a model's cache key, and its logits, differ from the
+    f32 ones'); the CPU target refuses it. Against HF's float64 logits the rounding shows, within
+    bf16's precision."""
+    from kiln.pipelines.common import run_passes
+    from mlir import ir
+
+    directory, hf = tiny_llama
+    loops = kiln.compile(kiln_model.model_ir(directory, max_seq_len=MAX_SEQ_LEN, prefill_chunk=CHUNK),
+                         target="cuda", compile_to="loops", precision="bf16")
+    assert "arith.truncf" in loops
+    with ir.Context():  # the emulator's CPU code rounds to bf16 with integer ops
+        module = ir.Module.parse(loops)
+        run_passes(module, "gpu.module(arith-expand{include-bf16=true})", "test")
+        loops = str(module)
+    compiled = kiln.compile_model(directory, target="cuda", device=emulated_device(loops), max_seq_len=MAX_SEQ_LEN,
+                                  prefill_chunk=CHUNK, cache=False, progress=False, precision="bf16")
+    assert compiled.options["precision"] == "bf16"
+    ids = rng.integers(3, VOCAB, size=11)
+    with torch.no_grad():
+        want = hf(torch.tensor(ids[None])).logits[0].double().numpy()
+    err = np.abs(compiled.forward(ids) - want).max() / np.abs(want).max()
+    assert 1e-4 < err < 3e-2, err
+    with pytest.raises(KilnError, match="precision 'bf16' applies to the GPU targets"):
+        kiln.compile_model(directory, precision="bf16", cache=False, progress=False)
+    with pytest.raises(KilnError, match="unknown precision 'fp8'"):
+        kiln.compile_model(directory, target="cuda", device=emulated_device(loops), precision="fp8")
+
+
 def _no_compile(*args, **kwargs):
     raise AssertionError("compiled, though a cached artifact or a missing driver should have stopped it")
 

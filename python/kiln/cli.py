@@ -102,7 +102,7 @@ def _run(args) -> int:
     device = Device(num_threads=args.threads) if args.threads else None
     path = args.model or default_model.path()
     model = compile_model(path, target=args.target, max_seq_len=args.max_seq_len, device=device, chip=args.chip,
-                          quantized_weights=not args.float32_weights)
+                          quantized_weights=not args.float32_weights, precision=args.precision)
     out = model.generate(
         args.prompt, max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0,
         temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
@@ -189,6 +189,8 @@ def main(argv=None) -> int:
     r.add_argument("--max-seq-len", type=int, help="prompt + generated tokens (default: min(context, 1024))")
     r.add_argument("--target", default="cpu", choices=TARGETS)
     r.add_argument("--chip", help="GPU targets: the chip to compile for (default: the GPU's)")
+    r.add_argument("--precision", help="GPU targets: what GEMMs multiply in: f32 (default), bf16 or f16 "
+                                       "(f32 sums; prefill on tensor cores)")
     r.add_argument("--threads", type=int, help="CPU threads (default: KILN_NUM_THREADS, else all cores)")
     r.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy")
     r.add_argument("--top-k", type=int, default=0)

@@ -43,6 +43,7 @@ def compile_model(
     prefill_chunk: int = 128,
     chip: Optional[str] = None,
     quantized_weights: bool = True,
+    precision: Optional[str] = None,
 ):
     """Compiles a model for `target`.
 
@@ -59,6 +60,11 @@ def compile_model(
     stored by decode steps (and a prefill's output head), dequantized inside the kernels: 4.5-8.5
     bits per weight read instead of 32, with the same float32 values (prefill GEMMs use float32
     copies). Off, every weight is dequantized to float32 at load.
+
+    `precision` (GPU targets) is what GEMM-shaped contractions multiply in: "f32" (the default), "bf16"
+    or "f16", with f32 sums, as for `kiln.compile`: prefill GEMMs round their operands on the way in
+    (on tensor cores where the shapes allow), decode matvecs in their lanes. A GGUF's blocks are read
+    as stored and multiplied in f32 whatever the precision.
     """
     if COMPILER_MISSING:
         raise KilnError(COMPILER_MISSING)
@@ -68,12 +74,13 @@ def compile_model(
         return compile_module(model, example_args, target=target)
     if dtype not in DTYPES:
         raise KilnError(f"dtype '{dtype}' is not supported yet; supported: {', '.join(DTYPES)}")
+    precision_option = _precision_option(target, precision)
     device, chip = _target_device(target, device, chip)
     from .loaders import load_checkpoint
 
     checkpoint = load_checkpoint(model)
     options = _options(checkpoint.config, target, dtype, max_seq_len, prefill_chunk)
-    options.update(_weight_layout(target, quantized_weights))
+    options.update(_weight_layout(target, quantized_weights), **precision_option)
     if chip is not None:
         options["chip"] = chip  # in the cache key: an artifact for another chip is never reused
     graph = _build_graph(checkpoint, options)
@@ -93,11 +100,11 @@ def compile_model(
 
 def compile_model_to_file(model, path: str, target: str = "cuda", chip: Optional[str] = None,
                           max_seq_len: Optional[int] = None, prefill_chunk: int = 128, progress: bool = True,
-                          quantized_weights: bool = True) -> None:
+                          quantized_weights: bool = True, precision: Optional[str] = None) -> None:
     """Compiles a checkpoint for `target` without opening a device and writes the saved model to `path`
     (what `CompiledModel.save` writes): cross-compiling for a GPU this machine does not have. The
     machine with the GPU runs it with `kiln.load(path, checkpoint=...)`, which needs no compiler.
-    `quantized_weights` as for `compile_model`."""
+    `quantized_weights` and `precision` as for `compile_model`."""
     if COMPILER_MISSING:
         raise KilnError(COMPILER_MISSING)
     from .loaders import load_checkpoint
@@ -108,7 +115,8 @@ def compile_model_to_file(model, path: str, target: str = "cuda", chip: Optional
                         f"for '{target}' use compile_model(...).save(path)")
     checkpoint = load_checkpoint(model)
     options = _options(checkpoint.config, target, "float32", max_seq_len, prefill_chunk)
-    options.update(_weight_layout(target, quantized_weights), chip=chip or (cuda if target == "cuda" else rocm).DEFAULT_CHIP)
+    options.update(_weight_layout(target, quantized_weights), **_precision_option(target, precision),
+                   chip=chip or (cuda if target == "cuda" else rocm).DEFAULT_CHIP)
     graph = _build_graph(checkpoint, options)
     graph.bind(checkpoint.tensor, checkpoint.blocks)  # a bad tensor fails before compiling
     label = f"compiling {os.path.basename(os.path.normpath(str(model)))} for {options['chip']}"
@@ -133,6 +141,20 @@ def model_ir(model: str, max_seq_len: Optional[int] = None, prefill_chunk: int =
                        prefill_chunk)
     options.update(_weight_layout(target, quantized_weights))
     return str(_build_graph(config, options).module)
+
+
+def _precision_option(target: str, precision: Optional[str]) -> dict:
+    """The options entry of a GEMM precision other than f32 (in the cache key), checked: GPU targets
+    only."""
+    if precision in (None, "f32"):
+        return {}
+    from .pipelines import GPU_TARGETS, gpu_mma
+
+    gpu_mma.check_precision(precision)
+    if target not in GPU_TARGETS:
+        raise KilnError(f"precision '{precision}' applies to the GPU targets ({', '.join(GPU_TARGETS)}); "
+                        f"target '{target}' multiplies in f32")
+    return {"precision": precision}
 
 
 def _weight_layout(target: str, quantized_weights: bool) -> dict:
@@ -258,7 +280,8 @@ def _compile_graph(graph, options, checkpoint, cache_path, device, label, progre
             os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
             tmp = f"{cache_path}.{os.getpid()}.compiling"
         program = kiln_compile(graph.module, target=options["target"], output=tmp, device=device,
-                               on_stage=lambda name, _m: bar.advance(name), chip=options.get("chip"))
+                               on_stage=lambda name, _m: bar.advance(name), chip=options.get("chip"),
+                               precision=options.get("precision"))
         bar.advance("artifact")
     if tmp:
         art = artifact.read(tmp)
