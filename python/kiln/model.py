@@ -251,14 +251,14 @@ def _build_graph(checkpoint, options: dict):
         if config.get("model_type") in ("bert",):
             return models.build(config, seq_len=options["max_seq_len"])
         extra = {"panels": True} if options.get("panel_weights") else {}
-        formats = _block_formats(checkpoint) if options.get("quantized_weights") else {}
+        formats = stored_block_formats(checkpoint) if options.get("quantized_weights") else {}
         if formats:
             extra["quantized"] = formats
         return models.build(config, max_seq_len=options["max_seq_len"], chunks=chunks, logits_chunk=chunk,
                             **extra)
 
 
-def _block_formats(checkpoint) -> dict:
+def stored_block_formats(checkpoint) -> dict:
     """HF name -> transformer.dequantize format of every tensor the checkpoint stores in blocks Kiln's
     kernels read as they are (GGUF Q4_0/Q4_1/Q8_0)."""
     if isinstance(checkpoint, dict):

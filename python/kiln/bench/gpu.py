@@ -165,10 +165,10 @@ def model_systems(path: str) -> dict:
     a GGUF's blocks read as stored by decode steps) and, where the checkpoint stores blocks,
     "kiln_fp32" (every weight float32, as HF reads it) -> the saved model's file name."""
     from ..loaders import load_checkpoint
-    from ..model import _block_formats
+    from ..model import stored_block_formats
 
     systems = {"kiln": "model.kiln"}
-    if _block_formats(load_checkpoint(path)):
+    if stored_block_formats(load_checkpoint(path)):
         systems["kiln_fp32"] = "model-fp32.kiln"
     return systems
 
