@@ -5,11 +5,21 @@
 // the shuffle butterfly. q8_0 (the output head) unrolls its two halves with FMAs. In PTX the bytes
 // are one ld.global.v4.b32 per block and half.
 //
+// RUN: kiln compile %s --target cuda --compile-to=linalg | FileCheck %s --check-prefix=LINALG
 // RUN: kiln compile %s --target cuda --compile-to=tiled | FileCheck %s --check-prefix=TILED
 // RUN: kiln compile %s --target cuda --compile-to=loops | FileCheck %s --check-prefix=LOOPS
 // RUN: kiln compile %s --target cuda -o %t.kiln
 // RUN: %PYTHON %S/Inputs/kiln_blobs.py %t.kiln ptx | FileCheck %s --check-prefix=PTX
 // RUN: kiln compile %s --target rocm --compile-to=llvm | FileCheck %s --check-prefix=ROCDL
+
+// The halves of x, as the shared lowering slices them (tensor.extract_slice), are read from x's
+// [1, 1, K/32, 2, 16] view at half 0 and half 1 instead.
+// LINALG-DAG:   #[[LO:.*]] = affine_map<(d0, d1, d2, d3, d4) -> (d0, d1, d3, 0, d4)>
+// LINALG-DAG:   #[[HI:.*]] = affine_map<(d0, d1, d2, d3, d4) -> (d0, d1, d3, 1, d4)>
+// LINALG-LABEL: func.func @decode
+// LINALG-NOT:     tensor.extract_slice
+// LINALG:         %[[X:.*]] = tensor.expand_shape %arg0
+// LINALG:         linalg.generic {indexing_maps = [#[[LO]], #[[HI]], {{.*}} ins(%[[X]], %[[X]], %arg1, %arg2, %arg3 :
 
 // TILED-LABEL: func.func private @decode_dispatch_0_reduction
 // TILED-SAME:    kiln.gpu_block_dims = array<i64: 128, 1, 1>
