@@ -160,6 +160,9 @@ PROMPT_TOKENS, NEW_TOKENS = 128, 128
 MODEL_MAX_SEQ_LEN = PROMPT_TOKENS + NEW_TOKENS + 1
 
 
+SAVED_MODELS = {"kiln": "model.kiln", "kiln_fp32": "model-fp32.kiln"}  # system -> its file in --artifacts
+
+
 def model_systems(path: str) -> dict:
     """Kiln's configurations of the model at `path` the bench runs: "kiln" (compile_model's default:
     a GGUF's blocks read as stored by decode steps) and, where the checkpoint stores blocks,
@@ -167,10 +170,8 @@ def model_systems(path: str) -> dict:
     from ..loaders import load_checkpoint
     from ..model import stored_block_formats
 
-    systems = {"kiln": "model.kiln"}
-    if stored_block_formats(load_checkpoint(path)):
-        systems["kiln_fp32"] = "model-fp32.kiln"
-    return systems
+    blocks = bool(stored_block_formats(load_checkpoint(path)))
+    return {who: name for who, name in SAVED_MODELS.items() if who == "kiln" or blocks}
 
 
 def load_or_compile_model(device, path: str, artifacts: str | None, system: str = "kiln"):
@@ -178,7 +179,7 @@ def load_or_compile_model(device, path: str, artifacts: str | None, system: str 
     `artifacts` when it was compiled ahead."""
     import kiln
 
-    saved = os.path.join(artifacts, model_systems(path)[system]) if artifacts else None
+    saved = os.path.join(artifacts, SAVED_MODELS[system]) if artifacts else None
     if saved and os.path.exists(saved):
         return kiln.load(saved, device, checkpoint=path)
     return kiln.compile_model(path, target="cuda", device=device, max_seq_len=MODEL_MAX_SEQ_LEN,

@@ -169,7 +169,7 @@ def read_slices_in_place(module: ir.Module) -> None:
                 results.append(next(kept_results) if d in kept else ir.AffineConstantExpr.get(offsets[d]))
             maps[i] = ir.AffineMapAttr.get(ir.AffineMap.get(old.n_dims, old.n_symbols, results))
             op.operands[i] = slice_op.operands[0]
-        op.attributes["indexing_maps"] = ir.ArrayAttr.get(maps)
+            op.attributes["indexing_maps"] = ir.ArrayAttr.get(maps)
 
     walk_ops(module.operation, fold)
 

@@ -206,14 +206,14 @@ def build_kernels(module: ir.Module) -> list:
     return done
 
 
-class Constant(NamedTuple):
+class _Constant(NamedTuple):
     """An indexing map's constant result (`_dims(..., constants=True)`)."""
 
     value: int
 
 
 def _dims(amap_attr, constants: bool = False):
-    """The loop of each result of an indexing map, or with `constants` a `Constant` for a constant
+    """The loop of each result of an indexing map, or with `constants` a `_Constant` for a constant
     result (None unless every result is one of those)."""
     dims = []
     for e in ir.AffineMapAttr(amap_attr).value.results:
@@ -221,7 +221,7 @@ def _dims(amap_attr, constants: bool = False):
         if isinstance(e, ir.AffineDimExpr):
             dims.append(e.position)
         elif constants and isinstance(e, ir.AffineConstantExpr):
-            dims.append(Constant(e.value))
+            dims.append(_Constant(e.value))
         else:
             return None
     return dims
@@ -442,7 +442,7 @@ def _dequantized_kernel_text(func, name: str, warps: int) -> str:
         value.update({nb: "%n", blk: "%blk", j: "%c0"})
         value.update({h: f"%c{i}" for h, i in zip(halves, half)})
         constants.update(half)
-        for d in {d for m in maps for d in m if isinstance(d, Constant)}:  # a constant index (x's half)
+        for d in {d for m in maps for d in m if isinstance(d, _Constant)}:  # a constant index (x's half)
             value[d] = f"%c{d.value}"
             constants.add(d.value)
         # body value -> (SSA name, level): 0 once per row, 1 once per step, 2 a vector along j
